@@ -1,0 +1,1 @@
+"""Analysis layer: reads DataFrames of stored runs, never training code."""

@@ -1,0 +1,210 @@
+"""The Python API: ``batchlab.train(...)`` expands settings into runs, trains them cohort by
+cohort, stores them, and returns their records as pandas DataFrames."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from batchlab import __version__
+from batchlab.config import (OPTIMIZERS, REDUCTIONS, SHUFFLE_MODES, DataConfig, EarlyStopping, ModelConfig,
+                             OptimizerConfig, RunConfig, parse_batch_sizes, parse_floats, parse_seeds,
+                             parse_widths, resolve_batch_size)
+from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
+from batchlab.engine.cohort import MONITORABLE, RunResult, train_cohort
+from batchlab.errors import BatchlabError
+from batchlab.models import Model, build_model, check_model_config
+from batchlab.store import Store, series_frame, summary_frame
+
+Progress = Callable[[int], None]  # called with the number of run-epochs just completed
+
+
+@dataclass
+class TrainResult:
+    """The runs of one ``train`` call; ``skipped`` lists runs read back from the store."""
+
+    runs: list[RunResult]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch records (epoch 0 included) of every run, with the run's settings as columns."""
+        return series_frame(self.runs, "epoch")
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """Per-step records (``mb_loss``, ``mb_acc``) of every run."""
+        return series_frame(self.runs, "step")
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per run: final metrics, best epoch, updates, samples seen, wall time."""
+        return summary_frame(self.runs)
+
+
+def _check_int(value: Any, what: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise BatchlabError(f"{what} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_size, epochs: int, lr, momentum=0.0,
+                  seeds=1, optimizer: str = "sgd", nesterov: bool = False, reduction: str = "mean",
+                  drop_last: bool = False, shuffle: str = "every-epoch", early_stopping: EarlyStopping | None = None,
+                  micro_batch: int | None = None, init_seed: int | None = None, data_seed: int | None = None,
+                  dropout_seed: int | None = None) -> list[RunConfig]:
+    """Every combination of batch size x lr x momentum x seed as a resolved, validated config."""
+    _check_int(epochs, "epochs", 1)
+    if optimizer not in OPTIMIZERS:
+        raise BatchlabError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if reduction not in REDUCTIONS:
+        raise BatchlabError(f"unknown loss reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")
+    if shuffle not in SHUFFLE_MODES:
+        raise BatchlabError(f"unknown shuffle mode {shuffle!r}: choose one of {', '.join(SHUFFLE_MODES)}")
+    if micro_batch is not None:
+        _check_int(micro_batch, "micro-batch size", 1)
+    if early_stopping is not None:
+        if early_stopping.monitor not in MONITORABLE:
+            raise BatchlabError(f"cannot monitor {early_stopping.monitor!r}: choose one of {', '.join(MONITORABLE)}")
+        _check_int(early_stopping.patience, "patience", 1)
+        if not math.isfinite(early_stopping.min_delta) or early_stopping.min_delta < 0:
+            raise BatchlabError(f"min delta must be finite and >= 0, got {early_stopping.min_delta}")
+    if not model.name.startswith("custom:"):
+        check_model_config(model)
+    sizes = [resolve_batch_size(b, n_train) for b in parse_batch_sizes(batch_size)]
+    lrs = parse_floats(lr, "learning rate", positive=True)
+    momenta = parse_floats(momentum, "momentum", low=0.0, high=1.0)
+    if optimizer == "adam" and any(m != 0.0 for m in momenta):
+        raise BatchlabError("momentum applies to sgd only; Adam's moments are set by b1/b2")
+    seed_list = parse_seeds(seeds)
+    for s in seed_list + [x for x in (init_seed, data_seed, dropout_seed) if x is not None]:
+        _check_int(s, "seed", 0)
+    configs = []
+    for b, rate, m, seed in itertools.product(dict.fromkeys(sizes), lrs, momenta, seed_list):
+        configs.append(RunConfig(
+            data=data, model=model,
+            optimizer=OptimizerConfig(optimizer, rate, m, nesterov),
+            batch_size=b, epochs=epochs, seed=seed,
+            init_seed=seed if init_seed is None else init_seed,
+            data_seed=seed if data_seed is None else data_seed,
+            dropout_seed=seed if dropout_seed is None else dropout_seed,
+            reduction=reduction, drop_last=drop_last, shuffle=shuffle,
+            early_stopping=early_stopping, micro_batch=micro_batch))
+    return list({c.run_id: c for c in configs}.values())
+
+
+def group_cohorts(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
+    """Runs that can share one compiled, vmapped program, in first-seen order."""
+    groups: dict[tuple, list[RunConfig]] = defaultdict(list)
+    for cfg in configs:
+        groups[cfg.cohort_key()].append(cfg)
+    return list(groups.values())
+
+
+def resolve_data(data: Any, *, standardize: bool | None, test_fraction: float, label: str
+                 ) -> tuple[Dataset, DataConfig]:
+    """A dataset from a built-in name, a file path, a tuple of arrays or a :class:`Dataset`."""
+    if isinstance(data, Dataset):
+        return data, DataConfig(data.name, False)
+    if isinstance(data, (tuple, list)):
+        if len(data) not in (2, 4):
+            raise BatchlabError("data arrays must be (x, y) or (x, y, x_test, y_test)")
+        return from_arrays(*data, standardize=bool(standardize), test_fraction=test_fraction)
+    if isinstance(data, Path):
+        data = str(data)
+    if not isinstance(data, str):
+        raise BatchlabError(f"data must be a name, a file path or arrays, got {type(data).__name__}")
+    cfg = resolve_data_config(data, standardize=standardize, test_fraction=test_fraction, label=label)
+    return load_dataset(cfg), cfg
+
+
+def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 32, epochs: int = 10,
+          lr: Any = 0.01, momentum: Any = 0.0, seeds: Any = 1, optimizer: str = "sgd", nesterov: bool = False,
+          reduction: str = "mean", drop_last: bool = False, shuffle: str = "every-epoch",
+          hidden: Any = (50,), activation: str = "relu", init: str = "he_uniform", dropout: float = 0.0,
+          standardize: bool | None = None, test_fraction: float = 0.2, label: str = "label",
+          early_stopping: EarlyStopping | None = None, micro_batch: int | None = None,
+          init_seed: int | None = None, data_seed: int | None = None, dropout_seed: int | None = None,
+          db: str | Path | None = None, force: bool = False, progress: Progress | None = None) -> TrainResult:
+    """Train every combination of ``batch_size`` x ``lr`` x ``momentum`` x ``seeds``.
+
+    ``batch_size`` takes integers, ``"full"`` (B = N, batch gradient descent), lists or a
+    spec such as ``"1,32,full"``; ``seeds=5`` means seeds 0..4. Runs that share a batch size
+    train together as one vmapped cohort. With ``db`` the runs are stored (one transaction
+    per cohort) and finished runs are read back instead of recomputed unless ``force``.
+
+    Example:
+        >>> result = batchlab.train("blobs", "mlp", batch_size=32, epochs=200, lr=0.01, momentum=0.9, seeds=5)
+        >>> result.history.groupby("epoch").test_acc.mean()
+    """
+    configs, dataset, net = prepare(data, model, batch_size=batch_size, epochs=epochs, lr=lr, momentum=momentum,
+                                    seeds=seeds, optimizer=optimizer, nesterov=nesterov, reduction=reduction,
+                                    drop_last=drop_last, shuffle=shuffle, hidden=hidden, activation=activation,
+                                    init=init, dropout=dropout, standardize=standardize,
+                                    test_fraction=test_fraction, label=label, early_stopping=early_stopping,
+                                    micro_batch=micro_batch, init_seed=init_seed, data_seed=data_seed,
+                                    dropout_seed=dropout_seed)
+    return run_configs(configs, dataset, net, db=db, force=force, progress=progress)
+
+
+def prepare(data: Any, model: str | Model, *, hidden: Any, activation: str, init: str, dropout: float,
+            standardize: bool | None, test_fraction: float, label: str, **grid: Any
+            ) -> tuple[list[RunConfig], Dataset, Model]:
+    """Validate everything and resolve the runs before anything is trained or written."""
+    if not 0 < test_fraction < 1:
+        raise BatchlabError(f"test fraction must lie in (0, 1), got {test_fraction}")
+    dataset, data_cfg = resolve_data(data, standardize=standardize, test_fraction=test_fraction, label=label)
+    if isinstance(model, Model):
+        model_cfg = ModelConfig(name=f"custom:{model.name}", hidden=(), activation="", init="", dropout=0.0)
+        net = model
+    else:
+        model_cfg = ModelConfig(model, parse_widths(hidden), activation, init, float(dropout))
+        net = build_model(model_cfg, dataset.sample_shape, dataset.num_classes)
+    configs = build_configs(data_cfg, dataset.n_train, model_cfg, **grid)
+    return configs, dataset, net
+
+
+def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: str | Path | None = None,
+                force: bool = False, progress: Progress | None = None) -> TrainResult:
+    """Train the configs cohort by cohort; store each cohort as it finishes."""
+    store = Store(db) if db is not None else None
+    try:
+        done = store.run_ids() if (store is not None and not force) else set()
+        todo = [c for c in configs if c.run_id not in done]
+        skipped = [c.run_id for c in configs if c.run_id in done]
+        if progress is not None and skipped:
+            progress(sum(c.epochs for c in configs if c.run_id in done))
+        fresh: dict[str, RunResult] = {}
+        for cohort in group_cohorts(todo):
+            results = train_cohort(cohort, dataset, net, on_epoch=_epoch_counter(progress, len(cohort)))
+            if store is not None:
+                store.write(results, __version__)
+            fresh.update((r.run_id, r) for r in results)
+        stored = {r.run_id: r for r in store.load(skipped)} if (store is not None and skipped) else {}
+        runs = [fresh.get(c.run_id) or stored[c.run_id] for c in configs]
+        return TrainResult(runs, skipped)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _epoch_counter(progress: Progress | None, runs: int) -> Callable[[int], None] | None:
+    """Turn a cohort's 'epoch e finished' into run-epochs completed (early stops jump ahead)."""
+    if progress is None:
+        return None
+    last = [0]
+
+    def on_epoch(epoch: int) -> None:
+        progress((epoch - last[0]) * runs)
+        last[0] = epoch
+
+    return on_epoch
+
+
+__all__ = ["train", "TrainResult", "build_configs", "group_cohorts", "prepare", "run_configs"]

@@ -1,0 +1,202 @@
+"""The ``batchlab`` command: parse, call, print. Usage errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from batchlab.errors import BatchlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train under controlled batch size / epochs / learning rate and see what changes.")
+study_app = typer.Typer(no_args_is_help=True, help="Named studies that reproduce published experiments.")
+app.add_typer(study_app, name="study")
+
+DEFAULT_DB = "batchlab.db"
+DEFAULT_OUT = "batchlab-out"
+
+
+def _progress_bar(total: int, label: str):
+    """A rich progress bar over run-epochs; returns (context manager, advance callback)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("run-epochs"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+    task = bar.add_task(label, total=total)
+    return bar, lambda k: bar.advance(task, k)
+
+
+def _print_runs(frame, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = [("run", "run_id"), ("B", "batch_size"), ("lr", "lr"), ("mom", "momentum"), ("seed", "seed"),
+               ("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"),
+               ("test loss", "test_loss"), ("test acc", "test_acc"), ("best ep", "best_epoch"),
+               ("steps", "steps"), ("samples", "samples_seen"), ("wall s", "train_seconds")]
+    for name, _ in columns:
+        table.add_column(name, justify="left" if name in ("run", "status") else "right")
+    for row in frame.to_dict("records"):
+        cells = []
+        for _, key in columns:
+            value = row[key]
+            if key == "run_id":
+                cells.append(str(value)[:8])
+            elif key == "status" and row.get("diverged_step") is not None and value == "diverged":
+                cells.append(f"diverged@{int(row['diverged_step'])}")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4g}" if key in ("lr", "momentum") else f"{value:,.3f}" if key != "train_seconds"
+                             else f"{value:.2f}")
+            elif isinstance(value, int):
+                cells.append(f"{value:,}")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@app.command()
+def plan(n: int = typer.Option(..., "--n", help="training samples N"),
+         batch_size: str = typer.Option(..., "--batch-size", "-b", help="B, 'full', or a list '1,32,full'"),
+         epochs: int = typer.Option(..., "--epochs", "-e"),
+         drop_last: bool = typer.Option(False, "--drop-last", help="drop the last partial batch (MATLAB)")) -> None:
+    """How N, B and epochs turn into updates and samples seen."""
+    from batchlab.budget import plan as make_plan
+    from batchlab.config import parse_batch_sizes, resolve_batch_size
+
+    if n < 1:
+        raise BatchlabError(f"N must be >= 1, got {n}")
+    for b in parse_batch_sizes(batch_size):
+        p = make_plan(n, resolve_batch_size(b, n), epochs, drop_last)
+        prefix = f"B={p.batch_size}: " if "," in batch_size or ":" in batch_size else ""
+        typer.echo(prefix + p.describe())
+
+
+@app.command()
+def train(
+    data: str = typer.Option("blobs", help="built-in name (blobs, moons, classification, digits, iris, wine, "
+                                           "breast_cancer) or a .npz/.csv file"),
+    model: str = typer.Option("mlp", help="mlp, logreg or cnn"),
+    batch_size: str = typer.Option("32", "--batch-size", "-b", help="B in [1, N], 'full', lists '1,32,full', "
+                                                                    "ranges '1:1024' (powers of two)"),
+    epochs: int = typer.Option(10, "--epochs", "-e"),
+    lr: str = typer.Option("0.01", help="learning rate(s), e.g. 0.001,0.01"),
+    momentum: str = typer.Option("0", help="SGD momentum value(s) in [0, 1)"),
+    seeds: str = typer.Option("1", help="number of seeds (5 -> 0..4) or a list '3,7'"),
+    optimizer: str = typer.Option("sgd", help="sgd or adam"),
+    nesterov: bool = typer.Option(False, help="Nesterov momentum"),
+    reduction: str = typer.Option("mean", help="loss over the batch: mean (Keras/PyTorch) or sum"),
+    drop_last: bool = typer.Option(False, "--drop-last", help="drop the last partial batch (MATLAB)"),
+    shuffle: str = typer.Option("every-epoch", help="every-epoch, once or never"),
+    hidden: str = typer.Option("50", help="MLP hidden widths, e.g. 256,256"),
+    activation: str = typer.Option("relu"),
+    init: str = typer.Option("he_uniform", help="hidden-layer init: he_uniform, glorot_uniform, he_normal, ..."),
+    dropout: float = typer.Option(0.0, help="dropout rate after hidden layers"),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize",
+                                               help="standardize features (default: per dataset)"),
+    test_fraction: float = typer.Option(0.2, help="test split when the data has none"),
+    label: str = typer.Option("label", help="label column of a CSV file"),
+    patience: Optional[int] = typer.Option(None, help="early stopping after this many epochs without improvement"),
+    monitor: str = typer.Option("test_loss", help="metric early stopping watches"),
+    min_delta: float = typer.Option(0.0, help="smallest change that counts as an improvement"),
+    restore_best: bool = typer.Option(True, help="early stopping keeps the best epoch's parameters"),
+    micro_batch: Optional[int] = typer.Option(None, help="largest forward pass; larger batches accumulate "
+                                                         "gradients (same update)"),
+    init_seed: Optional[int] = typer.Option(None, help="fix the init seed across runs"),
+    data_seed: Optional[int] = typer.Option(None, help="fix the data-order seed across runs"),
+    dropout_seed: Optional[int] = typer.Option(None, help="fix the dropout seed across runs"),
+    db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+    out: Path = typer.Option(Path(DEFAULT_OUT), help="folder for figures and tables"),
+    force: bool = typer.Option(False, help="recompute runs already in the store"),
+) -> None:
+    """Train every batch size x lr x momentum x seed; store the runs; print a table; draw learning curves."""
+    from batchlab.api import prepare, run_configs
+    from batchlab.config import EarlyStopping
+    from batchlab.plots import learning_curves, save_figure
+
+    early = EarlyStopping(monitor, patience, min_delta, restore_best) if patience is not None else None
+    configs, dataset, net = prepare(
+        data, model, batch_size=batch_size, epochs=epochs, lr=lr, momentum=momentum, seeds=seeds,
+        optimizer=optimizer, nesterov=nesterov, reduction=reduction, drop_last=drop_last, shuffle=shuffle,
+        hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
+        test_fraction=test_fraction, label=label, early_stopping=early, micro_batch=micro_batch,
+        init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed)
+    total = sum(c.epochs for c in configs)
+    bar, advance = _progress_bar(total, f"training {len(configs)} run(s)")
+    start = time.perf_counter()
+    with bar:
+        result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
+    _print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
+                                f"{time.perf_counter() - start:.1f} s")
+    if result.skipped:
+        typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
+    files = []
+    for metric in ("acc", "loss"):
+        files += save_figure(learning_curves(result.history, metric), out / f"learning_curves_{metric}")
+    typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
+
+
+@app.command()
+def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """List stored runs: id, settings, status, final metrics."""
+    from batchlab.store import Store, summary_frame
+
+    with Store(db, create=False) as store:
+        results = store.load(steps=False)
+    if not results:
+        typer.echo(f"{db} holds no runs")
+        return
+    _print_runs(summary_frame(results), f"{len(results)} run(s) in {db}")
+
+
+@app.command()
+def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+           out: Path = typer.Option(..., help="folder to write runs, epochs and steps tables into"),
+           db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """Write the store as tables: runs (settings, status, config, version), epochs, steps."""
+    from batchlab.store.export import export_store
+
+    if fmt not in ("csv", "parquet"):
+        raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")
+    for path in export_store(db, out, fmt):
+        typer.echo(str(path))
+
+
+@study_app.command("brownlee")
+def study_brownlee(seeds: int = typer.Option(5, help="seeds per setting"),
+                   epochs: int = typer.Option(200, "--epochs", "-e"),
+                   out: Path = typer.Option(Path("results/brownlee"), help="folder for figures and the summary"),
+                   db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+                   force: bool = typer.Option(False, help="recompute runs already in the store")) -> None:
+    """Brownlee's blobs experiment: B=500, B=1 (lr 0.01 and 0.001), B=32 over seeds, 200 epochs."""
+    from batchlab.studies import brownlee
+
+    if seeds < 1 or epochs < 1:
+        raise BatchlabError("seeds and epochs must be >= 1")
+    bar, advance = _progress_bar(len(brownlee.SETTINGS) * seeds * epochs, "Brownlee study")
+    with bar:
+        output = brownlee.run(out, seeds=seeds, epochs=epochs, db=db, force=force, progress=advance)
+    typer.echo(output.reasoning)
+    typer.echo((out / "summary.md").read_text())
+    typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
+
+
+def main() -> None:
+    try:
+        app()
+    except BatchlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: runs finished before the interrupt are stored", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Frozen, typed run settings and the parsing of list specs such as ``"1,32,full"`` and ``"1:1024"``.
+
+A :class:`RunConfig` is *resolved*: every default is filled in and ``batch_size`` is an
+integer (``"full"`` already turned into N), so its hash identifies the run's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchlab.errors import BatchlabError
+
+FULL = "full"
+SHUFFLE_MODES = ("every-epoch", "once", "never")
+REDUCTIONS = ("mean", "sum")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is prepared. ``name`` is a built-in name or a file path."""
+
+    name: str
+    standardize: bool = False
+    test_fraction: float = 0.2  # used only when the data has no test split of its own
+    split_seed: int = 0
+    label: str = "label"  # label column of a CSV file
+    file_sha256: str | None = None  # content hash of a user file, so edited data is a new run
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A built-in model and its options (ignored options keep their defaults)."""
+
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (50,)
+    activation: str = "relu"
+    init: str = "he_uniform"  # hidden-layer init; the output layer is glorot_uniform (Keras default)
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer through optax; ``lr`` and ``momentum`` may differ between runs of one cohort."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    b1: float = 0.9  # Adam
+    b2: float = 0.999
+    eps: float = 1e-7  # Keras' Adam default (PyTorch uses 1e-8)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    monitor: str = "test_loss"
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    @property
+    def mode(self) -> str:
+        return "max" if self.monitor.endswith("acc") else "min"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one training run's numbers."""
+
+    data: DataConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    batch_size: int
+    epochs: int
+    seed: int = 0
+    init_seed: int = 0
+    data_seed: int = 0
+    dropout_seed: int = 0
+    reduction: str = "mean"
+    drop_last: bool = False
+    shuffle: str = "every-epoch"
+    early_stopping: EarlyStopping | None = None
+    micro_batch: int | None = None  # largest forward pass; bigger batches accumulate gradients
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        """Hash of the resolved configuration: the run's identity in the store."""
+        payload = {k: v for k, v in self.to_dict().items() if k != "extra"}
+        text = json.dumps(payload, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def cohort_key(self) -> tuple:
+        """Runs with equal keys share one compiled program (they differ in lr, momentum, seeds)."""
+        opt = dataclasses.replace(self.optimizer, lr=0.0, momentum=0.0)
+        return (self.data, self.model, opt, self.batch_size, self.epochs, self.reduction,
+                self.drop_last, self.shuffle, self.early_stopping, self.micro_batch)
+
+
+def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
+    """Inverse of :meth:`RunConfig.to_dict` (used when reading the store)."""
+    es = d.get("early_stopping")
+    model = dict(d["model"])
+    model["hidden"] = tuple(model.get("hidden", ()))
+    return RunConfig(
+        data=DataConfig(**d["data"]),
+        model=ModelConfig(**model),
+        optimizer=OptimizerConfig(**d["optimizer"]),
+        early_stopping=EarlyStopping(**es) if es else None,
+        **{k: v for k, v in d.items() if k not in ("data", "model", "optimizer", "early_stopping")},
+    )
+
+
+# ---------------------------------------------------------------- parsing of list specs
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BatchlabError(f"{what} must be an integer, got {text!r}") from None
+    if not math.isfinite(value) or value != int(value):
+        raise BatchlabError(f"{what} must be an integer, got {text!r}")
+    return int(value)
+
+
+def parse_batch_sizes(spec: str | int | list) -> list[int | str]:
+    """``"1,32,full"`` -> [1, 32, 'full']; ``"1:1024"`` -> powers of two 1..1024; ints pass through.
+
+    Values are checked against N later (:func:`resolve_batch_size`); here only their form.
+    """
+    if isinstance(spec, (list, tuple)):
+        items: list[Any] = list(spec)
+    elif isinstance(spec, int) and not isinstance(spec, bool):
+        items = [spec]
+    else:
+        items = [p.strip() for p in str(spec).split(",")]
+    out: list[int | str] = []
+    for item in items:
+        if isinstance(item, str) and item.lower() == FULL:
+            out.append(FULL)
+        elif isinstance(item, str) and ":" in item:
+            lo_text, hi_text = item.split(":", 1)
+            lo, hi = _parse_int(lo_text, "batch size"), _parse_int(hi_text, "batch size")
+            if lo < 1 or hi < lo:
+                raise BatchlabError(f"batch-size range {item!r} must be a:b with 1 <= a <= b")
+            b = lo
+            while b <= hi:
+                out.append(b)
+                b *= 2
+        elif isinstance(item, str):
+            if not item:
+                raise BatchlabError(f"empty entry in batch sizes {spec!r}")
+            out.append(_parse_int(item, "batch size"))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append(item)
+        else:
+            raise BatchlabError(f"batch size must be an integer or 'full', got {item!r}")
+    for b in out:
+        if b != FULL and b < 1:
+            raise BatchlabError(f"batch size must be >= 1, got {b}")
+    if not out:
+        raise BatchlabError("no batch size given")
+    return out
+
+
+def resolve_batch_size(b: int | str, n: int) -> int:
+    """'full' -> N; an integer must lie in [1, N] (an error names it otherwise)."""
+    from batchlab.budget import check_batch_size
+
+    return n if b == FULL else check_batch_size(b, n)
+
+
+def parse_floats(spec: str | float | list, what: str, *, positive: bool = False,
+                 low: float | None = None, high: float | None = None) -> list[float]:
+    """``"0.001,0.01"`` -> [0.001, 0.01], each finite and (if asked) > 0 or within [low, high)."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    out = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise BatchlabError(f"{what} must be a number, got {item!r}") from None
+        if not math.isfinite(value):
+            raise BatchlabError(f"{what} must be finite, got {item!r}")
+        if positive and value <= 0:
+            raise BatchlabError(f"{what} must be > 0, got {item!r}")
+        if low is not None and value < low or high is not None and value >= high:
+            raise BatchlabError(f"{what} must lie in [{low}, {high}), got {item!r}")
+        out.append(value)
+    if not out:
+        raise BatchlabError(f"no {what} given")
+    return out
+
+
+def parse_seeds(spec: str | int | list) -> list[int]:
+    """``5`` -> seeds 0..4; ``"3,7"`` -> [3, 7]."""
+    if isinstance(spec, (list, tuple)):
+        return [_parse_int(str(s), "seed") for s in spec]
+    text = str(spec).strip()
+    if "," in text:
+        return [_parse_int(p.strip(), "seed") for p in text.split(",")]
+    count = _parse_int(text, "number of seeds")
+    if count < 1:
+        raise BatchlabError(f"number of seeds must be >= 1, got {count}")
+    return list(range(count))
+
+
+def parse_widths(spec: str | int | list | tuple) -> tuple[int, ...]:
+    """``"256,256"`` -> (256, 256); ``""`` -> () (no hidden layer)."""
+    if isinstance(spec, (list, tuple)):
+        widths = tuple(int(w) for w in spec)
+    else:
+        text = str(spec).strip()
+        widths = tuple(_parse_int(p.strip(), "hidden width") for p in text.split(",") if p.strip())
+    if any(w < 1 for w in widths):
+        raise BatchlabError(f"hidden widths must be >= 1, got {spec!r}")
+    return widths

@@ -1,0 +1,65 @@
+"""Data layer: built-in datasets, user files and arrays, all turned into a validated :class:`Dataset`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from batchlab.config import DataConfig
+from batchlab.data.builtin import BUILTIN, builtin_arrays
+from batchlab.data.dataset import Dataset, make_dataset, split, standardize
+from batchlab.data.files import file_sha256, read_csv, read_npz
+from batchlab.errors import BatchlabError
+
+__all__ = ["Dataset", "DataConfig", "load_dataset", "resolve_data_config", "from_arrays", "BUILTIN"]
+
+
+def resolve_data_config(name: str, *, standardize: bool | None = None, test_fraction: float = 0.2,
+                        split_seed: int = 0, label: str = "label") -> DataConfig:
+    """Fill in the dataset's defaults and, for a file, its content hash."""
+    if name in BUILTIN:
+        std = BUILTIN[name][1] if standardize is None else standardize
+        return DataConfig(name, std, test_fraction, split_seed, label)
+    path = Path(name)
+    if path.suffix.lower() not in (".npz", ".csv"):
+        raise BatchlabError(f"unknown data {name!r}: use a built-in name ({', '.join(BUILTIN)}) or a .npz/.csv file")
+    from batchlab.data.files import check_file
+
+    check_file(path)
+    return DataConfig(str(path), bool(standardize), test_fraction, split_seed, label, file_sha256(path))
+
+
+def _prepare(name: str, arrays: tuple, cfg: DataConfig) -> Dataset:
+    if len(arrays) == 2:
+        arrays = tuple(split(name, arrays[0], arrays[1], cfg.test_fraction, cfg.split_seed))
+        x_train, x_test, y_train, y_test = arrays
+    else:
+        x_train, y_train, x_test, y_test = arrays
+    ds = make_dataset(name, x_train, y_train, x_test, y_test)
+    return standardize(ds) if cfg.standardize else ds
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load and validate the data a :class:`DataConfig` names."""
+    if cfg.name in BUILTIN:
+        return _prepare(cfg.name, builtin_arrays(cfg.name), cfg)
+    path = Path(cfg.name)
+    arrays = read_npz(path) if path.suffix.lower() == ".npz" else read_csv(path, cfg.label)
+    return _prepare(path.name, arrays, cfg)
+
+
+def from_arrays(x, y, x_test=None, y_test=None, *, name: str = "arrays", standardize: bool = False,
+                test_fraction: float = 0.2, split_seed: int = 0) -> tuple[Dataset, DataConfig]:
+    """A Dataset from the user's own numpy arrays (Python API); the config carries their hash."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    parts = (x, y) if x_test is None else (x, y, x_test, y_test)
+    for part in parts:
+        arr = np.ascontiguousarray(np.asarray(part))
+        digest.update(str((arr.shape, arr.dtype.str)).encode())
+        digest.update(arr.tobytes())
+    cfg = DataConfig(name, standardize, test_fraction, split_seed, file_sha256=digest.hexdigest())
+    return _prepare(name, parts, cfg), cfg
+

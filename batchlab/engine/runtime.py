@@ -1,0 +1,39 @@
+"""Process-wide JAX settings: thread counts and the persistent compilation cache.
+
+Small models run fastest single-threaded on few cores, and two BLAS/Eigen pools fighting
+for two cores can be many times slower, so XLA's CPU threading is turned off unless the
+user set ``XLA_FLAGS`` themselves. Compiled programs are cached on disk
+(``BATCHLAB_CACHE_DIR``, default ``~/.cache/batchlab/jax``; ``BATCHLAB_CACHE_DIR=off``
+disables it) so repeated commands, tests and sweep workers skip compilation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_configured = False
+
+
+def configure_threads() -> None:
+    """Must run before jax is first imported to take effect."""
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+def configure_cache() -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    import jax
+
+    where = os.environ.get("BATCHLAB_CACHE_DIR", str(Path.home() / ".cache" / "batchlab" / "jax"))
+    if where.lower() == "off":
+        return
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # an unwritable cache only costs speed
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,0 +1,113 @@
+"""The training step: the one place where a batch becomes a parameter update.
+
+Read top to bottom: gather the batch -> loss and gradient (masked, optionally accumulated
+over micro-batches) -> optimizer update -> keep it only if the run is active and the loss
+is finite -> per-step outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from batchlab.models.base import Model
+
+
+class RunState(NamedTuple):
+    """Everything one run carries from step to step (a cohort stacks these on a leading axis)."""
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    step: jax.Array  # optimizer updates so far
+    samples_seen: jax.Array
+    active: jax.Array  # False once stopped early or diverged: updates are no longer applied
+    diverged_step: jax.Array  # update at which the loss became non-finite; -1 if never
+    dropout_key: jax.Array
+
+
+class Batch(NamedTuple):
+    """A batch as row indices into the training set plus a mask of real (not padded) rows."""
+
+    index: jax.Array  # (B,) int32
+    mask: jax.Array  # (B,) float32, 1 for real rows
+
+
+def select(keep: jax.Array, new, old):
+    """``new`` where ``keep`` else ``old``, leaf by leaf (``keep`` is a scalar per run)."""
+    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+
+
+def masked_loss_sum(model: Model, params, model_state, x, y, mask, *, train: bool, key):
+    """Sum of per-example cross-entropy over real rows; aux = (correct count, new model state)."""
+    logits, new_state = model.apply(params, model_state, x, train=train, key=key)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
+    return jnp.sum(losses * mask), (jnp.sum(correct * mask), new_state)
+
+
+def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, micro_batch: int | None):
+    """Loss sum, correct count and gradient of the loss *sum* over the batch's real rows.
+
+    A batch larger than ``micro_batch`` is split into micro-batches whose gradient sums are
+    accumulated: the same gradient as one pass over the whole batch (up to float rounding).
+    """
+    x, y = data
+    grad_fn = jax.value_and_grad(masked_loss_sum, argnums=1, has_aux=True)
+    size = batch.index.shape[0]
+    if micro_batch is None or micro_batch >= size:
+        (loss_sum, (correct, new_state)), grads = grad_fn(
+            model, params, model_state, x[batch.index], y[batch.index], batch.mask, train=True, key=key)
+        return loss_sum, correct, grads, new_state
+
+    chunks = math.ceil(size / micro_batch)
+    pad = chunks * micro_batch - size
+    index = jnp.pad(batch.index, (0, pad)).reshape(chunks, micro_batch)
+    mask = jnp.pad(batch.mask, (0, pad)).reshape(chunks, micro_batch)
+
+    def accumulate(carry, chunk):
+        loss_acc, correct_acc, grad_acc, state = carry
+        i, m, c = chunk
+        (loss_sum, (correct, state)), grads = grad_fn(
+            model, params, state, x[i], y[i], m, train=True, key=jax.random.fold_in(key, c))
+        grad_acc = jax.tree.map(jnp.add, grad_acc, grads)
+        return (loss_acc + loss_sum, correct_acc + correct, grad_acc, state), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    init = (jnp.zeros(()), jnp.zeros(()), zeros, model_state)
+    (loss_sum, correct, grads, new_state), _ = jax.lax.scan(
+        accumulate, init, (index, mask, jnp.arange(chunks)))
+    return loss_sum, correct, grads, new_state
+
+
+def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: optax.GradientTransformation,
+               data, reduction: str, micro_batch: int | None):
+    """One optimizer update of one run. Returns the new state and the step's outputs."""
+    key = jax.random.fold_in(run.dropout_key, run.step)
+    loss_sum, correct, grad_sum, new_model_state = batch_gradient(
+        model, run.params, run.model_state, data, batch, key, micro_batch)
+    count = jnp.sum(batch.mask)
+    grads = grad_sum if reduction == "sum" else jax.tree.map(lambda g: g / count, grad_sum)
+
+    updates, new_opt_state = optimizer.update(grads, run.opt_state, run.params)
+    new_params = optax.apply_updates(run.params, updates)
+
+    mb_loss = loss_sum / count  # reported per example whatever the reduction, so runs compare
+    finite = jnp.isfinite(mb_loss) & jnp.all(jnp.isfinite(optax.global_norm(grads)))
+    apply = run.active & finite
+    new_run = RunState(
+        params=select(apply, new_params, run.params),
+        model_state=select(apply, new_model_state, run.model_state),
+        opt_state=select(apply, new_opt_state, run.opt_state),
+        step=run.step + apply.astype(jnp.int32),
+        samples_seen=run.samples_seen + jnp.where(apply, count, 0.0).astype(jnp.int32),
+        active=apply,
+        diverged_step=jnp.where(run.active & ~finite, run.step + 1, run.diverged_step),
+        dropout_key=run.dropout_key,
+    )
+    outputs = {"mb_loss": mb_loss, "mb_acc": correct / count, "count": count, "applied": apply}
+    return new_run, outputs

@@ -1,0 +1,77 @@
+"""What the engine sees of a model: a pair of pure functions.
+
+``init(key) -> (params, state)`` and
+``apply(params, state, x, *, train, key) -> (logits, new_state)``, where ``state`` holds
+non-trained variables (batch-norm running statistics; an empty dict for most models) and
+``key`` drives dropout. Any framework can be adapted to this pair.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+State = Any
+
+
+class Model(NamedTuple):
+    init: Callable[[jax.Array], tuple[Params, State]]
+    apply: Callable[..., tuple[jax.Array, State]]
+    name: str = "model"
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def initializer(name: str) -> Callable[[jax.Array, tuple[int, ...]], jax.Array]:
+    """Keras-named weight initializers (fan_in/fan_out as Keras computes them)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        fan_in, fan_out = _fans(shape)
+        if name == "he_uniform":
+            limit = math.sqrt(6.0 / fan_in)
+        elif name == "glorot_uniform":
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+        elif name == "he_normal":
+            return jax.random.truncated_normal(key, -2, 2, shape) * math.sqrt(2.0 / fan_in) / 0.87962566
+        elif name == "glorot_normal":
+            return jax.random.truncated_normal(key, -2, 2, shape) * math.sqrt(2.0 / (fan_in + fan_out)) / 0.87962566
+        elif name == "zeros":
+            return jnp.zeros(shape)
+        else:
+            raise ValueError(name)
+        return jax.random.uniform(key, shape, minval=-limit, maxval=limit)
+
+    return init
+
+
+INITIALIZERS = ("he_uniform", "glorot_uniform", "he_normal", "glorot_normal", "zeros")
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "linear": lambda x: x,
+}
+
+
+def dense_init(key: jax.Array, fan_in: int, fan_out: int, init: str) -> dict:
+    """A dense layer's weights (``init``) and zero biases, as in Keras."""
+    return {"w": initializer(init)(key, (fan_in, fan_out)), "b": jnp.zeros((fan_out,))}
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None, train: bool) -> jax.Array:
+    """Inverted dropout: drop with probability ``rate`` in training, identity in evaluation."""
+    if not train or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)

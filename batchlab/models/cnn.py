@@ -1,0 +1,57 @@
+"""A small convolutional net for image data (e.g. ``digits``, 8x8x1):
+conv3x3(16)-act -> conv3x3(32)-act -> 2x2 mean pool -> flatten -> Dense(classes).
+"""
+
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+
+from batchlab.models.base import ACTIVATIONS, Model, dense_init, dropout, initializer
+
+CHANNELS = (16, 32)
+
+
+def _conv(x: jax.Array, layer: dict) -> jax.Array:
+    y = jax.lax.conv_general_dilated(x, layer["w"], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + layer["b"]
+
+
+def cnn(input_shape: tuple[int, int, int], num_classes: int, activation: str = "relu",
+        init: str = "he_uniform", dropout_rate: float = 0.0) -> Model:
+    height, width, channels = input_shape
+    act = ACTIVATIONS[activation]
+    flat = (height // 2) * (width // 2) * CHANNELS[-1]
+
+    def init_fn(key: jax.Array):
+        keys = jax.random.split(key, len(CHANNELS) + 1)
+        convs, c_in = [], channels
+        for k, c_out in zip(keys, CHANNELS):
+            convs.append({"w": initializer(init)(k, (3, 3, c_in, c_out)), "b": jnp.zeros((c_out,))})
+            c_in = c_out
+        return {"conv": convs, "out": dense_init(keys[-1], flat, num_classes, "glorot_uniform")}, {}
+
+    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
+        h = x.reshape(x.shape[0], height, width, channels)
+        for layer in params["conv"]:
+            h = act(_conv(h, layer))
+        n, hh, ww, c = h.shape
+        h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, c).mean(axis=(2, 4))
+        h = dropout(h.reshape(n, -1), dropout_rate, key, train)
+        return h @ params["out"]["w"] + params["out"]["b"], state
+
+    return Model(init_fn, apply, "cnn")
+
+
+def image_shape(sample_shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(H, W, C) for image-like samples: (H, W) or (H, W, C); None otherwise."""
+    if len(sample_shape) == 2:
+        return (*sample_shape, 1)
+    if len(sample_shape) == 3:
+        return sample_shape
+    return None
+
+
+

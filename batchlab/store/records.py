@@ -1,0 +1,60 @@
+"""Arrays <-> SQLite blobs, and stored runs -> pandas DataFrames (the tabular API)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from batchlab.engine.cohort import RunResult
+
+
+def encode(values: np.ndarray) -> tuple[str, bytes]:
+    arr = np.ascontiguousarray(values)
+    dtype = "<i8" if arr.dtype.kind in "iub" else "<f8"
+    return dtype, arr.astype(dtype).tobytes()
+
+
+def decode(dtype: str, data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.dtype(dtype)).copy()
+
+
+def run_columns(res: RunResult) -> dict:
+    """The settings that tell runs apart, as flat columns."""
+    cfg = res.config
+    return {
+        "run_id": res.run_id, "data": cfg.data.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
+        "batch_size": cfg.batch_size, "lr": cfg.optimizer.lr, "momentum": cfg.optimizer.momentum,
+        "epochs": cfg.epochs, "seed": cfg.seed, "reduction": cfg.reduction, "drop_last": cfg.drop_last,
+        "shuffle": cfg.shuffle,
+    }
+
+
+def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    """One row per run: settings, status, final metrics, best epoch, updates, samples, times."""
+    rows = []
+    for res in results:
+        h = res.history
+        rows.append({
+            **run_columns(res), "status": res.status,
+            **{k: float(h[k][-1]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+            "best_epoch": res.best_epoch, "epochs_done": int(h["epoch"][-1]), "steps": int(h["step"][-1]),
+            "samples_seen": int(h["samples_seen"][-1]), "diverged_step": res.diverged_step,
+            "train_seconds": res.train_seconds, "compile_seconds": res.compile_seconds,
+        })
+    return pd.DataFrame(rows)
+
+
+def series_frame(results: Iterable[RunResult], level: str) -> pd.DataFrame:
+    """Per-epoch (``level='epoch'``) or per-step (``'step'``) records of all runs, one row each."""
+    frames = []
+    for res in results:
+        series = res.history if level == "epoch" else res.steps
+        if not series or len(next(iter(series.values()))) == 0:
+            continue
+        frame = pd.DataFrame(series)
+        for key, value in reversed(run_columns(res).items()):
+            frame.insert(0, key, value)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

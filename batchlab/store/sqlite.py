@@ -1,0 +1,138 @@
+"""The run store: one SQLite file, one transaction per finished cohort.
+
+Tables: ``meta`` (marks the file as a batchlab store), ``runs`` (one row per run: its
+resolved config as JSON, batchlab version, status, summary numbers) and ``series`` (one
+row per recorded array: per-epoch or per-step values of one metric, stored as raw
+little-endian bytes). A killed process loses at most the cohort in flight; finished runs
+are never touched again unless re-run with ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from batchlab.config import run_config_from_dict
+from batchlab.engine.cohort import RunResult
+from batchlab.errors import StoreError
+
+FORMAT = "batchlab-store"
+SCHEMA_VERSION = "1"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created REAL NOT NULL,
+    best_epoch INTEGER,
+    diverged_step INTEGER,
+    compile_seconds REAL,
+    train_seconds REAL
+);
+CREATE TABLE series (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    level TEXT NOT NULL,
+    name TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, level, name)
+);
+"""
+
+
+class Store:
+    """A batchlab SQLite store. ``Store(path)`` opens or creates it; foreign files are refused."""
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"store path {self.path} is a directory")
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if not exists and not create:
+            raise StoreError(f"no batchlab store at {self.path}")
+        if exists:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != SQLITE_MAGIC:
+                    raise StoreError(f"{self.path} is not a batchlab store (not an SQLite file); refusing to touch it")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                with self._db:
+                    self._db.executescript(SCHEMA)
+                    self._db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                         [("format", FORMAT), ("schema_version", SCHEMA_VERSION)])
+            else:
+                meta = dict(self._db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+                if meta.get("format") != FORMAT:
+                    raise StoreError(f"{self.path} is an SQLite database but not a batchlab store; refusing to touch it")
+                if meta.get("schema_version") != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} has store schema {meta.get('schema_version')}, "
+                                     f"this batchlab reads {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is corrupt or unreadable as a batchlab store ({exc})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, results: Iterable[RunResult], version: str) -> None:
+        """Store finished runs in one transaction (replacing earlier records of the same runs)."""
+        from batchlab.store.records import encode
+
+        now = time.time()
+        with self._db:
+            for res in results:
+                self._db.execute("DELETE FROM runs WHERE run_id = ?", (res.run_id,))
+                self._db.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (res.run_id, res.status, json.dumps(res.config.to_dict(), sort_keys=True), version, now,
+                     res.best_epoch, res.diverged_step, res.compile_seconds, res.train_seconds))
+                rows = [(res.run_id, level, name, *encode(values))
+                        for level, series in (("epoch", res.history), ("step", res.steps))
+                        for name, values in series.items()]
+                self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?)", rows)
+
+    # ------------------------------------------------------------------ reading
+
+    def run_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT run_id FROM runs")}
+
+    def load(self, run_ids: Iterable[str] | None = None, *, steps: bool = True) -> list[RunResult]:
+        """Stored runs as :class:`RunResult` (without parameters), in insertion order."""
+        from batchlab.store.records import decode
+
+        rows = list(self._db.execute(
+            "SELECT run_id, status, config, best_epoch, diverged_step, compile_seconds, train_seconds, version "
+            "FROM runs ORDER BY rowid"))
+        wanted = None if run_ids is None else set(run_ids)
+        results = []
+        for run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version in rows:
+            if wanted is not None and run_id not in wanted:
+                continue
+            levels = ("epoch", "step") if steps else ("epoch",)
+            series: dict[str, dict[str, np.ndarray]] = {level: {} for level in ("epoch", "step")}
+            query = f"SELECT level, name, dtype, data FROM series WHERE run_id = ? AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid"
+            for level, name, dtype, data in self._db.execute(query, (run_id, *levels)):
+                series[level][name] = decode(dtype, data)
+            cfg = run_config_from_dict(json.loads(config))
+            results.append(RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
+                                     compile_s or 0.0, train_s or 0.0, version=version))
+        return results

@@ -1,0 +1,1 @@
+"""Named recipes: which runs, what is measured, which figures answer one question."""
