@@ -182,7 +182,6 @@ def study_brownlee(seeds: int = typer.Option(5, help="seeds per setting"),
     bar, advance = _progress_bar(len(brownlee.SETTINGS) * seeds * epochs, "Brownlee study")
     with bar:
         output = brownlee.run(out, seeds=seeds, epochs=epochs, db=db, force=force, progress=advance)
-    typer.echo(output.reasoning)
     typer.echo((out / "summary.md").read_text())
     typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
 

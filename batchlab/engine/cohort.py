@@ -125,8 +125,9 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
 
         weight = per_step["count"] * per_step["applied"]
         seen = np.maximum(weight.sum(axis=1), 1.0)
-        metrics["train_loss_running"] = (per_step["mb_loss"] * weight).sum(axis=1) / seen
-        metrics["train_acc_running"] = (per_step["mb_acc"] * weight).sum(axis=1) / seen
+        for name in ("loss", "acc"):  # a diverged step's non-finite loss has weight 0
+            values = np.where(weight > 0, per_step[f"mb_{name}"], 0.0)
+            metrics[f"train_{name}_running"] = (values * weight).sum(axis=1) / seen
         metrics["wall_time"] = np.full(r, t_end)
         fraction = np.arange(1, steps + 1) / steps
         per_step["wall_time"] = np.broadcast_to(t_start + fraction * (t_end - t_start), (r, steps))

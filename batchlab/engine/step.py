@@ -97,7 +97,7 @@ def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: optax.Gr
     new_params = optax.apply_updates(run.params, updates)
 
     mb_loss = loss_sum / count  # reported per example whatever the reduction, so runs compare
-    finite = jnp.isfinite(mb_loss) & jnp.all(jnp.isfinite(optax.global_norm(grads)))
+    finite = jnp.isfinite(mb_loss) & jnp.isfinite(optax.tree.norm(grads))
     apply = run.active & finite
     new_run = RunState(
         params=select(apply, new_params, run.params),

@@ -1,0 +1,29 @@
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("BATCHLAB_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "batchlab", "jax-tests"))
+
+
+def run_cli(args, capsys):
+    """Run ``batchlab ARGS`` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    from batchlab.cli import main
+
+    old = sys.argv
+    sys.argv = ["batchlab", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def cli(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return lambda *args: run_cli(args, capsys)
