@@ -56,3 +56,14 @@ def test_cnn_on_images_and_refused_on_vectors():
 def test_bad_model_settings(cfg, message):
     with pytest.raises(BatchlabError, match=message):
         build_model(cfg, (2,), 3)
+
+
+def test_cnn_convolution_equals_lax_conv():
+    from batchlab.models.cnn import _conv3x3
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+    layer = {"w": jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32), "b": jnp.arange(4.0)}
+    expected = jax.lax.conv_general_dilated(x, layer["w"], (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer["b"]
+    np.testing.assert_allclose(_conv3x3(x, layer), expected, rtol=1e-5, atol=1e-5)

@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from batchlab import budget
-from batchlab.config import RunConfig
+from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
 from batchlab.engine.epoch import epoch_orders, evaluate_run, run_epoch
 from batchlab.engine.optim import make_optimizer
+from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
 from batchlab.engine.step import RunState
 from batchlab.models.base import Model
@@ -64,15 +65,35 @@ def _start_program(model: Model, opt_cfg):
     def start_one(init_key, dropout_key, lr, momentum, data):
         params, model_state = model.init(init_key)
         opt_state = make_optimizer(opt_cfg, lr, momentum).init(params)
-        run = RunState(params, model_state, opt_state, jnp.int32(0), jnp.int32(0), jnp.bool_(True),
-                       jnp.int32(-1), dropout_key)
+        run = RunState(params, model_state, opt_state, jnp.int32(0), jnp.int32(-1), dropout_key)
         return run, evaluate_run(run, data, model=model)
 
     return jax.jit(jax.vmap(start_one, in_axes=(0, 0, 0, 0, None)))
 
 
-def _improved(value: np.ndarray, best: np.ndarray, mode: str, min_delta: float) -> np.ndarray:
-    return value < best - min_delta if mode == "min" else value > best + min_delta
+class EarlyStopper:
+    """Keras-style early stopping for each run of a cohort, on the host."""
+
+    def __init__(self, rule: EarlyStopping | None, runs: int):
+        self.rule = rule
+        worst = np.inf if (rule is None or rule.mode == "min") else -np.inf
+        self.best_value = np.full(runs, worst)
+        self.best_epoch = np.zeros(runs, np.int64)
+        self.wait = np.zeros(runs, np.int64)
+        self.stopped = np.zeros(runs, bool)
+
+    def update(self, epoch: int, metrics: dict[str, np.ndarray], active: np.ndarray) -> np.ndarray:
+        """Returns which runs improved; marks those out of patience as stopped."""
+        if self.rule is None:
+            return np.zeros_like(active)
+        value, delta = metrics[self.rule.monitor], self.rule.min_delta
+        better = active & (value < self.best_value - delta if self.rule.mode == "min"
+                           else value > self.best_value + delta)
+        self.best_value = np.where(better, value, self.best_value)
+        self.best_epoch = np.where(better, epoch, self.best_epoch)
+        self.wait = np.where(better, 0, self.wait + 1)
+        self.stopped |= active & (self.wait >= self.rule.patience)
+        return better
 
 
 def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
@@ -81,105 +102,73 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     configure_cache()
     first = configs[0]
     assert all(c.cohort_key() == first.cohort_key() for c in configs), "configs are not one cohort"
-    n = dataset.n_train
+    n, r = dataset.n_train, len(configs)
     steps = budget.steps_per_epoch(n, first.batch_size, first.drop_last)
     data = tuple(jax.device_put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
-
-    epoch_fn = jax.jit(jax.vmap(
-        partial(run_epoch, model=model, optimizer=make_optimizer(first.optimizer), batch_size=first.batch_size,
-                steps=steps, reduction=first.reduction, micro_batch=first.micro_batch),
-        in_axes=(0, 0, None)))
+    data_seeds = [c.data_seed for c in configs]
+    orders = lambda epoch: epoch_orders(data_seeds, epoch, n, first.shuffle)  # noqa: E731
     start_args = (np.stack([prng_key(c.init_seed) for c in configs]),
                   np.stack([prng_key(c.dropout_seed) for c in configs]),
                   np.array([c.optimizer.lr for c in configs], np.float32),
                   np.array([c.optimizer.momentum for c in configs], np.float32), data)
-    data_seeds = [c.data_seed for c in configs]
+    epoch_program = jax.jit(jax.vmap(
+        partial(run_epoch, model=model, optimizer=make_optimizer(first.optimizer), batch_size=first.batch_size,
+                steps=steps, reduction=first.reduction, micro_batch=first.micro_batch),
+        in_axes=(0, 0, 0, None)))
 
     t_compile = time.perf_counter()
-    start_fn = _start_program(model, first.optimizer).lower(*start_args).compile()
-    runs, metrics0 = start_fn(*start_args)
-    epoch_fn = epoch_fn.lower(runs, epoch_orders(data_seeds, 1, n, first.shuffle), data).compile()
+    # JAX's default "partitionable" threefry makes XLA's CPU compiler take up to 4x longer on
+    # random draws of multi-dimensional shapes (weight inits); the classic stream is just as
+    # reproducible and keeps the cold start short. It applies to batchlab's programs only.
+    with jax.threefry_partitionable(False):
+        start_fn = _start_program(model, first.optimizer).lower(*start_args).compile()
+        runs, metrics0 = start_fn(*start_args)
+        active = np.ones(r, bool)
+        epoch_fn = epoch_program.lower(runs, active, orders(1), data).compile()
     compile_seconds = time.perf_counter() - t_compile
 
-    r = len(configs)
-    es = first.early_stopping
-    best_value = np.full(r, np.inf if (es is None or es.mode == "min") else -np.inf)
-    best_epoch = np.zeros(r, int)
-    wait = np.zeros(r, int)
-    end_epoch = np.full(r, first.epochs)
-    stopped_early = np.zeros(r, bool)
-    best_params = runs.params if es is not None and es.restore_best else None
-
     t0 = time.perf_counter()
-    metrics0 = {k: np.asarray(v) for k, v in metrics0.items()}
-    epoch_rows = [dict(metrics0, wall_time=np.zeros(r),
-                       train_loss_running=np.full(r, np.nan), train_acc_running=np.full(r, np.nan))]
-    step_chunks: list[dict[str, np.ndarray]] = []
-    active = np.ones(r, bool)
+    recorder = CohortRecorder(r, batch_counts(n, first.batch_size, steps), _host(metrics0))
+    stopper = EarlyStopper(first.early_stopping, r)
+    restore_best = first.early_stopping is not None and first.early_stopping.restore_best
+    best_params = runs.params
+    end_epoch = np.full(r, first.epochs)
     for epoch in range(1, first.epochs + 1):
         t_start = time.perf_counter() - t0
-        runs, per_step, metrics = epoch_fn(runs, epoch_orders(data_seeds, epoch, n, first.shuffle), data)
-        per_step = {k: np.asarray(v) for k, v in per_step.items()}
-        metrics = {k: np.asarray(v) for k, v in metrics.items()}
-        t_end = time.perf_counter() - t0
-
-        weight = per_step["count"] * per_step["applied"]
-        seen = np.maximum(weight.sum(axis=1), 1.0)
-        for name in ("loss", "acc"):  # a diverged step's non-finite loss has weight 0
-            values = np.where(weight > 0, per_step[f"mb_{name}"], 0.0)
-            metrics[f"train_{name}_running"] = (values * weight).sum(axis=1) / seen
-        metrics["wall_time"] = np.full(r, t_end)
-        fraction = np.arange(1, steps + 1) / steps
-        per_step["wall_time"] = np.broadcast_to(t_start + fraction * (t_end - t_start), (r, steps))
-        per_step["epoch"] = np.full((r, steps), epoch)
-        epoch_rows.append(metrics)
-        step_chunks.append(per_step)
-
-        # Divergence found by the evaluation pass (the step already caught non-finite batch losses).
-        now_active = np.asarray(runs.active) & np.isfinite(metrics["train_loss"])
-        if es is not None:
-            value = metrics[es.monitor]
-            better = _improved(value, best_value, es.mode, es.min_delta) & active
-            best_value = np.where(better, value, best_value)
-            best_epoch = np.where(better, epoch, best_epoch)
-            wait = np.where(better, 0, wait + 1)
-            if best_params is not None and better.any():
-                best_params = _select_runs(jnp.asarray(better), runs.params, best_params)
-            patience_out = now_active & (wait >= es.patience)
-            stopped_early |= patience_out
-            now_active &= ~patience_out
-        newly_stopped = active & ~now_active
-        end_epoch = np.where(newly_stopped, epoch, end_epoch)
-        if newly_stopped.any():
-            runs = runs._replace(active=jnp.asarray(now_active))
-        active = now_active
+        runs, per_step, metrics = epoch_fn(runs, active, orders(epoch), data)
+        per_step, metrics = _host(per_step), _host(metrics)
+        diverged = recorder.add_epoch(epoch, active, np.asarray(runs.diverged_step), per_step, metrics,
+                                      t_start, time.perf_counter() - t0)
+        improved = stopper.update(epoch, metrics, active & ~diverged)
+        if restore_best and improved.any():
+            best_params = _select_runs(jnp.asarray(improved), runs.params, best_params)
+        still = active & ~diverged & ~stopper.stopped
+        end_epoch = np.where(active & ~still, epoch, end_epoch)
+        active = still
         if on_epoch is not None:
-            on_epoch(epoch)
+            on_epoch(epoch if active.any() else first.epochs)  # stopped runs skip their last epochs
         if not active.any():
-            if on_epoch is not None and epoch < first.epochs:
-                on_epoch(first.epochs)  # signal the skipped epochs as done
             break
     train_seconds = time.perf_counter() - t0
 
-    final_params = runs.params if best_params is None else best_params  # Keras' restore_best_weights
-    diverged_step = np.asarray(runs.diverged_step)
+    final_params = best_params if restore_best else runs.params  # Keras' restore_best_weights
     results = []
     for i, cfg in enumerate(configs):
-        history, step_series = _series_of_run(i, epoch_rows, step_chunks, end_epoch[i], runs, n_steps=steps)
-        diverged = diverged_step[i] >= 0 or not np.isfinite(history["train_loss"][-1])
-        if diverged and diverged_step[i] < 0:
-            diverged_step[i] = int(history["step"][-1])
-        status = "diverged" if diverged else ("early_stopped" if stopped_early[i] else "finished")
-        if es is None:
-            best = int(np.nanargmax(history["test_acc"])) if np.isfinite(history["test_acc"]).any() else 0
-        else:
-            best = int(best_epoch[i])
+        history, step_series = recorder.series(i, int(end_epoch[i]))
+        diverged = recorder.diverged_step[i] >= 0
+        status = "diverged" if diverged else ("early_stopped" if stopper.stopped[i] else "finished")
+        finite = np.isfinite(history["test_acc"])
+        best = int(stopper.best_epoch[i]) if cfg.early_stopping else int(np.argmax(np.where(finite, history["test_acc"], -1)))
         results.append(RunResult(
             config=cfg, status=status, history=history, steps=step_series, best_epoch=best,
-            diverged_step=int(diverged_step[i]) if diverged else None,
+            diverged_step=int(recorder.diverged_step[i]) if diverged else None,
             compile_seconds=compile_seconds, train_seconds=train_seconds,
             params=jax.tree.map(lambda a: np.asarray(a[i]), final_params)))
     return results
+
+
+def _host(tree: dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in tree.items()}
 
 
 def _select_runs(keep: jax.Array, new, old):
@@ -187,36 +176,3 @@ def _select_runs(keep: jax.Array, new, old):
     def pick(a, b):
         return jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
     return jax.tree.map(pick, new, old)
-
-
-def _series_of_run(i: int, epoch_rows: list[dict], step_chunks: list[dict], end_epoch: int,
-                   runs: RunState, n_steps: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-epoch and per-step arrays of run ``i``, cut at the epoch it stopped."""
-    chunks = step_chunks[:end_epoch]
-    if chunks:
-        cat = {k: np.concatenate([c[k][i] for c in chunks]) for k in chunks[0]}
-    else:
-        cat = {k: np.zeros(0) for k in ("mb_loss", "mb_acc", "count", "applied", "wall_time", "epoch")}
-    applied = cat["applied"].astype(bool)
-    step_number = np.cumsum(applied)
-    samples = np.cumsum(cat["count"] * applied).astype(np.int64)
-    steps = {
-        "epoch": cat["epoch"][applied].astype(np.int64),
-        "step": step_number[applied].astype(np.int64),
-        "samples_seen": samples[applied],
-        "wall_time": cat["wall_time"][applied],
-        "mb_loss": cat["mb_loss"][applied].astype(np.float64),
-        "mb_acc": cat["mb_acc"][applied].astype(np.float64),
-    }
-    # Updates and samples at the end of each epoch, from the per-step counts.
-    per_epoch_steps = [0] + [int(c["applied"][i].sum()) for c in chunks]
-    per_epoch_samples = [0] + [int((c["count"][i] * c["applied"][i]).sum()) for c in chunks]
-    rows = epoch_rows[: end_epoch + 1]
-    history = {
-        "epoch": np.arange(len(rows), dtype=np.int64),
-        "step": np.cumsum(per_epoch_steps).astype(np.int64),
-        "samples_seen": np.cumsum(per_epoch_samples).astype(np.int64),
-    }
-    for key in rows[0]:
-        history[key] = np.array([float(row[key][i]) for row in rows])
-    return history, steps

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from batchlab.engine.step import Batch, RunState, masked_loss_sum, train_step
+from batchlab.engine.step import Batch, RunState, masked_loss_sum, select, train_step
 from batchlab.models.base import Model
 
 EVAL_CHUNK = 8192  # rows per forward pass when evaluating, so memory stays bounded
@@ -75,15 +75,20 @@ def evaluate_run(run: RunState, data, *, model: Model) -> dict[str, jax.Array]:
     return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}
 
 
-def run_epoch(run: RunState, order: jax.Array, data, *, model: Model, optimizer, batch_size: int,
-              steps: int, reduction: str, micro_batch: int | None):
+def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data, *, model: Model, optimizer,
+              batch_size: int, steps: int, reduction: str, micro_batch: int | None):
     """Train one run for one epoch in the given row order, then evaluate it.
 
+    An inactive run (stopped early, or diverged before) and a run that diverges during this
+    epoch keep the state they had at its start; the latter records where it diverged.
     Returns (state, per-step outputs, metrics).
     """
     x_train, y_train = data[0], data[1]
     batches = batch_layout(order, batch_size, steps)
     step = partial(train_step, model=model, optimizer=optimizer, data=(x_train, y_train),
                    reduction=reduction, micro_batch=micro_batch)
-    run, per_step = jax.lax.scan(step, run, batches)
+    trained, per_step = jax.lax.scan(step, run, batches)
+    keep = active & (trained.diverged_step < 0)
+    run = select(keep, trained, run)._replace(
+        diverged_step=jnp.where(active, trained.diverged_step, run.diverged_step))
     return run, per_step, evaluate_run(run, data, model=model)

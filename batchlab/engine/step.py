@@ -23,10 +23,8 @@ class RunState(NamedTuple):
     params: Any
     model_state: Any
     opt_state: Any
-    step: jax.Array  # optimizer updates so far
-    samples_seen: jax.Array
-    active: jax.Array  # False once stopped early or diverged: updates are no longer applied
-    diverged_step: jax.Array  # update at which the loss became non-finite; -1 if never
+    step: jax.Array  # updates computed so far (also numbers the dropout keys)
+    diverged_step: jax.Array  # first update whose batch loss was non-finite; -1 if none
     dropout_key: jax.Array
 
 
@@ -86,7 +84,11 @@ def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, m
 
 def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: optax.GradientTransformation,
                data, reduction: str, micro_batch: int | None):
-    """One optimizer update of one run. Returns the new state and the step's outputs."""
+    """One optimizer update of one run. Returns the new state and the step's outputs.
+
+    A non-finite batch loss only marks the run as diverged here; the epoch then keeps the
+    run's last finite state (see ``run_epoch``), which keeps this hot path short.
+    """
     key = jax.random.fold_in(run.dropout_key, run.step)
     loss_sum, correct, grad_sum, new_model_state = batch_gradient(
         model, run.params, run.model_state, data, batch, key, micro_batch)
@@ -97,17 +99,8 @@ def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: optax.Gr
     new_params = optax.apply_updates(run.params, updates)
 
     mb_loss = loss_sum / count  # reported per example whatever the reduction, so runs compare
-    finite = jnp.isfinite(mb_loss) & jnp.isfinite(optax.tree.norm(grads))
-    apply = run.active & finite
-    new_run = RunState(
-        params=select(apply, new_params, run.params),
-        model_state=select(apply, new_model_state, run.model_state),
-        opt_state=select(apply, new_opt_state, run.opt_state),
-        step=run.step + apply.astype(jnp.int32),
-        samples_seen=run.samples_seen + jnp.where(apply, count, 0.0).astype(jnp.int32),
-        active=apply,
-        diverged_step=jnp.where(run.active & ~finite, run.step + 1, run.diverged_step),
-        dropout_key=run.dropout_key,
-    )
-    outputs = {"mb_loss": mb_loss, "mb_acc": correct / count, "count": count, "applied": apply}
-    return new_run, outputs
+    step = run.step + 1
+    first_bad = (run.diverged_step < 0) & ~jnp.isfinite(mb_loss)
+    new_run = RunState(new_params, new_model_state, new_opt_state, step,
+                       jnp.where(first_bad, step, run.diverged_step), run.dropout_key)
+    return new_run, {"mb_loss": mb_loss, "mb_acc": correct / count}

@@ -13,10 +13,18 @@ from batchlab.models.base import ACTIVATIONS, Model, dense_init, dropout, initia
 CHANNELS = (16, 32)
 
 
-def _conv(x: jax.Array, layer: dict) -> jax.Array:
-    y = jax.lax.conv_general_dilated(x, layer["w"], (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + layer["b"]
+def _conv3x3(x: jax.Array, layer: dict) -> jax.Array:
+    """3x3 'same' convolution, stride 1, as patches @ weights (im2col).
+
+    Why not ``lax.conv_general_dilated``: inside the compiled epoch (a ``scan``), XLA's CPU
+    backend computes the convolution's weight gradient about 40x slower than outside a
+    loop (measured: 59 ms vs 1.4 ms for a 64x8x8x16 -> 32 layer); as a matrix product it is
+    fast in both places. Same numbers: weights are HWIO, patches are ordered (row, col, channel).
+    """
+    n, height, width, channels = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate([padded[:, i:i + height, j:j + width, :] for i in range(3) for j in range(3)], axis=-1)
+    return patches @ layer["w"].reshape(9 * channels, -1) + layer["b"]
 
 
 def cnn(input_shape: tuple[int, int, int], num_classes: int, activation: str = "relu",
@@ -36,7 +44,7 @@ def cnn(input_shape: tuple[int, int, int], num_classes: int, activation: str = "
     def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
         h = x.reshape(x.shape[0], height, width, channels)
         for layer in params["conv"]:
-            h = act(_conv(h, layer))
+            h = act(_conv3x3(h, layer))
         n, hh, ww, c = h.shape
         h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, c).mean(axis=(2, 4))
         h = dropout(h.reshape(n, -1), dropout_rate, key, train)

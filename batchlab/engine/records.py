@@ -1,0 +1,79 @@
+"""Host-side bookkeeping of a cohort: which updates happened, per-epoch and per-step series.
+
+The compiled epoch returns every step's outputs for every run; here they are cut to the
+updates that really happened (a run stopped early or diverged keeps none after that),
+numbered (``step``, ``samples_seen``), timed, and averaged Keras-style per epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def batch_counts(n: int, batch_size: int, steps: int) -> np.ndarray:
+    """Real examples in each batch of an epoch (the last one may be partial)."""
+    counts = np.full(steps, batch_size, dtype=np.int64)
+    if steps * batch_size > n:
+        counts[-1] = n - (steps - 1) * batch_size
+    return counts
+
+
+class CohortRecorder:
+    """Collects the records of the runs of one cohort, epoch by epoch."""
+
+    def __init__(self, runs: int, counts: np.ndarray, metrics0: dict[str, np.ndarray]):
+        self.counts = counts
+        self.steps_done = np.zeros(runs, np.int64)
+        self.samples_done = np.zeros(runs, np.int64)
+        self.diverged_step = np.full(runs, -1, np.int64)
+        self.epochs: list[dict[str, np.ndarray]] = [{
+            **metrics0, "epoch": np.zeros(runs, np.int64), "step": np.zeros(runs, np.int64),
+            "samples_seen": np.zeros(runs, np.int64), "wall_time": np.zeros(runs),
+            "train_loss_running": np.full(runs, np.nan), "train_acc_running": np.full(runs, np.nan)}]
+        self.step_chunks: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []  # (applied mask, series)
+
+    def add_epoch(self, epoch: int, active: np.ndarray, diverged_step: np.ndarray, per_step: dict[str, np.ndarray],
+                  metrics: dict[str, np.ndarray], t_start: float, t_end: float) -> np.ndarray:
+        """Record one epoch; returns which runs diverged during it."""
+        r, steps = per_step["mb_loss"].shape
+        newly_diverged = active & (diverged_step >= 0) & (self.diverged_step < 0)
+        # Updates that happened: all of an active run's, up to (excluding) a diverging one.
+        cutoff = np.where(newly_diverged, diverged_step - self.steps_done - 1, steps)
+        applied = active[:, None] & (np.arange(steps)[None, :] < cutoff[:, None])
+        self.diverged_step = np.where(newly_diverged, diverged_step, self.diverged_step)
+
+        weights = applied * self.counts[None, :]
+        step_numbers = self.steps_done[:, None] + np.cumsum(applied, axis=1)
+        samples = self.samples_done[:, None] + np.cumsum(weights, axis=1)
+        fraction = np.arange(1, steps + 1) / steps
+        self.step_chunks.append((applied, {
+            "epoch": np.full((r, steps), epoch, np.int64), "step": step_numbers, "samples_seen": samples,
+            "wall_time": np.broadcast_to(t_start + fraction * (t_end - t_start), (r, steps)),
+            "mb_loss": per_step["mb_loss"], "mb_acc": per_step["mb_acc"]}))
+        self.steps_done = step_numbers[:, -1]
+        self.samples_done = samples[:, -1]
+
+        seen = np.maximum(weights.sum(axis=1), 1)
+        row = dict(metrics, epoch=np.full(r, epoch, np.int64), step=self.steps_done.copy(),
+                   samples_seen=self.samples_done.copy(), wall_time=np.full(r, t_end))
+        for name in ("loss", "acc"):  # Keras-style running average, weighted by batch size
+            values = np.where(weights > 0, per_step[f"mb_{name}"], 0.0)
+            row[f"train_{name}_running"] = (values * weights).sum(axis=1) / seen
+        self.epochs.append(row)
+        return newly_diverged
+
+    def series(self, i: int, end_epoch: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per-epoch (0..end_epoch) and per-step arrays of run ``i``."""
+        rows = self.epochs[: end_epoch + 1]
+        history = {key: np.array([row[key][i] for row in rows]) for key in rows[0]}
+        history = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in history.items()}
+        order = ["epoch", "step", "samples_seen", "wall_time"]
+        history = {k: history[k] for k in order + [k for k in history if k not in order]}
+        chunks = self.step_chunks[:end_epoch]
+        steps = {}
+        for key in ("epoch", "step", "samples_seen", "wall_time", "mb_loss", "mb_acc"):
+            parts = [series[key][i][applied[i]] for applied, series in chunks]
+            steps[key] = np.concatenate(parts) if parts else np.zeros(0)
+        for key in ("mb_loss", "mb_acc", "wall_time"):
+            steps[key] = steps[key].astype(np.float64)
+        return history, steps

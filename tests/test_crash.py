@@ -1,0 +1,46 @@
+"""A killed process keeps every run it had stored, and a re-run finishes the rest."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from batchlab.store import Store
+
+ARGS = ["--batch-size", "100,1", "--epochs", "400", "--lr", "0.01", "--hidden", "8"]
+
+
+def stored_runs(db):
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_keeps_finished_cohorts(tmp_path):
+    db = tmp_path / "runs.db"
+    command = [sys.executable, "-m", "batchlab.cli", "train", *ARGS, "--db", str(db), "--out", str(tmp_path / "o")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while stored_runs(db) == 0 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the B=1 cohort (200,000 updates) is still training
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    with Store(db) as store:
+        (survivor,) = store.load()
+    assert survivor.config.batch_size == 100 and survivor.history["epoch"][-1] == 400
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 run(s) were already in" in rerun.stdout
+    with Store(db) as store:
+        runs = store.load(steps=False)
+    assert sorted(r.config.batch_size for r in runs) == [1, 100]
+    again = [r for r in runs if r.config.batch_size == 100][0]
+    assert (again.history["test_acc"] == survivor.history["test_acc"]).all()
