@@ -8,7 +8,7 @@ import pytest
 
 import batchlab
 from batchlab.config import EarlyStopping, OptimizerConfig
-from batchlab.engine.epoch import batch_layout, epoch_orders
+from batchlab.engine.epoch import EpochOrders, batch_layout
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.step import Batch, RunState, batch_gradient, train_step
 from batchlab.models.mlp import mlp
@@ -33,8 +33,9 @@ def plain_mean_loss(model, params, x, y):
 @pytest.mark.parametrize("shuffle", ["every-epoch", "once", "never"])
 def test_each_sample_once_per_epoch(n, b, drop_last, shuffle):
     steps = batchlab.budget.steps_per_epoch(n, b, drop_last)
+    orders = EpochOrders([3], n, shuffle)
     for epoch in (1, 2):
-        order = epoch_orders([3], epoch, n, shuffle)[0]
+        order = orders.next()[0]
         batches = batch_layout(jnp.asarray(order), b, steps)
         assert batches.index.shape == (steps, b)
         used = np.asarray(batches.index)[np.asarray(batches.mask) > 0]
@@ -46,12 +47,15 @@ def test_each_sample_once_per_epoch(n, b, drop_last, shuffle):
 
 
 def test_shuffle_modes_change_order_as_documented():
-    a1, a2 = epoch_orders([0], 1, 50, "every-epoch")[0], epoch_orders([0], 2, 50, "every-epoch")[0]
-    assert not np.array_equal(a1, a2)
-    o1, o2 = epoch_orders([0], 1, 50, "once")[0], epoch_orders([0], 2, 50, "once")[0]
-    assert np.array_equal(o1, o2) and not np.array_equal(o1, np.arange(50))
-    assert np.array_equal(epoch_orders([0], 5, 50, "never")[0], np.arange(50))
-    assert not np.array_equal(epoch_orders([1], 1, 50, "every-epoch")[0], a1)  # per-run data seed
+    every = EpochOrders([0, 1], 50, "every-epoch")
+    a1, a2 = every.next(), every.next()
+    assert not np.array_equal(a1[0], a2[0])  # a new order each epoch
+    assert not np.array_equal(a1[0], a1[1])  # per-run data seed
+    assert np.array_equal(EpochOrders([0, 1], 50, "every-epoch").next(), a1)  # reproducible
+    once = EpochOrders([0], 50, "once")
+    o1, o2 = once.next(), once.next()
+    assert np.array_equal(o1, o2) and not np.array_equal(o1[0], np.arange(50))
+    assert np.array_equal(EpochOrders([0], 50, "never").next()[0], np.arange(50))
 
 
 def test_masked_partial_batch_is_exactly_the_smaller_batch():

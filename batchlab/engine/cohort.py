@@ -19,7 +19,7 @@ import numpy as np
 from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
-from batchlab.engine.epoch import epoch_orders, evaluate_run, run_epoch
+from batchlab.engine.epoch import EpochData, EpochOrders, evaluate_run, run_epoch
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
@@ -104,9 +104,8 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     assert all(c.cohort_key() == first.cohort_key() for c in configs), "configs are not one cohort"
     n, r = dataset.n_train, len(configs)
     steps = budget.steps_per_epoch(n, first.batch_size, first.drop_last)
-    data = tuple(jax.device_put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
-    data_seeds = [c.data_seed for c in configs]
-    orders = lambda epoch: epoch_orders(data_seeds, epoch, n, first.shuffle)  # noqa: E731
+    data = EpochData.from_dataset(dataset)
+    orders = EpochOrders([c.data_seed for c in configs], n, first.shuffle)
     start_args = (np.stack([prng_key(c.init_seed) for c in configs]),
                   np.stack([prng_key(c.dropout_seed) for c in configs]),
                   np.array([c.optimizer.lr for c in configs], np.float32),
@@ -124,7 +123,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         start_fn = _start_program(model, first.optimizer).lower(*start_args).compile()
         runs, metrics0 = start_fn(*start_args)
         active = np.ones(r, bool)
-        epoch_fn = epoch_program.lower(runs, active, orders(1), data).compile()
+        epoch_fn = epoch_program.lower(runs, active, jax.ShapeDtypeStruct((r, n), jnp.int32), data).compile()
     compile_seconds = time.perf_counter() - t_compile
 
     t0 = time.perf_counter()
@@ -133,9 +132,16 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     restore_best = first.early_stopping is not None and first.early_stopping.restore_best
     best_params = runs.params
     end_epoch = np.full(r, first.epochs)
+    # Without early stopping the host never changes which runs train (divergence freezes a
+    # run inside the program), so the next epoch is dispatched before this one's records
+    # are processed: host bookkeeping overlaps device work.
+    ahead = first.early_stopping is None
+    pending = epoch_fn(runs, active, orders.next(), data)
     for epoch in range(1, first.epochs + 1):
         t_start = time.perf_counter() - t0
-        runs, per_step, metrics = epoch_fn(runs, active, orders(epoch), data)
+        runs, per_step, metrics = pending
+        if ahead and epoch < first.epochs:
+            pending = epoch_fn(runs, active, orders.next(), data)
         per_step, metrics = _host(per_step), _host(metrics)
         diverged = recorder.add_epoch(epoch, active, np.asarray(runs.diverged_step), per_step, metrics,
                                       t_start, time.perf_counter() - t0)
@@ -149,6 +155,8 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
             on_epoch(epoch if active.any() else first.epochs)  # stopped runs skip their last epochs
         if not active.any():
             break
+        if not ahead and epoch < first.epochs:
+            pending = epoch_fn(runs, active, orders.next(), data)
     train_seconds = time.perf_counter() - t0
 
     final_params = best_params if restore_best else runs.params  # Keras' restore_best_weights

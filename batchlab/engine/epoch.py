@@ -9,29 +9,59 @@ exactly that of the smaller real batch.
 from __future__ import annotations
 
 from functools import partial
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from batchlab.engine.step import Batch, RunState, masked_loss_sum, select, train_step
+from batchlab.engine.step import Batch, RunState, select, train_step
 from batchlab.models.base import Model
 
 EVAL_CHUNK = 8192  # rows per forward pass when evaluating, so memory stays bounded
 
 
-def epoch_orders(data_seeds: list[int], epoch: int, n: int, shuffle: str) -> np.ndarray:
-    """Order in which each run visits the training rows this epoch, shape (runs, N).
+@partial(jax.tree_util.register_dataclass, data_fields=["x", "y"], meta_fields=["n_train"])
+@dataclass(frozen=True)
+class EpochData:
+    """All rows on the device, training rows first: batches index rows < ``n_train``
+    (static, so it is part of the compiled program)."""
 
-    Drawn on the host with NumPy (``SeedSequence([data_seed, epoch])``): cheap, identical on
-    every device, and it keeps the sort-based permutation out of the compiled program,
-    which roughly halves its compile time. ``once`` uses epoch 0's order throughout.
+    x: jax.Array
+    y: jax.Array
+    n_train: int
+
+    @classmethod
+    def from_dataset(cls, dataset) -> "EpochData":
+        x = np.concatenate([dataset.x_train, dataset.x_test])
+        y = np.concatenate([dataset.y_train, dataset.y_test])
+        return cls(jax.device_put(x), jax.device_put(y), dataset.n_train)
+
+
+class EpochOrders:
+    """The order in which each run visits the training rows, epoch after epoch, shape (runs, N).
+
+    Drawn on the host with NumPy, one ``Generator(PCG64(data_seed))`` per run, epochs in
+    sequence (epoch e uses the e-th permutation of that stream): cheap, identical on every
+    device, and it keeps the sort-based permutation out of the compiled program, which
+    shortens its compile time. ``once`` draws one order and keeps it; ``never`` is 0..N-1.
     """
-    if shuffle == "never":
-        return np.broadcast_to(np.arange(n, dtype=np.int32), (len(data_seeds), n))
-    draw = epoch if shuffle == "every-epoch" else 0
-    return np.stack([np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, draw]))).permutation(n)
-                     for seed in data_seeds]).astype(np.int32)
+
+    def __init__(self, data_seeds: list[int], n: int, shuffle: str):
+        self.n, self.shuffle = n, shuffle
+        self.generators = [np.random.Generator(np.random.PCG64(seed)) for seed in data_seeds]
+        self.fixed = None
+        if shuffle == "never":
+            self.fixed = np.broadcast_to(np.arange(n, dtype=np.int32), (len(data_seeds), n))
+        elif shuffle == "once":
+            self.fixed = self._draw()
+
+    def _draw(self) -> np.ndarray:
+        return np.stack([g.permutation(self.n) for g in self.generators]).astype(np.int32)
+
+    def next(self) -> np.ndarray:
+        return self._draw() if self.fixed is None else self.fixed
 
 
 def batch_layout(order: jax.Array, batch_size: int, steps: int) -> Batch:
@@ -45,37 +75,44 @@ def batch_layout(order: jax.Array, batch_size: int, steps: int) -> Batch:
     return Batch(index.reshape(steps, batch_size), mask.reshape(steps, batch_size))
 
 
-def evaluate(model: Model, params, model_state, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean loss and accuracy over all of (x, y) in evaluation mode, in bounded chunks."""
+def evaluate(model: Model, params, model_state, data: "EpochData") -> dict[str, jax.Array]:
+    """Mean loss and accuracy on the training and the test rows, in evaluation mode.
+
+    One forward pass over all rows (training rows first), in chunks of at most
+    ``EVAL_CHUNK`` rows so memory stays bounded; each row's loss and hit are summed into
+    its split.
+    """
+    x, y, n_train = data.x, data.y, data.n_train
     n = x.shape[0]
-    if n <= EVAL_CHUNK:
-        loss_sum, (correct, _) = masked_loss_sum(model, params, model_state, x, y, jnp.ones(n),
-                                                 train=False, key=None)
-        return loss_sum / n, correct / n
-    chunks = -(-n // EVAL_CHUNK)
-    pad = chunks * EVAL_CHUNK - n
-    xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(chunks, EVAL_CHUNK, *x.shape[1:])
-    ys = jnp.pad(y, (0, pad)).reshape(chunks, EVAL_CHUNK)
-    ms = (jnp.arange(chunks * EVAL_CHUNK) < n).astype(jnp.float32).reshape(chunks, EVAL_CHUNK)
+    chunk = min(n, EVAL_CHUNK)
+    chunks = -(-n // chunk)
+    pad = chunks * chunk - n
+    rows = jnp.arange(chunks * chunk)
+    xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(chunks, chunk, *x.shape[1:])
+    ys = jnp.pad(y, (0, pad)).reshape(chunks, chunk)
+    in_train = (rows < n_train).astype(jnp.float32).reshape(chunks, chunk)
+    in_test = ((rows >= n_train) & (rows < n)).astype(jnp.float32).reshape(chunks, chunk)
 
-    def body(acc, chunk):
-        xc, yc, mc = chunk
-        loss_sum, (correct, _) = masked_loss_sum(model, params, model_state, xc, yc, mc, train=False, key=None)
-        return (acc[0] + loss_sum, acc[1] + correct), None
+    def body(totals, part):
+        xc, yc, w_train, w_test = part
+        logits, _ = model.apply(params, model_state, xc, train=False, key=None)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
+        hits = (jnp.argmax(logits, axis=-1) == yc).astype(jnp.float32)
+        sums = jnp.stack([losses @ w_train, hits @ w_train, losses @ w_test, hits @ w_test])
+        return totals + sums, None
 
-    (loss_sum, correct), _ = jax.lax.scan(body, (jnp.zeros(()), jnp.zeros(())), (xs, ys, ms))
-    return loss_sum / n, correct / n
+    totals, _ = jax.lax.scan(body, jnp.zeros(4), (xs, ys, in_train, in_test))
+    n_test = n - n_train
+    return {"train_loss": totals[0] / n_train, "train_acc": totals[1] / n_train,
+            "test_loss": totals[2] / n_test, "test_acc": totals[3] / n_test}
 
 
-def evaluate_run(run: RunState, data, *, model: Model) -> dict[str, jax.Array]:
+def evaluate_run(run: RunState, data: "EpochData", *, model: Model) -> dict[str, jax.Array]:
     """Full-pass metrics of one run on the training and test sets (eval mode)."""
-    x_train, y_train, x_test, y_test = data
-    train_loss, train_acc = evaluate(model, run.params, run.model_state, x_train, y_train)
-    test_loss, test_acc = evaluate(model, run.params, run.model_state, x_test, y_test)
-    return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}
+    return evaluate(model, run.params, run.model_state, data)
 
 
-def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data, *, model: Model, optimizer,
+def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data: "EpochData", *, model: Model, optimizer,
               batch_size: int, steps: int, reduction: str, micro_batch: int | None):
     """Train one run for one epoch in the given row order, then evaluate it.
 
@@ -83,9 +120,8 @@ def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data, *, model
     epoch keep the state they had at its start; the latter records where it diverged.
     Returns (state, per-step outputs, metrics).
     """
-    x_train, y_train = data[0], data[1]
     batches = batch_layout(order, batch_size, steps)
-    step = partial(train_step, model=model, optimizer=optimizer, data=(x_train, y_train),
+    step = partial(train_step, model=model, optimizer=optimizer, data=(data.x, data.y),
                    reduction=reduction, micro_batch=micro_batch)
     trained, per_step = jax.lax.scan(step, run, batches)
     keep = active & (trained.diverged_step < 0)
