@@ -92,8 +92,9 @@ def test_sgd_momentum_steps_match_a_hand_written_update():
     model = mlp((3,), 3, (4,))
     params, _ = model.init(jax.random.PRNGKey(2))
     lr, m = 0.1, 0.9
-    opt = make_optimizer(OptimizerConfig("sgd", lr, m))
-    run = RunState(params, {}, opt.init(params), jnp.int32(0), jnp.int32(-1), jax.random.PRNGKey(0))
+    opt = OptimizerConfig("sgd", lr, m)
+    run = RunState(params, {}, make_optimizer(opt).init(params), jnp.float32(lr), jnp.float32(m), jnp.int32(0),
+                   jnp.int32(-1), jax.random.PRNGKey(0))
     theta = jax.tree.map(np.asarray, params)
     velocity = jax.tree.map(np.zeros_like, theta)
     for rows in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]):

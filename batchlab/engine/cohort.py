@@ -65,7 +65,7 @@ def _start_program(model: Model, opt_cfg):
     def start_one(init_key, dropout_key, lr, momentum, data):
         params, model_state = model.init(init_key)
         opt_state = make_optimizer(opt_cfg, lr, momentum).init(params)
-        run = RunState(params, model_state, opt_state, jnp.int32(0), jnp.int32(-1), dropout_key)
+        run = RunState(params, model_state, opt_state, lr, momentum, jnp.int32(0), jnp.int32(-1), dropout_key)
         return run, evaluate_run(run, data, model=model)
 
     return jax.jit(jax.vmap(start_one, in_axes=(0, 0, 0, 0, None)))
@@ -111,7 +111,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
                   np.array([c.optimizer.lr for c in configs], np.float32),
                   np.array([c.optimizer.momentum for c in configs], np.float32), data)
     epoch_program = jax.jit(jax.vmap(
-        partial(run_epoch, model=model, optimizer=make_optimizer(first.optimizer), batch_size=first.batch_size,
+        partial(run_epoch, model=model, optimizer=first.optimizer, batch_size=first.batch_size,
                 steps=steps, reduction=first.reduction, micro_batch=first.micro_batch),
         in_axes=(0, 0, 0, None)))
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from batchlab.config import OptimizerConfig
+from batchlab.engine.optim import make_optimizer
 from batchlab.models.base import Model
 
 
@@ -23,6 +25,8 @@ class RunState(NamedTuple):
     params: Any
     model_state: Any
     opt_state: Any
+    lr: jax.Array
+    momentum: jax.Array  # SGD only
     step: jax.Array  # updates computed so far (also numbers the dropout keys)
     diverged_step: jax.Array  # first update whose batch loss was non-finite; -1 if none
     dropout_key: jax.Array
@@ -82,7 +86,7 @@ def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, m
     return loss_sum, correct, grads, new_state
 
 
-def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: optax.GradientTransformation,
+def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: OptimizerConfig,
                data, reduction: str, micro_batch: int | None):
     """One optimizer update of one run. Returns the new state and the step's outputs.
 
@@ -95,12 +99,12 @@ def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: optax.Gr
     count = jnp.sum(batch.mask)
     grads = grad_sum if reduction == "sum" else jax.tree.map(lambda g: g / count, grad_sum)
 
-    updates, new_opt_state = optimizer.update(grads, run.opt_state, run.params)
+    updates, new_opt_state = make_optimizer(optimizer, run.lr, run.momentum).update(grads, run.opt_state, run.params)
     new_params = optax.apply_updates(run.params, updates)
 
     mb_loss = loss_sum / count  # reported per example whatever the reduction, so runs compare
     step = run.step + 1
     first_bad = (run.diverged_step < 0) & ~jnp.isfinite(mb_loss)
-    new_run = RunState(new_params, new_model_state, new_opt_state, step,
-                       jnp.where(first_bad, step, run.diverged_step), run.dropout_key)
+    new_run = run._replace(params=new_params, model_state=new_model_state, opt_state=new_opt_state, step=step,
+                           diverged_step=jnp.where(first_bad, step, run.diverged_step))
     return new_run, {"mb_loss": mb_loss, "mb_acc": correct / count}
