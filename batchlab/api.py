@@ -18,7 +18,9 @@ from batchlab.config import (OPTIMIZERS, REDUCTIONS, SHUFFLE_MODES, DataConfig, 
                              parse_widths, resolve_batch_size)
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
 from batchlab.engine.cohort import MONITORABLE, RunResult, train_cohort
+from batchlab.engine.step_stats import uses_noise
 from batchlab.errors import BatchlabError
+from batchlab.instruments import resolve_instruments
 from batchlab.models import Model, build_model, check_model_config
 from batchlab.store import Store, series_frame, summary_frame
 
@@ -58,7 +60,7 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
                   seeds=1, optimizer: str = "sgd", nesterov: bool = False, reduction: str = "mean",
                   drop_last: bool = False, shuffle: str = "every-epoch", early_stopping: EarlyStopping | None = None,
                   micro_batch: int | None = None, init_seed: int | None = None, data_seed: int | None = None,
-                  dropout_seed: int | None = None) -> list[RunConfig]:
+                  dropout_seed: int | None = None, instruments: Any = None) -> list[RunConfig]:
     """Every combination of batch size x lr x momentum x seed as a resolved, validated config."""
     _check_int(epochs, "epochs", 1)
     if optimizer not in OPTIMIZERS:
@@ -82,6 +84,10 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
     momenta = parse_floats(momentum, "momentum", low=0.0, high=1.0)
     if optimizer == "adam" and any(m != 0.0 for m in momenta):
         raise BatchlabError("momentum applies to sgd only; Adam's moments are set by b1/b2")
+    measured = resolve_instruments(instruments)
+    if micro_batch is not None and uses_noise(measured):
+        raise BatchlabError("the noise-scale instruments split each batch in two halves; "
+                            "they cannot be combined with --micro-batch")
     seed_list = parse_seeds(seeds)
     for s in seed_list + [x for x in (init_seed, data_seed, dropout_seed) if x is not None]:
         _check_int(s, "seed", 0)
@@ -95,7 +101,7 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
             data_seed=seed if data_seed is None else data_seed,
             dropout_seed=seed if dropout_seed is None else dropout_seed,
             reduction=reduction, drop_last=drop_last, shuffle=shuffle,
-            early_stopping=early_stopping, micro_batch=micro_batch))
+            early_stopping=early_stopping, micro_batch=micro_batch, instruments=measured))
     return list({c.run_id: c for c in configs}.values())
 
 
@@ -131,11 +137,13 @@ def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 
           standardize: bool | None = None, test_fraction: float = 0.2, label: str = "label",
           early_stopping: EarlyStopping | None = None, micro_batch: int | None = None,
           init_seed: int | None = None, data_seed: int | None = None, dropout_seed: int | None = None,
-          db: str | Path | None = None, force: bool = False, progress: Progress | None = None) -> TrainResult:
+          instruments: Any = None, db: str | Path | None = None, force: bool = False, progress: Progress | None = None) -> TrainResult:
     """Train every combination of ``batch_size`` x ``lr`` x ``momentum`` x ``seeds``.
 
     ``batch_size`` takes integers, ``"full"`` (B = N, batch gradient descent), lists or a
-    spec such as ``"1,32,full"``; ``seeds=5`` means seeds 0..4. Runs that share a batch size
+    spec such as ``"1,32,full"``; ``seeds=5`` means seeds 0..4. ``instruments`` names per-step
+    measurements (a preset ``cheap``/``standard``/``full`` or names such as ``grad_norm``);
+    they appear as columns of ``result.steps``. Runs that share a batch size
     train together as one vmapped cohort. With ``db`` the runs are stored (one transaction
     per cohort) and finished runs are read back instead of recomputed unless ``force``.
 
@@ -149,7 +157,7 @@ def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 
                                     init=init, dropout=dropout, standardize=standardize,
                                     test_fraction=test_fraction, label=label, early_stopping=early_stopping,
                                     micro_batch=micro_batch, init_seed=init_seed, data_seed=data_seed,
-                                    dropout_seed=dropout_seed)
+                                    dropout_seed=dropout_seed, instruments=instruments)
     return run_configs(configs, dataset, net, db=db, force=force, progress=progress)
 
 

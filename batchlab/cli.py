@@ -111,6 +111,9 @@ def train(
     init_seed: Optional[int] = typer.Option(None, help="fix the init seed across runs"),
     data_seed: Optional[int] = typer.Option(None, help="fix the data-order seed across runs"),
     dropout_seed: Optional[int] = typer.Option(None, help="fix the dropout seed across runs"),
+    instruments: Optional[str] = typer.Option(None, help="per-step measurements: cheap, standard, full, or names "
+                                                         "(grad_norm, update_norm, dist_init, weight_norm, "
+                                                         "noise_scale)"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
     out: Path = typer.Option(Path(DEFAULT_OUT), help="folder for figures and tables"),
     force: bool = typer.Option(False, help="recompute runs already in the store"),
@@ -126,7 +129,7 @@ def train(
         optimizer=optimizer, nesterov=nesterov, reduction=reduction, drop_last=drop_last, shuffle=shuffle,
         hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
         test_fraction=test_fraction, label=label, early_stopping=early, micro_batch=micro_batch,
-        init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed)
+        init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed, instruments=instruments)
     total = sum(c.epochs for c in configs)
     bar, advance = _progress_bar(total, f"training {len(configs)} run(s)")
     start = time.perf_counter()

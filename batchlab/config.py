@@ -89,6 +89,7 @@ class RunConfig:
     shuffle: str = "every-epoch"
     early_stopping: EarlyStopping | None = None
     micro_batch: int | None = None  # largest forward pass; bigger batches accumulate gradients
+    instruments: tuple[str, ...] = ()  # per-step instruments recorded with the run
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +106,7 @@ class RunConfig:
         """Runs with equal keys share one compiled program (they differ in lr, momentum, seeds)."""
         opt = dataclasses.replace(self.optimizer, lr=0.0, momentum=0.0)
         return (self.data, self.model, opt, self.batch_size, self.epochs, self.reduction,
-                self.drop_last, self.shuffle, self.early_stopping, self.micro_batch)
+                self.drop_last, self.shuffle, self.early_stopping, self.micro_batch, self.instruments)
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
@@ -113,6 +114,7 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     es = d.get("early_stopping")
     model = dict(d["model"])
     model["hidden"] = tuple(model.get("hidden", ()))
+    d = dict(d, instruments=tuple(d.get("instruments", ())))
     return RunConfig(
         data=DataConfig(**d["data"]),
         model=ModelConfig(**model),

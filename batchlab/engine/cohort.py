@@ -24,6 +24,7 @@ from batchlab.engine.optim import make_optimizer
 from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
 from batchlab.engine.step import RunState
+from batchlab.engine.step_stats import uses_noise
 from batchlab.models.base import Model
 
 EVAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -58,14 +59,16 @@ def prng_key(seed: int) -> np.ndarray:
     return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
 
 
-def _start_program(model: Model, opt_cfg):
+def _start_program(model: Model, opt_cfg, instruments: tuple[str, ...]):
     """Initial states of all runs (each with its own seeds and hyperparameters) and their
     epoch-0 metrics, as one compiled program."""
 
     def start_one(init_key, dropout_key, lr, momentum, data):
         params, model_state = model.init(init_key)
         opt_state = make_optimizer(opt_cfg, lr, momentum).init(params)
-        run = RunState(params, model_state, opt_state, lr, momentum, jnp.int32(0), jnp.int32(-1), dropout_key)
+        run = RunState(params, model_state, opt_state, lr, momentum, jnp.int32(0), jnp.int32(-1), dropout_key,
+                       init_params=params if "dist_init" in instruments else None,
+                       noise_ema=jnp.zeros(3) if uses_noise(instruments) else None)
         return run, evaluate_run(run, data, model=model)
 
     return jax.jit(jax.vmap(start_one, in_axes=(0, 0, 0, 0, None)))
@@ -112,7 +115,8 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
                   np.array([c.optimizer.momentum for c in configs], np.float32), data)
     epoch_program = jax.jit(jax.vmap(
         partial(run_epoch, model=model, optimizer=first.optimizer, batch_size=first.batch_size,
-                steps=steps, reduction=first.reduction, micro_batch=first.micro_batch),
+                steps=steps, reduction=first.reduction, micro_batch=first.micro_batch,
+                instruments=first.instruments),
         in_axes=(0, 0, 0, None)))
 
     t_compile = time.perf_counter()
@@ -120,7 +124,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     # random draws of multi-dimensional shapes (weight inits); the classic stream is just as
     # reproducible and keeps the cold start short. It applies to batchlab's programs only.
     with jax.threefry_partitionable(False):
-        start_fn = _start_program(model, first.optimizer).lower(*start_args).compile()
+        start_fn = _start_program(model, first.optimizer, first.instruments).lower(*start_args).compile()
         runs, metrics0 = start_fn(*start_args)
         active = np.ones(r, bool)
         epoch_fn = epoch_program.lower(runs, active, jax.ShapeDtypeStruct((r, n), jnp.int32), data).compile()

@@ -113,7 +113,8 @@ def evaluate_run(run: RunState, data: "EpochData", *, model: Model) -> dict[str,
 
 
 def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data: "EpochData", *, model: Model, optimizer,
-              batch_size: int, steps: int, reduction: str, micro_batch: int | None):
+              batch_size: int, steps: int, reduction: str, micro_batch: int | None,
+              instruments: tuple[str, ...] = ()):
     """Train one run for one epoch in the given row order, then evaluate it.
 
     An inactive run (stopped early, or diverged before) and a run that diverges during this
@@ -122,7 +123,7 @@ def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data: "EpochDa
     """
     batches = batch_layout(order, batch_size, steps)
     step = partial(train_step, model=model, optimizer=optimizer, data=(data.x, data.y),
-                   reduction=reduction, micro_batch=micro_batch)
+                   reduction=reduction, micro_batch=micro_batch, instruments=instruments)
     trained, per_step = jax.lax.scan(step, run, batches)
     keep = active & (trained.diverged_step < 0)
     run = select(keep, trained, run)._replace(

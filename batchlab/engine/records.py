@@ -48,8 +48,7 @@ class CohortRecorder:
         fraction = np.arange(1, steps + 1) / steps
         self.step_chunks.append((applied, {
             "epoch": np.full((r, steps), epoch, np.int64), "step": step_numbers, "samples_seen": samples,
-            "wall_time": np.broadcast_to(t_start + fraction * (t_end - t_start), (r, steps)),
-            "mb_loss": per_step["mb_loss"], "mb_acc": per_step["mb_acc"]}))
+            "wall_time": np.broadcast_to(t_start + fraction * (t_end - t_start), (r, steps)), **per_step}))
         self.steps_done = step_numbers[:, -1]
         self.samples_done = samples[:, -1]
 
@@ -71,9 +70,8 @@ class CohortRecorder:
         history = {k: history[k] for k in order + [k for k in history if k not in order]}
         chunks = self.step_chunks[:end_epoch]
         steps = {}
-        for key in ("epoch", "step", "samples_seen", "wall_time", "mb_loss", "mb_acc"):
+        for key in self.step_chunks[0][1] if self.step_chunks else ("epoch", "step", "samples_seen"):
             parts = [series[key][i][applied[i]] for applied, series in chunks]
-            steps[key] = np.concatenate(parts) if parts else np.zeros(0)
-        for key in ("mb_loss", "mb_acc", "wall_time"):
-            steps[key] = steps[key].astype(np.float64)
+            values = np.concatenate(parts) if parts else np.zeros(0)
+            steps[key] = values.astype(np.float64) if values.dtype.kind == "f" else values
         return history, steps

@@ -16,6 +16,7 @@ import optax
 
 from batchlab.config import OptimizerConfig
 from batchlab.engine.optim import make_optimizer
+from batchlab.engine import step_stats
 from batchlab.models.base import Model
 
 
@@ -30,6 +31,8 @@ class RunState(NamedTuple):
     step: jax.Array  # updates computed so far (also numbers the dropout keys)
     diverged_step: jax.Array  # first update whose batch loss was non-finite; -1 if none
     dropout_key: jax.Array
+    init_params: Any = None  # theta_0, kept only when ``dist_init`` is measured
+    noise_ema: Any = None  # EMA state of the two-batch noise estimate, when measured
 
 
 class Batch(NamedTuple):
@@ -52,19 +55,39 @@ def masked_loss_sum(model: Model, params, model_state, x, y, mask, *, train: boo
     return jnp.sum(losses * mask), (jnp.sum(correct * mask), new_state)
 
 
-def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, micro_batch: int | None):
-    """Loss sum, correct count and gradient of the loss *sum* over the batch's real rows.
+class BatchGradient(NamedTuple):
+    loss_sum: jax.Array
+    correct: jax.Array
+    grad_sum: Any  # gradient of the loss *sum* over the batch's real rows
+    model_state: Any
+    first_half: Any = None  # (gradient sum, rows) of the batch's first half, when split
+
+
+def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, micro_batch: int | None,
+                   split: bool = False) -> BatchGradient:
+    """Loss sum, correct count and gradient of the loss sum over the batch's real rows.
 
     A batch larger than ``micro_batch`` is split into micro-batches whose gradient sums are
     accumulated: the same gradient as one pass over the whole batch (up to float rounding).
+    ``split`` computes the two halves side by side (vmapped) and also returns the first
+    half's gradient, which the two-batch noise estimate needs.
     """
     x, y = data
     grad_fn = jax.value_and_grad(masked_loss_sum, argnums=1, has_aux=True)
     size = batch.index.shape[0]
+    if split:
+        half = -(-size // 2)
+        index = jnp.pad(batch.index, (0, 2 * half - size)).reshape(2, half)
+        mask = jnp.pad(batch.mask, (0, 2 * half - size)).reshape(2, half)
+        (loss, (correct, states)), grads = jax.vmap(
+            lambda i, m: grad_fn(model, params, model_state, x[i], y[i], m, train=True, key=key))(index, mask)
+        first = (jax.tree.map(lambda g: g[0], grads), jnp.sum(mask[0]))
+        return BatchGradient(loss.sum(), correct.sum(), jax.tree.map(lambda g: g.sum(0), grads),
+                             jax.tree.map(lambda a: a[0], states), first)
     if micro_batch is None or micro_batch >= size:
         (loss_sum, (correct, new_state)), grads = grad_fn(
             model, params, model_state, x[batch.index], y[batch.index], batch.mask, train=True, key=key)
-        return loss_sum, correct, grads, new_state
+        return BatchGradient(loss_sum, correct, grads, new_state)
 
     chunks = math.ceil(size / micro_batch)
     pad = chunks * micro_batch - size
@@ -83,28 +106,41 @@ def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, m
     init = (jnp.zeros(()), jnp.zeros(()), zeros, model_state)
     (loss_sum, correct, grads, new_state), _ = jax.lax.scan(
         accumulate, init, (index, mask, jnp.arange(chunks)))
-    return loss_sum, correct, grads, new_state
+    return BatchGradient(loss_sum, correct, grads, new_state)
 
 
 def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: OptimizerConfig,
-               data, reduction: str, micro_batch: int | None):
+               data, reduction: str, micro_batch: int | None, instruments: tuple[str, ...] = ()):
     """One optimizer update of one run. Returns the new state and the step's outputs.
 
     A non-finite batch loss only marks the run as diverged here; the epoch then keeps the
     run's last finite state (see ``run_epoch``), which keeps this hot path short.
     """
     key = jax.random.fold_in(run.dropout_key, run.step)
-    loss_sum, correct, grad_sum, new_model_state = batch_gradient(
-        model, run.params, run.model_state, data, batch, key, micro_batch)
+    batch_grad = batch_gradient(model, run.params, run.model_state, data, batch, key, micro_batch,
+                                split=step_stats.uses_noise(instruments))
     count = jnp.sum(batch.mask)
-    grads = grad_sum if reduction == "sum" else jax.tree.map(lambda g: g / count, grad_sum)
+    mean_grad = jax.tree.map(lambda g: g / count, batch_grad.grad_sum)
+    grads = batch_grad.grad_sum if reduction == "sum" else mean_grad
 
     updates, new_opt_state = make_optimizer(optimizer, run.lr, run.momentum).update(grads, run.opt_state, run.params)
     new_params = optax.apply_updates(run.params, updates)
 
-    mb_loss = loss_sum / count  # reported per example whatever the reduction, so runs compare
+    mb_loss = batch_grad.loss_sum / count  # reported per example whatever the reduction, so runs compare
+    outputs = {"mb_loss": mb_loss, "mb_acc": batch_grad.correct / count}
+    noise_ema = run.noise_ema
+    if instruments:
+        half = None
+        if batch_grad.first_half is not None:
+            half_sum, half_count = batch_grad.first_half
+            half = ((jax.tree.map(lambda g: g / half_count, half_sum), half_count), (mean_grad, count))
+        measured, noise_ema = step_stats.measure(instruments, grads=grads, params=run.params, new_params=new_params,
+                                               init_params=run.init_params, noise_ema=run.noise_ema, half=half)
+        outputs.update(measured)
+
     step = run.step + 1
     first_bad = (run.diverged_step < 0) & ~jnp.isfinite(mb_loss)
-    new_run = run._replace(params=new_params, model_state=new_model_state, opt_state=new_opt_state, step=step,
-                           diverged_step=jnp.where(first_bad, step, run.diverged_step))
-    return new_run, {"mb_loss": mb_loss, "mb_acc": correct / count}
+    new_run = run._replace(params=new_params, model_state=batch_grad.model_state, opt_state=new_opt_state,
+                           step=step, diverged_step=jnp.where(first_bad, step, run.diverged_step),
+                           noise_ema=noise_ema)
+    return new_run, outputs

@@ -1,0 +1,66 @@
+"""Per-step quantities, computed inside the compiled step from what the step already has.
+
+(``batchlab.instruments`` declares them as instruments with schedules and presets.)
+
+- ``grad_norm``: ||g||_2 of the gradient used for the update (all parameters flattened).
+- ``update_norm``: ||theta_{t+1} - theta_t||_2.
+- ``dist_init``: ||theta_{t+1} - theta_0||_2 (Shen; Hoffer et al.).
+- ``weight_norm``: ||theta_{t+1}||_2.
+- ``noise_grad_sq``, ``noise_trace``, ``noise_scale``: the online two-batch estimate of the
+  simple noise scale (McCandlish et al. 2018). The batch's gradient is computed as two
+  halves side by side; with B_s = |first half|, B_b = |batch| and mean gradients g_s, g_b:
+  |G|^2 ~ (B_b |g_b|^2 - B_s |g_s|^2) / (B_b - B_s) and
+  tr(Sigma) ~ (|g_s|^2 - |g_b|^2) / (1/B_s - 1/B_b). Each is averaged by its own
+  exponential moving average (decay ``NOISE_EMA``, bias-corrected) *before* dividing:
+  B_simple = EMA[tr(Sigma)] / EMA[|G|^2] (a ratio of noisy estimates is biased).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+NOISE_EMA = 0.99
+
+NORMS = ("grad_norm", "update_norm", "dist_init", "weight_norm")
+NOISE = ("noise_grad_sq", "noise_trace", "noise_scale")
+PER_STEP = NORMS + NOISE
+
+
+def uses_noise(names: tuple[str, ...]) -> bool:
+    return any(n in NOISE for n in names)
+
+
+def two_batch_estimates(g_small, n_small, g_big, n_big):
+    """Unbiased |G|^2 and tr(Sigma) from mean gradients of a small and a big batch."""
+    small_sq = optax.tree.norm(g_small, squared=True)
+    big_sq = optax.tree.norm(g_big, squared=True)
+    grad_sq = (n_big * big_sq - n_small * small_sq) / (n_big - n_small)
+    trace = (small_sq - big_sq) / (1.0 / n_small - 1.0 / n_big)
+    return grad_sq, trace
+
+
+def measure(names: tuple[str, ...], *, grads, params, new_params, init_params, noise_ema, half) -> tuple[dict, object]:
+    """The requested per-step quantities, and the updated noise EMA state (or ``None``)."""
+    out = {}
+    if "grad_norm" in names:
+        out["grad_norm"] = optax.tree.norm(grads)
+    if "update_norm" in names:
+        out["update_norm"] = optax.tree.norm(optax.tree.sub(new_params, params))
+    if "dist_init" in names:
+        out["dist_init"] = optax.tree.norm(optax.tree.sub(new_params, init_params))
+    if "weight_norm" in names:
+        out["weight_norm"] = optax.tree.norm(new_params)
+    if not uses_noise(names):
+        return out, noise_ema
+    (g_small, n_small), (g_big, n_big) = half
+    grad_sq, trace = two_batch_estimates(g_small, n_small, g_big, n_big)
+    valid = n_big > n_small  # a batch of one row cannot be split
+    ema = jnp.where(valid, NOISE_EMA * noise_ema[:2] + (1 - NOISE_EMA) * jnp.stack([grad_sq, trace]), noise_ema[:2])
+    updates = noise_ema[2] + valid.astype(jnp.float32)
+    correction = 1.0 - NOISE_EMA ** jnp.maximum(updates, 1.0)
+    noise_ema = jnp.concatenate([ema, updates[None]])
+    out["noise_grad_sq"] = ema[0] / correction
+    out["noise_trace"] = ema[1] / correction
+    out["noise_scale"] = ema[1] / ema[0]
+    return out, noise_ema

@@ -1,0 +1,97 @@
+"""Per-step instruments against recomputation outside the engine."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import batchlab
+from batchlab.engine.step_stats import two_batch_estimates
+from batchlab.errors import BatchlabError
+from batchlab.instruments import resolve_instruments
+from batchlab.models.logreg import logreg
+from batchlab.models.mlp import mlp
+
+
+def flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in jax.tree.leaves(tree)])
+
+
+def mean_loss(model, params, x, y):
+    logits, _ = model.apply(params, {}, x)
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])
+
+
+def test_norms_of_full_batch_gradient_descent_from_zero():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    lr = 0.5
+    res = batchlab.train((x, y, x, y), "logreg", batch_size="full", epochs=3, lr=lr, instruments="standard").runs[0]
+    s = res.steps
+    model = logreg((3,), 2)
+    zero, _ = model.init(None)
+    g0 = flat(jax.grad(mean_loss, argnums=1)(model, zero, x, y))
+    np.testing.assert_allclose(s["grad_norm"][0], np.linalg.norm(g0), rtol=1e-5)
+    np.testing.assert_allclose(s["update_norm"], lr * s["grad_norm"], rtol=1e-5)  # plain SGD
+    np.testing.assert_allclose(s["dist_init"], s["weight_norm"], rtol=1e-6)  # started at zero
+    np.testing.assert_allclose(s["dist_init"][-1], np.linalg.norm(flat(res.params)), rtol=1e-5)
+
+
+def test_distance_and_update_match_stored_parameters_with_momentum():
+    kwargs = dict(batch_size="full", lr=0.05, momentum=0.9, hidden=(6,), instruments="standard")
+    two = batchlab.train("blobs", "mlp", epochs=2, **kwargs).runs[0]
+    three = batchlab.train("blobs", "mlp", epochs=3, **kwargs).runs[0]
+    model = mlp((2,), 3, (6,))
+    with jax.threefry_partitionable(False):  # the engine's random stream
+        init, _ = model.init(jax.random.PRNGKey(0))
+    theta0, theta2, theta3 = flat(init), flat(two.params), flat(three.params)
+    s = three.steps
+    np.testing.assert_allclose(s["dist_init"][-1], np.linalg.norm(theta3 - theta0), rtol=1e-5)
+    np.testing.assert_allclose(s["dist_init"][1], np.linalg.norm(theta2 - theta0), rtol=1e-5)
+    np.testing.assert_allclose(s["update_norm"][-1], np.linalg.norm(theta3 - theta2), rtol=1e-4)
+    np.testing.assert_allclose(s["weight_norm"][-1], np.linalg.norm(theta3), rtol=1e-5)
+    g2 = flat(jax.grad(lambda p: mean_loss(model, p, *_blobs_train()))(two.params))
+    np.testing.assert_allclose(s["grad_norm"][-1], np.linalg.norm(g2), rtol=1e-4)
+
+
+def _blobs_train():
+    from batchlab.data import load_dataset, resolve_data_config
+
+    ds = load_dataset(resolve_data_config("blobs"))
+    return ds.x_train, ds.y_train
+
+
+def test_two_batch_estimator_is_unbiased_on_a_known_problem():
+    rng = np.random.default_rng(1)
+    dim, trials, b_small, b_big = 5, 20000, 4, 16
+    mean = rng.normal(size=dim)
+    scales = np.array([0.5, 1.0, 2.0, 0.3, 1.5])
+    true_g2, true_trace = float(mean @ mean), float(np.sum(scales ** 2))
+    samples = mean + scales * rng.normal(size=(trials, b_big, dim))
+    g_small = samples[:, :b_small].mean(axis=1)  # the small batch is part of the big one, as in the engine
+    g_big = samples.mean(axis=1)
+    g2, trace = jax.vmap(lambda s, b: two_batch_estimates(s, b_small, b, b_big))(jnp.asarray(g_small),
+                                                                                   jnp.asarray(g_big))
+    g2, trace = np.asarray(g2, np.float64), np.asarray(trace, np.float64)
+    for estimate, truth in ((g2, true_g2), (trace, true_trace)):
+        standard_error = estimate.std() / np.sqrt(trials)
+        assert abs(estimate.mean() - truth) < 4 * standard_error, (estimate.mean(), truth, standard_error)
+
+
+def test_noise_scale_is_recorded_in_training():
+    res = batchlab.train("blobs", "mlp", batch_size=64, epochs=20, lr=0.01, momentum=0.9, instruments="full").runs[0]
+    s = res.steps
+    assert {"noise_grad_sq", "noise_trace", "noise_scale"} <= set(s)
+    assert np.isfinite(s["noise_scale"][-1])
+    np.testing.assert_allclose(s["noise_scale"], s["noise_trace"] / s["noise_grad_sq"], rtol=1e-4)
+
+
+def test_instrument_names_and_presets():
+    assert resolve_instruments("cheap") == ("grad_norm", "update_norm")
+    assert "dist_init" in resolve_instruments("standard")
+    assert resolve_instruments("noise_scale") == ("noise_grad_sq", "noise_scale", "noise_trace")
+    with pytest.raises(BatchlabError, match="unknown instrument 'hessian_wow'"):
+        resolve_instruments("hessian_wow")
+    with pytest.raises(BatchlabError, match="micro-batch"):
+        batchlab.train("blobs", "mlp", batch_size=64, epochs=1, instruments="full", micro_batch=16)
