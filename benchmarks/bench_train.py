@@ -276,6 +276,10 @@ def main() -> None:
         print(json.dumps(keras_worker(args.batch_size, args.epochs)))
         return
 
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(f"warning: 1-minute load average is {load_before:.2f}; other processes will distort the timings",
+              flush=True)
     rows = plan(args.quick)
     repeat = args.repeat or (1 if args.quick else 3)
     print(f"batchlab: {2 * repeat * len(rows)} timed worker processes (+{len(rows)} to fill the cache) ...", flush=True)
@@ -295,8 +299,12 @@ def main() -> None:
                         "torch": torch_result, "keras": keras_result, "target": TARGETS.get((b, seeds))})
     report(results, repeat)
     breakdown(results)
+    load = {"before": load_before, "after": os.getloadavg()[0]}
+    print(f"\n1-minute load average before/after: {load['before']:.2f} / {load['after']:.2f} "
+          "(this script keeps ~1 core busy; much above 1 means something else ran too)")
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "rows": results}, indent=2))
+    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "load_average": load,
+                                    "rows": results}, indent=2))
     print(f"\nWritten to {RESULTS}")
 
 
