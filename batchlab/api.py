@@ -179,8 +179,12 @@ def prepare(data: Any, model: str | Model, *, hidden: Any, activation: str, init
 
 
 def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: str | Path | None = None,
-                force: bool = False, progress: Progress | None = None) -> TrainResult:
-    """Train the configs cohort by cohort; store each cohort as it finishes."""
+                force: bool = False, progress: Progress | None = None, checkpoints: tuple[int, ...] = ()
+                ) -> TrainResult:
+    """Train the configs cohort by cohort; store each cohort as it finishes.
+
+    ``checkpoints``: epochs whose parameters the fresh runs keep (``RunResult.checkpoints``).
+    """
     store = Store(db) if db is not None else None
     try:
         done = store.run_ids() if (store is not None and not force) else set()
@@ -190,7 +194,8 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
             progress(sum(c.epochs for c in configs if c.run_id in done))
         fresh: dict[str, RunResult] = {}
         for cohort in group_cohorts(todo):
-            results = train_cohort(cohort, dataset, net, on_epoch=_epoch_counter(progress, len(cohort)))
+            results = train_cohort(cohort, dataset, net, on_epoch=_epoch_counter(progress, len(cohort)),
+                                   checkpoints=checkpoints)
             if store is not None:
                 store.write(results, __version__)
             fresh.update((r.run_id, r) for r in results)

@@ -218,6 +218,15 @@ def parse_seeds(spec: str | int | list) -> list[int]:
     return list(range(count))
 
 
+def parse_ints(spec: str | int | list, what: str, low: int = 0) -> list[int]:
+    """``"2,30"`` -> [2, 30]; each an integer >= ``low``."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    values = [_parse_int(str(item).strip(), what) for item in items]
+    if not values or any(v < low for v in values):
+        raise BatchlabError(f"{what} must be integers >= {low}, got {spec!r}")
+    return values
+
+
 def parse_widths(spec: str | int | list | tuple) -> tuple[int, ...]:
     """``"256,256"`` -> (256, 256); ``""`` -> () (no hidden layer)."""
     if isinstance(spec, (list, tuple)):

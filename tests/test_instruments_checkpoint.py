@@ -51,12 +51,18 @@ def test_gradient_statistics_equal_a_plain_loop(tiny):
 def test_gram_gives_the_exact_batch_gradient_norm(tiny):
     model, params, x, y = tiny
     per_sample = gradients.per_sample_gradients(model, params, {}, x, y)
-    k = gradients.gram(per_sample)
-    index = jnp.asarray([[3, 3, 7, 20], [0, 1, 2, 5]])
-    direct = [np.sum(np.asarray(per_sample)[np.asarray(i)].astype(np.float64), axis=0) for i in index]
-    expected = [d @ d for d in direct]
-    np.testing.assert_allclose(gradients._gathered(k, index), expected, rtol=1e-5)
-    np.testing.assert_allclose(gradients._counted(k, index), expected, rtol=1e-5)
+    k = np.asarray(gradients.gram(per_sample), np.float64)
+    rows = np.asarray(per_sample, np.float64)
+    for index in (np.array([[3, 3, 7, 20], [0, 1, 2, 5]]),  # B*B <= P: gathered
+                  np.random.default_rng(0).integers(0, 24, size=(3, 9))):  # counted
+        expected = [np.sum(rows[i], axis=0) @ np.sum(rows[i], axis=0) for i in index]
+        np.testing.assert_allclose(gradients.batch_sq_norms(k, index), expected, rtol=1e-5)
+
+
+def test_batches_without_replacement_have_distinct_rows():
+    index = gradients.draw_batches(np.random.default_rng(0), 30, 12, 50, replace=False)
+    assert index.shape == (50, 12) and all(len(set(row)) == 12 for row in index)
+    assert index.max() < 30
 
 
 @pytest.mark.parametrize("replace", [True, False])

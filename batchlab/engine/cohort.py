@@ -45,6 +45,7 @@ class RunResult:
     train_seconds: float = 0.0
     params: Any = field(default=None, repr=False)  # final (or restored best) parameters
     version: str | None = None  # batchlab version that produced it (set when read from a store)
+    checkpoints: dict[int, Any] = field(default_factory=dict, repr=False)  # epoch -> parameters, when asked
 
     @property
     def run_id(self) -> str:
@@ -100,8 +101,13 @@ class EarlyStopper:
 
 
 def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
-                 on_epoch: Callable[[int], None] | None = None) -> list[RunResult]:
-    """Train runs that share ``configs[0].cohort_key()`` together; one result per config."""
+                 on_epoch: Callable[[int], None] | None = None, checkpoints: tuple[int, ...] = ()
+                 ) -> list[RunResult]:
+    """Train runs that share ``configs[0].cohort_key()`` together; one result per config.
+
+    ``checkpoints`` lists epochs (0 = before training) whose parameters are kept in
+    ``RunResult.checkpoints`` for instruments that run on saved parameters.
+    """
     configure_cache()
     first = configs[0]
     assert all(c.cohort_key() == first.cohort_key() for c in configs), "configs are not one cohort"
@@ -135,6 +141,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     stopper = EarlyStopper(first.early_stopping, r)
     restore_best = first.early_stopping is not None and first.early_stopping.restore_best
     best_params = runs.params
+    saved = {0: _host_tree(runs.params)} if 0 in checkpoints else {}
     end_epoch = np.full(r, first.epochs)
     # Without early stopping the host never changes which runs train (divergence freezes a
     # run inside the program), so the next epoch is dispatched before this one's records
@@ -149,6 +156,8 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         per_step, metrics = _host(per_step), _host(metrics)
         diverged = recorder.add_epoch(epoch, active, np.asarray(runs.diverged_step), per_step, metrics,
                                       t_start, time.perf_counter() - t0)
+        if epoch in checkpoints:
+            saved[epoch] = _host_tree(runs.params)
         improved = stopper.update(epoch, metrics, active & ~diverged)
         if restore_best and improved.any():
             best_params = _select_runs(jnp.asarray(improved), runs.params, best_params)
@@ -175,8 +184,13 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
             config=cfg, status=status, history=history, steps=step_series, best_epoch=best,
             diverged_step=int(recorder.diverged_step[i]) if diverged else None,
             compile_seconds=compile_seconds, train_seconds=train_seconds,
-            params=jax.tree.map(lambda a: np.asarray(a[i]), final_params)))
+            params=jax.tree.map(lambda a: np.asarray(a[i]), final_params),
+            checkpoints={e: jax.tree.map(lambda a: a[i], p) for e, p in saved.items() if e <= end_epoch[i]}))
     return results
+
+
+def _host_tree(tree):
+    return jax.tree.map(np.asarray, tree)
 
 
 def _host(tree: dict) -> dict[str, np.ndarray]:

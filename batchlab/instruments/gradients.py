@@ -73,40 +73,37 @@ def expected_sq_norm(grad_sq: float, trace: float, batch: np.ndarray, pool: int,
     return mean_sq * batch ** 2 if reduction == "sum" else mean_sq
 
 
-_GATHER_LIMIT = 1 << 24  # T * B^2 entries: above this, count rows instead of gathering K's entries
-
-
-def batch_sq_norms(k: jax.Array, batch_size: int, trials: int, key: jax.Array, *, replace: bool) -> np.ndarray:
-    """Squared norms of T random batches' *summed* gradients, exactly, from the Gram matrix.
-
-    Small batches gather their B x B block of K; large ones use row counts c (T x P):
-    ||sum_{i in batch} g_i||^2 = c K c^T. No Python loop per trial.
-    """
-    p = k.shape[0]
+def draw_batches(rng: np.random.Generator, pool: int, batch_size: int, trials: int, *, replace: bool) -> np.ndarray:
+    """Row indices (trials, B) of random batches from a pool of ``pool`` rows."""
     if replace:
-        index = jax.random.randint(key, (trials, batch_size), 0, p)
-    else:
-        index = jax.vmap(lambda kk: jax.random.permutation(kk, p)[:batch_size])(jax.random.split(key, trials))
-    if trials * batch_size * batch_size <= _GATHER_LIMIT:
-        return np.asarray(_gathered(k, index))
-    return np.asarray(_counted(k, index))
+        return rng.integers(0, pool, size=(trials, batch_size))
+    keys = rng.random((trials, pool))  # a random subset = the B smallest of P random keys
+    if batch_size == pool:
+        return np.broadcast_to(np.arange(pool), (trials, pool))
+    return np.argpartition(keys, batch_size, axis=1)[:, :batch_size]
 
 
-@jax.jit
-def _gathered(k, index):
-    return jax.vmap(lambda i: jnp.sum(k[i][:, i]))(index)
+def batch_sq_norms(k: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Squared norms of the given batches' *summed* gradients, exactly, from the Gram matrix.
+
+    Small batches sum their B x B block of K; larger ones use row counts c (T x P):
+    ||sum_{i in batch} g_i||^2 = c K c^T, one matrix product for all trials. NumPy, so no
+    compilation per batch size. No Python loop per trial.
+    """
+    trials, batch_size = index.shape
+    pool = k.shape[0]
+    if batch_size * batch_size <= pool:
+        return k[index[:, :, None], index[:, None, :]].sum(axis=(1, 2))
+    counts = np.zeros((trials, pool))
+    np.add.at(counts, (np.repeat(np.arange(trials), batch_size), index.ravel()), 1.0)
+    return np.einsum("tp,tp->t", counts @ k, counts)
 
 
-@jax.jit
-def _counted(k, index):
-    counts = jax.vmap(lambda i: jnp.zeros(k.shape[0]).at[i].add(1.0))(index)
-    return jnp.sum((counts @ k) * counts, axis=1)
-
-
-def monte_carlo(k: jax.Array, batch_sizes: list[int], trials: int, seed: int, *, replace: bool) -> dict[int, np.ndarray]:
+def monte_carlo(k, batch_sizes: list[int], trials: int, seed: int, *, replace: bool) -> dict[int, np.ndarray]:
     """For each B: the squared norms of ``trials`` random batches' summed gradients."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(batch_sizes))
-    return {b: batch_sq_norms(k, b, trials, kk, replace=replace) for b, kk in zip(batch_sizes, keys)}
+    k = np.asarray(k, np.float64)
+    rng = np.random.default_rng(seed)
+    return {b: batch_sq_norms(k, draw_batches(rng, k.shape[0], b, trials, replace=replace)) for b in batch_sizes}
 
 
 def fitted_exponent(batch_sizes, values) -> float:

@@ -1,0 +1,122 @@
+"""Shen's gradient-norm study (``science.md`` section 3.2), measured at checkpoints of a real run.
+
+Train with the given settings, keep the parameters at ``at_epochs``, and at each one:
+per-sample gradients over a pool of training rows -> ||G||^2, tr(Sigma), B_simple, mean
+per-sample norm, mean pairwise cosine; then, for every batch size, ``trials`` random batches
+(with and/or without replacement) and the Euclidean norm of their gradient for the batch-sum
+and batch-mean loss, compared with the theory E||g_B||^2 = ||G||^2 + tr(Sigma)/B (mean;
+x B^2 for the sum; x (P-B)/(P-1) on the noise term without replacement). Also the update
+size ||lr g_B|| and the sharpness (Hessian lambda_max, Hutchinson trace) of the full loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from batchlab.api import prepare, run_configs
+from batchlab.config import FULL, parse_batch_sizes
+from batchlab.errors import BatchlabError
+from batchlab.instruments import gradients, hessian
+from batchlab.engine.step import masked_loss_sum
+
+SAMPLING = {"without": (False,), "with": (True,), "both": (False, True)}
+
+
+@dataclass
+class NoiseOutput:
+    table: pd.DataFrame  # one row per checkpoint
+    points: pd.DataFrame  # one row per checkpoint x sampling x reduction x B
+    files: list[Path]
+
+
+def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size=64, lr: float = 0.01,
+        momentum: float = 0.0, at_epochs=(2, 30), batch_sizes="1:1024", trials: int = 1000,
+        reductions=("sum", "mean"), sampling: str = "without", pool: int | None = None, seed: int = 0,
+        hidden=(50,), sharpness: bool = True, db=None, progress=None) -> NoiseOutput:
+    at_epochs = tuple(sorted({int(e) for e in at_epochs}))
+    if not at_epochs or at_epochs[0] < 0:
+        raise BatchlabError(f"checkpoint epochs must be >= 0, got {at_epochs}")
+    if trials < 2:
+        raise BatchlabError(f"trials must be >= 2, got {trials}")
+    if sampling not in SAMPLING:
+        raise BatchlabError(f"unknown sampling {sampling!r}: choose without, with or both")
+    for r in reductions:
+        if r not in ("sum", "mean"):
+            raise BatchlabError(f"unknown reduction {r!r}: choose sum and/or mean")
+    configs, dataset, net = prepare(data, model, batch_size=batch_size, epochs=max(max(at_epochs), 1), lr=lr,
+                                    momentum=momentum, seeds=[seed], hidden=hidden, activation="relu",
+                                    init="he_uniform", dropout=0.0, standardize=None, test_fraction=0.2,
+                                    label="label")
+    result = run_configs(configs, dataset, net, db=db, force=True, progress=progress, checkpoints=at_epochs)
+    run_result = result.runs[0]
+    missing = [e for e in at_epochs if e not in run_result.checkpoints]
+    if missing:
+        raise BatchlabError(f"the run stopped ({run_result.status}) before checkpoint epoch(s) {missing}")
+
+    rng = np.random.default_rng(seed)
+    n = dataset.n_train
+    size = n if pool is None else min(pool, n)
+    rows = np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
+    x, y = jnp.asarray(dataset.x_train[rows]), jnp.asarray(dataset.y_train[rows])
+    sizes = [size if b == FULL else b for b in parse_batch_sizes(batch_sizes)]
+    too_big = [b for b in sizes if b > size]
+    if too_big:
+        raise BatchlabError(f"batch size(s) {too_big} exceed the pool of {size} training rows")
+
+    table, points = [], []
+    for epoch in at_epochs:
+        params = run_result.checkpoints[epoch]
+        start = time.perf_counter()
+        per_sample = jax.block_until_ready(gradients.per_sample_gradients(net, params, {}, x, y))
+        t_grads = time.perf_counter() - start
+        stats = gradients.gradient_statistics(per_sample)
+        k = jax.block_until_ready(gradients.gram(per_sample))
+        start = time.perf_counter()
+        for replace in SAMPLING[sampling]:
+            draws = gradients.monte_carlo(k, sizes, trials, seed + epoch, replace=replace)
+            for reduction in reductions:
+                theory = gradients.expected_sq_norm(stats["grad_sq"], stats["trace"], np.array(sizes), size,
+                                                    replace=replace, reduction=reduction)
+                for b, th in zip(sizes, theory):
+                    sq = draws[b] / (1.0 if reduction == "sum" else b * b)
+                    norms = np.sqrt(np.maximum(sq, 0.0))
+                    points.append({"epoch": epoch, "sampling": "with" if replace else "without",
+                                   "reduction": reduction, "batch_size": b, "mean_norm": norms.mean(),
+                                   "std_norm": norms.std(ddof=1), "mean_sq_norm": sq.mean(), "theory_sq_norm": th,
+                                   "update_size": lr * norms.mean(), "update_size_std": lr * norms.std(ddof=1)})
+        t_mc = time.perf_counter() - start
+        row = {"epoch": epoch, **stats, "per_sample_seconds": t_grads, "monte_carlo_seconds": t_mc}
+        frame = pd.DataFrame([p for p in points if p["epoch"] == epoch])
+        sums = frame[(frame.reduction == "sum") & (frame.sampling == frame.sampling.iloc[0])] if "sum" in reductions \
+            else frame[frame.sampling == frame.sampling.iloc[0]]
+        row["sq_norm_exponent"] = gradients.fitted_exponent(sums.batch_size, sums.mean_sq_norm)
+        if sharpness:
+            def loss(p):
+                return masked_loss_sum(net, p, {}, x, y, jnp.ones(size), train=False, key=None)[0] / size
+            row["lambda_max"] = hessian.lambda_max(loss, params, iterations=300, tol=1e-5, seed=seed)
+            row["hessian_trace"], row["hessian_trace_se"] = hessian.hutchinson_trace(loss, params, samples=50,
+                                                                                     seed=seed)
+        table.append(row)
+
+    table_frame, points_frame = pd.DataFrame(table), pd.DataFrame(points)
+    files = write(Path(out), table_frame, points_frame,
+                  title=f"{dataset.name} {model}, trained at B={configs[0].batch_size}, lr={lr}")
+    return NoiseOutput(table_frame, points_frame, files)
+
+
+def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str) -> list[Path]:
+    from batchlab.plots.gradient_noise import gradient_norm_figure
+    from batchlab.plots import save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    table_path, points_path = out / "noise_table.csv", out / "noise_points.csv"
+    table.to_csv(table_path, index=False)
+    points.to_csv(points_path, index=False)
+    return [table_path, points_path, *save_figure(gradient_norm_figure(points, title), out / "gradient_norm_vs_batch")]

@@ -1,0 +1,49 @@
+"""The gradient-noise study end to end, at a reduced size (the CLI default is 1000 trials, B up to 1024)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlab.studies import gradient_noise
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("noise")
+    return gradient_noise.run(out, data="digits", at_epochs=(1, 5), batch_sizes="1:256", trials=200,
+                              sampling="both", pool=600), out
+
+
+def test_summed_gradient_grows_with_batch_size_as_theory_says(study):
+    output, _ = study
+    points = output.points
+    assert set(points.sampling) == {"with", "without"} and set(points.reduction) == {"sum", "mean"}
+    assert len(points) == 2 * 2 * 2 * 9  # checkpoints x sampling x reduction x B in 1..256
+    for _, group in points.groupby(["epoch", "sampling", "reduction"]):
+        relative = np.abs(group.mean_sq_norm - group.theory_sq_norm) / group.theory_sq_norm
+        assert relative.max() < 0.2  # 200 trials: the Monte-Carlo mean is within 20% of E||g_B||^2
+    sums = points[(points.reduction == "sum") & (points.sampling == "without")]
+    for _, group in sums.groupby("epoch"):
+        assert np.all(np.diff(group.sort_values("batch_size").mean_norm) > 0)
+    table = output.table
+    assert list(table.epoch) == [1, 5]
+    assert np.all(table.noise_scale > 0) and np.all(table.lambda_max > 0)
+    assert np.all((table.sq_norm_exponent > 0.9) & (table.sq_norm_exponent < 2.1))
+
+
+def test_files_written(study):
+    _, out = study
+    for name in ("noise_table.csv", "noise_points.csv", "gradient_norm_vs_batch.png", "gradient_norm_vs_batch.svg"):
+        assert (out / name).stat().st_size > 100
+    assert len(pd.read_csv(out / "noise_points.csv")) == 72
+
+
+def test_noise_cli_and_its_errors(cli):
+    code, out, err = cli("noise", "--data", "blobs", "--at-epochs", "0,2", "--batch-sizes", "1,8,full",
+                         "--trials", 50, "--no-sharpness", "--hidden", 8)
+    assert code == 0, err
+    assert "B_simple" in out and "gradient_norm_vs_batch.png" in out
+    code, _, err = cli("noise", "--data", "blobs", "--batch-sizes", "1,4096", "--at-epochs", "1")
+    assert code == 2 and "exceed the pool of 500" in err
+    code, _, err = cli("noise", "--data", "blobs", "--at-epochs", "x")
+    assert code == 2 and "checkpoint epochs" in err
