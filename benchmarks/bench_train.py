@@ -237,6 +237,39 @@ def scale_keras(one_seed: dict | None, seeds: int) -> dict | None:
 
 # ----------------------------------------------------------------------------------- main
 
+class OtherCpu:
+    """CPU time that other processes used while the benchmark ran (Linux): the machine has only
+    2 cores, so anything else running (a test suite, say) distorts the timings."""
+
+    def __init__(self):
+        self.start = self._busy(), self._own()
+        self._t0 = time.monotonic()
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def report(self) -> dict | None:
+        busy, own = self._busy(), self._own()
+        if busy is None or self.start[0] is None:
+            return None
+        wall = time.monotonic() - self._t0
+        other = max(0.0, (busy - self.start[0]) - (own - self.start[1]))
+        print(f"\nOther processes used {other:.0f} CPU-seconds during this {wall:.0f} s run "
+              f"({other / wall:.0%} of one core)" + ("; the timings are distorted, rerun on an idle machine"
+                                                      if other / wall > 0.1 else "."))
+        return {"other_cpu_seconds": other, "wall_seconds": wall}
+
 def plan(quick: bool) -> list[dict]:
     """Configurations and how much of each baseline to measure."""
     if quick:
@@ -276,10 +309,7 @@ def main() -> None:
         print(json.dumps(keras_worker(args.batch_size, args.epochs)))
         return
 
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: 1-minute load average is {load_before:.2f}; other processes will distort the timings",
-              flush=True)
+    others = OtherCpu()
     rows = plan(args.quick)
     repeat = args.repeat or (1 if args.quick else 3)
     print(f"batchlab: {2 * repeat * len(rows)} timed worker processes (+{len(rows)} to fill the cache) ...", flush=True)
@@ -299,11 +329,9 @@ def main() -> None:
                         "torch": torch_result, "keras": keras_result, "target": TARGETS.get((b, seeds))})
     report(results, repeat)
     breakdown(results)
-    load = {"before": load_before, "after": os.getloadavg()[0]}
-    print(f"\n1-minute load average before/after: {load['before']:.2f} / {load['after']:.2f} "
-          "(this script keeps ~1 core busy; much above 1 means something else ran too)")
+    contention = others.report()
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "load_average": load,
+    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "other_cpu": contention,
                                     "rows": results}, indent=2))
     print(f"\nWritten to {RESULTS}")
 

@@ -36,7 +36,7 @@ def test_gradient_statistics_equal_a_plain_loop(tiny):
     fast = gradients.per_sample_gradients(model, params, {}, x, y, chunk=7)  # chunks of unequal size
     slow = loop_gradients(model, params, x, y)
     np.testing.assert_allclose(np.asarray(fast), slow, rtol=1e-5, atol=1e-6)
-    stats = gradients.gradient_statistics(fast)
+    stats = gradients.statistics_from_gram(slow @ slow.T)
     mean = slow.mean(axis=0)
     trace = sum(np.sum((g - mean) ** 2) for g in slow) / len(slow)
     np.testing.assert_allclose(stats["grad_sq"], mean @ mean, rtol=1e-5)
@@ -48,11 +48,25 @@ def test_gradient_statistics_equal_a_plain_loop(tiny):
     np.testing.assert_allclose(stats["mean_sample_norm"], np.linalg.norm(slow, axis=1).mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["mlp", "logreg"])
+def test_factorized_gram_equals_inner_products_of_per_sample_gradients(tiny, name):
+    from batchlab.models.logreg import logreg
+
+    _, _, x, y = tiny
+    model = mlp((3,), 3, (5, 4)) if name == "mlp" else logreg((3,), 3)
+    params, _ = model.init(jax.random.PRNGKey(5))
+    if name == "logreg":  # move away from the zero init
+        params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
+    rows = loop_gradients(model, params, x, y)
+    np.testing.assert_allclose(gradients.gram_matrix(model, params, {}, x, y), rows @ rows.T, rtol=1e-4, atol=1e-5)
+    generic = model._replace(dense_taps=None)  # the per-sample-gradient path
+    np.testing.assert_allclose(gradients.gram_matrix(generic, params, {}, x, y), rows @ rows.T, rtol=1e-4, atol=1e-5)
+
+
 def test_gram_gives_the_exact_batch_gradient_norm(tiny):
     model, params, x, y = tiny
-    per_sample = gradients.per_sample_gradients(model, params, {}, x, y)
-    k = np.asarray(gradients.gram(per_sample), np.float64)
-    rows = np.asarray(per_sample, np.float64)
+    k = gradients.gram_matrix(model, params, {}, x, y)
+    rows = loop_gradients(model, params, x, y)
     for index in (np.array([[3, 3, 7, 20], [0, 1, 2, 5]]),  # B*B <= P: gathered
                   np.random.default_rng(0).integers(0, 24, size=(3, 9))):  # counted
         expected = [np.sum(rows[i], axis=0) @ np.sum(rows[i], axis=0) for i in index]
@@ -68,11 +82,11 @@ def test_batches_without_replacement_have_distinct_rows():
 @pytest.mark.parametrize("replace", [True, False])
 def test_monte_carlo_mean_matches_theory(tiny, replace):
     model, params, x, y = tiny
-    per_sample = gradients.per_sample_gradients(model, params, {}, x, y)
-    stats = gradients.gradient_statistics(per_sample)
+    k = gradients.gram_matrix(model, params, {}, x, y)
+    stats = gradients.statistics_from_gram(k)
     sizes = [1, 2, 5, 12, 24]
     trials = 4000
-    draws = gradients.monte_carlo(gradients.gram(per_sample), sizes, trials, seed=0, replace=replace)
+    draws = gradients.monte_carlo(k, sizes, trials, seed=0, replace=replace)
     for b in sizes:
         mean_sq = draws[b] / b ** 2  # batch-mean gradient
         theory = gradients.expected_sq_norm(stats["grad_sq"], stats["trace"], np.array([b]), 24, replace=replace,

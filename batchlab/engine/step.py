@@ -134,7 +134,7 @@ def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: Optimize
         if batch_grad.first_half is not None:
             half_sum, half_count = batch_grad.first_half
             half = ((jax.tree.map(lambda g: g / half_count, half_sum), half_count), (mean_grad, count))
-        measured, noise_ema = step_stats.measure(instruments, grads=grads, params=run.params, new_params=new_params,
+        measured, noise_ema = step_stats.measure(instruments, grads=grads, updates=updates, new_params=new_params,
                                                init_params=run.init_params, noise_ema=run.noise_ema, half=half)
         outputs.update(measured)
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -40,17 +41,27 @@ def two_batch_estimates(g_small, n_small, g_big, n_big):
     return grad_sq, trace
 
 
-def measure(names: tuple[str, ...], *, grads, params, new_params, init_params, noise_ema, half) -> tuple[dict, object]:
+def squared_norms(trees: list) -> jax.Array:
+    """||t||^2 of each tree in ``trees`` (same structure), as one vector.
+
+    Leaf by leaf, all trees together: one fused reduction per leaf instead of one per leaf
+    and tree, which matters when the step itself is only a few dozen microseconds.
+    """
+    per_leaf = [jnp.sum(jnp.stack([jnp.ravel(leaf) for leaf in group]) ** 2, axis=1)
+                for group in zip(*(jax.tree.leaves(t) for t in trees))]
+    return sum(per_leaf)
+
+
+def measure(names: tuple[str, ...], *, grads, updates, new_params, init_params, noise_ema, half
+            ) -> tuple[dict, object]:
     """The requested per-step quantities, and the updated noise EMA state (or ``None``)."""
+    wanted = [n for n in NORMS if n in names]
+    sources = {"grad_norm": lambda: grads, "update_norm": lambda: updates,
+               "dist_init": lambda: optax.tree.sub(new_params, init_params), "weight_norm": lambda: new_params}
     out = {}
-    if "grad_norm" in names:
-        out["grad_norm"] = optax.tree.norm(grads)
-    if "update_norm" in names:
-        out["update_norm"] = optax.tree.norm(optax.tree.sub(new_params, params))
-    if "dist_init" in names:
-        out["dist_init"] = optax.tree.norm(optax.tree.sub(new_params, init_params))
-    if "weight_norm" in names:
-        out["weight_norm"] = optax.tree.norm(new_params)
+    if wanted:
+        norms = jnp.sqrt(squared_norms([sources[n]() for n in wanted]))
+        out = {n: norms[i] for i, n in enumerate(wanted)}
     if not uses_noise(names):
         return out, noise_ema
     (g_small, n_small), (g_big, n_big) = half

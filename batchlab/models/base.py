@@ -22,6 +22,12 @@ class Model(NamedTuple):
     init: Callable[[jax.Array], tuple[Params, State]]
     apply: Callable[..., tuple[jax.Array, State]]
     name: str = "model"
+    # Optional, for models made of dense layers only: ``dense_taps(params, state, x, shifts)
+    # -> (logits, layer_inputs)``, where ``shifts[l]`` (unless None) is added to layer l's
+    # pre-activation.
+    # Instruments then get per-sample gradient inner products layer by layer
+    # ((a_i . a_j + 1) (d_i . d_j)) without forming per-sample gradients.
+    dense_taps: Callable | None = None
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -20,4 +20,9 @@ def logreg(input_shape: tuple[int, ...], num_classes: int) -> Model:
     def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
         return x.reshape(x.shape[0], -1) @ params["w"] + params["b"], state
 
-    return Model(init, apply, "logreg")
+    def dense_taps(params, state, x, shifts):
+        flat = x.reshape(x.shape[0], -1)
+        logits = flat @ params["w"] + params["b"]
+        return (logits if shifts is None else logits + shifts[0]), [flat]
+
+    return Model(init, apply, "logreg", dense_taps)

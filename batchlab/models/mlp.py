@@ -26,12 +26,25 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
         ]
         return layers, {}
 
-    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
+    def forward(params, x, *, train: bool = False, key: jax.Array | None = None, shifts=None):
+        """Logits and the input of every dense layer; ``shifts`` are added to pre-activations."""
         h = x.reshape(x.shape[0], -1)
-        for i, layer in enumerate(params[:-1]):
-            h = act(h @ layer["w"] + layer["b"])
+        inputs = []
+        for i, layer in enumerate(params):
+            inputs.append(h)
+            z = h @ layer["w"] + layer["b"]
+            if shifts is not None:
+                z = z + shifts[i]
+            if i == len(params) - 1:
+                return z, inputs
+            h = act(z)
             if dropout_rate:
                 h = dropout(h, dropout_rate, None if key is None else jax.random.fold_in(key, i), train)
-        return h @ params[-1]["w"] + params[-1]["b"], state
 
-    return Model(init_fn, apply, "mlp")
+    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
+        return forward(params, x, train=train, key=key)[0], state
+
+    def dense_taps(params, state, x, shifts):
+        return forward(params, x, shifts=shifts)
+
+    return Model(init_fn, apply, "mlp", dense_taps)

@@ -72,43 +72,52 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
 
     table, points = [], []
     for epoch in at_epochs:
-        params = run_result.checkpoints[epoch]
-        start = time.perf_counter()
-        per_sample = jax.block_until_ready(gradients.per_sample_gradients(net, params, {}, x, y))
-        t_grads = time.perf_counter() - start
-        stats = gradients.gradient_statistics(per_sample)
-        k = jax.block_until_ready(gradients.gram(per_sample))
-        start = time.perf_counter()
-        for replace in SAMPLING[sampling]:
-            draws = gradients.monte_carlo(k, sizes, trials, seed + epoch, replace=replace)
-            for reduction in reductions:
-                theory = gradients.expected_sq_norm(stats["grad_sq"], stats["trace"], np.array(sizes), size,
-                                                    replace=replace, reduction=reduction)
-                for b, th in zip(sizes, theory):
-                    sq = draws[b] / (1.0 if reduction == "sum" else b * b)
-                    norms = np.sqrt(np.maximum(sq, 0.0))
-                    points.append({"epoch": epoch, "sampling": "with" if replace else "without",
-                                   "reduction": reduction, "batch_size": b, "mean_norm": norms.mean(),
-                                   "std_norm": norms.std(ddof=1), "mean_sq_norm": sq.mean(), "theory_sq_norm": th,
-                                   "update_size": lr * norms.mean(), "update_size_std": lr * norms.std(ddof=1)})
-        t_mc = time.perf_counter() - start
-        row = {"epoch": epoch, **stats, "per_sample_seconds": t_grads, "monte_carlo_seconds": t_mc}
-        frame = pd.DataFrame([p for p in points if p["epoch"] == epoch])
-        sums = frame[(frame.reduction == "sum") & (frame.sampling == frame.sampling.iloc[0])] if "sum" in reductions \
-            else frame[frame.sampling == frame.sampling.iloc[0]]
-        row["sq_norm_exponent"] = gradients.fitted_exponent(sums.batch_size, sums.mean_sq_norm)
-        if sharpness:
-            def loss(p):
-                return masked_loss_sum(net, p, {}, x, y, jnp.ones(size), train=False, key=None)[0] / size
-            row["lambda_max"] = hessian.lambda_max(loss, params, iterations=300, tol=1e-5, seed=seed)
-            row["hessian_trace"], row["hessian_trace_se"] = hessian.hutchinson_trace(loss, params, samples=50,
-                                                                                     seed=seed)
-        table.append(row)
+        row, rows_of_points = measure_checkpoint(net, run_result.checkpoints[epoch], x, y, sizes, trials=trials,
+                                                 reductions=reductions, sampling=sampling, seed=seed + epoch, lr=lr,
+                                                 sharpness=sharpness)
+        table.append({"epoch": epoch, **row})
+        points += [{"epoch": epoch, **p} for p in rows_of_points]
 
     table_frame, points_frame = pd.DataFrame(table), pd.DataFrame(points)
     files = write(Path(out), table_frame, points_frame,
                   title=f"{dataset.name} {model}, trained at B={configs[0].batch_size}, lr={lr}")
     return NoiseOutput(table_frame, points_frame, files)
+
+
+def measure_checkpoint(net, params, x, y, sizes: list[int], *, trials: int, reductions=("sum", "mean"),
+                       sampling: str = "without", seed: int = 0, lr: float = 0.01, sharpness: bool = True
+                       ) -> tuple[dict, list[dict]]:
+    """Gradient statistics and the Monte-Carlo batch-gradient norms of one set of parameters."""
+    size = x.shape[0]
+    start = time.perf_counter()
+    k = gradients.gram_matrix(net, params, {}, x, y)
+    stats = gradients.statistics_from_gram(k)
+    t_grads = time.perf_counter() - start
+    start = time.perf_counter()
+    points = []
+    for replace in SAMPLING[sampling]:
+        draws = gradients.monte_carlo(k, sizes, trials, seed, replace=replace)
+        for reduction in reductions:
+            theory = gradients.expected_sq_norm(stats["grad_sq"], stats["trace"], np.array(sizes), size,
+                                                replace=replace, reduction=reduction)
+            for b, th in zip(sizes, theory):
+                sq = draws[b] / (1.0 if reduction == "sum" else b * b)
+                norms = np.sqrt(np.maximum(sq, 0.0))
+                points.append({"sampling": "with" if replace else "without", "reduction": reduction,
+                               "batch_size": b, "mean_norm": norms.mean(), "std_norm": norms.std(ddof=1),
+                               "mean_sq_norm": sq.mean(), "theory_sq_norm": th,
+                               "update_size": lr * norms.mean(), "update_size_std": lr * norms.std(ddof=1)})
+    row = {**stats, "gradient_seconds": t_grads, "monte_carlo_seconds": time.perf_counter() - start}
+    # Exponent k of E||batch-sum gradient||^2 ~ B^k (1: noise dominates, 2: the mean gradient does).
+    first = [p for p in points if (p["sampling"], p["reduction"]) == (points[0]["sampling"], points[0]["reduction"])]
+    summed = [p["mean_sq_norm"] * (1 if p["reduction"] == "sum" else p["batch_size"] ** 2) for p in first]
+    row["sq_norm_exponent"] = gradients.fitted_exponent([p["batch_size"] for p in first], summed)
+    if sharpness:
+        def loss(p):
+            return masked_loss_sum(net, p, {}, x, y, jnp.ones(size), train=False, key=None)[0] / size
+        row["lambda_max"] = hessian.lambda_max(loss, params, iterations=300, tol=1e-5, seed=seed)
+        row["hessian_trace"], row["hessian_trace_se"] = hessian.hutchinson_trace(loss, params, samples=50, seed=seed)
+    return row, points
 
 
 def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str) -> list[Path]:
