@@ -179,7 +179,10 @@ def noise(
     lr: float = typer.Option(0.01, help="learning rate of the training run"),
     momentum: float = typer.Option(0.0, help="SGD momentum of the training run"),
     hidden: str = typer.Option("50", help="MLP hidden widths"),
-    at_epochs: str = typer.Option("2,30", help="checkpoint epochs (0 = before training)"),
+    at_epochs: str = typer.Option("2,30", help="checkpoint epochs: '2,30' (0 = before training), 'every:10' "
+                                               "or 'log:6' (the last two with --epochs)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="length of the training run "
+                                                                      "(default: the last checkpoint)"),
     batch_sizes: str = typer.Option("1:1024", help="batch sizes to measure: list, a:b powers of two, full"),
     trials: int = typer.Option(1000, help="random batches per batch size"),
     reduction: str = typer.Option("sum,mean", help="loss over the batch: sum, mean or both"),
@@ -194,12 +197,12 @@ def noise(
     from rich.console import Console
     from rich.table import Table
 
-    from batchlab.config import parse_ints
+    from batchlab.instruments.base import parse_epoch_schedule
     from batchlab.studies import gradient_noise
 
-    epochs = parse_ints(at_epochs, "checkpoint epochs")
+    checkpoints = parse_epoch_schedule(at_epochs, epochs)
     output = gradient_noise.run(out, data=data, model=model, batch_size=batch_size, lr=lr, momentum=momentum,
-                                at_epochs=epochs, batch_sizes=batch_sizes, trials=trials,
+                                at_epochs=checkpoints, epochs=epochs, batch_sizes=batch_sizes, trials=trials,
                                 reductions=tuple(r.strip() for r in reduction.split(",")), sampling=sampling,
                                 pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db)
     table = Table(title=f"gradient noise of {data} {model} (pool of {int(output.table['pool'].iloc[0])} rows)")

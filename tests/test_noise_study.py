@@ -47,3 +47,29 @@ def test_noise_cli_and_its_errors(cli):
     assert code == 2 and "exceed the pool of 500" in err
     code, _, err = cli("noise", "--data", "blobs", "--at-epochs", "x")
     assert code == 2 and "checkpoint epochs" in err
+    code, _, err = cli("noise", "--data", "blobs", "--at-epochs", "log:3")
+    assert code == 2 and "needs the number of epochs" in err
+    code, _, err = cli("noise", "--data", "blobs", "--at-epochs", "5", "--epochs", 3)
+    assert code == 2 and "after the run's last epoch 3" in err
+
+
+def test_checkpoint_schedules():
+    from batchlab.instruments.base import parse_epoch_schedule
+
+    assert parse_epoch_schedule("30,2,2", None) == (2, 30)
+    assert parse_epoch_schedule("every:10", 30) == (10, 20, 30)
+    assert parse_epoch_schedule("log:4", 1000) == (1, 10, 100, 1000)
+
+
+def test_measurements_are_stored(tmp_path):
+    from batchlab.store import Store
+
+    db = tmp_path / "runs.db"
+    gradient_noise.run(tmp_path / "out", data="blobs", at_epochs=(0, 1), batch_sizes="1,4", trials=20,
+                       hidden=(4,), sharpness=False, db=db)
+    with Store(db) as store:
+        (run,) = store.load()
+        stats = store.measurements("gradient_statistics")
+        norms = store.measurements("batch_gradient_norms")
+    assert list(stats.epoch) == [0, 1] and set(stats.run_id) == {run.run_id}
+    assert len(norms) == 2 * 2 * 2 and {"mean_norm", "theory_sq_norm"} <= set(norms.columns)

@@ -35,6 +35,24 @@ class Schedule:
 EVERY_STEP = Schedule()
 
 
+def parse_epoch_schedule(spec: str, epochs: int | None) -> tuple[int, ...]:
+    """Checkpoint epochs from ``"2,30"`` (epoch 0 = before training), ``"every:10"`` or ``"log:6"``.
+
+    The last two need the run's length ``epochs``.
+    """
+    from batchlab.config import parse_ints
+    from batchlab.errors import BatchlabError
+
+    kind, _, value = spec.partition(":")
+    if kind in ("every", "log"):
+        if epochs is None:
+            raise BatchlabError(f"checkpoint schedule {spec!r} needs the number of epochs")
+        count = parse_ints(value, f"'{kind}:' value", low=1)[0]
+        schedule = Schedule("epoch", every=count) if kind == "every" else Schedule("epoch", log_points=count)
+        return tuple(int(e) for e in np.flatnonzero(schedule.mask(epochs)) + 1)
+    return tuple(sorted(set(parse_ints(spec, "checkpoint epochs"))))
+
+
 @dataclass(frozen=True)
 class Instrument:
     """A measured quantity: ``name`` is its stable key in the store."""

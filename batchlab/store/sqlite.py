@@ -1,9 +1,10 @@
 """The run store: one SQLite file, one transaction per finished cohort.
 
 Tables: ``meta`` (marks the file as a batchlab store), ``runs`` (one row per run: its
-resolved config as JSON, batchlab version, status, summary numbers) and ``series`` (one
+resolved config as JSON, batchlab version, status, summary numbers), ``series`` (one
 row per recorded array: per-epoch or per-step values of one metric, stored as raw
-little-endian bytes). A killed process loses at most the cohort in flight; finished runs
+little-endian bytes) and ``measurements`` (what checkpoint instruments measured on a run's
+saved parameters: a list of records as JSON per instrument and epoch). A killed process loses at most the cohort in flight; finished runs
 are never touched again unless re-run with ``force``.
 """
 
@@ -22,7 +23,7 @@ from batchlab.engine.cohort import RunResult
 from batchlab.errors import StoreError
 
 FORMAT = "batchlab-store"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = """
@@ -45,6 +46,13 @@ CREATE TABLE series (
     dtype TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (run_id, level, name)
+);
+CREATE TABLE measurements (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    instrument TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    rows TEXT NOT NULL,
+    PRIMARY KEY (run_id, instrument, epoch)
 );
 """
 
@@ -110,7 +118,27 @@ class Store:
                         for name, values in series.items()]
                 self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?)", rows)
 
+    def write_measurements(self, run_id: str, instrument: str, epoch: int, rows: list[dict]) -> None:
+        """Store (replace) a checkpoint instrument's records for one run and epoch."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
+                             (run_id, instrument, int(epoch), json.dumps(rows, default=float)))
+
     # ------------------------------------------------------------------ reading
+
+    def measurements(self, instrument: str | None = None) -> "pd.DataFrame":
+        """Checkpoint measurements as one DataFrame (run_id, instrument, epoch, then the record's keys)."""
+        import pandas as pd
+
+        query = "SELECT run_id, instrument, epoch, rows FROM measurements"
+        args: tuple = ()
+        if instrument is not None:
+            query += " WHERE instrument = ?"
+            args = (instrument,)
+        records = [{"run_id": run_id, "instrument": name, "epoch": epoch, **row}
+                   for run_id, name, epoch, rows in self._db.execute(query + " ORDER BY rowid", args)
+                   for row in json.loads(rows)]
+        return pd.DataFrame(records)
 
     def run_ids(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT run_id FROM runs")}

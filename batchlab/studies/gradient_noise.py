@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -23,8 +22,9 @@ import pandas as pd
 from batchlab.api import prepare, run_configs
 from batchlab.config import FULL, parse_batch_sizes
 from batchlab.errors import BatchlabError
-from batchlab.instruments import gradients, hessian
 from batchlab.engine.step import masked_loss_sum
+from batchlab.instruments import gradients, hessian
+from batchlab.store import Store
 
 SAMPLING = {"without": (False,), "with": (True,), "both": (False, True)}
 
@@ -39,7 +39,7 @@ class NoiseOutput:
 def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size=64, lr: float = 0.01,
         momentum: float = 0.0, at_epochs=(2, 30), batch_sizes="1:1024", trials: int = 1000,
         reductions=("sum", "mean"), sampling: str = "without", pool: int | None = None, seed: int = 0,
-        hidden=(50,), sharpness: bool = True, db=None, progress=None) -> NoiseOutput:
+        hidden=(50,), sharpness: bool = True, epochs: int | None = None, db=None, progress=None) -> NoiseOutput:
     at_epochs = tuple(sorted({int(e) for e in at_epochs}))
     if not at_epochs or at_epochs[0] < 0:
         raise BatchlabError(f"checkpoint epochs must be >= 0, got {at_epochs}")
@@ -50,7 +50,10 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
     for r in reductions:
         if r not in ("sum", "mean"):
             raise BatchlabError(f"unknown reduction {r!r}: choose sum and/or mean")
-    configs, dataset, net = prepare(data, model, batch_size=batch_size, epochs=max(max(at_epochs), 1), lr=lr,
+    epochs = max(max(at_epochs), 1) if epochs is None else epochs
+    if max(at_epochs) > epochs:
+        raise BatchlabError(f"checkpoint epoch {max(at_epochs)} is after the run's last epoch {epochs}")
+    configs, dataset, net = prepare(data, model, batch_size=batch_size, epochs=epochs, lr=lr,
                                     momentum=momentum, seeds=[seed], hidden=hidden, activation="relu",
                                     init="he_uniform", dropout=0.0, standardize=None, test_fraction=0.2,
                                     label="label")
@@ -77,6 +80,10 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
                                                  sharpness=sharpness)
         table.append({"epoch": epoch, **row})
         points += [{"epoch": epoch, **p} for p in rows_of_points]
+        if db is not None:
+            with Store(db) as store:
+                store.write_measurements(run_result.run_id, "gradient_statistics", epoch, [row])
+                store.write_measurements(run_result.run_id, "batch_gradient_norms", epoch, rows_of_points)
 
     table_frame, points_frame = pd.DataFrame(table), pd.DataFrame(points)
     files = write(Path(out), table_frame, points_frame,
