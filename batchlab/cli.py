@@ -219,6 +219,88 @@ def noise(
     typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
 
 
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Option(None, help="TOML file with the sweep's settings (options below override it)"),
+    name: Optional[str] = typer.Option(None, help="sweep name in the store (default 'sweep')"),
+    data: Optional[str] = typer.Option(None, help="built-in name or a .npz/.csv file (default digits)"),
+    model: Optional[str] = typer.Option(None, help="mlp, logreg or cnn (default mlp)"),
+    hidden: Optional[str] = typer.Option(None, help="MLP hidden widths (default 50)"),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help="e.g. 1,2,4,...,1024,full or 1:1024,full"),
+    lr: Optional[str] = typer.Option(None, help="learning rates tried at every B (default 0.01)"),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (default 0)"),
+    seeds: Optional[int] = typer.Option(None, help="seeds per setting (default 3)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="shorthand for --budget epochs=N"),
+    budget: Optional[str] = typer.Option(None, help="epochs=N, steps=N or samples=N (default epochs=30)"),
+    target: Optional[str] = typer.Option(None, help="e.g. test_acc>=0.95 (default) or test_loss<=0.2"),
+    lr_scaling: Optional[str] = typer.Option(None, help="one lr per B: linear or sqrt in B/base-batch"),
+    base_lr: Optional[float] = typer.Option(None, help="lr at the base batch size, for --lr-scaling"),
+    base_batch: Optional[int] = typer.Option(None, help="base batch size, for --lr-scaling"),
+    warmup_epochs: Optional[float] = typer.Option(None, help="linear lr warmup over the first epochs"),
+    executor: str = typer.Option("auto", help="auto (worker processes when it pays), local or processes"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (default: one per core, at most 2)"),
+    db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+) -> None:
+    """Sweep batch size x learning rate x seeds; re-running the same sweep resumes it."""
+    import dataclasses
+
+    from batchlab.sweep.grid import SweepSpec, read_spec
+    from batchlab.sweep.run import run_sweep
+
+    if epochs is not None and budget is not None:
+        raise BatchlabError("give --epochs or --budget, not both")
+    overrides = dict(name=name, data=data, model=model, hidden=hidden, batch_sizes=batch_sizes, lr=lr,
+                     momentum=momentum, seeds=seeds, budget=f"epochs={epochs}" if epochs is not None else budget,
+                     target=target, lr_scaling=lr_scaling, base_lr=base_lr, base_batch=base_batch,
+                     warmup_epochs=warmup_epochs)
+    if config is not None:
+        spec = read_spec(config, **overrides)
+    else:
+        spec = dataclasses.replace(SweepSpec(), **{k: v for k, v in overrides.items() if v is not None})
+    bar, advance = _progress_bar(1, f"sweep {spec.name}")
+    with bar:
+        result = run_sweep(spec, db, executor=executor, workers=workers, progress=advance,
+                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)))
+    typer.echo(f"sweep {result.name!r}: {len(result.run_ids)} runs, {result.trained} trained now, "
+               f"{result.skipped} already stored in {db}. Next: batchlab analyze --sweep {result.name}")
+
+
+@app.command()
+def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="sweep name (default: the last one)"),
+            target: Optional[str] = typer.Option(None, help="override the sweep's target, e.g. test_acc>=0.9"),
+            out: Path = typer.Option(Path("results/analysis"), help="folder for tables and figures"),
+            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """Best lr per batch size, steps/samples/time to target, and the critical batch size fit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchlab.studies.scaling import analyze as analyze_sweep
+
+    result = analyze_sweep(db, out, sweep_name, target)
+    table = Table(title=f"sweep {result.name!r}: to reach {result.target} (best lr per B; mean ± std over seeds)")
+    for column in ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime"):
+        table.add_column(column, justify="right")
+    for row in result.best.to_dict("records"):
+        def cell(key, fmt="{:,.0f}"):
+            value, std = row[key], row.get(f"{key}_std")
+            if value != value:  # NaN
+                return "-"
+            return fmt.format(value) + ("" if std is None or std != std else " ± " + fmt.format(std))
+        table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", cell("steps"),
+                      cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
+                      cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if result.fit is not None:
+        f = result.fit
+        typer.echo(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
+                   f"steps, B_crit = {f.b_crit:,.1f} ± {f.b_crit_se:,.1f}, E_min = {f.e_min:,.0f} samples")
+    else:
+        typer.echo("fewer than 3 batch sizes reached the target with every seed: no critical-batch fit")
+    if result.missing:
+        typer.echo(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
+    typer.echo("wrote: " + ", ".join(str(p) for p in result.files if p.suffix != ".svg"))
+
+
 @study_app.command("brownlee")
 def study_brownlee(seeds: int = typer.Option(5, help="seeds per setting"),
                    epochs: int = typer.Option(200, "--epochs", "-e"),

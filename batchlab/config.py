@@ -55,6 +55,7 @@ class OptimizerConfig:
     b1: float = 0.9  # Adam
     b2: float = 0.999
     eps: float = 1e-7  # Keras' Adam default (PyTorch uses 1e-8)
+    warmup_steps: int = 0  # linear warmup of the learning rate over the first updates
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def run_worker(mode: str, env: dict[str, str], *options: str) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--only", mode, *options]
     done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{mode} worker failed ({' '.join(options)}):\n{done.stderr.strip()}")
+        raise RuntimeError(f"{mode} worker {' '.join(options)} exited with {done.returncode}:\n{done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -259,16 +259,24 @@ class OtherCpu:
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
-    def report(self) -> dict | None:
+    def measure(self) -> dict | None:
+        """Other processes' CPU-seconds since construction, and the wall time, or None off Linux."""
         busy, own = self._busy(), self._own()
         if busy is None or self.start[0] is None:
             return None
-        wall = time.monotonic() - self._t0
-        other = max(0.0, (busy - self.start[0]) - (own - self.start[1]))
-        print(f"\nOther processes used {other:.0f} CPU-seconds during this {wall:.0f} s run "
-              f"({other / wall:.0%} of one core)" + ("; the timings are distorted, rerun on an idle machine"
-                                                      if other / wall > 0.1 else "."))
-        return {"other_cpu_seconds": other, "wall_seconds": wall}
+        return {"other_cpu_seconds": max(0.0, (busy - self.start[0]) - (own - self.start[1])),
+                "wall_seconds": time.monotonic() - self._t0}
+
+
+def report_other_cpu(phases: dict[str, dict | None]) -> None:
+    for name, m in phases.items():
+        if m is None:
+            continue
+        share = m["other_cpu_seconds"] / m["wall_seconds"]
+        print(f"Other processes used {m['other_cpu_seconds']:.0f} CPU-s during the {m['wall_seconds']:.0f} s of {name} "
+              f"({share:.0%} of a core)" + ("; those timings are distorted, rerun on an idle machine" if share > 0.1
+                                            else "."))
+
 
 def plan(quick: bool) -> list[dict]:
     """Configurations and how much of each baseline to measure."""
@@ -290,7 +298,8 @@ def plan(quick: bool) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="B=32 only, one process per batchlab timing, baselines from one seed: a smoke check")
+    parser.add_argument("--quick", action="store_true",
+                        help="B=32 only, one process per batchlab timing, baselines from one seed: a smoke check")
     parser.add_argument("--repeat", type=int, help="fresh batchlab processes per timing, median kept "
                         "(default 3, 1 with --quick)")
     parser.add_argument("--only", choices=["batchlab", "keras"], help=argparse.SUPPRESS)  # worker mode
@@ -309,11 +318,28 @@ def main() -> None:
         print(json.dumps(keras_worker(args.batch_size, args.epochs)))
         return
 
-    others = OtherCpu()
     rows = plan(args.quick)
     repeat = args.repeat or (1 if args.quick else 3)
     print(f"batchlab: {2 * repeat * len(rows)} timed worker processes (+{len(rows)} to fill the cache) ...", flush=True)
+    phase = OtherCpu()
     batchlab_times = time_batchlab([(r["batch_size"], r["seeds"]) for r in rows], repeat)
+    contention = {"batchlab timings": phase.measure()}
+    phase = OtherCpu()
+    results = time_baselines(rows, batchlab_times)
+    contention["baseline timings"] = phase.measure()
+
+    report(results, repeat)
+    breakdown(results)
+    print()
+    report_other_cpu(contention)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "other_cpu": contention,
+                                   "rows": results}, indent=2))
+    print(f"\nWritten to {RESULTS}")
+
+
+def time_baselines(rows: list[dict], batchlab_times: dict[tuple[int, int], dict]) -> list[dict]:
+    """PyTorch and Keras times for every configuration, next to batchlab's."""
     torch_timer = TorchTimer()
     keras_seen: dict[tuple[int, int], dict | None] = {}  # (B, epochs) -> one measured seed
     results = []
@@ -324,60 +350,58 @@ def main() -> None:
         key = (b, r["keras_epochs"])
         if key not in keras_seen:
             keras_seen[key] = time_keras(b, r["keras_epochs"])
-        keras_result = scale_keras(keras_seen[key], seeds)
-        results.append({"batch_size": b, "seeds": seeds, **batchlab_times[(b, seeds)],
-                        "torch": torch_result, "keras": keras_result, "target": TARGETS.get((b, seeds))})
-    report(results, repeat)
-    breakdown(results)
-    contention = others.report()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "other_cpu": contention,
-                                    "rows": results}, indent=2))
-    print(f"\nWritten to {RESULTS}")
+        results.append({"batch_size": b, "seeds": seeds, **batchlab_times[(b, seeds)], "torch": torch_result,
+                        "keras": scale_keras(keras_seen[key], seeds), "target": TARGETS.get((b, seeds))})
+    return results
 
 
 # --------------------------------------------------------------------------------- report
 
 def report(results: list[dict], repeat: int) -> None:
-    header = (f"{'config':<14}{'bl cold':>9}{'(compile)':>10}{'bl warm':>9}{'(compile)':>10}{'torch':>10}"
-              f"{'keras':>10}{'torch/cold':>11}{'torch/warm':>11}{'target':>8}{'met c/w':>9}   test acc bl / torch / keras")
-    print()
-    print(header)
-    print("-" * len(header))
+    """The main table, then what each column means and every extrapolation."""
+    header = (f"{'config':<14}{'bl cold':>9}{'(compile)':>10}{'bl warm':>9}{'(compile)':>10}{'torch':>10}{'keras':>10}"
+              f"{'torch/cold':>11}{'torch/warm':>11}{'target':>8}{'met c/w':>9}   test acc bl / torch / keras")
+    print("\n" + header + "\n" + "-" * len(header))
     notes = []
     for row in results:
-        b, seeds = row["batch_size"], row["seeds"]
+        label = f"B={row['batch_size']} x{row['seeds']}"
         cold, warm, torch, keras = row["cold"], row["warm"], row["torch"], row["keras"]
-        ratio_cold, ratio_warm = torch["seconds"] / cold["seconds"], torch["seconds"] / warm["seconds"]
-        row["ratio_cold"], row["ratio_warm"] = ratio_cold, ratio_warm
+        row["ratio_cold"] = ratio_cold = torch["seconds"] / cold["seconds"]
+        row["ratio_warm"] = ratio_warm = torch["seconds"] / warm["seconds"]
         target = row["target"]
-        met = f"{'yes' if ratio_cold >= target else 'NO'}/{'yes' if ratio_warm >= target else 'NO'}" if target else "-"
-        label = f"B={b} x{seeds}"
-        torch_text = f"{torch['seconds']:.1f}" + ("*" if torch["extrapolated"] else "")
-        keras_text = "-" if keras is None else f"{keras['seconds']:.1f}" + ("*" if keras["extrapolated"] else "")
-        acc = f"{cold['test_acc']:.3f} / {acc_text(torch)} / {acc_text(keras)}"
-        print(f"{label:<14}{cold['seconds']:>9.2f}{cold['compile']:>10.2f}{warm['seconds']:>9.2f}{warm['compile']:>10.2f}"
-              f"{torch_text:>10}{keras_text:>10}{ratio_cold:>10.1f}x{ratio_warm:>10.1f}x"
-              f"{(f'{target:.0f}x' if target else '-'):>8}{met:>9}   {acc}")
-        for name, result in (("torch", torch), ("keras", keras)):
-            if result is not None and result["note"]:
-                notes.append(f"  {label} {name}: {result['note']}")
+        met = f"{yes_no(ratio_cold >= target)}/{yes_no(ratio_warm >= target)}" if target else "-"
+        print(f"{label:<14}{cold['seconds']:>9.2f}{cold['compile']:>10.2f}{warm['seconds']:>9.2f}"
+              f"{warm['compile']:>10.2f}{seconds_text(torch):>10}{seconds_text(keras):>10}"
+              f"{ratio_cold:>10.1f}x{ratio_warm:>10.1f}x{(f'{target:.0f}x' if target else '-'):>8}{met:>9}   "
+              f"{cold['test_acc']:.3f} / {acc_text(torch)} / {acc_text(keras)}")
+        notes += [f"  {label} {name}: {result['note']}" for name, result in (("torch", torch), ("keras", keras))
+                  if result is not None and result["note"]]
         if set(cold["status"]) != {"finished"}:
-            notes.append(f"  {label} batchlab run status: {cold['status']}")
-    print("\nTimes in seconds, end to end: setup and compilation included, Python imports and data generation excluded.")
-    print(f"bl cold = batchlab in a fresh process with its compile cache off (BATCHLAB_CACHE_DIR=off); "
-          f"median of {repeat} process(es).")
-    print("bl warm = batchlab in a fresh process whose compiled programs come from batchlab's on-disk cache")
-    print(f"          (filled by an earlier process), as on any repeated command; median of {repeat} process(es).")
-    print("(compile) = batchlab's compile_seconds (with a warm cache: tracing, lowering and loading the programs).")
-    print("torch = plain PyTorch loop, 1 thread (fastest here), seeds in sequence, lazy imports taken before timing.")
-    print("keras = Keras 3 model.fit, JAX backend (XLA single-threaded like batchlab), first epoch includes its compilation.")
-    print("* = extrapolated, not measured in full:")
+            print(f"  note: batchlab run status {cold['status']}")
+    print(f"""
+Times in seconds, end to end: setup and compilation included, Python imports and data generation excluded.
+bl cold = batchlab in a fresh process with its compile cache off (BATCHLAB_CACHE_DIR=off); median of {repeat}.
+bl warm = batchlab in a fresh process whose compiled programs come from batchlab's on-disk cache
+          (filled by an earlier process), as on any repeated command; median of {repeat}.
+(compile) = batchlab's compile_seconds (with a warm cache: tracing, lowering and loading the programs).
+torch = plain PyTorch loop, 1 thread (fastest here), seeds in sequence, lazy imports taken before timing.
+keras = Keras 3 model.fit, JAX backend (XLA single-threaded like batchlab), seeds in sequence; its first
+        epoch includes its compilation.
+Test accuracy: final epoch, mean over seeds (torch, keras: over the measured runs; "(n ep)": after n epochs).
+* = extrapolated, not measured in full:""")
     print("\n".join(notes) if notes else "  (nothing)")
     if all(row["keras"] is None for row in results):
         print("keras not installed, skipped")
-    print("Test accuracy: mean over seeds of the final epoch; for torch/keras over the measured runs "
-          "(epochs in brackets where fewer than 200).")
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def seconds_text(result: dict | None) -> str:
+    if result is None:
+        return "-"
+    return f"{result['seconds']:.1f}" + ("*" if result["extrapolated"] else "")
 
 
 def breakdown(results: list[dict]) -> None:

@@ -10,6 +10,7 @@ constant learning rate.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 from batchlab.config import OptimizerConfig
@@ -19,6 +20,9 @@ def make_optimizer(cfg: OptimizerConfig, lr=None, momentum=None) -> optax.Gradie
     """The optimizer ``cfg`` names; ``lr``/``momentum`` override its values (they may be traced)."""
     lr = cfg.lr if lr is None else lr
     momentum = cfg.momentum if momentum is None else momentum
+    if cfg.warmup_steps:  # lr * min(1, (update + 1) / warmup_steps)
+        peak = lr
+        lr = lambda count: peak * jnp.minimum(1.0, (count + 1) / cfg.warmup_steps)  # noqa: E731
     if cfg.name == "sgd":
         return optax.sgd(learning_rate=lr, momentum=momentum, nesterov=cfg.nesterov)
     if cfg.name == "adam":

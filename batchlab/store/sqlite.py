@@ -4,7 +4,8 @@ Tables: ``meta`` (marks the file as a batchlab store), ``runs`` (one row per run
 resolved config as JSON, batchlab version, status, summary numbers), ``series`` (one
 row per recorded array: per-epoch or per-step values of one metric, stored as raw
 little-endian bytes) and ``measurements`` (what checkpoint instruments measured on a run's
-saved parameters: a list of records as JSON per instrument and epoch). A killed process loses at most the cohort in flight; finished runs
+saved parameters: a list of records as JSON per instrument and epoch), ``sweeps`` and
+``sweep_runs`` (which runs a named sweep is made of, recorded before any of them trains). A killed process loses at most the cohort in flight; finished runs
 are never touched again unless re-run with ``force``.
 """
 
@@ -54,6 +55,8 @@ CREATE TABLE measurements (
     rows TEXT NOT NULL,
     PRIMARY KEY (run_id, instrument, epoch)
 );
+CREATE TABLE sweeps (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE sweep_runs (sweep TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (sweep, run_id));
 """
 
 
@@ -124,7 +127,20 @@ class Store:
             self._db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
                              (run_id, instrument, int(epoch), json.dumps(rows, default=float)))
 
+    def write_sweep(self, name: str, spec: dict, run_ids: list[str]) -> None:
+        """Record a sweep and the runs it is made of (a sweep of the same name is replaced)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (name, json.dumps(spec, sort_keys=True)))
+            self._db.execute("DELETE FROM sweep_runs WHERE sweep = ?", (name,))
+            self._db.executemany("INSERT INTO sweep_runs VALUES (?, ?)", [(name, r) for r in run_ids])
+
     # ------------------------------------------------------------------ reading
+
+    def sweeps(self) -> dict[str, dict]:
+        return {name: json.loads(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}
+
+    def sweep_run_ids(self, name: str) -> list[str]:
+        return [r for (r,) in self._db.execute("SELECT run_id FROM sweep_runs WHERE sweep = ? ORDER BY rowid", (name,))]
 
     def measurements(self, instrument: str | None = None) -> "pd.DataFrame":
         """Checkpoint measurements as one DataFrame (run_id, instrument, epoch, then the record's keys)."""

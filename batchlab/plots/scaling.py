@@ -1,0 +1,69 @@
+"""Figures of a batch-size sweep: steps/samples to target vs B, final accuracy and gap vs B,
+and the lr x B heatmap. Read DataFrames only."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
+    """Steps and samples to the target vs B (log-log) at each B's best lr, with the fit."""
+    reached = best[best.reached == 1.0].sort_values("batch_size")
+    fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((ax_s, "steps", "steps to target"), (ax_e, "samples", "samples to target")):
+        ax.errorbar(reached.batch_size, reached[key], yerr=reached[f"{key}_std"].fillna(0), fmt="o", ms=4,
+                    capsize=2, label="measured (best lr per B, mean ± std over seeds)")
+        if len(reached):
+            b = np.geomspace(reached.batch_size.min(), reached.batch_size.max(), 100)
+            first = reached.iloc[0]
+            if key == "steps":
+                ax.plot(b, first.steps * first.batch_size / b, ":", color="grey", label="perfect scaling (S ∝ 1/B)")
+            else:
+                ax.plot(b, np.full_like(b, first.samples), ":", color="grey", label="perfect scaling (E constant)")
+            if fit is not None:
+                curve = fit.steps(b) * (1 if key == "steps" else b)
+                ax.plot(b, curve, "-", lw=1, label=f"fit: S_min={fit.s_min:.0f}, B_crit={fit.b_crit:.0f}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"To reach {target}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def final_metrics_figure(best: pd.DataFrame) -> plt.Figure:
+    """Final test accuracy and generalization gap vs B at each B's best lr (bands: ± std)."""
+    best = best.sort_values("batch_size")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label in ((axes[0], "test_acc", "final test accuracy"), (axes[1], "gap_acc", "train acc - test acc")):
+        std = best[f"{key}_std"].fillna(0)
+        ax.plot(best.batch_size, best[key], "o-", ms=3)
+        ax.fill_between(best.batch_size, best[key] - std, best[key] + std, alpha=0.25, lw=0)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(settings: pd.DataFrame, metric: str = "test_acc") -> plt.Figure:
+    """Mean final ``metric`` over seeds for every learning rate x batch size."""
+    table = settings.pivot_table(index="lr", columns="batch_size", values=metric)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * table.shape[1], 1.0 + 0.5 * table.shape[0]))
+    image = ax.imshow(table.to_numpy(), aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(table.shape[1]), [str(b) for b in table.columns], rotation=45)
+    ax.set_yticks(range(table.shape[0]), [f"{lr:g}" for lr in table.index])
+    for (i, j), value in np.ndenumerate(table.to_numpy()):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("learning rate")
+    fig.colorbar(image, ax=ax, label=f"final {metric}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,124 @@
+"""A sweep: batch size x learning rate x seeds under one budget, expanded into resolved runs.
+
+Budgets: ``epochs=30`` (every B trains 30 epochs), ``steps=20000`` (each B trains the epochs
+that hold at least 20,000 updates), ``samples=1e6`` (the epochs that hold at least 10^6
+samples). Learning rates: a list tried at every B (re-tuned per B in the analysis, the fair
+comparison of Shallue et al.), or one lr per B from a scaling rule: ``linear``
+(lr = base_lr B / base_batch; Goyal et al.) or ``sqrt`` (lr = base_lr sqrt(B / base_batch);
+Hoffer et al.), optionally with a linear warmup over the first epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchlab import budget
+from batchlab.api import build_configs
+from batchlab.config import DataConfig, ModelConfig, RunConfig, parse_batch_sizes, parse_floats, resolve_batch_size
+from batchlab.errors import BatchlabError
+
+BUDGET_KINDS = ("epochs", "steps", "samples")
+SCALING_RULES = ("linear", "sqrt")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep trains; every field has a CLI option and a key in a TOML file."""
+
+    name: str = "sweep"
+    data: str = "digits"
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (50,)
+    batch_sizes: str = "1:1024,full"
+    lr: str = "0.01"
+    momentum: float = 0.0
+    seeds: int = 3
+    budget: str = "epochs=30"
+    target: str = "test_acc>=0.95"
+    lr_scaling: str | None = None
+    base_lr: float = 0.01
+    base_batch: int = 32
+    warmup_epochs: float = 0.0
+    optimizer: str = "sgd"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+
+
+def read_spec(path: str | Path, **overrides: Any) -> SweepSpec:
+    """A SweepSpec from a TOML file (keys as the field names); ``overrides`` win."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BatchlabError(f"sweep config {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BatchlabError(f"sweep config {path} is not readable TOML ({exc})") from None
+    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"extra"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise BatchlabError(f"sweep config {path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    for key in ("batch_sizes", "lr"):
+        if isinstance(values.get(key), list):
+            values[key] = ",".join(str(v) for v in values[key])
+    if "hidden" in values:
+        values["hidden"] = tuple(values["hidden"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SweepSpec(**values)
+
+
+def parse_budget(spec: str) -> tuple[str, float]:
+    kind, _, value = spec.partition("=")
+    kind = kind.strip()
+    if kind not in BUDGET_KINDS or not value:
+        raise BatchlabError(f"budget must be epochs=N, steps=N or samples=N, got {spec!r}")
+    amount = parse_floats(value, f"{kind} budget", positive=True)[0]
+    return kind, amount
+
+
+def epochs_for(kind: str, amount: float, n: int, batch_size: int) -> int:
+    """Epochs that hold the budget at this batch size (rounded up to whole epochs)."""
+    if kind == "epochs":
+        if amount != int(amount):
+            raise BatchlabError(f"an epochs budget must be a whole number, got {amount:g}")
+        return int(amount)
+    per_epoch = budget.steps_per_epoch(n, batch_size) if kind == "steps" else n
+    return max(1, math.ceil(amount / per_epoch))
+
+
+def scaled_lr(rule: str, base_lr: float, base_batch: int, batch_size: int) -> float:
+    ratio = batch_size / base_batch
+    return base_lr * (ratio if rule == "linear" else math.sqrt(ratio))
+
+
+def expand(spec: SweepSpec, data_cfg: DataConfig, model_cfg: ModelConfig, n_train: int) -> list[RunConfig]:
+    """All runs of the sweep, resolved and validated (B above N is named in the error)."""
+    sizes = [resolve_batch_size(b, n_train) for b in parse_batch_sizes(spec.batch_sizes)]
+    sizes = list(dict.fromkeys(sizes))
+    kind, amount = parse_budget(spec.budget)
+    if spec.lr_scaling is not None and spec.lr_scaling not in SCALING_RULES:
+        raise BatchlabError(f"unknown lr scaling {spec.lr_scaling!r}: choose linear or sqrt")
+    if spec.warmup_epochs < 0:
+        raise BatchlabError(f"warmup epochs must be >= 0, got {spec.warmup_epochs}")
+    configs: list[RunConfig] = []
+    for b in sizes:
+        epochs = epochs_for(kind, amount, n_train, b)
+        lrs = ([scaled_lr(spec.lr_scaling, spec.base_lr, spec.base_batch, b)] if spec.lr_scaling
+               else spec.lr)
+        runs = build_configs(data_cfg, n_train, model_cfg, batch_size=b, epochs=epochs, lr=lrs,
+                             momentum=spec.momentum, seeds=spec.seeds, optimizer=spec.optimizer)
+        warmup = round(spec.warmup_epochs * budget.steps_per_epoch(n_train, b))
+        configs += [dataclasses.replace(c, optimizer=dataclasses.replace(c.optimizer, warmup_steps=warmup))
+                    for c in runs] if warmup else runs
+    if not configs:
+        raise BatchlabError("the sweep grid is empty")
+    return configs
+
+
+__all__ = ["SweepSpec", "read_spec", "expand", "parse_budget", "epochs_for", "scaled_lr"]

@@ -1,0 +1,60 @@
+"""Run a sweep: expand it, record it in the store, train what is not stored yet, cohort by cohort.
+
+Crash safety comes from the store: each finished cohort is one transaction, and re-running
+the same sweep skips finished runs and recomputes the ones that were in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from batchlab import __version__
+from batchlab.analysis.scaling import parse_target
+from batchlab.api import group_cohorts
+from batchlab.config import ModelConfig, parse_widths
+from batchlab.data import load_dataset, resolve_data_config
+from batchlab.models import build_model
+from batchlab.store import Store
+from batchlab.sweep.executors import EXECUTORS, run_cohorts
+from batchlab.sweep.grid import SweepSpec, expand
+from batchlab.errors import BatchlabError
+
+
+@dataclass
+class SweepRun:
+    name: str
+    run_ids: list[str]
+    trained: int
+    skipped: int
+    total_epochs: int
+
+
+def plan_sweep(spec: SweepSpec):
+    """Validate the spec and resolve its runs (nothing is trained or written)."""
+    parse_target(spec.target)
+    data_cfg = resolve_data_config(spec.data)
+    dataset = load_dataset(data_cfg)
+    model_cfg = ModelConfig(spec.model, parse_widths(spec.hidden))
+    build_model(model_cfg, dataset.sample_shape, dataset.num_classes)  # checks model x data
+    return expand(spec, data_cfg, model_cfg, dataset.n_train)
+
+
+def run_sweep(spec: SweepSpec, db: str | Path, *, executor: str = "auto", workers: int | None = None,
+              progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None
+              ) -> SweepRun:
+    if executor not in EXECUTORS:
+        raise BatchlabError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    configs = plan_sweep(spec)
+    with Store(db) as store:
+        store.write_sweep(spec.name, spec.to_dict(), [c.run_id for c in configs])
+        done = store.run_ids()
+    todo = [c for c in configs if c.run_id not in done]
+    if on_start is not None:
+        on_start(sum(c.epochs for c in todo))
+    for results in run_cohorts(group_cohorts(todo), executor, workers, on_epochs=progress):
+        with Store(db) as store:
+            store.write(results, __version__)
+    return SweepRun(spec.name, [c.run_id for c in configs], len(todo), len(configs) - len(todo),
+                    sum(c.epochs for c in todo))

@@ -1,0 +1,160 @@
+"""Sweeps: grid expansion, budgets, lr rules, executors, resuming after SIGKILL, analysis."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from batchlab.config import DataConfig, ModelConfig, OptimizerConfig
+from batchlab.engine.optim import make_optimizer
+from batchlab.errors import BatchlabError
+from batchlab.store import Store
+from batchlab.sweep.grid import SweepSpec, expand, read_spec
+from batchlab.sweep.run import run_sweep
+
+DATA, MODEL = DataConfig("blobs"), ModelConfig("mlp", (8,))
+SMALL = SweepSpec(name="small", data="blobs", hidden=(8,), batch_sizes="50,full", lr="0.05,0.2", seeds=2,
+                  budget="epochs=3", target="test_acc>=0.7")
+
+
+def test_expansion_budgets_and_lr_rules():
+    spec = SweepSpec(batch_sizes="1:64,full", lr="0.01,0.1", seeds=3, budget="epochs=5")
+    configs = expand(spec, DATA, MODEL, 500)
+    assert len(configs) == 8 * 2 * 3 and {c.epochs for c in configs} == {5}
+    by_steps = expand(SweepSpec(batch_sizes="10,100,full", lr="0.1", seeds=1, budget="steps=1000"), DATA, MODEL, 500)
+    assert [c.epochs for c in by_steps] == [20, 200, 1000]  # 50, 5 and 1 updates per epoch
+    by_samples = expand(SweepSpec(batch_sizes="10,full", lr="0.1", seeds=1, budget="samples=1e4"), DATA, MODEL, 500)
+    assert [c.epochs for c in by_samples] == [20, 20]
+    linear = expand(SweepSpec(batch_sizes="16,64", seeds=1, lr_scaling="linear", base_lr=0.01, base_batch=32),
+                    DATA, MODEL, 500)
+    assert [c.optimizer.lr for c in linear] == pytest.approx([0.005, 0.02])
+    root = expand(SweepSpec(batch_sizes="8,128", seeds=1, lr_scaling="sqrt", base_lr=0.01, base_batch=32),
+                  DATA, MODEL, 500)
+    assert [c.optimizer.lr for c in root] == pytest.approx([0.005, 0.02])
+    warm = expand(SweepSpec(batch_sizes="50", seeds=1, warmup_epochs=2), DATA, MODEL, 500)
+    assert warm[0].optimizer.warmup_steps == 20
+
+
+@pytest.mark.parametrize("spec, message", [
+    (SweepSpec(batch_sizes="8,900"), "batch size 900 is outside"),
+    (SweepSpec(batch_sizes=""), "batch size"),
+    (SweepSpec(batch_sizes="8", budget="hours=3"), "budget must be"),
+    (SweepSpec(batch_sizes="8", lr_scaling="cubic"), "unknown lr scaling"),
+])
+def test_bad_grids(spec, message):
+    with pytest.raises(BatchlabError, match=message):
+        expand(spec, DATA, MODEL, 500)
+
+
+def test_warmup_ramps_the_learning_rate():
+    opt = make_optimizer(OptimizerConfig("sgd", 0.4, 0.0, warmup_steps=4))
+    params = {"w": jnp.zeros(2)}
+    state = opt.init(params)
+    steps = []
+    for _ in range(5):
+        updates, state = opt.update({"w": jnp.ones(2)}, state, params)
+        steps.append(float(-updates["w"][0]))
+    assert steps == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+
+
+def test_toml_config(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text('name = "t"\ndata = "blobs"\nbatch_sizes = [8, 32, "full"]\nlr = [0.01, 0.1]\nseeds = 2\n')
+    spec = read_spec(path, seeds=4)
+    assert (spec.name, spec.batch_sizes, spec.lr, spec.seeds) == ("t", "8,32,full", "0.01,0.1", 4)
+    (tmp_path / "bad.toml").write_text("name = ")
+    with pytest.raises(BatchlabError, match="not readable TOML"):
+        read_spec(tmp_path / "bad.toml")
+    (tmp_path / "odd.toml").write_text('colour = "blue"\n')
+    with pytest.raises(BatchlabError, match="unknown key"):
+        read_spec(tmp_path / "odd.toml")
+
+
+def stored(db):
+    with Store(db) as store:
+        return {r.run_id: r for r in store.load(steps=True)}
+
+
+def assert_same_runs(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for run_id in a:
+        for key, values in a[run_id].history.items():
+            if key != "wall_time":
+                np.testing.assert_array_equal(values, b[run_id].history[key])
+        np.testing.assert_array_equal(a[run_id].steps["mb_loss"], b[run_id].steps["mb_loss"])
+
+
+def test_processes_and_local_executors_store_the_same_results(tmp_path):
+    local, procs = tmp_path / "local.db", tmp_path / "procs.db"
+    first = run_sweep(SMALL, local, executor="local")
+    assert first.trained == 8 and first.skipped == 0
+    run_sweep(SMALL, procs, executor="processes", workers=2)
+    assert_same_runs(stored(local), stored(procs))
+    again = run_sweep(SMALL, local, executor="local")
+    assert again.trained == 0 and again.skipped == 8
+
+
+def count_runs(db):
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_then_resume_stores_every_run_once_and_identically(tmp_path):
+    args = ["sweep", "--name", "k", "--data", "blobs", "--hidden", "8", "--batch-sizes", "100,10,1",
+            "--lr", "0.05", "--seeds", "2", "--epochs", "60", "--executor", "local"]
+    killed, clean = tmp_path / "killed.db", tmp_path / "clean.db"
+    command = [sys.executable, "-m", "batchlab.cli", *args, "--db", str(killed)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while count_runs(killed) == 0 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = count_runs(killed)
+    assert 0 < partial < 6
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{6 - partial} trained now, {partial} already stored" in resumed.stdout
+    subprocess.run([sys.executable, "-m", "batchlab.cli", *args, "--db", str(clean)], check=True,
+                   capture_output=True, timeout=300)
+    with sqlite3.connect(killed) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT run_id) FROM runs").fetchone() == (6, 6)
+    assert_same_runs(stored(killed), stored(clean))
+
+
+def test_sweep_and_analyze_cli(cli, tmp_path):
+    code, out, err = cli("sweep", "--name", "s", "--data", "blobs", "--hidden", 8, "--batch-sizes", "8,32,128,full",
+                         "--lr", "0.05,0.2", "--seeds", 2, "--epochs", 15, "--target", "test_acc>=0.75",
+                         "--momentum", 0.9, "--executor", "local")
+    assert code == 0, err
+    assert "16 runs, 16 trained now" in out
+    code, out, err = cli("analyze", "--sweep", "s", "--out", "ana")
+    assert code == 0, err
+    assert "to reach test_acc>=0.75" in out
+    for name in ("settings.csv", "best_per_batch.csv", "to_target_vs_batch.png", "lr_batch_heatmap.png",
+                 "final_metrics_vs_batch.png", "learning_curves_best_lr.png"):
+        assert (tmp_path / "ana" / name).stat().st_size > 100
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--batch-sizes", "8,4096", "--data", "blobs"], "batch size 4096 is outside"),
+    (["sweep", "--target", "val_f1>=0.9", "--data", "blobs"], "unknown metric 'val_f1'"),
+    (["sweep", "--config", "missing.toml"], "does not exist"),
+    (["sweep", "--batch-sizes", "", "--data", "blobs"], "batch size"),
+    (["sweep", "--epochs", "3", "--budget", "steps=10"], "not both"),
+    (["analyze", "--db", "none.db"], "no batchlab store"),
+])
+def test_sweep_bad_input(cli, tmp_path, args, message):
+    code, out, err = cli(*args)
+    assert code == 2 and message in err and "Traceback" not in err + out
+    assert not (tmp_path / "batchlab.db").exists()
