@@ -237,7 +237,9 @@ def sweep(
     base_lr: Optional[float] = typer.Option(None, help="lr at the base batch size, for --lr-scaling"),
     base_batch: Optional[int] = typer.Option(None, help="base batch size, for --lr-scaling"),
     warmup_epochs: Optional[float] = typer.Option(None, help="linear lr warmup over the first epochs"),
-    executor: str = typer.Option("auto", help="auto (worker processes when it pays), local or processes"),
+    executor: str = typer.Option("auto", "--executor", "--backend",
+                                 help="auto (worker processes when it pays), local, processes or ray"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address HOST:PORT (default: a local Ray)"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default: one per core, at most 2)"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
 ) -> None:
@@ -259,7 +261,7 @@ def sweep(
         spec = dataclasses.replace(SweepSpec(), **{k: v for k, v in overrides.items() if v is not None})
     bar, advance = _progress_bar(1, f"sweep {spec.name}")
     with bar:
-        result = run_sweep(spec, db, executor=executor, workers=workers, progress=advance,
+        result = run_sweep(spec, db, executor=executor, workers=workers, address=address, progress=advance,
                            on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)))
     typer.echo(f"sweep {result.name!r}: {len(result.run_ids)} runs, {result.trained} trained now, "
                f"{result.skipped} already stored in {db}. Next: batchlab analyze --sweep {result.name}")

@@ -25,7 +25,7 @@ generation excluded):
 Usage::
 
     python benchmarks/bench_train.py            # B in {1, 32, 500} x seeds in {1, 16}, several minutes
-    python benchmarks/bench_train.py --quick    # B=32 only, under a minute
+    python benchmarks/bench_train.py --quick    # B=32 only, about a minute
 
 Results are printed and written to benchmarks/results/bench_train.json.
 """

@@ -158,3 +158,10 @@ def test_sweep_bad_input(cli, tmp_path, args, message):
     code, out, err = cli(*args)
     assert code == 2 and message in err and "Traceback" not in err + out
     assert not (tmp_path / "batchlab.db").exists()
+
+
+def test_ray_executor_stores_the_same_results_as_local(tmp_path):
+    local, on_ray = tmp_path / "local.db", tmp_path / "ray.db"
+    run_sweep(SMALL, local, executor="local")
+    run_sweep(SMALL, on_ray, executor="ray", workers=2)  # starts and stops a local Ray instance
+    assert_same_runs(stored(local), stored(on_ray))

@@ -42,7 +42,7 @@ def plan_sweep(spec: SweepSpec):
 
 
 def run_sweep(spec: SweepSpec, db: str | Path, *, executor: str = "auto", workers: int | None = None,
-              progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None
+              address: str | None = None, progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None
               ) -> SweepRun:
     if executor not in EXECUTORS:
         raise BatchlabError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
@@ -53,7 +53,7 @@ def run_sweep(spec: SweepSpec, db: str | Path, *, executor: str = "auto", worker
     todo = [c for c in configs if c.run_id not in done]
     if on_start is not None:
         on_start(sum(c.epochs for c in todo))
-    for results in run_cohorts(group_cohorts(todo), executor, workers, on_epochs=progress):
+    for results in run_cohorts(group_cohorts(todo), executor, workers, on_epochs=progress, address=address):
         with Store(db) as store:
             store.write(results, __version__)
     return SweepRun(spec.name, [c.run_id for c in configs], len(todo), len(configs) - len(todo),
