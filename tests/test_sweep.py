@@ -165,3 +165,12 @@ def test_ray_executor_stores_the_same_results_as_local(tmp_path):
     run_sweep(SMALL, local, executor="local")
     run_sweep(SMALL, on_ray, executor="ray", workers=2)  # starts and stops a local Ray instance
     assert_same_runs(stored(local), stored(on_ray))
+
+
+def test_auto_executor_uses_workers_only_for_large_sweeps():
+    from batchlab.sweep import executors
+
+    small = [[c] for c in expand(SweepSpec(batch_sizes="50,100", seeds=1, budget="epochs=2"), DATA, MODEL, 500)]
+    assert executors._updates(small) == 2 * 10 + 2 * 5
+    large = [[c] for c in expand(SweepSpec(batch_sizes="1,2", seeds=1, budget="epochs=400"), DATA, MODEL, 500)]
+    assert executors._updates(large) == 500 * 400 + 250 * 400 >= executors.WORKERS_PAY_FROM_UPDATES

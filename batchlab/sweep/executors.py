@@ -14,11 +14,17 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator
 
+from batchlab import budget
 from batchlab.config import RunConfig
 from batchlab.engine.cohort import RunResult, train_cohort
 from batchlab.errors import BatchlabError
 
 EXECUTORS = ("auto", "local", "processes", "ray")
+# Worker processes cost a few seconds to start (spawn, import JAX); below about this many
+# updates over all runs (a ~10 s sweep here) one process finishes first. Measured with
+# benchmarks/bench_sweep.py: 20 runs / 7k updates: 2.8 s in-process vs 7.8 s with workers;
+# 180 runs / 1.3M updates: 18.3 s vs 15.1 s.
+WORKERS_PAY_FROM_UPDATES = 200_000
 _cache: dict = {}
 
 
@@ -32,6 +38,15 @@ def _data_and_model(cfg: RunConfig):
         dataset = load_dataset(cfg.data)
         _cache[key] = dataset, build_model(cfg.model, dataset.sample_shape, dataset.num_classes)
     return _cache[key]
+
+
+def _updates(cohorts: list[list[RunConfig]]) -> int:
+    """Optimizer updates over all runs: the sweep's work, roughly."""
+    total = 0
+    for cohort in cohorts:
+        n = _data_and_model(cohort[0])[0].n_train
+        total += sum(c.epochs * budget.steps_per_epoch(n, c.batch_size, c.drop_last) for c in cohort)
+    return total
 
 
 def train_job(cohort: list[RunConfig]) -> list[RunResult]:
@@ -49,7 +64,8 @@ def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers:
     """Yield each cohort's results as it finishes."""
     workers = workers or min(os.cpu_count() or 1, 2)
     if executor == "auto":
-        executor = "processes" if (len(cohorts) >= 2 and workers >= 2) else "local"
+        big = _updates(cohorts) >= WORKERS_PAY_FROM_UPDATES
+        executor = "processes" if (len(cohorts) >= 2 and workers >= 2 and big) else "local"
     if executor == "ray":
         yield from _ray_cohorts(cohorts, address, workers, on_epochs)
         return
