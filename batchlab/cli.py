@@ -187,7 +187,7 @@ def noise(
     trials: int = typer.Option(1000, help="random batches per batch size"),
     reduction: str = typer.Option("sum,mean", help="loss over the batch: sum, mean or both"),
     sampling: str = typer.Option("without", help="batches drawn without or with replacement, or both"),
-    pool: Optional[int] = typer.Option(None, help="use a random pool of this many training rows (default all)"),
+    pool: Optional[int] = typer.Option(None, help="a random pool of this many training rows (default: all, at most 4096)"),
     seed: int = typer.Option(0),
     sharpness: bool = typer.Option(True, help="also measure Hessian lambda_max and trace"),
     out: Path = typer.Option(Path("results/noise"), help="folder for the figure, CSVs and table"),

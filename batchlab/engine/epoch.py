@@ -124,7 +124,17 @@ def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data: "EpochDa
     batches = batch_layout(order, batch_size, steps)
     step = partial(train_step, model=model, optimizer=optimizer, data=(data.x, data.y),
                    reduction=reduction, micro_batch=micro_batch, instruments=instruments)
-    trained, per_step = jax.lax.scan(step, run, batches)
+    # The step's scalar outputs travel as one vector per step: one write into the scan's
+    # output buffer per step instead of one per quantity (each is an op on the hot path).
+    names: list[str] = []
+
+    def packed_step(run, batch):
+        run, outputs = step(run, batch)
+        names[:] = list(outputs)
+        return run, jnp.stack([outputs[name] for name in names])
+
+    trained, packed = jax.lax.scan(packed_step, run, batches)
+    per_step = {name: packed[:, i] for i, name in enumerate(names)}
     keep = active & (trained.diverged_step < 0)
     run = select(keep, trained, run)._replace(
         diverged_step=jnp.where(active, trained.diverged_step, run.diverged_step))

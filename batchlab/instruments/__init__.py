@@ -18,7 +18,7 @@ STEP_INSTRUMENTS = {name: Instrument(name, "step", EVERY_STEP, cost=1) for name 
 PRESETS: dict[str, tuple[str, ...]] = {
     "none": (),
     "cheap": ("grad_norm", "update_norm"),
-    "standard": NORMS,
+    "standard": ("grad_norm", "update_norm", "dist_init"),  # Shen's three
     "full": NORMS + NOISE,
 }
 

@@ -27,6 +27,7 @@ from batchlab.instruments import gradients, hessian
 from batchlab.store import Store
 
 SAMPLING = {"without": (False,), "with": (True,), "both": (False, True)}
+DEFAULT_POOL = 4096  # rows: the P x P Gram matrix stays at 128 MiB (float64) whatever N is
 
 
 @dataclass
@@ -65,7 +66,7 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
 
     rng = np.random.default_rng(seed)
     n = dataset.n_train
-    size = n if pool is None else min(pool, n)
+    size = min(n, DEFAULT_POOL if pool is None else pool)
     rows = np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
     x, y = jnp.asarray(dataset.x_train[rows]), jnp.asarray(dataset.y_train[rows])
     sizes = [size if b == FULL else b for b in parse_batch_sizes(batch_sizes)]
