@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from batchlab.errors import BatchlabError
@@ -91,7 +91,6 @@ class RunConfig:
     early_stopping: EarlyStopping | None = None
     micro_batch: int | None = None  # largest forward pass; bigger batches accumulate gradients
     instruments: tuple[str, ...] = ()  # per-step instruments recorded with the run
-    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,8 +98,7 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """Hash of the resolved configuration: the run's identity in the store."""
-        payload = {k: v for k, v in self.to_dict().items() if k != "extra"}
-        text = json.dumps(payload, sort_keys=True, default=list)
+        text = json.dumps(self.to_dict(), sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def cohort_key(self) -> tuple:

@@ -51,9 +51,6 @@ class RunResult:
     def run_id(self) -> str:
         return self.config.run_id
 
-    def final(self, name: str) -> float:
-        return float(self.history[name][-1])
-
 
 def prng_key(seed: int) -> np.ndarray:
     """``jax.random.PRNGKey(seed)`` built with NumPy (no compiled op): [high 32 bits, low 32 bits]."""

@@ -15,13 +15,16 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from batchlab.config import run_config_from_dict
 from batchlab.engine.cohort import RunResult
 from batchlab.errors import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT = "batchlab-store"
 SCHEMA_VERSION = "2"

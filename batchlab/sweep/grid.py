@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,9 @@ class SweepSpec:
     base_batch: int = 32
     warmup_epochs: float = 0.0
     optimizer: str = "sgd"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        return dataclasses.asdict(self)
 
 
 def read_spec(path: str | Path, **overrides: Any) -> SweepSpec:
@@ -60,7 +59,7 @@ def read_spec(path: str | Path, **overrides: Any) -> SweepSpec:
         raise BatchlabError(f"sweep config {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BatchlabError(f"sweep config {path} is not readable TOML ({exc})") from None
-    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"extra"}
+    known = {f.name for f in dataclasses.fields(SweepSpec)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise BatchlabError(f"sweep config {path}: unknown key(s) {unknown}; known: {sorted(known)}")
