@@ -19,15 +19,14 @@ import numpy as np
 from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
-from batchlab.engine.epoch import EpochData, EpochOrders, evaluate_run, run_epoch
+from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, evaluate_run, run_epoch
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
 from batchlab.engine.step import RunState
-from batchlab.engine.step_stats import uses_noise
+from batchlab.engine.step_stats import output_names, uses_noise
 from batchlab.models.base import Model
 
-EVAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MONITORABLE = EVAL_METRICS + ("train_loss_running", "train_acc_running")
 
 
@@ -144,13 +143,15 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     # run inside the program), so the next epoch is dispatched before this one's records
     # are processed: host bookkeeping overlaps device work.
     ahead = first.early_stopping is None
+    step_names = output_names(first.instruments)
     pending = epoch_fn(runs, active, orders.next(), data)
     for epoch in range(1, first.epochs + 1):
         t_start = time.perf_counter() - t0
         runs, per_step, metrics = pending
         if ahead and epoch < first.epochs:
             pending = epoch_fn(runs, active, orders.next(), data)
-        per_step, metrics = _host(per_step), _host(metrics)
+        per_step = dict(zip(step_names, np.moveaxis(np.asarray(per_step), -1, 0)))
+        metrics = dict(zip(EVAL_METRICS, np.asarray(metrics).T))
         diverged = recorder.add_epoch(epoch, active, np.asarray(runs.diverged_step), per_step, metrics,
                                       t_start, time.perf_counter() - t0)
         if epoch in checkpoints:

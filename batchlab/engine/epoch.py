@@ -17,9 +17,11 @@ import numpy as np
 import optax
 
 from batchlab.engine.step import Batch, RunState, select, train_step
+from batchlab.engine.step_stats import output_names
 from batchlab.models.base import Model
 
 EVAL_CHUNK = 8192  # rows per forward pass when evaluating, so memory stays bounded
+EVAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["x", "y"], meta_fields=["n_train"])
@@ -119,23 +121,22 @@ def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data: "EpochDa
 
     An inactive run (stopped early, or diverged before) and a run that diverges during this
     epoch keep the state they had at its start; the latter records where it diverged.
-    Returns (state, per-step outputs, metrics).
+    Returns (state, per-step outputs (steps x ``output_names``), metrics (``EVAL_METRICS``)).
     """
     batches = batch_layout(order, batch_size, steps)
     step = partial(train_step, model=model, optimizer=optimizer, data=(data.x, data.y),
                    reduction=reduction, micro_batch=micro_batch, instruments=instruments)
-    # The step's scalar outputs travel as one vector per step: one write into the scan's
-    # output buffer per step instead of one per quantity (each is an op on the hot path).
-    names: list[str] = []
+    # The step's scalar outputs travel as one vector per step (``output_names`` order): one
+    # write per step into the scan's output instead of one per quantity, and one transfer.
+    names = output_names(instruments)
 
     def packed_step(run, batch):
         run, outputs = step(run, batch)
-        names[:] = list(outputs)
         return run, jnp.stack([outputs[name] for name in names])
 
-    trained, packed = jax.lax.scan(packed_step, run, batches)
-    per_step = {name: packed[:, i] for i, name in enumerate(names)}
+    trained, per_step = jax.lax.scan(packed_step, run, batches)
     keep = active & (trained.diverged_step < 0)
     run = select(keep, trained, run)._replace(
         diverged_step=jnp.where(active, trained.diverged_step, run.diverged_step))
-    return run, per_step, evaluate_run(run, data, model=model)
+    metrics = evaluate_run(run, data, model=model)
+    return run, per_step, jnp.stack([metrics[name] for name in EVAL_METRICS])
