@@ -1,37 +1,19 @@
 """A killed process keeps every run it had stored, and a re-run finishes the rest."""
 
-import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
+
+from helpers import kill_after_first_stored_run
 
 from batchlab.store import Store
 
 ARGS = ["--batch-size", "100,1", "--epochs", "400", "--lr", "0.01", "--hidden", "8"]
 
 
-def stored_runs(db):
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_sigkill_keeps_finished_cohorts(tmp_path):
     db = tmp_path / "runs.db"
     command = [sys.executable, "-m", "batchlab.cli", "train", *ARGS, "--db", str(db), "--out", str(tmp_path / "o")]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while stored_runs(db) == 0 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the B=1 cohort (200,000 updates) is still training
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    kill_after_first_stored_run(command, db)  # the B=1 cohort (200,000 updates) is still training
     with Store(db) as store:
         (survivor,) = store.load()
     assert survivor.config.batch_size == 100 and survivor.history["epoch"][-1] == 400

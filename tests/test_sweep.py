@@ -1,15 +1,13 @@
 """Sweeps: grid expansion, budgets, lr rules, executors, resuming after SIGKILL, analysis."""
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import count_stored_runs, kill_after_first_stored_run
 
 from batchlab.config import DataConfig, ModelConfig, OptimizerConfig
 from batchlab.engine.optim import make_optimizer
@@ -100,27 +98,13 @@ def test_processes_and_local_executors_store_the_same_results(tmp_path):
     assert again.trained == 0 and again.skipped == 8
 
 
-def count_runs(db):
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_sigkill_then_resume_stores_every_run_once_and_identically(tmp_path):
     args = ["sweep", "--name", "k", "--data", "blobs", "--hidden", "8", "--batch-sizes", "100,10,1",
             "--lr", "0.05", "--seeds", "2", "--epochs", "60", "--executor", "local"]
     killed, clean = tmp_path / "killed.db", tmp_path / "clean.db"
     command = [sys.executable, "-m", "batchlab.cli", *args, "--db", str(killed)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while count_runs(killed) == 0 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    partial = count_runs(killed)
+    kill_after_first_stored_run(command, killed)
+    partial = count_stored_runs(killed)
     assert 0 < partial < 6
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
