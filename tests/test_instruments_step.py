@@ -39,11 +39,12 @@ def test_norms_of_full_batch_gradient_descent_from_zero():
     np.testing.assert_allclose(s["dist_init"][-1], np.linalg.norm(flat(res.params)), rtol=1e-5)
 
 
-def test_distance_and_update_match_stored_parameters_with_momentum():
-    kwargs = dict(batch_size="full", lr=0.05, momentum=0.9, hidden=(6,), instruments="standard,weight_norm")
+@pytest.mark.parametrize("hidden", [(6,), (100, 100)])  # below and above step_stats.FLAT_LIMIT parameters
+def test_distance_and_update_match_stored_parameters_with_momentum(hidden):
+    kwargs = dict(batch_size="full", lr=0.05, momentum=0.9, hidden=hidden, instruments="standard,weight_norm")
     two = batchlab.train("blobs", "mlp", epochs=2, **kwargs).runs[0]
     three = batchlab.train("blobs", "mlp", epochs=3, **kwargs).runs[0]
-    model = mlp((2,), 3, (6,))
+    model = mlp((2,), 3, hidden)
     with jax.threefry_partitionable(False):  # the engine's random stream
         init, _ = model.init(jax.random.PRNGKey(0))
     theta0, theta2, theta3 = flat(init), flat(two.params), flat(three.params)
