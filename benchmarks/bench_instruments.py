@@ -10,10 +10,10 @@ Usage: python benchmarks/bench_instruments.py
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import batchlab
+
+from results_file import save  # benchmarks/results_file.py
 
 REPEATS = 7
 CASES = [("blobs", 32, 200, 1), ("blobs", 32, 200, 16), ("digits", 64, 100, 1), ("digits", 64, 100, 16)]
@@ -43,9 +43,7 @@ def main() -> None:
         print(f"{label:<28}" + "".join(f"{100 * overhead[p]:>11.0f}%" for p in PRESETS) + f"   bare {bare:.3f}s")
         rows.append({"data": data, "batch_size": b, "epochs": epochs, "seeds": seeds, "bare_seconds": bare,
                      "overhead": overhead})
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_instruments.json").write_text(json.dumps(rows, indent=2))
+    save("bench_instruments", rows)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ Usage: python benchmarks/bench_noise.py
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+
+from results_file import save  # benchmarks/results_file.py
 
 TRIALS = 1000
 TORCH_TRIALS = 100
@@ -82,10 +82,7 @@ def main() -> None:
     print(f"  PyTorch   {torch_seconds:.2f} s (measured {TORCH_TRIALS} trials per B, scaled to {TRIALS})")
     print(f"  ratio     {torch_seconds / steady:.1f}x faster (target 10x); "
           f"with compilation {torch_seconds / (steady + compile_seconds):.1f}x")
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_noise.json").write_text(json.dumps(
-        {"batchlab_seconds": steady, "compile_seconds": compile_seconds, "torch_seconds": torch_seconds}, indent=2))
+    save("bench_noise", {"batchlab_seconds": steady, "compile_seconds": compile_seconds, "torch_seconds": torch_seconds})
 
 
 if __name__ == "__main__":

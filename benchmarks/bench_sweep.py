@@ -13,10 +13,11 @@ Usage: python benchmarks/bench_sweep.py [--quick]
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import save  # benchmarks/results_file.py
 
 SIZES = "1:1024,full"
 LRS = "0.003,0.01,0.03,0.1,0.3"
@@ -92,9 +93,7 @@ def main() -> None:
     print(f"  PyTorch one by one {torch_total:8.1f} s   (extrapolated from {TORCH_EPOCHS} epochs of one run per B)")
     print(f"  Ray overhead vs worker processes: {timings['ray'] - timings['processes']:+.1f} s; "
           f"vs in-process: {timings['ray'] - timings['local']:+.1f} s")
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_sweep.json").write_text(json.dumps({"batchlab": timings, "torch": torch_total, "runs": runs}))
+    save("bench_sweep", {"batchlab": timings, "torch": torch_total, "runs": runs})
 
 
 if __name__ == "__main__":
