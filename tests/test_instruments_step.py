@@ -39,7 +39,7 @@ def test_norms_of_full_batch_gradient_descent_from_zero():
     np.testing.assert_allclose(s["dist_init"][-1], np.linalg.norm(flat(res.params)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("hidden", [(6,), (100, 100)])  # below and above step_stats.FLAT_LIMIT parameters
+@pytest.mark.parametrize("hidden", [(6,), (100, 100)])
 def test_distance_and_update_match_stored_parameters_with_momentum(hidden):
     kwargs = dict(batch_size="full", lr=0.05, momentum=0.9, hidden=hidden, instruments="standard,weight_norm")
     two = batchlab.train("blobs", "mlp", epochs=2, **kwargs).runs[0]
@@ -55,6 +55,35 @@ def test_distance_and_update_match_stored_parameters_with_momentum(hidden):
     np.testing.assert_allclose(s["weight_norm"][-1], np.linalg.norm(theta3), rtol=1e-5)
     g2 = flat(jax.grad(lambda p: mean_loss(model, p, *_blobs_train()))(two.params))
     np.testing.assert_allclose(s["grad_norm"][-1], np.linalg.norm(g2), rtol=1e-4)
+
+
+def test_measuring_norms_does_not_change_training():
+    # With per-step norms the engine trains on one flat parameter vector (engine/flat.py).
+    kwargs = dict(batch_size=64, epochs=3, lr=0.05, momentum=0.9, seeds=2)
+    bare = batchlab.train("digits", "mlp", **kwargs)
+    measured = batchlab.train("digits", "mlp", instruments="standard", **kwargs)
+    for a, b in zip(bare.runs, measured.runs):
+        np.testing.assert_allclose(flat(b.params), flat(a.params), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.history["test_loss"], a.history["test_loss"], rtol=1e-5)
+        np.testing.assert_allclose(b.steps["mb_loss"], a.steps["mb_loss"], rtol=1e-5)
+        assert jax.tree.structure(b.params) == jax.tree.structure(a.params)
+
+
+def test_flat_model_round_trip():
+    from batchlab.engine.flat import flat_model
+    from batchlab.models.cnn import cnn
+
+    model = cnn((8, 8, 1), 10)
+    key = jax.random.PRNGKey(3)
+    tree, state = model.init(key)
+    flat_net, unravel = flat_model(model)
+    vector, _ = flat_net.init(key)
+    assert vector.shape == (sum(a.size for a in jax.tree.leaves(tree)),)
+    np.testing.assert_array_equal(flat(unravel(vector)), flat(tree))
+    stacked = unravel(jnp.stack([vector, 2 * vector]))  # a cohort's parameters, one row per run
+    np.testing.assert_array_equal(flat(jax.tree.map(lambda a: a[1], stacked)), 2 * flat(tree))
+    x = np.random.default_rng(0).normal(size=(5, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_array_equal(flat_net.apply(vector, state, x)[0], model.apply(tree, state, x)[0])
 
 
 def _blobs_train():

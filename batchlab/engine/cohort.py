@@ -20,6 +20,7 @@ from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
 from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, evaluate_run, run_epoch
+from batchlab.engine.flat import flat_model
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
@@ -107,6 +108,8 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     configure_cache()
     first = configs[0]
     assert all(c.cohort_key() == first.cohort_key() for c in configs), "configs are not one cohort"
+    # Per-step norms are cheap over one flat parameter vector (``engine/flat.py``).
+    model, to_tree = flat_model(model) if first.instruments else (model, _same)
     n, r = dataset.n_train, len(configs)
     steps = budget.steps_per_epoch(n, first.batch_size, first.drop_last)
     data = EpochData.from_dataset(dataset)
@@ -137,7 +140,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     stopper = EarlyStopper(first.early_stopping, r)
     restore_best = first.early_stopping is not None and first.early_stopping.restore_best
     best_params = runs.params
-    saved = {0: _host_tree(runs.params)} if 0 in checkpoints else {}
+    saved = {0: _host_tree(to_tree(runs.params))} if 0 in checkpoints else {}
     end_epoch = np.full(r, first.epochs)
     # Without early stopping the host never changes which runs train (divergence freezes a
     # run inside the program), so the next epoch is dispatched before this one's records
@@ -155,7 +158,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         diverged = recorder.add_epoch(epoch, active, np.asarray(runs.diverged_step), per_step, metrics,
                                       t_start, time.perf_counter() - t0)
         if epoch in checkpoints:
-            saved[epoch] = _host_tree(runs.params)
+            saved[epoch] = _host_tree(to_tree(runs.params))
         improved = stopper.update(epoch, metrics, active & ~diverged)
         if restore_best and improved.any():
             best_params = _select_runs(jnp.asarray(improved), runs.params, best_params)
@@ -170,7 +173,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
             pending = epoch_fn(runs, active, orders.next(), data)
     train_seconds = time.perf_counter() - t0
 
-    final_params = best_params if restore_best else runs.params  # Keras' restore_best_weights
+    final_params = to_tree(best_params if restore_best else runs.params)  # Keras' restore_best_weights
     results = []
     for i, cfg in enumerate(configs):
         history, step_series = recorder.series(i, int(end_epoch[i]))
@@ -185,6 +188,10 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
             params=jax.tree.map(lambda a: np.asarray(a[i]), final_params),
             checkpoints={e: jax.tree.map(lambda a: a[i], p) for e, p in saved.items() if e <= end_epoch[i]}))
     return results
+
+
+def _same(tree):
+    return tree
 
 
 def _host_tree(tree):

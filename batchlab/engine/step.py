@@ -134,8 +134,10 @@ def train_step(run: RunState, batch: Batch, *, model: Model, optimizer: Optimize
         if batch_grad.first_half is not None:
             half_sum, half_count = batch_grad.first_half
             half = ((jax.tree.map(lambda g: g / half_count, half_sum), half_count), (mean_grad, count))
-        measured, noise_ema = step_stats.measure(instruments, grads=grads, updates=updates, new_params=new_params,
-                                               init_params=run.init_params, noise_ema=run.noise_ema, half=half)
+        measured, noise_ema = step_stats.measure(
+            instruments, grad_sum=batch_grad.grad_sum, grad_scale=1.0 if reduction == "sum" else 1.0 / count,
+            params=run.params, new_params=new_params, init_params=run.init_params, noise_ema=run.noise_ema,
+            half=half)
         outputs.update(measured)
 
     step = run.step + 1

@@ -38,43 +38,39 @@ def uses_noise(names: tuple[str, ...]) -> bool:
     return any(n in NOISE for n in names)
 
 
+def squared_norms(trees: list) -> jax.Array:
+    """||t||^2 of each tree in ``trees`` (same structure), as one vector: the trees are the
+    rows of one matrix, written in one fused pass and reduced together (a reduction per
+    vector costs several kernels on a CPU, see ``engine/flat.py``)."""
+    rows = jnp.stack([jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)]) for tree in trees])
+    return jnp.sum(rows * rows, axis=-1)
+
+
 def two_batch_estimates(g_small, n_small, g_big, n_big):
     """Unbiased |G|^2 and tr(Sigma) from mean gradients of a small and a big batch."""
-    small_sq = optax.tree.norm(g_small, squared=True)
-    big_sq = optax.tree.norm(g_big, squared=True)
+    small_sq, big_sq = squared_norms([g_small, g_big])
     grad_sq = (n_big * big_sq - n_small * small_sq) / (n_big - n_small)
     trace = (small_sq - big_sq) / (1.0 / n_small - 1.0 / n_big)
     return grad_sq, trace
 
 
-FLAT_LIMIT = 4096  # parameters per run up to which the norms copy all leaves into one matrix
-
-
-def squared_norms(trees: list) -> jax.Array:
-    """||t||^2 of each tree in ``trees`` (same structure), as one vector.
-
-    On the CPU every extra kernel costs ~1.5 us, a lot for steps of 15-60 us. Small models
-    copy all leaves of all trees into one matrix and reduce it once (blobs MLP: +5% per step
-    instead of +23%); larger ones sum each leaf where it lies, which avoids copying and
-    batches well over a cohort's runs (digits MLP, 16 runs: +11% instead of +44%).
-    """
-    leaves = [jax.tree.leaves(t) for t in trees]
-    if sum(leaf.size for leaf in leaves[0]) <= FLAT_LIMIT:
-        rows = [jnp.concatenate([jnp.ravel(leaf) for leaf in group]) for group in leaves]
-        return jnp.sum(jnp.stack(rows) ** 2, axis=1)
-    return jnp.stack([sum(jnp.sum(jnp.square(leaf)) for leaf in group) for group in leaves])
-
-
-def measure(names: tuple[str, ...], *, grads, updates, new_params, init_params, noise_ema, half
+def measure(names: tuple[str, ...], *, grad_sum, grad_scale, params, new_params, init_params, noise_ema, half
             ) -> tuple[dict, object]:
-    """The requested per-step quantities, and the updated noise EMA state (or ``None``)."""
+    """The requested per-step quantities, and the updated noise EMA state (or ``None``).
+
+    The gradient used for the update is ``grad_scale * grad_sum``; the norms read the buffers
+    the step has anyway (the summed gradient, old and new parameters) rather than the scaled
+    gradient or optax's update, which XLA would otherwise write out as extra arrays.
+    """
     wanted = [n for n in NORMS if n in names]
-    sources = {"grad_norm": lambda: grads, "update_norm": lambda: updates,
+    sources = {"grad_norm": lambda: grad_sum, "update_norm": lambda: optax.tree.sub(new_params, params),
                "dist_init": lambda: optax.tree.sub(new_params, init_params), "weight_norm": lambda: new_params}
     out = {}
     if wanted:
         norms = jnp.sqrt(squared_norms([sources[n]() for n in wanted]))
         out = {n: norms[i] for i, n in enumerate(wanted)}
+        if "grad_norm" in out:
+            out["grad_norm"] = out["grad_norm"] * grad_scale
     if not uses_noise(names):
         return out, noise_ema
     (g_small, n_small), (g_big, n_big) = half
