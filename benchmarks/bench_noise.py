@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from results_file import save  # benchmarks/results_file.py
+from harness import save  # benchmarks/harness.py
 
 TRIALS = 1000
 TORCH_TRIALS = 100

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import save  # benchmarks/results_file.py
+from harness import save  # benchmarks/harness.py
 
 SIZES = "1:1024,full"
 LRS = "0.003,0.01,0.03,0.1,0.3"

@@ -36,13 +36,12 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+
+from harness import OtherCpu, report_other_cpu, run_worker, save  # benchmarks/harness.py
 
 EPOCHS = 200
 LR, MOMENTUM = 0.01, 0.9
@@ -52,8 +51,6 @@ TARGETS = {(1, 1): 10.0, (1, 16): 50.0, (32, 16): 6.0}
 # batchlab turns XLA's CPU threading off (engine/runtime.py); Keras-on-JAX gets the same flags
 # so that both JAX loops run under the same threading.
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "bench_train.json"
 
 
 def blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -63,15 +60,6 @@ def blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x, y = make_blobs(n_samples=1000, centers=3, n_features=2, cluster_std=2, random_state=2)
     x = x.astype(np.float32)
     return x[:500], y[:500], x[500:], y[500:]
-
-
-def run_worker(mode: str, env: dict[str, str], *options: str) -> dict:
-    """Run this script as a worker in a fresh process; it prints one JSON line last."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--only", mode, *options]
-    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} worker {' '.join(options)} exited with {done.returncode}:\n{done.stderr.strip()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------- batchlab
@@ -97,7 +85,8 @@ def time_batchlab(configs: list[tuple[int, int]], repeat: int) -> dict[tuple[int
     """Cold and warm times of every configuration, each call in a fresh process. Compile times
     vary by ~25% from process to process, so each is repeated and the median run is kept."""
     def worker(b: int, seeds: int, cache: str) -> dict:
-        return run_worker("batchlab", {}, "--cache", cache, "--batch-size", str(b), "--seeds", str(seeds))
+        return run_worker(__file__, "--only", "batchlab", "--cache", cache, "--batch-size", str(b),
+                          "--seeds", str(seeds))
 
     def median_run(runs: list[dict]) -> dict:
         ordered = sorted(runs, key=lambda run: run["seconds"])
@@ -216,7 +205,8 @@ def time_keras(batch_size: int, measure_epochs: int) -> dict | None:
     if importlib.util.find_spec("keras") is None:
         return None
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": os.environ.get("XLA_FLAGS", SINGLE_THREAD_XLA)}
-    out = run_worker("keras", env, "--batch-size", str(batch_size), "--epochs", str(measure_epochs))
+    out = run_worker(__file__, "--only", "keras", "--batch-size", str(batch_size), "--epochs", str(measure_epochs),
+                     env=env)
     ends = out["epoch_ends"]
     first, per_epoch = ends[0], (ends[-1] - ends[0]) / (len(ends) - 1)
     extrapolated = measure_epochs != EPOCHS
@@ -236,47 +226,6 @@ def scale_keras(one_seed: dict | None, seeds: int) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------- main
-
-class OtherCpu:
-    """CPU time that other processes used while the benchmark ran (Linux): the machine has only
-    2 cores, so anything else running (a test suite, say) distorts the timings."""
-
-    def __init__(self):
-        self.start = self._busy(), self._own()
-        self._t0 = time.monotonic()
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
-        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _own() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def measure(self) -> dict | None:
-        """Other processes' CPU-seconds since construction, and the wall time, or None off Linux."""
-        busy, own = self._busy(), self._own()
-        if busy is None or self.start[0] is None:
-            return None
-        return {"other_cpu_seconds": max(0.0, (busy - self.start[0]) - (own - self.start[1])),
-                "wall_seconds": time.monotonic() - self._t0}
-
-
-def report_other_cpu(phases: dict[str, dict | None]) -> None:
-    for name, m in phases.items():
-        if m is None:
-            continue
-        share = m["other_cpu_seconds"] / m["wall_seconds"]
-        print(f"Other processes used {m['other_cpu_seconds']:.0f} CPU-s during the {m['wall_seconds']:.0f} s of {name} "
-              f"({share:.0%} of a core)" + ("; those timings are distorted, rerun on an idle machine" if share > 0.1
-                                            else "."))
-
 
 def plan(quick: bool) -> list[dict]:
     """Configurations and how much of each baseline to measure."""
@@ -332,10 +281,9 @@ def main() -> None:
     breakdown(results)
     print()
     report_other_cpu(contention)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "other_cpu": contention,
-                                   "rows": results}, indent=2))
-    print(f"\nWritten to {RESULTS}")
+    path = save("bench_train", {"quick": args.quick, "epochs": EPOCHS, "repeat": repeat, "other_cpu": contention,
+                                "rows": results})
+    print(f"\nWritten to {path}")
 
 
 def time_baselines(rows: list[dict], batchlab_times: dict[tuple[int, int], dict]) -> list[dict]:

@@ -1,0 +1,76 @@
+"""What the benchmark scripts share: results files, worker processes, a check that the machine was idle.
+
+- ``save``: measurements go to benchmarks/results/NAME.json (git-ignored).
+- ``run_worker``: runs a benchmark script again in a fresh process (its worker mode), which
+  prints one JSON line last. Timings in fresh processes include what a user's command pays,
+  and spread over processes shows how much of a difference is noise.
+- ``OtherCpu``: how much CPU other processes used meanwhile; on 2 cores anything else
+  running (a test suite, say) distorts the timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save(name: str, payload) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def run_worker(script: str, *options: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``script`` with ``options`` in a fresh Python process; return the JSON it printed last."""
+    command = [sys.executable, str(Path(script).resolve()), *options]
+    done = subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(options)} exited with {done.returncode}:\n{done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class OtherCpu:
+    """CPU time that other processes used since construction (Linux)."""
+
+    def __init__(self):
+        self.start = self._busy(), self._own()
+        self._t0 = time.monotonic()
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def measure(self) -> dict | None:
+        """Other processes' CPU-seconds since construction, and the wall time, or None off Linux."""
+        busy, own = self._busy(), self._own()
+        if busy is None or self.start[0] is None:
+            return None
+        return {"other_cpu_seconds": max(0.0, (busy - self.start[0]) - (own - self.start[1])),
+                "wall_seconds": time.monotonic() - self._t0}
+
+
+def report_other_cpu(phases: dict[str, dict | None]) -> None:
+    for name, m in phases.items():
+        if m is None:
+            continue
+        share = m["other_cpu_seconds"] / m["wall_seconds"]
+        print(f"Other processes used {m['other_cpu_seconds']:.0f} CPU-s during the {m['wall_seconds']:.0f} s of {name} "
+              f"({share:.0%} of a core)" + ("; those timings are distorted, rerun on an idle machine" if share > 0.1
+                                            else "."))
