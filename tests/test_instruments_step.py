@@ -118,6 +118,38 @@ def test_noise_scale_is_recorded_in_training():
     np.testing.assert_allclose(s["noise_scale"], s["noise_trace"] / s["noise_grad_sq"], rtol=1e-4)
 
 
+def _logreg_problem(n: int):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(np.int32)
+    return x, y
+
+
+def test_two_batch_estimate_of_the_first_step_by_hand():
+    # Full batch, unshuffled, from zero: the first step's estimate is the two-batch formula
+    # on the batch's alternate rows (the small batch) and all rows (the big one).
+    x, y = _logreg_problem(41)
+    s = batchlab.train((x, y, x, y), "logreg", batch_size="full", epochs=1, lr=0.1, shuffle="never",
+                       instruments="noise_scale").runs[0].steps
+    model = logreg((3,), 2)
+    zero, _ = model.init(None)
+    g_big = flat(jax.grad(mean_loss, argnums=1)(model, zero, x, y))
+    g_small = flat(jax.grad(mean_loss, argnums=1)(model, zero, x[::2], y[::2]))
+    n_small, n_big = 21, 41
+    grad_sq = (n_big * g_big @ g_big - n_small * g_small @ g_small) / (n_big - n_small)
+    trace = (g_small @ g_small - g_big @ g_big) / (1 / n_small - 1 / n_big)
+    np.testing.assert_allclose(s["noise_grad_sq"][0], grad_sq, rtol=1e-4)
+    np.testing.assert_allclose(s["noise_trace"][0], trace, rtol=1e-4)
+
+
+def test_partial_last_batch_updates_the_noise_estimate():
+    x, y = _logreg_problem(41)  # B=32: batches of 32 and 9 rows, fewer real rows than half a batch
+    s = batchlab.train((x, y, x, y), "logreg", batch_size=32, epochs=1, lr=0.1,
+                       instruments="noise_scale").runs[0].steps
+    assert len(s["noise_trace"]) == 2
+    assert s["noise_trace"][1] != s["noise_trace"][0] and s["noise_grad_sq"][1] != s["noise_grad_sq"][0]
+
+
 def test_instrument_names_and_presets():
     assert resolve_instruments("cheap") == ("grad_norm", "update_norm")
     assert resolve_instruments("standard") == ("dist_init", "grad_norm", "update_norm")

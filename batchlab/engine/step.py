@@ -69,16 +69,18 @@ def batch_gradient(model: Model, params, model_state, data, batch: Batch, key, m
 
     A batch larger than ``micro_batch`` is split into micro-batches whose gradient sums are
     accumulated: the same gradient as one pass over the whole batch (up to float rounding).
-    ``split`` computes the two halves side by side (vmapped) and also returns the first
-    half's gradient, which the two-batch noise estimate needs.
+    ``split`` computes the gradients of two halves of the batch side by side (vmapped) and
+    also returns the first half's, which the two-batch noise estimate needs.
     """
     x, y = data
     grad_fn = jax.value_and_grad(masked_loss_sum, argnums=1, has_aux=True)
     size = batch.index.shape[0]
     if split:
+        # Halves of alternate rows: a partial last batch (real rows first, padding after) is
+        # split evenly too, rather than into its real rows and an empty half.
         half = -(-size // 2)
-        index = jnp.pad(batch.index, (0, 2 * half - size)).reshape(2, half)
-        mask = jnp.pad(batch.mask, (0, 2 * half - size)).reshape(2, half)
+        index = jnp.pad(batch.index, (0, 2 * half - size)).reshape(half, 2).T
+        mask = jnp.pad(batch.mask, (0, 2 * half - size)).reshape(half, 2).T
         (loss, (correct, states)), grads = jax.vmap(
             lambda i, m: grad_fn(model, params, model_state, x[i], y[i], m, train=True, key=key))(index, mask)
         first = (jax.tree.map(lambda g: g[0], grads), jnp.sum(mask[0]))

@@ -8,7 +8,8 @@
 - ``weight_norm``: ||theta_{t+1}||_2.
 - ``noise_grad_sq``, ``noise_trace``, ``noise_scale``: the online two-batch estimate of the
   simple noise scale (McCandlish et al. 2018). The batch's gradient is computed as two
-  halves side by side; with B_s = |first half|, B_b = |batch| and mean gradients g_s, g_b:
+  halves (alternate rows) side by side; with B_s = |first half|, B_b = |batch| and mean
+  gradients g_s, g_b:
   |G|^2 ~ (B_b |g_b|^2 - B_s |g_s|^2) / (B_b - B_s) and
   tr(Sigma) ~ (|g_s|^2 - |g_b|^2) / (1/B_s - 1/B_b). Each is averaged by its own
   exponential moving average (decay ``NOISE_EMA``, bias-corrected) *before* dividing:
