@@ -20,7 +20,7 @@ from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
 from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, evaluate_run, run_epoch
-from batchlab.engine.flat import flat_model
+from batchlab.engine.flat import flat_model, unchanged
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
@@ -109,7 +109,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     first = configs[0]
     assert all(c.cohort_key() == first.cohort_key() for c in configs), "configs are not one cohort"
     # Per-step norms are cheap over one flat parameter vector (``engine/flat.py``).
-    model, to_tree = flat_model(model) if first.instruments else (model, _same)
+    model, to_tree = flat_model(model) if first.instruments else (model, unchanged)
     n, r = dataset.n_train, len(configs)
     steps = budget.steps_per_epoch(n, first.batch_size, first.drop_last)
     data = EpochData.from_dataset(dataset)
@@ -188,10 +188,6 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
             params=jax.tree.map(lambda a: np.asarray(a[i]), final_params),
             checkpoints={e: jax.tree.map(lambda a: a[i], p) for e, p in saved.items() if e <= end_epoch[i]}))
     return results
-
-
-def _same(tree):
-    return tree
 
 
 def _host_tree(tree):

@@ -23,13 +23,18 @@ import numpy as np
 from batchlab.models.base import Model
 
 
+def unchanged(params):
+    """The parameters as they are (no flat view was made)."""
+    return params
+
+
 def flat_model(model: Model) -> tuple[Model, Callable]:
     """``model`` with its parameters as one vector, and the function that turns a vector
     (or a stack of them, shape (..., P)) back into the model's parameter tree."""
     shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))[0]
     leaves, treedef = jax.tree.flatten(shapes)
     if len({leaf.dtype for leaf in leaves}) > 1:  # one vector holds one dtype; keep the tree
-        return model, lambda params: params
+        return model, unchanged
     ends = np.cumsum([math.prod(leaf.shape) for leaf in leaves])
 
     def unravel(vector: jax.Array):
