@@ -3,6 +3,7 @@ cohort, stores them, and returns their records as pandas DataFrames."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import defaultdict
@@ -12,16 +13,17 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from batchlab import __version__
-from batchlab.config import (OPTIMIZERS, REDUCTIONS, SHUFFLE_MODES, DataConfig, EarlyStopping, ModelConfig,
-                             OptimizerConfig, RunConfig, parse_batch_sizes, parse_floats, parse_seeds,
-                             parse_widths, resolve_batch_size)
+from batchlab import __version__, budget
+from batchlab.config import (OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, DataConfig, EarlyStopping,
+                             ModelConfig, OptimizerConfig, Phase, RunConfig, parse_batch_sizes, parse_floats,
+                             parse_ints, parse_seeds, parse_widths, resolve_batch_size)
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
-from batchlab.engine.cohort import MONITORABLE, RunResult, train_cohort
+from batchlab.engine.cohort import MONITORABLE, train_cohort
+from batchlab.results import RunResult
 from batchlab.engine.step_stats import uses_noise
 from batchlab.errors import BatchlabError
 from batchlab.instruments import resolve_instruments
-from batchlab.models import Model, build_model, check_model_config
+from batchlab.models import Model, build_model, check_model_config, fingerprint
 from batchlab.store import Store, series_frame, summary_frame
 
 Progress = Callable[[int], None]  # called with the number of run-epochs just completed
@@ -60,9 +62,20 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
                   seeds=1, optimizer: str = "sgd", nesterov: bool = False, reduction: str = "mean",
                   drop_last: bool = False, shuffle: str = "every-epoch", early_stopping: EarlyStopping | None = None,
                   micro_batch: int | None = None, init_seed: int | None = None, data_seed: int | None = None,
-                  dropout_seed: int | None = None, instruments: Any = None) -> list[RunConfig]:
-    """Every combination of batch size x lr x momentum x seed as a resolved, validated config."""
+                  dropout_seed: int | None = None, instruments: Any = None, phases: Any = (),
+                  schedule: str = "constant", decay_epochs: Any = (), decay: float | None = None,
+                  warmup_epochs: float = 0.0) -> list[RunConfig]:
+    """Every combination of batch size x lr x momentum x seed as a resolved, validated config.
+
+    ``phases`` change the batch size and/or learning rate at given epochs (:class:`Phase`,
+    or ``(epoch, batch_size, lr)`` tuples with None for "unchanged"). ``schedule`` decays the
+    learning rate: ``step`` multiplies it by ``decay`` (default 0.1) after each epoch in
+    ``decay_epochs``; ``cosine`` anneals it to ``decay`` x lr (default 0) over the run.
+    Both, and ``warmup_epochs``, are turned into update counts here, phases included.
+    """
     _check_int(epochs, "epochs", 1)
+    if schedule not in SCHEDULES:
+        raise BatchlabError(f"unknown lr schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if optimizer not in OPTIMIZERS:
         raise BatchlabError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if reduction not in REDUCTIONS:
@@ -91,11 +104,27 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
     seed_list = parse_seeds(seeds)
     for s in seed_list + [x for x in (init_seed, data_seed, dropout_seed) if x is not None]:
         _check_int(s, "seed", 0)
+    phase_list = resolve_phases(phases, n_train, epochs)
+    decay_at = parse_ints(decay_epochs, "decay epoch", low=1) if decay_epochs not in ((), [], None, "") else []
+    if schedule == "step" and not decay_at:
+        raise BatchlabError("a step schedule needs the epochs after which lr decays (decay_epochs)")
+    if decay is not None:
+        parse_floats([decay], "lr decay factor", low=0.0, high=1.0 + 1e-12)
+    if not math.isfinite(warmup_epochs) or warmup_epochs < 0:
+        raise BatchlabError(f"warmup epochs must be >= 0, got {warmup_epochs}")
     configs = []
     for b, rate, m, seed in itertools.product(dict.fromkeys(sizes), lrs, momenta, seed_list):
+        updates = _updates_after(n_train, b, phase_list, drop_last)
+        opt = OptimizerConfig(optimizer, rate, m, nesterov, warmup_steps=round(warmup_epochs * updates(1)))
+        if schedule == "step":
+            opt = dataclasses.replace(opt, schedule="step", schedule_steps=tuple(updates(e) for e in decay_at),
+                                      decay=0.1 if decay is None else decay)
+        elif schedule == "cosine":
+            opt = dataclasses.replace(opt, schedule="cosine", schedule_steps=(updates(epochs),),
+                                      decay=0.0 if decay is None else decay)
         configs.append(RunConfig(
             data=data, model=model,
-            optimizer=OptimizerConfig(optimizer, rate, m, nesterov),
+            optimizer=opt, phases=phase_list,
             batch_size=b, epochs=epochs, seed=seed,
             init_seed=seed if init_seed is None else init_seed,
             data_seed=seed if data_seed is None else data_seed,
@@ -103,6 +132,40 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
             reduction=reduction, drop_last=drop_last, shuffle=shuffle,
             early_stopping=early_stopping, micro_batch=micro_batch, instruments=measured))
     return list({c.run_id: c for c in configs}.values())
+
+
+def resolve_phases(phases: Any, n_train: int, epochs: int) -> tuple[Phase, ...]:
+    """Validated phases in epoch order: each starts after 1..epochs-1 epochs, B in [1, N], lr > 0."""
+    out = []
+    for phase in phases or ():
+        if isinstance(phase, dict):
+            phase = Phase(**phase)
+        elif isinstance(phase, (tuple, list)):
+            phase = Phase(*phase)
+        if not isinstance(phase, Phase):
+            raise BatchlabError(f"a phase is (epoch, batch_size, lr), got {phase!r}")
+        _check_int(phase.epoch, "phase start epoch", 1)
+        if phase.epoch >= epochs:
+            raise BatchlabError(f"a phase starting after epoch {phase.epoch} never runs in {epochs} epochs")
+        size = None if phase.batch_size is None else resolve_batch_size(phase.batch_size, n_train)
+        rate = None if phase.lr is None else parse_floats([phase.lr], "phase learning rate", positive=True)[0]
+        if size is None and rate is None:
+            raise BatchlabError(f"the phase after epoch {phase.epoch} changes neither batch size nor lr")
+        out.append(Phase(phase.epoch, size, rate))
+    starts = [p.epoch for p in out]
+    if starts != sorted(set(starts)):
+        raise BatchlabError(f"phases must start at distinct epochs in increasing order, got {starts}")
+    return tuple(out)
+
+
+def _updates_after(n_train: int, batch_size: int, phases: tuple[Phase, ...], drop_last: bool) -> Callable[[int], int]:
+    """Updates done after ``e`` epochs of a run that starts at ``batch_size`` (phases included)."""
+    probe = RunConfig(DataConfig(""), ModelConfig(), OptimizerConfig(), batch_size, 1, phases=phases)
+
+    def updates(e: int) -> int:
+        return sum(budget.steps_per_epoch(n_train, probe.batch_size_at(k), drop_last) for k in range(1, e + 1))
+
+    return updates
 
 
 def group_cohorts(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
@@ -117,7 +180,7 @@ def resolve_data(data: Any, *, standardize: bool | None, test_fraction: float, l
                  ) -> tuple[Dataset, DataConfig]:
     """A dataset from a built-in name, a file path, a tuple of arrays or a :class:`Dataset`."""
     if isinstance(data, Dataset):
-        return data, DataConfig(data.name, False)
+        return data, DataConfig(data.name, False, file_sha256=data.fingerprint())
     if isinstance(data, (tuple, list)):
         if len(data) not in (2, 4):
             raise BatchlabError("data arrays must be (x, y) or (x, y, x_test, y_test)")
@@ -137,11 +200,14 @@ def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 
           standardize: bool | None = None, test_fraction: float = 0.2, label: str = "label",
           early_stopping: EarlyStopping | None = None, micro_batch: int | None = None,
           init_seed: int | None = None, data_seed: int | None = None, dropout_seed: int | None = None,
-          instruments: Any = None, db: str | Path | None = None, force: bool = False, progress: Progress | None = None) -> TrainResult:
+          instruments: Any = None, phases: Any = (), schedule: str = "constant", decay_epochs: Any = (),
+          decay: float | None = None, warmup_epochs: float = 0.0,
+          db: str | Path | None = None, force: bool = False, progress: Progress | None = None) -> TrainResult:
     """Train every combination of ``batch_size`` x ``lr`` x ``momentum`` x ``seeds``.
 
     ``batch_size`` takes integers, ``"full"`` (B = N, batch gradient descent), lists or a
-    spec such as ``"1,32,full"``; ``seeds=5`` means seeds 0..4. ``instruments`` names per-step
+    spec such as ``"1,32,full"``; ``seeds=5`` means seeds 0..4. ``phases``, ``schedule``,
+    ``decay_epochs``, ``decay`` and ``warmup_epochs``: see :func:`build_configs`. ``instruments`` names per-step
     measurements (a preset ``cheap``/``standard``/``full`` or names such as ``grad_norm``);
     they appear as columns of ``result.steps``. Runs that share a batch size
     train together as one vmapped cohort. With ``db`` the runs are stored (one transaction
@@ -157,7 +223,9 @@ def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 
                                     init=init, dropout=dropout, standardize=standardize,
                                     test_fraction=test_fraction, label=label, early_stopping=early_stopping,
                                     micro_batch=micro_batch, init_seed=init_seed, data_seed=data_seed,
-                                    dropout_seed=dropout_seed, instruments=instruments)
+                                    dropout_seed=dropout_seed, instruments=instruments, phases=phases,
+                                    schedule=schedule, decay_epochs=decay_epochs, decay=decay,
+                                    warmup_epochs=warmup_epochs)
     return run_configs(configs, dataset, net, db=db, force=force, progress=progress)
 
 
@@ -169,7 +237,8 @@ def prepare(data: Any, model: str | Model, *, hidden: Any, activation: str, init
         raise BatchlabError(f"test fraction must lie in (0, 1), got {test_fraction}")
     dataset, data_cfg = resolve_data(data, standardize=standardize, test_fraction=test_fraction, label=label)
     if isinstance(model, Model):
-        model_cfg = ModelConfig(name=f"custom:{model.name}", hidden=(), activation="", init="", dropout=0.0)
+        model_cfg = ModelConfig(name=f"custom:{model.name}", hidden=(), activation="", init="", dropout=0.0,
+                                fingerprint=fingerprint(model, dataset))
         net = model
     else:
         model_cfg = ModelConfig(model, parse_widths(hidden), activation, init, float(dropout))

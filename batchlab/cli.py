@@ -13,8 +13,6 @@ from batchlab.errors import BatchlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train under controlled batch size / epochs / learning rate and see what changes.")
-study_app = typer.Typer(no_args_is_help=True, help="Named studies that reproduce published experiments.")
-app.add_typer(study_app, name="study")
 
 DEFAULT_DB = "batchlab.db"
 DEFAULT_OUT = "batchlab-out"
@@ -303,22 +301,73 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     typer.echo("wrote: " + ", ".join(str(p) for p in result.files if p.suffix != ".svg"))
 
 
-@study_app.command("brownlee")
-def study_brownlee(seeds: int = typer.Option(5, help="seeds per setting"),
-                   epochs: int = typer.Option(200, "--epochs", "-e"),
-                   out: Path = typer.Option(Path("results/brownlee"), help="folder for figures and the summary"),
-                   db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
-                   force: bool = typer.Option(False, help="recompute runs already in the store")) -> None:
-    """Brownlee's blobs experiment: B=500, B=1 (lr 0.01 and 0.001), B=32 over seeds, 200 epochs."""
-    from batchlab.studies import brownlee
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    """``["seeds=5", "data=mnist1d"]`` -> {"seeds": "5", "data": "mnist1d"}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BatchlabError(f"--set takes key=value, got {item!r}")
+        out[key.strip()] = value
+    return out
 
-    if seeds < 1 or epochs < 1:
-        raise BatchlabError("seeds and epochs must be >= 1")
-    bar, advance = _progress_bar(len(brownlee.SETTINGS) * seeds * epochs, "Brownlee study")
+
+def _list_studies() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchlab.studies import available, get_study
+    from batchlab.studies.runner import count_runs
+
+    table = Table(title="batchlab studies (batchlab study NAME [--quick] [--set key=value])")
+    for column in ("study", "question", "source", "runs (faithful)", "est. time"):
+        table.add_column(column)
+    for name in available():
+        st = get_study(name)
+        table.add_row(name, st.question, st.source.split(",")[0].split(" (")[0],
+                      f"{count_runs(st, st.settings())}", f"{st.minutes[0]:g} min (quick {st.minutes[1] * 60:.0f} s)")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _run_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool) -> None:
+    from batchlab.studies import get_study
+    from batchlab.studies.runner import run_study
+
+    st = get_study(name)
+    bar, advance = _progress_bar(1, f"study {name}" + (" (quick)" if quick else ""))
     with bar:
-        output = brownlee.run(out, seeds=seeds, epochs=epochs, db=db, force=force, progress=advance)
-    typer.echo((out / "summary.md").read_text())
-    typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
+        result = run_study(st, quick=quick, overrides=overrides, db=db, out=out, force=force, progress=advance,
+                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)))
+    typer.echo(f"# {name}: {st.question}  ({result.seconds:.1f} s, {len(result.run_ids)} runs)")
+    for finding in result.findings:
+        typer.echo(finding.markdown())
+    typer.echo("wrote: " + ", ".join(str(f) for f in result.files if f.suffix in (".png", ".md")) + "\n")
+
+
+@app.command()
+def study(name: str = typer.Argument(..., help="a study name, 'list' to see them all, or 'all'"),
+          quick: bool = typer.Option(False, "--quick", help="the same study at reduced size (tests, demos)"),
+          settings: list[str] = typer.Option([], "--set", help="override a setting: key=value (repeatable; "
+                                                               "lists as a,b,c); see findings.md for the keys"),
+          seeds: Optional[int] = typer.Option(None, help="shorthand for --set seeds=N"),
+          epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="shorthand for --set epochs=N"),
+          out: Optional[Path] = typer.Option(None, help="output folder (default results/NAME; with 'all', "
+                                                        "one subfolder per study)"),
+          db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+          force: bool = typer.Option(False, help="recompute runs already in the store")) -> None:
+    """Reproduce a published experiment: train what is missing, then figures, tables and findings.md."""
+    from batchlab.studies import available
+
+    if name == "list":
+        _list_studies()
+        return
+    overrides = _parse_sets(settings)
+    overrides.update({k: v for k, v in (("seeds", seeds), ("epochs", epochs)) if v is not None})
+    names = available() if name == "all" else [name]
+    for each in names:
+        where = (out / each if name == "all" else out) if out is not None else None
+        _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
+                       force=force)
 
 
 def main() -> None:

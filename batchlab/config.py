@@ -42,6 +42,12 @@ class ModelConfig:
     activation: str = "relu"
     init: str = "he_uniform"  # hidden-layer init; the output layer is glorot_uniform (Keras default)
     dropout: float = 0.0
+    # A model given as code (not a built-in name) is known by a fingerprint of its parameter
+    # shapes, initial values and outputs (``models.fingerprint``), never by its name alone.
+    fingerprint: str | None = None
+
+
+SCHEDULES = ("constant", "step", "cosine")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,22 @@ class OptimizerConfig:
     b2: float = 0.999
     eps: float = 1e-7  # Keras' Adam default (PyTorch uses 1e-8)
     warmup_steps: int = 0  # linear warmup of the learning rate over the first updates
+    # Learning-rate decay, in updates: "step" multiplies lr by ``decay`` at each update count in
+    # ``schedule_steps``; "cosine" follows a half cosine from lr to ``decay`` x lr over
+    # ``schedule_steps[0]`` updates, then stays there.
+    schedule: str = "constant"
+    schedule_steps: tuple[int, ...] = ()
+    decay: float = 0.1
+
+
+@dataclass(frozen=True)
+class Phase:
+    """From epoch ``epoch`` on (after ``epoch`` epochs are done), train with this batch size
+    and/or learning rate; parameters and optimizer state carry over the switch."""
+
+    epoch: int
+    batch_size: int | None = None
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,15 @@ class RunConfig:
     early_stopping: EarlyStopping | None = None
     micro_batch: int | None = None  # largest forward pass; bigger batches accumulate gradients
     instruments: tuple[str, ...] = ()  # per-step instruments recorded with the run
+    phases: tuple[Phase, ...] = ()  # changes of batch size / lr at given epochs, in order
+
+    def batch_size_at(self, epoch: int) -> int:
+        """The batch size of epoch ``epoch`` (1-based): the last phase started before it."""
+        size = self.batch_size
+        for phase in self.phases:
+            if phase.epoch < epoch and phase.batch_size is not None:
+                size = phase.batch_size
+        return size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,7 +136,44 @@ class RunConfig:
         """Runs with equal keys share one compiled program (they differ in lr, momentum, seeds)."""
         opt = dataclasses.replace(self.optimizer, lr=0.0, momentum=0.0)
         return (self.data, self.model, opt, self.batch_size, self.epochs, self.reduction,
-                self.drop_last, self.shuffle, self.early_stopping, self.micro_batch, self.instruments)
+                self.drop_last, self.shuffle, self.early_stopping, self.micro_batch, self.instruments,
+                self.phases)
+
+
+SEED_SETTINGS = ("seed", "init_seed", "data_seed", "dropout_seed")
+# Short column names for the settings people read most; the rest keep their dotted path.
+_SHORT = {"data.name": "data", "model.name": "model", "optimizer.name": "optimizer", "optimizer.lr": "lr",
+          "optimizer.momentum": "momentum"}
+
+
+def flat_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Every field of the resolved config as one flat, hashable column each (``model.hidden``,
+    ``optimizer.nesterov``, ...; tuples and nested values as text).
+
+    Runs that agree on every column except the seeds are seeds of one setting; nothing that
+    changes a run's numbers is left out, so such runs are never averaged as if they were seeds.
+    """
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                visit(f"{prefix}.{key}" if prefix else key, inner)
+        elif isinstance(value, (list, tuple)):
+            flat[prefix] = json.dumps(value, default=list) if value and isinstance(value[0], dict) \
+                else ",".join(str(v) for v in value)
+        else:
+            flat[prefix] = value
+
+    visit("", cfg.to_dict())
+    return {_SHORT.get(k, k): v for k, v in flat.items()}
+
+
+def setting_names() -> tuple[str, ...]:
+    """The columns :func:`flat_settings` produces, seeds excluded (the grouping columns)."""
+    probe = RunConfig(DataConfig("x"), ModelConfig(), OptimizerConfig(), batch_size=1, epochs=1,
+                      early_stopping=EarlyStopping())
+    return tuple(k for k in flat_settings(probe) if k not in SEED_SETTINGS) + ("early_stopping",)
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
@@ -113,11 +181,14 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     es = d.get("early_stopping")
     model = dict(d["model"])
     model["hidden"] = tuple(model.get("hidden", ()))
-    d = dict(d, instruments=tuple(d.get("instruments", ())))
+    optimizer = dict(d["optimizer"])
+    optimizer["schedule_steps"] = tuple(optimizer.get("schedule_steps", ()))
+    d = dict(d, instruments=tuple(d.get("instruments", ())),
+             phases=tuple(Phase(**p) for p in d.get("phases", ())))
     return RunConfig(
         data=DataConfig(**d["data"]),
         model=ModelConfig(**model),
-        optimizer=OptimizerConfig(**d["optimizer"]),
+        optimizer=OptimizerConfig(**optimizer),
         early_stopping=EarlyStopping(**es) if es else None,
         **{k: v for k, v in d.items() if k not in ("data", "model", "optimizer", "early_stopping")},
     )

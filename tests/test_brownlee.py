@@ -1,44 +1,71 @@
-"""Brownlee's experiment (science.md section 2), measured over seeds.
-
-Full size (200 epochs, 5 seeds) takes a few seconds here, so the default suite runs it whole.
-"""
+"""Brownlee's experiment (science.md section 2) through the study runner, at quick size."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.studies import brownlee
+from batchlab.studies import get_study
+from batchlab.studies.runner import run_study
+from batchlab.store import Store
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("brownlee")
-    return brownlee.run(out, seeds=5, epochs=200), out
+    root = tmp_path_factory.mktemp("brownlee")
+    db, out = root / "runs.db", root / "out"
+    return run_study(get_study("brownlee"), quick=True, db=db, out=out), db, out
 
 
-def row(table: pd.DataFrame, b: int, lr: float) -> pd.Series:
-    return table[(table.batch_size == b) & np.isclose(table.lr, lr)].iloc[0]
+def test_orderings_of_science_md_hold(study):
+    result, _, _ = study
+    assert [f.verdict for f in result.findings] == ["agrees"] * 3, [f.markdown() for f in result.findings]
+    summary = result.tables["summary"].set_index("group")
+    assert summary.loc["SGD, B=1, lr=0.01", "test_acc"] < summary.loc["mini-batch, B=32", "test_acc"] - 0.1
+    assert 0.75 <= summary.loc["mini-batch, B=32", "test_acc"] <= 0.88
 
 
-def test_findings_over_five_seeds(study):
-    output, _ = study
-    table = output.table
-    b32, b500, b1_fast, b1_slow = row(table, 32, 0.01), row(table, 500, 0.01), row(table, 1, 0.01), row(table, 1, 0.001)
-    assert all(table.seeds == 5)
-    assert 0.78 <= b32.test_acc <= 0.86
-    assert b1_fast.test_acc < b32.test_acc
-    # Batch GD reaches 80% test accuracy later than B=32 (or never: then it is also later).
-    assert b32.reached_80pct == 1.0
-    assert b500.reached_80pct < 1.0 or b500.epoch_to_80pct_test > b32.epoch_to_80pct_test
-    # Late-epoch jitter of test accuracy shrinks as B grows.
-    assert b1_slow.jitter_last50_test > b32.jitter_last50_test > b500.jitter_last50_test
+def test_a_finding_recomputed_from_the_store(study):
+    result, db, _ = study
+    with Store(db) as store:
+        runs = store.load(steps=False)
+    # Final test accuracy of B=1 at lr 0.01, straight from the stored per-epoch series.
+    finals = [r.history["test_acc"][-1] for r in runs
+              if r.config.batch_size == 1 and np.isclose(r.config.optimizer.lr, 0.01)]
+    assert len(finals) == result.settings["seeds"]
+    mean = f"{np.mean(finals):.3g}"
+    assert f"B=1 lr 0.01: {mean} [" in result.findings[2].measured
+    # Epoch to 80%: recomputed independently for B=256 of the sweep.
+    epochs = []
+    for r in runs:
+        if r.config.batch_size == 256:
+            hit = np.flatnonzero(r.history["test_acc"] >= 0.8)
+            epochs.append(r.history["epoch"][hit[0]] if len(hit) else np.nan)
+    sweep = result.tables["sweep"].set_index("batch_size")
+    assert sweep.loc[256, "epoch_to_threshold"] == pytest.approx(np.nanmean(epochs))
 
 
-def test_outputs_written(study):
-    output, out = study
-    for name in ("learning_curves_acc.png", "learning_curves_loss.svg", "summary.md", "summary.csv"):
-        assert (out / name).stat().st_size > 100
-    assert "batch gradient descent (B=500) makes 25 updates" in output.reasoning
-    assert "makes 12,500" in output.reasoning
-    summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 4 and len(output.result.runs) == 20
+def test_outputs_and_study_record(study):
+    result, db, out = study
+    for name in ("learning_curves_acc", "learning_curves_loss", "sweep_learning_curves", "stability_vs_batch"):
+        for suffix in (".png", ".svg", ".csv"):
+            assert (out / f"{name}{suffix}").stat().st_size > 100
+    text = (out / "findings.md").read_text()
+    assert text.count("**agrees**") == 3 and "makes 100 updates while" in text and "50,000" in text
+    with Store(db) as store:
+        record = store.studies()["brownlee"]
+        stored = {r.run_id for r in store.load(steps=False)}
+    assert record["quick"] is True and record["settings"]["seeds"] == 3
+    assert set(result.run_ids) == stored and record["version"]
+    assert len(pd.read_csv(out / "runs.csv")) == len(result.run_ids) + 3  # B=32 is in both groups
+
+
+def test_rerun_trains_nothing(study, monkeypatch):
+    result, db, out = study
+    import batchlab.api
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a stored study must not train again")
+
+    monkeypatch.setattr(batchlab.api, "train_cohort", fail)
+    again = run_study(get_study("brownlee"), quick=True, db=db, out=out)
+    assert [f.measured for f in again.findings] == [f.measured for f in result.findings]

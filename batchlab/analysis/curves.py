@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# Settings that may differ between the runs of one study; a group is one combination of them.
-SETTINGS = ("data", "model", "optimizer", "batch_size", "lr", "momentum", "reduction", "drop_last", "shuffle", "epochs")
+from batchlab.config import setting_names
+
+# Every setting of the resolved config except the seeds; a group is one combination of them.
+SETTINGS = setting_names()
 
 
 def varying_settings(frame: pd.DataFrame) -> list[str]:
     """The settings columns that take more than one value (seeds excluded)."""
-    return [c for c in SETTINGS if c in frame and frame[c].nunique() > 1]
+    return [c for c in SETTINGS if c in frame and frame[c].nunique(dropna=False) > 1]
 
 
 def group_columns(frame: pd.DataFrame) -> list[str]:
@@ -20,14 +22,18 @@ def group_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def group_label(row: pd.Series | dict, columns: list[str]) -> str:
-    names = {"batch_size": "B", "lr": "lr", "momentum": "momentum"}
-    return ", ".join(f"{names.get(c, c)}={row[c]:g}" if isinstance(row[c], float) else f"{names.get(c, c)}={row[c]}"
+    names = {"batch_size": "B"}
+    def name(c: str) -> str:
+        return names.get(c, c.rsplit(".", 1)[-1])
+    if columns == ["group"]:
+        return str(row["group"])
+    return ", ".join(f"{name(c)}={row[c]:g}" if isinstance(row[c], float) else f"{name(c)}={row[c]}"
                      for c in columns)
 
 
 def seed_band(history: pd.DataFrame, metric: str, by: list[str], x: str = "epoch") -> pd.DataFrame:
     """Mean, std, min, max and number of seeds of ``metric`` per group and ``x`` value."""
-    grouped = history.groupby(by + [x])[metric]
+    grouped = history.groupby(by + [x], dropna=False)[metric]
     return grouped.agg(["mean", "std", "min", "max", "count"]).reset_index()
 
 
@@ -52,4 +58,19 @@ def late_variability(history: pd.DataFrame, metric: str, last: int = 50) -> pd.S
 def per_group(per_run: pd.Series, runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean and std over seeds of a per-run quantity, per group."""
     frame = runs.set_index("run_id")[by].join(per_run.rename("value"))
-    return frame.groupby(by)["value"].agg(["mean", "std", "count"]).reset_index()
+    return frame.groupby(by, dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
+
+
+def curves_table(history: pd.DataFrame, by: list[str] | None = None, metrics: tuple[str, ...] = ("acc", "loss"),
+                 x: str = "epoch") -> pd.DataFrame:
+    """Learning curves as data: per group, split (train/test), metric and ``x``, the mean,
+    min, max and count over seeds. ``by`` defaults to the settings that vary."""
+    by = by or group_columns(history)
+    parts = []
+    for metric in metrics:
+        for split in ("train", "test"):
+            band = seed_band(history, f"{split}_{metric}", by, x=x)
+            parts.append(band.assign(split=split, metric=metric))
+    table = pd.concat(parts, ignore_index=True)
+    table["panel"] = [group_label(row, by) for row in table[by].to_dict("records")]
+    return table

@@ -8,7 +8,7 @@ import numpy as np
 
 from batchlab.config import DataConfig
 from batchlab.data.builtin import BUILTIN, builtin_arrays
-from batchlab.data.dataset import Dataset, make_dataset, split, standardize
+from batchlab.data.dataset import Dataset, array_digest, make_dataset, split, standardize
 from batchlab.data.files import file_sha256, read_csv, read_npz
 from batchlab.errors import BatchlabError
 
@@ -52,14 +52,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 def from_arrays(x, y, x_test=None, y_test=None, *, name: str = "arrays", standardize: bool = False,
                 test_fraction: float = 0.2, split_seed: int = 0) -> tuple[Dataset, DataConfig]:
     """A Dataset from the user's own numpy arrays (Python API); the config carries their hash."""
-    import hashlib
-
-    digest = hashlib.sha256()
     parts = (x, y) if x_test is None else (x, y, x_test, y_test)
-    for part in parts:
-        arr = np.ascontiguousarray(np.asarray(part))
-        digest.update(str((arr.shape, arr.dtype.str)).encode())
-        digest.update(arr.tobytes())
-    cfg = DataConfig(name, standardize, test_fraction, split_seed, file_sha256=digest.hexdigest())
+    cfg = DataConfig(name, standardize, test_fraction, split_seed, file_sha256=array_digest(*parts))
     return _prepare(name, parts, cfg), cfg
 

@@ -28,6 +28,23 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the arrays' shapes, dtypes and contents: two datasets that share a name
+        but not their numbers never share stored runs."""
+        return array_digest(self.x_train, self.y_train, self.x_test, self.y_test)
+
+
+def array_digest(*arrays) -> str:
+    """SHA-256 over each array's shape, dtype and bytes, in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in arrays:
+        arr = np.ascontiguousarray(np.asarray(part))
+        digest.update(str((arr.shape, arr.dtype.str)).encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
 
 def as_features(x, what: str) -> np.ndarray:
     """Float32 feature array with at least one feature per sample; NaN/inf and non-numbers rejected."""

@@ -8,7 +8,6 @@ divergence, and a progress callback. Runs differ in learning rate, momentum and 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
@@ -25,31 +24,11 @@ from batchlab.engine.optim import make_optimizer
 from batchlab.engine.records import CohortRecorder, batch_counts
 from batchlab.engine.runtime import configure_cache
 from batchlab.engine.step import RunState
-from batchlab.engine.step_stats import output_names, uses_noise
+from batchlab.engine.step_stats import NOISE_STATE_SIZE, output_names, uses_noise
 from batchlab.models.base import Model
+from batchlab.results import RunResult
 
 MONITORABLE = EVAL_METRICS + ("train_loss_running", "train_acc_running")
-
-
-@dataclass
-class RunResult:
-    """One finished run: its config, status and recorded series (numpy arrays)."""
-
-    config: RunConfig
-    status: str  # "finished" | "early_stopped" | "diverged"
-    history: dict[str, np.ndarray]  # per epoch, epoch 0 included
-    steps: dict[str, np.ndarray]  # per optimizer update
-    best_epoch: int
-    diverged_step: int | None = None
-    compile_seconds: float = 0.0
-    train_seconds: float = 0.0
-    params: Any = field(default=None, repr=False)  # final (or restored best) parameters
-    version: str | None = None  # batchlab version that produced it (set when read from a store)
-    checkpoints: dict[int, Any] = field(default_factory=dict, repr=False)  # epoch -> parameters, when asked
-
-    @property
-    def run_id(self) -> str:
-        return self.config.run_id
 
 
 def prng_key(seed: int) -> np.ndarray:
@@ -66,7 +45,7 @@ def _start_program(model: Model, opt_cfg, instruments: tuple[str, ...]):
         opt_state = make_optimizer(opt_cfg, lr, momentum).init(params)
         run = RunState(params, model_state, opt_state, lr, momentum, jnp.int32(0), jnp.int32(-1), dropout_key,
                        init_params=params if "dist_init" in instruments else None,
-                       noise_ema=jnp.zeros(3) if uses_noise(instruments) else None)
+                       noise_ema=jnp.zeros(NOISE_STATE_SIZE) if uses_noise(instruments) else None)
         return run, evaluate_run(run, data, model=model)
 
     return jax.jit(jax.vmap(start_one, in_axes=(0, 0, 0, 0, None)))
@@ -111,18 +90,22 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     # Per-step norms are cheap over one flat parameter vector (``engine/flat.py``).
     model, to_tree = flat_model(model) if first.instruments else (model, unchanged)
     n, r = dataset.n_train, len(configs)
-    steps = budget.steps_per_epoch(n, first.batch_size, first.drop_last)
     data = EpochData.from_dataset(dataset)
     orders = EpochOrders([c.data_seed for c in configs], n, first.shuffle)
     start_args = (np.stack([prng_key(c.init_seed) for c in configs]),
                   np.stack([prng_key(c.dropout_seed) for c in configs]),
                   np.array([c.optimizer.lr for c in configs], np.float32),
                   np.array([c.optimizer.momentum for c in configs], np.float32), data)
-    epoch_program = jax.jit(jax.vmap(
-        partial(run_epoch, model=model, optimizer=first.optimizer, batch_size=first.batch_size,
-                steps=steps, reduction=first.reduction, micro_batch=first.micro_batch,
-                instruments=first.instruments),
-        in_axes=(0, 0, 0, None)))
+    # One compiled epoch per batch size the runs use (phases may switch it), reused across epochs.
+    sizes = list(dict.fromkeys([first.batch_size] + [p.batch_size for p in first.phases if p.batch_size]))
+    steps = {b: budget.steps_per_epoch(n, b, first.drop_last) for b in sizes}
+
+    def epoch_program(batch_size: int):
+        return jax.jit(jax.vmap(
+            partial(run_epoch, model=model, optimizer=first.optimizer, batch_size=batch_size,
+                    steps=steps[batch_size], reduction=first.reduction, micro_batch=first.micro_batch,
+                    instruments=first.instruments),
+            in_axes=(0, 0, 0, None)))
 
     t_compile = time.perf_counter()
     # JAX's default "partitionable" threefry makes XLA's CPU compiler take up to 4x longer on
@@ -132,11 +115,12 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         start_fn = _start_program(model, first.optimizer, first.instruments).lower(*start_args).compile()
         runs, metrics0 = start_fn(*start_args)
         active = np.ones(r, bool)
-        epoch_fn = epoch_program.lower(runs, active, jax.ShapeDtypeStruct((r, n), jnp.int32), data).compile()
+        order_shape = jax.ShapeDtypeStruct((r, n), jnp.int32)
+        programs = {b: epoch_program(b).lower(runs, active, order_shape, data).compile() for b in sizes}
     compile_seconds = time.perf_counter() - t_compile
 
     t0 = time.perf_counter()
-    recorder = CohortRecorder(r, batch_counts(n, first.batch_size, steps), _host(metrics0))
+    recorder = CohortRecorder(r, _host(metrics0))
     stopper = EarlyStopper(first.early_stopping, r)
     restore_best = first.early_stopping is not None and first.early_stopping.restore_best
     best_params = runs.params
@@ -147,15 +131,24 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     # are processed: host bookkeeping overlaps device work.
     ahead = first.early_stopping is None
     step_names = output_names(first.instruments)
-    pending = epoch_fn(runs, active, orders.next(), data)
+
+    def dispatch(runs, epoch: int):
+        """Start epoch ``epoch``: a phase that begins here sets its learning rate first."""
+        for phase in first.phases:
+            if phase.epoch == epoch - 1 and phase.lr is not None:
+                runs = runs._replace(lr=jnp.full_like(runs.lr, phase.lr))
+        return programs[first.batch_size_at(epoch)](runs, active, orders.next(), data)
+
+    pending = dispatch(runs, 1)
     for epoch in range(1, first.epochs + 1):
         t_start = time.perf_counter() - t0
         runs, per_step, metrics = pending
         if ahead and epoch < first.epochs:
-            pending = epoch_fn(runs, active, orders.next(), data)
+            pending = dispatch(runs, epoch + 1)
         per_step = dict(zip(step_names, np.moveaxis(np.asarray(per_step), -1, 0)))
         metrics = dict(zip(EVAL_METRICS, np.asarray(metrics).T))
-        diverged = recorder.add_epoch(epoch, active, np.asarray(runs.diverged_step), per_step, metrics,
+        size = first.batch_size_at(epoch)
+        diverged = recorder.add_epoch(epoch, batch_counts(n, size, steps[size]), active, np.asarray(runs.diverged_step), per_step, metrics,
                                       t_start, time.perf_counter() - t0)
         if epoch in checkpoints:
             saved[epoch] = _host_tree(to_tree(runs.params))
@@ -170,7 +163,7 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         if not active.any():
             break
         if not ahead and epoch < first.epochs:
-            pending = epoch_fn(runs, active, orders.next(), data)
+            pending = dispatch(runs, epoch + 1)
     train_seconds = time.perf_counter() - t0
 
     final_params = to_tree(best_params if restore_best else runs.params)  # Keras' restore_best_weights

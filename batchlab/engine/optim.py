@@ -20,11 +20,27 @@ def make_optimizer(cfg: OptimizerConfig, lr=None, momentum=None) -> optax.Gradie
     """The optimizer ``cfg`` names; ``lr``/``momentum`` override its values (they may be traced)."""
     lr = cfg.lr if lr is None else lr
     momentum = cfg.momentum if momentum is None else momentum
-    if cfg.warmup_steps:  # lr * min(1, (update + 1) / warmup_steps)
+    if cfg.warmup_steps or cfg.schedule != "constant":
         peak = lr
-        lr = lambda count: peak * jnp.minimum(1.0, (count + 1) / cfg.warmup_steps)  # noqa: E731
+        lr = lambda count: peak * lr_factor(cfg, count)  # noqa: E731
     if cfg.name == "sgd":
         return optax.sgd(learning_rate=lr, momentum=momentum, nesterov=cfg.nesterov)
     if cfg.name == "adam":
         return optax.adam(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     raise ValueError(f"unknown optimizer {cfg.name!r}")
+
+
+def lr_factor(cfg: OptimizerConfig, count):
+    """The schedule's multiplier of the base learning rate at update ``count`` (0-based):
+    linear warmup ``min(1, (count + 1) / warmup_steps)`` times the decay (step or cosine)."""
+    count = jnp.asarray(count, jnp.float32)
+    factor = jnp.ones(())
+    if cfg.warmup_steps:
+        factor = jnp.minimum(1.0, (count + 1) / cfg.warmup_steps)
+    if cfg.schedule == "step":
+        drops = sum((count >= boundary) for boundary in cfg.schedule_steps)
+        factor = factor * cfg.decay ** drops
+    elif cfg.schedule == "cosine":
+        progress = jnp.minimum(count / cfg.schedule_steps[0], 1.0)
+        factor = factor * (cfg.decay + (1.0 - cfg.decay) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
+    return factor

@@ -21,8 +21,7 @@ def batch_counts(n: int, batch_size: int, steps: int) -> np.ndarray:
 class CohortRecorder:
     """Collects the records of the runs of one cohort, epoch by epoch."""
 
-    def __init__(self, runs: int, counts: np.ndarray, metrics0: dict[str, np.ndarray]):
-        self.counts = counts
+    def __init__(self, runs: int, metrics0: dict[str, np.ndarray]):
         self.steps_done = np.zeros(runs, np.int64)
         self.samples_done = np.zeros(runs, np.int64)
         self.diverged_step = np.full(runs, -1, np.int64)
@@ -32,9 +31,10 @@ class CohortRecorder:
             "train_loss_running": np.full(runs, np.nan), "train_acc_running": np.full(runs, np.nan)}]
         self.step_chunks: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []  # (applied mask, series)
 
-    def add_epoch(self, epoch: int, active: np.ndarray, diverged_step: np.ndarray, per_step: dict[str, np.ndarray],
+    def add_epoch(self, epoch: int, counts: np.ndarray, active: np.ndarray, diverged_step: np.ndarray, per_step: dict[str, np.ndarray],
                   metrics: dict[str, np.ndarray], t_start: float, t_end: float) -> np.ndarray:
-        """Record one epoch; returns which runs diverged during it."""
+        """Record one epoch (``counts``: real examples in each of its batches); returns which
+        runs diverged during it."""
         r, steps = per_step["mb_loss"].shape
         newly_diverged = active & (diverged_step >= 0) & (self.diverged_step < 0)
         # Updates that happened: all of an active run's, up to (excluding) a diverging one.
@@ -42,7 +42,7 @@ class CohortRecorder:
         applied = active[:, None] & (np.arange(steps)[None, :] < cutoff[:, None])
         self.diverged_step = np.where(newly_diverged, diverged_step, self.diverged_step)
 
-        weights = applied * self.counts[None, :]
+        weights = applied * counts[None, :]
         step_numbers = self.steps_done[:, None] + np.cumsum(applied, axis=1)
         samples = self.samples_done[:, None] + np.cumsum(weights, axis=1)
         fraction = np.arange(1, steps + 1) / steps

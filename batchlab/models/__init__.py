@@ -11,7 +11,27 @@ from batchlab.models.mlp import mlp
 
 MODELS = ("mlp", "logreg", "cnn")
 
-__all__ = ["Model", "MODELS", "build_model", "check_model_config"]
+__all__ = ["Model", "MODELS", "build_model", "check_model_config", "fingerprint"]
+
+
+def fingerprint(model: Model, dataset) -> str:
+    """What identifies a model given as code: SHA-256 of its parameter tree (structure,
+    shapes, dtypes and initial values at seed 0) and of its evaluation-mode outputs on the
+    first 16 training rows (so two models with equal weights but different forward passes
+    differ too). Outputs are rounded to 5 significant digits, so float reassociation on
+    another device does not change the identity."""
+    import jax
+    import numpy as np
+
+    from batchlab.data.dataset import array_digest
+
+    params, state = model.init(jax.random.PRNGKey(0))
+    leaves, treedef = jax.tree.flatten((params, state))
+    logits, _ = model.apply(params, state, dataset.x_train[:16], train=False, key=None)
+    rounded = np.asarray(logits, np.float64)
+    scale = 10.0 ** (4 - np.floor(np.log10(np.maximum(np.abs(rounded), 1e-30))))
+    rounded = np.round(rounded * scale) / scale
+    return array_digest(np.frombuffer(str(treedef).encode(), np.uint8), *map(np.asarray, leaves), rounded)[:32]
 
 
 def check_model_config(cfg: ModelConfig) -> None:

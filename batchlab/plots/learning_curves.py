@@ -12,42 +12,54 @@ matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from batchlab.analysis.curves import group_columns, group_label, seed_band  # noqa: E402
+from batchlab.analysis.curves import curves_table  # noqa: E402
 
 LINES = {"train": "tab:blue", "test": "tab:orange"}
 
 
 def learning_curves(history: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", ncols: int = 4,
-                    title: str | None = None) -> plt.Figure:
-    """``metric`` is ``acc`` or ``loss``: draws ``train_<metric>`` and ``test_<metric>`` per panel."""
-    by = group_columns(history)
-    groups = history[by].drop_duplicates().sort_values(by).to_dict("records")
-    ncols = min(ncols, len(groups))
-    nrows = math.ceil(len(groups) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), sharex=True, sharey=True,
+                    title: str | None = None, by: list[str] | None = None) -> plt.Figure:
+    """``metric`` is ``acc`` or ``loss``: draws ``train_<metric>`` and ``test_<metric>`` per panel
+    (panels: ``by``, default the settings that vary between runs)."""
+    return band_curves(curves_table(history, by, (metric,), x=x), metric, x=x, ncols=ncols, title=title)
+
+
+def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", ncols: int = 4,
+                title: str | None = None) -> plt.Figure:
+    """Draw a :func:`batchlab.analysis.curves.curves_table`: one panel per ``panel`` value.
+
+    Loss panels use a log axis, so the epoch-0 loss and a run that blows up do not squash
+    the rest of the curve.
+    """
+    table = table[table.metric == metric]
+    panels = list(dict.fromkeys(table.panel))
+    ncols = min(ncols, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 0.5), sharex=True, sharey=True,
                              squeeze=False)
-    for ax in axes.flat[len(groups):]:
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    n = history.groupby("run_id")["epoch"].size().max()
-    for ax, group in zip(axes.flat, groups):
-        sel = (history[by] == pd.Series(group)).all(axis=1)
-        runs = history[sel]
+    for ax, panel in zip(axes.flat, panels):
+        sel = table[table.panel == panel]
         for split, colour in LINES.items():
-            band = seed_band(runs, f"{split}_{metric}", [], x=x)
+            band = sel[sel.split == split].sort_values(x)
             ax.plot(band[x], band["mean"], color=colour, lw=1.2, label=split)
             if band["count"].max() > 1:
                 ax.fill_between(band[x], band["min"], band["max"], color=colour, alpha=0.2, lw=0)
-        seeds = runs["run_id"].nunique()
-        ax.set_title(group_label(group, by) + (f"  ({seeds} seeds)" if seeds > 1 else ""), fontsize=9)
+        seeds = int(sel["count"].max())
+        ax.set_title(panel + (f"  ({seeds} seeds)" if seeds > 1 else ""), fontsize=9)
         ax.grid(alpha=0.3)
+        if metric == "loss":
+            ax.set_yscale("log")
     for ax in axes[-1]:
-        ax.set_xlabel(x)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
-        ax.set_ylabel(metric)
+        ax.set_ylabel("accuracy" if metric == "acc" else "loss (cross-entropy, log scale)")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title or f"Learning curves ({metric}; mean over seeds, band = min..max; {n} records per run)",
-                 fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(title or f"Learning curves ({metric})", fontsize=10)
+    fig.text(0.5, 0.005, "line: mean over seeds; band: min..max over seeds", ha="center", fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     return fig
 
 

@@ -7,7 +7,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from batchlab.engine.cohort import RunResult
+from batchlab.config import flat_settings
+from batchlab.results import RunResult
 
 
 def encode(values: np.ndarray) -> tuple[str, bytes]:
@@ -21,14 +22,9 @@ def decode(dtype: str, data: bytes) -> np.ndarray:
 
 
 def run_columns(res: RunResult) -> dict:
-    """The settings that tell runs apart, as flat columns."""
-    cfg = res.config
-    return {
-        "run_id": res.run_id, "data": cfg.data.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
-        "batch_size": cfg.batch_size, "lr": cfg.optimizer.lr, "momentum": cfg.optimizer.momentum,
-        "epochs": cfg.epochs, "seed": cfg.seed, "reduction": cfg.reduction, "drop_last": cfg.drop_last,
-        "shuffle": cfg.shuffle,
-    }
+    """The run's id and every setting of its resolved config, as flat columns
+    (:func:`batchlab.config.flat_settings`)."""
+    return {"run_id": res.run_id, **flat_settings(res.config)}
 
 
 def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:

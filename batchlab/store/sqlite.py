@@ -5,8 +5,10 @@ resolved config as JSON, batchlab version, status, summary numbers), ``series`` 
 row per recorded array: per-epoch or per-step values of one metric, stored as raw
 little-endian bytes) and ``measurements`` (what checkpoint instruments measured on a run's
 saved parameters: a list of records as JSON per instrument and epoch), ``sweeps`` and
-``sweep_runs`` (which runs a named sweep is made of, recorded before any of them trains). A killed process loses at most the cohort in flight; finished runs
-are never touched again unless re-run with ``force``.
+``sweep_runs`` (which runs a named sweep is made of, recorded before any of them trains) and
+``studies`` (each study's settings, version, runs and outputs, so a report can be rebuilt without
+retraining). A killed process loses at most the cohort in flight; finished runs are never
+touched again unless re-run with ``force``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from batchlab.config import run_config_from_dict
-from batchlab.engine.cohort import RunResult
+from batchlab.results import RunResult
 from batchlab.errors import StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FORMAT = "batchlab-store"
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+# Additive upgrades: a store of an older schema gets these statements on first open.
+MIGRATIONS = {"2": "CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);"}
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = """
@@ -60,6 +64,7 @@ CREATE TABLE measurements (
 );
 CREATE TABLE sweeps (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE sweep_runs (sweep TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (sweep, run_id));
+CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -90,7 +95,11 @@ class Store:
                 meta = dict(self._db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
                 if meta.get("format") != FORMAT:
                     raise StoreError(f"{self.path} is an SQLite database but not a batchlab store; refusing to touch it")
-                if meta.get("schema_version") != SCHEMA_VERSION:
+                if meta.get("schema_version") in MIGRATIONS:
+                    with self._db:
+                        self._db.executescript(MIGRATIONS[meta["schema_version"]])
+                        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+                elif meta.get("schema_version") != SCHEMA_VERSION:
                     raise StoreError(f"{self.path} has store schema {meta.get('schema_version')}, "
                                      f"this batchlab reads {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -137,7 +146,21 @@ class Store:
             self._db.execute("DELETE FROM sweep_runs WHERE sweep = ?", (name,))
             self._db.executemany("INSERT INTO sweep_runs VALUES (?, ?)", [(name, r) for r in run_ids])
 
+    def write_study(self, name: str, record: dict) -> None:
+        """Record (replace) a study's last run: its settings, version, run ids and outputs."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO studies VALUES (?, ?)",
+                             (name, json.dumps(record, sort_keys=True, default=str)))
+
     # ------------------------------------------------------------------ reading
+
+    def studies(self) -> dict[str, dict]:
+        """Recorded studies by name (see :meth:`write_study`)."""
+        return {name: json.loads(record) for name, record in self._db.execute("SELECT name, record FROM studies")}
+
+    def measured(self, instrument: str) -> set[tuple[str, int]]:
+        """(run_id, epoch) pairs that hold records of ``instrument``."""
+        return set(self._db.execute("SELECT run_id, epoch FROM measurements WHERE instrument = ?", (instrument,)))
 
     def sweeps(self) -> dict[str, dict]:
         return {name: json.loads(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}

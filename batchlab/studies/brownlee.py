@@ -1,104 +1,138 @@
 """Brownlee (2019): batch size controls the stability of training (``science.md`` section 2).
 
 Blobs (500 train / 500 test), MLP 2-50(relu, he_uniform)-3, SGD lr 0.01 momentum 0.9,
-200 epochs, reshuffled each epoch, batch-mean cross-entropy. Four settings:
-batch GD (B=500), SGD at lr 0.01 (too large for B=1) and at lr 0.001, and mini-batch B=32.
-The study measures, over seeds, what the article shows in single runs: when test accuracy
-first reaches 80%, how much it jitters over the last 50 epochs, and where each ends.
+200 epochs, reshuffled each epoch, batch-mean cross-entropy. The four runs of the article
+(batch GD B=500, SGD at lr 0.01 and 0.001, mini-batch B=32) and its sweep B in
+{4, ..., 450} at lr 0.01, over seeds. Measured: when test accuracy first reaches 80%, how
+much it jitters over the last 50 epochs, and where each run ends.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import pandas as pd
 
 from batchlab import budget
-from batchlab.analysis.curves import first_reaching, late_variability, per_group
-from batchlab.api import Progress, TrainResult, build_configs, run_configs
-from batchlab.config import ModelConfig
-from batchlab.data import load_dataset, resolve_data_config
-from batchlab.models import build_model
-from batchlab.plots import learning_curves, save_figure
+from batchlab.analysis.curves import curves_table, first_reaching, late_variability
+from batchlab.analysis.findings import Finding, compare, interval, trend
+from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
 
-SETTINGS = ((500, 0.01), (1, 0.01), (1, 0.001), (32, 0.01))  # (batch size, learning rate)
-THRESHOLD = 0.80
-LAST_EPOCHS = 50
+SOURCE = "Brownlee, How to Control the Stability of Training Neural Networks With the Batch Size (2019)"
+FOUR = (("batch GD, B=500", 500, 0.01), ("SGD, B=1, lr=0.01", 1, 0.01), ("SGD, B=1, lr=0.001", 1, 0.001),
+        ("mini-batch, B=32", 32, 0.01))
 
 
-@dataclass
-class StudyOutput:
-    result: TrainResult
-    table: pd.DataFrame  # one row per setting, measured over seeds
-    files: list[Path]
-    reasoning: str
+def grids(s: dict) -> list[Grid]:
+    common = dict(data="blobs", model="mlp", hidden=(50,), epochs=s["epochs"], momentum=0.9, seeds=s["seeds"])
+    runs = [Grid(label, dict(common, batch_size=b, lr=lr)) for label, b, lr in FOUR]
+    return runs + [Grid("sweep", dict(common, batch_size=list(s["sweep_batch_sizes"]), lr=s["sweep_lr"]))]
 
 
-def run(out: str | Path, *, seeds: int = 5, epochs: int = 200, db: str | Path | None = None,
-        force: bool = False, progress: Progress | None = None) -> StudyOutput:
-    data_cfg = resolve_data_config("blobs")
-    dataset = load_dataset(data_cfg)
-    model_cfg = ModelConfig("mlp", (50,), "relu", "he_uniform")
-    net = build_model(model_cfg, dataset.sample_shape, dataset.num_classes)
-    configs = [c for b, lr in SETTINGS
-               for c in build_configs(data_cfg, dataset.n_train, model_cfg, batch_size=b, epochs=epochs, lr=lr,
-                                      momentum=0.9, seeds=seeds)]
-    result = run_configs(configs, dataset, net, db=db, force=force, progress=progress)
-    table = measure(result)
-    out = Path(out)
-    files = []
-    history = result.history
-    for metric in ("acc", "loss"):
-        fig = learning_curves(history, metric, ncols=2,
-                              title=f"Brownlee blobs MLP, SGD momentum 0.9: {metric} vs epoch, {seeds} seeds")
-        files += save_figure(fig, out / f"learning_curves_{metric}")
-    reasoning = explain(dataset.n_train, min(25, epochs))
-    files += write_summary(out, table, reasoning, result)
-    return StudyOutput(result, table, files, reasoning)
+def per_run(data: StudyData, s: dict) -> pd.DataFrame:
+    """One row per run: group, B, lr, final accuracies, epoch to the threshold, late jitter."""
+    runs = data.summary.set_index("run_id")
+    table = runs[["group", "batch_size", "lr", "seed", "train_acc", "test_acc"]].copy()
+    table["epoch_to_threshold"] = first_reaching(data.history, "test_acc", s["threshold"])
+    table["late_jitter"] = late_variability(data.history, "test_acc", s["last_epochs"])
+    return table.reset_index()
 
 
-def measure(result: TrainResult) -> pd.DataFrame:
-    """Per (B, lr): final accuracies, epoch to 80% test accuracy, late jitter; mean and std over seeds."""
-    history, runs = result.history, result.summary
-    by = ["batch_size", "lr"]
-    columns = {
-        "train_acc": runs.set_index("run_id")["train_acc"],
-        "test_acc": runs.set_index("run_id")["test_acc"],
-        "epoch_to_80pct_test": first_reaching(history, "test_acc", THRESHOLD),
-        "jitter_last50_test": late_variability(history, "test_acc", LAST_EPOCHS),
+def by_setting(runs: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Mean and 95% interval over seeds of each per-run quantity."""
+    rows = []
+    for values, group in runs.groupby(key, sort=False):
+        row = dict(zip(key, values if isinstance(values, tuple) else (values,)), seeds=len(group))
+        for name in ("train_acc", "test_acc", "epoch_to_threshold", "late_jitter"):
+            iv = interval(group[name])
+            row.update({name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high})
+        row["reached"] = float(group.epoch_to_threshold.notna().mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
+    runs = per_run(data, s)
+    four = runs[runs.group != "sweep"]
+    sweep = runs[runs.group == "sweep"]
+    history = data.history
+    return {
+        "runs": runs,
+        "summary": by_setting(four, ["group", "batch_size", "lr"]),
+        "sweep": by_setting(sweep, ["batch_size"]).sort_values("batch_size"),
+        "curves": curves_table(history[history.group != "sweep"], ["group"]),
+        "sweep_curves": curves_table(history[history.group == "sweep"], ["batch_size"], ("acc",)),
     }
-    table = None
-    for name, values in columns.items():
-        stats = per_group(values, runs, by).rename(columns={"mean": name, "std": f"{name}_std", "count": "seeds"})
-        table = stats if table is None else table.merge(stats.drop(columns="seeds"), on=by)
-    reached = per_group(columns["epoch_to_80pct_test"].notna().astype(float), runs, by)["mean"]
-    table["reached_80pct"] = reached.to_numpy()
-    order = {s: i for i, s in enumerate(SETTINGS)}
-    table["order"] = [order.get((b, lr), 99) for b, lr in zip(table.batch_size, table.lr)]
-    return table.sort_values("order").drop(columns="order").reset_index(drop=True)
 
 
-def explain(n: int, epochs: int) -> str:
+def _learning_curves(metric: str):
+    def draw(tables, s):
+        from batchlab.plots.learning_curves import band_curves
+
+        return band_curves(tables["curves"], metric, ncols=2, title=(
+            f"Brownlee blobs MLP 2-50-3, SGD momentum 0.9: {metric} vs epoch, {s['seeds']} seeds"))
+    return draw
+
+
+def _sweep_grid(tables, s):
+    from batchlab.plots.learning_curves import band_curves
+
+    return band_curves(tables["sweep_curves"], "acc", ncols=4, title=(
+        f"Brownlee sweep: accuracy vs epoch for each batch size, lr {s['sweep_lr']:g}, {s['seeds']} seeds"))
+
+
+def _stability(tables, s):
+    from batchlab.plots.stability import stability_figure
+
+    return stability_figure(tables["sweep"], s["threshold"], s["last_epochs"],
+                            title=f"Brownlee blobs sweep (lr {s['sweep_lr']:g}, momentum 0.9, {s['seeds']} seeds)")
+
+
+def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
+    runs, sweep = tables["runs"], tables["runs"][tables["runs"].group == "sweep"]
+    sizes = sorted(int(b) for b in sweep.batch_size.unique())
+    threshold = f"{s['threshold']:.0%}"
+    # A run that never reaches the threshold counts as reaching it after the last epoch.
+    reach = [sweep[sweep.batch_size == b].epoch_to_threshold.fillna(s["epochs"] + 1) for b in sizes]
+    slope, verdict = trend(sizes, reach, "increasing")
+    out = [Finding(f"the epoch at which test accuracy first reaches {threshold} grows with B", SOURCE,
+                   f"slope {slope.format(3)} epochs per doubling of B over B in {sizes} "
+                   f"(never reached counted as epoch {s['epochs'] + 1})", verdict)]
+    jitter = [sweep[sweep.batch_size == b].late_jitter for b in sizes]
+    slope, verdict = trend(sizes, jitter, "decreasing")
+    out.append(Finding(f"test accuracy jitters less over the last {s['last_epochs']} epochs as B grows", SOURCE,
+                       f"slope {slope.format(3)} (std of epoch-to-epoch change) per doubling of B", verdict))
+    fast, b32 = runs[runs.group == FOUR[1][0]], runs[runs.group == FOUR[3][0]]
+    diff, verdict = compare(fast.test_acc, b32.test_acc, "less")
+    out.append(Finding("B=1 at lr 0.01 ends clearly below B=32 (lr too large for B=1)", SOURCE,
+                       f"final test acc B=1 lr 0.01: {interval(fast.test_acc).format(3)}, B=32: "
+                       f"{interval(b32.test_acc).format(3)}; difference {diff.format(3)}", verdict))
+    return out
+
+
+def notes(tables, s: dict) -> list[str]:
+    n, epochs = 500, s["epochs"]
     gd, sgd = budget.plan(n, n, epochs), budget.plan(n, 1, epochs)
-    return (f"In {epochs} epochs batch gradient descent (B={n}) makes {gd.total_steps:,} updates, "
-            f"while stochastic gradient descent (B=1) makes {sgd.total_steps:,}.")
+    early = min(25, epochs)
+    return [f"In {epochs} epochs batch gradient descent (B={n}) makes {gd.total_steps:,} updates while "
+            f"stochastic gradient descent (B=1) makes {sgd.total_steps:,}; after {early} epochs, "
+            f"{budget.plan(n, n, early).total_steps:,} against {budget.plan(n, 1, early).total_steps:,}. "
+            "More updates per epoch is why small batches learn fast in epochs, and noisier updates why "
+            "they jitter."]
 
 
-def write_summary(out: Path, table: pd.DataFrame, reasoning: str, result: TrainResult) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "summary.csv", out / "summary.md"
-    table.to_csv(csv_path, index=False)
-    lines = ["# Brownlee reproduction: batch size and the stability of training", "",
-             reasoning, "",
-             "| B | lr | seeds | train acc | test acc | epoch to 80% test | reached 80% | jitter (last 50) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in table.itertuples():
-        lines.append(f"| {row.batch_size} | {row.lr:g} | {row.seeds} | {row.train_acc:.3f} ± {row.train_acc_std:.3f} "
-                     f"| {row.test_acc:.3f} ± {row.test_acc_std:.3f} | {row.epoch_to_80pct_test:.1f} "
-                     f"| {row.reached_80pct:.0%} | {row.jitter_last50_test:.4f} |")
-    lines += ["", "Accuracies at the last epoch, mean ± std over seeds. Epoch to 80%: mean over the seeds that "
-              "reached it. Jitter: std of the epoch-to-epoch change of test accuracy over the last 50 epochs.",
-              "", "Figures: learning_curves_acc.png, learning_curves_loss.png", ""]
-    md_path.write_text("\n".join(lines))
-    return [csv_path, md_path]
+STUDY = Study(
+    name="brownlee",
+    question="Does batch size control the stability of training?",
+    source=SOURCE,
+    defaults=dict(seeds=5, epochs=200, sweep_batch_sizes=(4, 8, 16, 32, 64, 128, 256, 450), sweep_lr=0.01,
+                  threshold=0.80, last_epochs=50),
+    quick=dict(seeds=3, epochs=100, sweep_batch_sizes=(4, 32, 256), last_epochs=30),
+    grids=grids,
+    analyse=analyse,
+    figures=(FigureSpec("learning_curves_acc", _learning_curves("acc"), "curves"),
+             FigureSpec("learning_curves_loss", _learning_curves("loss"), "curves"),
+             FigureSpec("sweep_learning_curves", _sweep_grid, "sweep_curves"),
+             FigureSpec("stability_vs_batch", _stability, "sweep")),
+    findings=findings,
+    notes=notes,
+    minutes=(1.0, 0.3),
+)

@@ -114,7 +114,12 @@ def measure_checkpoint(net, params, x, y, sizes: list[int], *, trials: int, redu
                 points.append({"sampling": "with" if replace else "without", "reduction": reduction,
                                "batch_size": b, "mean_norm": norms.mean(), "std_norm": norms.std(ddof=1),
                                "mean_sq_norm": sq.mean(), "theory_sq_norm": th,
-                               "update_size": lr * norms.mean(), "update_size_std": lr * norms.std(ddof=1)})
+                               "update_size": lr * norms.mean(), "update_size_std": lr * norms.std(ddof=1),
+                               # RMS = sqrt(mean ||g_B||^2) is compared with the theory sqrt(E||g_B||^2) (the mean
+                               # norm lies below it by Jensen); quantiles give a spread that stays positive on log axes.
+                               "rms_norm": np.sqrt(sq.mean()),
+                               **dict(zip(("q05_norm", "q50_norm", "q95_norm"),
+                                          np.quantile(norms, [0.05, 0.5, 0.95])))})
     row = {**stats, "gradient_seconds": t_grads, "monte_carlo_seconds": time.perf_counter() - start}
     # Exponent k of E||batch-sum gradient||^2 ~ B^k (1: noise dominates, 2: the mean gradient does).
     first = [p for p in points if (p["sampling"], p["reduction"]) == (points[0]["sampling"], points[0]["reduction"])]

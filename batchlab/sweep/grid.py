@@ -103,18 +103,14 @@ def expand(spec: SweepSpec, data_cfg: DataConfig, model_cfg: ModelConfig, n_trai
     kind, amount = parse_budget(spec.budget)
     if spec.lr_scaling is not None and spec.lr_scaling not in SCALING_RULES:
         raise BatchlabError(f"unknown lr scaling {spec.lr_scaling!r}: choose linear or sqrt")
-    if spec.warmup_epochs < 0:
-        raise BatchlabError(f"warmup epochs must be >= 0, got {spec.warmup_epochs}")
     configs: list[RunConfig] = []
     for b in sizes:
         epochs = epochs_for(kind, amount, n_train, b)
         lrs = ([scaled_lr(spec.lr_scaling, spec.base_lr, spec.base_batch, b)] if spec.lr_scaling
                else spec.lr)
-        runs = build_configs(data_cfg, n_train, model_cfg, batch_size=b, epochs=epochs, lr=lrs,
-                             momentum=spec.momentum, seeds=spec.seeds, optimizer=spec.optimizer)
-        warmup = round(spec.warmup_epochs * budget.steps_per_epoch(n_train, b))
-        configs += [dataclasses.replace(c, optimizer=dataclasses.replace(c.optimizer, warmup_steps=warmup))
-                    for c in runs] if warmup else runs
+        configs += build_configs(data_cfg, n_train, model_cfg, batch_size=b, epochs=epochs, lr=lrs,
+                                 momentum=spec.momentum, seeds=spec.seeds, optimizer=spec.optimizer,
+                                 warmup_epochs=spec.warmup_epochs)
     if not configs:
         raise BatchlabError("the sweep grid is empty")
     return configs

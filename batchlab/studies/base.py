@@ -1,0 +1,143 @@
+"""What a study is: a declaration, run by one runner (``studies/runner.py``).
+
+A :class:`Study` names the question and its source, its settings (faithful defaults and a
+``quick`` size), the runs (``grids``: keyword arguments of :func:`batchlab.train`, one
+:class:`Grid` per group of runs), what is measured on saved parameters (``checkpoints``),
+the analysis that turns the stored runs into tables, the figures drawn from those tables
+and the findings computed from them. Nothing in a study trains, stores or writes files
+itself: the runner does that, the same way for every study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from batchlab.config import RunConfig
+from batchlab.errors import BatchlabError
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from batchlab.analysis.findings import Finding
+    from batchlab.data import Dataset
+    from batchlab.models import Model
+
+Settings = dict[str, Any]
+Tables = dict[str, "pd.DataFrame"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A group of runs: ``train`` holds keyword arguments of :func:`batchlab.train` (lists
+    make a grid: batch sizes x lrs x seeds); ``label`` names the group in tables and figures."""
+
+    label: str
+    train: dict[str, Any]
+
+
+@dataclass
+class Checkpoint:
+    """What one checkpoint instrument sees: a run, an epoch and the parameters saved there."""
+
+    config: RunConfig
+    epoch: int
+    params: Any
+    dataset: "Dataset"
+    model: "Model"
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class CheckpointInstrument:
+    """A measurement on saved parameters: ``measure`` returns the records stored under
+    ``name`` for each of ``epochs`` (of the runs of the grids labelled ``grids``; all if None)."""
+
+    name: str
+    epochs: tuple[int, ...]
+    measure: Callable[[Checkpoint], list[dict]]
+    grids: tuple[str, ...] | None = None
+
+    def applies_to(self, label: str) -> bool:
+        return self.grids is None or label in self.grids
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure drawn from the analysis tables; ``table`` is written beside it as CSV."""
+
+    name: str
+    draw: Callable[[Tables, Settings], "plt.Figure"]
+    table: str
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    question: str
+    source: str
+    defaults: Settings
+    grids: Callable[[Settings], list[Grid]]
+    analyse: Callable[["StudyData", Settings], Tables]
+    figures: tuple[FigureSpec, ...]
+    findings: Callable[[Tables, Settings], list["Finding"]]
+    quick: Settings = field(default_factory=dict)  # overrides of ``defaults`` at --quick size
+    checkpoints: Callable[[Settings], list[CheckpointInstrument]] = lambda settings: []
+    notes: Callable[[Tables, Settings], list[str]] = lambda tables, settings: []  # computed explanations
+    steps: bool = False  # whether the analysis reads per-step records (they can be large)
+    minutes: tuple[float, float] = (1.0, 0.2)  # estimated wall time here (faithful, quick), 2-core CPU
+
+    def settings(self, quick: bool = False, overrides: dict[str, Any] | None = None) -> Settings:
+        """Defaults, then the quick size, then the user's overrides (each checked and typed
+        like the default it replaces)."""
+        settings = dict(self.defaults)
+        if quick:
+            settings.update(self.quick)
+        for key, value in (overrides or {}).items():
+            if key not in settings:
+                raise BatchlabError(f"study {self.name!r} has no setting {key!r}; "
+                                    f"its settings: {', '.join(sorted(settings))}")
+            settings[key] = coerce(value, settings[key], key)
+        return settings
+
+
+@dataclass
+class StudyData:
+    """The stored runs of a study, read back from the store (never from the training process)."""
+
+    history: "pd.DataFrame"  # per epoch; a ``group`` column holds each run's grid label
+    summary: "pd.DataFrame"  # one row per run
+    steps: "pd.DataFrame"  # per step (empty unless the study asks for steps)
+    measurements: "pd.DataFrame"  # checkpoint instruments' records (run_id, instrument, epoch, ...)
+    runs: list  # the RunResults (configs, statuses)
+
+
+def coerce(value: Any, default: Any, key: str) -> Any:
+    """A ``--set key=value`` text as the type of the setting's default."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, (tuple, list)):
+            return tuple(_scalar(p.strip()) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise BatchlabError(f"setting {key}={text!r} must be a {type(default).__name__}") from None
+    return text
+
+
+def _scalar(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
