@@ -42,7 +42,7 @@ def resolve_instruments(spec: str | tuple | list | None) -> tuple[str, ...]:
                 raise BatchlabError(f"unknown instrument {part!r}: use a preset ({', '.join(PRESETS)}) "
                                     f"or names from {', '.join(STEP_INSTRUMENTS)}")
     if any(n in NOISE for n in names):
-        names += NOISE  # the three come from one computation
+        names += NOISE  # they all come from one computation
     return tuple(sorted(set(names)))
 
 
