@@ -6,10 +6,11 @@
    checkpoints kept and measured; the records go to the store.
 3. The other runs train unless already stored (one transaction per cohort), so an
    interrupted study resumes where it stopped.
-4. The analysis reads the study's runs and measurements back from the store only, draws the
-   figures (PNG + SVG, and the table behind each as CSV), computes the findings, writes
-   ``findings.md`` and records the study (settings, version, runs, outputs, findings) in
-   the store, so a report can be rebuilt later without retraining.
+4. The analysis reads the study's runs and measurements back from the store only
+   (``studies/outputs.py``, which imports no training code), draws the figures (PNG + SVG,
+   and the table behind each as CSV), computes the findings, writes ``findings.md`` and
+   records the study (settings, version, groups of runs, outputs, findings) in the store, so
+   a report can be rebuilt later from the store alone.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from batchlab import __version__
 from batchlab.analysis.findings import Finding
 from batchlab.api import prepare, run_configs, train
 from batchlab.errors import BatchlabError
-from batchlab.store import Store, series_frame, summary_frame
-from batchlab.studies.base import Checkpoint, Grid, Study, StudyData, Tables
+from batchlab.store import Store
+from batchlab.studies.base import Checkpoint, Grid, Study, Tables
+from batchlab.studies.outputs import analyse_stored, write_outputs
 
 # Keyword arguments of batchlab.train that a grid may set, with train's defaults.
 _TRAIN_DEFAULTS = {name: p.default for name, p in inspect.signature(train).parameters.items()
@@ -81,15 +83,14 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
 
     membership = pd.DataFrame([(c.run_id, grid.label) for grid, configs, *_ in prepared for c in configs],
                               columns=["run_id", "group"]).drop_duplicates()
-    data = load_study_data(db, membership, steps=study.steps)
-    tables = study.analyse(data, settings)
-    findings = study.findings(tables, settings)
+    tables, findings = analyse_stored(study, settings, db, membership)
     files = write_outputs(study, settings, tables, findings, out, quick)
     seconds = time.perf_counter() - start
     with Store(db) as store:
         store.write_study(study.name, {
             "settings": settings, "quick": quick, "version": __version__,
-            "groups": membership.groupby("group", sort=False).run_id.apply(list).to_dict(), "outputs": [str(f) for f in files], "findings": [f.to_dict() for f in findings],
+            "groups": membership.groupby("group", sort=False).run_id.apply(list).to_dict(),
+            "outputs": [str(f) for f in files], "findings": [f.to_dict() for f in findings],
             "seconds": seconds, "created": time.time()})
     return StudyResult(study.name, settings, tables, findings, files, list(dict.fromkeys(membership.run_id)), seconds)
 
@@ -134,64 +135,3 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise BatchlabError(f"cannot write study outputs to {out} ({exc.strerror or exc})") from None
-
-
-def load_study_data(db: str | Path, membership: pd.DataFrame, *, steps: bool = False) -> StudyData:
-    """The runs of ``membership`` (columns run_id, group) and their measurements, from the store.
-
-    A run that belongs to two groups (the same settings asked for twice) appears in each:
-    every frame has one row per group the run is in, with that group in column ``group``.
-    """
-    with Store(db, create=False) as store:
-        runs = store.load(list(dict.fromkeys(membership.run_id)), steps=steps)
-        measurements = store.measurements()
-    if measurements.empty:
-        measurements = pd.DataFrame(columns=["run_id", "instrument", "epoch"])
-
-    def grouped(frame: pd.DataFrame) -> pd.DataFrame:
-        if frame.empty:
-            return frame
-        frame = membership.merge(frame, on="run_id", sort=False)
-        return frame[["run_id", "group"] + [c for c in frame.columns if c not in ("run_id", "group")]]
-
-    frames = [grouped(series_frame(runs, "epoch")), grouped(summary_frame(runs)),
-              grouped(series_frame(runs, "step")) if steps else pd.DataFrame(), grouped(measurements)]
-    return StudyData(*frames, runs=runs)
-
-
-def write_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
-                  quick: bool) -> list[Path]:
-    """Figures (PNG + SVG), the table behind each (CSV), every table, and ``findings.md``."""
-    from batchlab.plots import save_figure
-
-    files: list[Path] = []
-    for spec in study.figures:
-        files += save_figure(spec.draw(tables, settings), out / spec.name)
-        csv = out / f"{spec.name}.csv"
-        tables[spec.table].to_csv(csv, index=False)
-        files.append(csv)
-    figure_tables = {spec.table for spec in study.figures}
-    for name, table in tables.items():
-        if name not in figure_tables:
-            path = out / f"{name}.csv"
-            table.to_csv(path, index=False)
-            files.append(path)
-    md = out / "findings.md"
-    md.write_text(findings_markdown(study, settings, findings, files, quick, study.notes(tables, settings)))
-    return files + [md]
-
-
-def findings_markdown(study: Study, settings: dict, findings: list[Finding], files: list[Path], quick: bool,
-                      notes: list[str]) -> str:
-    size = "quick size (--quick): numbers are indicative only" if quick else "faithful size"
-    lines = [f"# {study.name}: {study.question}", "", f"Source: {study.source}. Run at {size}.", "",
-             "## Findings", ""]
-    lines += [f.markdown() for f in findings] or ["(no findings)"]
-    if notes:
-        lines += ["", "## How to read this", ""] + notes
-    lines += ["", "Intervals are 95% (t-intervals over seeds, or bootstrap where stated). A verdict is "
-              "*inconclusive* when the interval contains zero or there are fewer than 2 seeds.", "",
-              "## Settings", ""]
-    lines += [f"- `{key}` = {value}" for key, value in settings.items()]
-    lines += ["", "## Files", ""] + [f"- {f.name}" for f in files if f.suffix in (".png", ".csv")] + [""]
-    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""A study's results from the store alone: load its runs, analyse, draw, write.
+
+Nothing here imports training code, so a report (or a later session) can rebuild every
+table, figure and finding of a recorded study without JAX or the engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from batchlab.analysis.findings import Finding
+from batchlab.store import Store, series_frame, summary_frame
+from batchlab.studies.base import Study, StudyData, Tables
+
+
+def membership_frame(groups: dict[str, list[str]]) -> pd.DataFrame:
+    """{group label: [run ids]} (as a study record stores it) -> rows (run_id, group)."""
+    return pd.DataFrame([(r, g) for g, ids in groups.items() for r in ids], columns=["run_id", "group"])
+
+
+def analyse_stored(study: Study, settings: dict, db: str | Path, membership: pd.DataFrame
+                   ) -> tuple[Tables, list[Finding]]:
+    """The study's tables and findings, computed from its stored runs and measurements."""
+    data = load_study_data(db, membership, steps=study.steps)
+    tables = study.analyse(data, settings)
+    return tables, study.findings(tables, settings)
+
+
+def load_study_data(db: str | Path, membership: pd.DataFrame, *, steps: bool = False) -> StudyData:
+    """The runs of ``membership`` (columns run_id, group) and their measurements, from the store.
+
+    A run that belongs to two groups (the same settings asked for twice) appears in each:
+    every frame has one row per group the run is in, with that group in column ``group``.
+    """
+    with Store(db, create=False) as store:
+        runs = store.load(list(dict.fromkeys(membership.run_id)), steps=steps)
+        measurements = store.measurements()
+    if measurements.empty:
+        measurements = pd.DataFrame(columns=["run_id", "instrument", "epoch"])
+
+    def grouped(frame: pd.DataFrame) -> pd.DataFrame:
+        if frame.empty:
+            return frame
+        frame = membership.merge(frame, on="run_id", sort=False)
+        return frame[["run_id", "group"] + [c for c in frame.columns if c not in ("run_id", "group")]]
+
+    frames = [grouped(series_frame(runs, "epoch")), grouped(summary_frame(runs)),
+              grouped(series_frame(runs, "step")) if steps else pd.DataFrame(), grouped(measurements)]
+    return StudyData(*frames, runs=runs)
+
+
+def write_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
+                  quick: bool) -> list[Path]:
+    """Figures (PNG + SVG), the table behind each (CSV), every table, and ``findings.md``."""
+    from batchlab.plots import save_figure
+
+    files: list[Path] = []
+    for spec in study.figures:
+        files += save_figure(spec.draw(tables, settings), out / spec.name)
+        csv = out / f"{spec.name}.csv"
+        tables[spec.table].to_csv(csv, index=False)
+        files.append(csv)
+    figure_tables = {spec.table for spec in study.figures}
+    for name, table in tables.items():
+        if name not in figure_tables:
+            path = out / f"{name}.csv"
+            table.to_csv(path, index=False)
+            files.append(path)
+    md = out / "findings.md"
+    md.write_text(findings_markdown(study, settings, findings, files, quick, study.notes(tables, settings)))
+    return files + [md]
+
+
+def findings_markdown(study: Study, settings: dict, findings: list[Finding], files: list[Path], quick: bool,
+                      notes: list[str]) -> str:
+    size = "quick size (--quick): numbers are indicative only" if quick else "faithful size"
+    lines = [f"# {study.name}: {study.question}", "", f"Source: {study.source}. Run at {size}.", "",
+             "## Findings", ""]
+    lines += [f.markdown() for f in findings] or ["(no findings)"]
+    if notes:
+        lines += ["", "## How to read this", ""] + notes
+    lines += ["", "Intervals are 95% (t-intervals over seeds, or bootstrap where stated). A verdict is "
+              "*inconclusive* when the interval contains zero or there are fewer than 2 seeds.", "",
+              "## Settings", ""]
+    lines += [f"- `{key}` = {value}" for key, value in settings.items()]
+    lines += ["", "## Files", ""] + [f"- {f.name}" for f in files if f.suffix in (".png", ".csv")] + [""]
+    return "\n".join(lines)
