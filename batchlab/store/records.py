@@ -28,13 +28,18 @@ def run_columns(res: RunResult) -> dict:
 
 
 def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
-    """One row per run: settings, status, final metrics, best epoch, updates, samples, times."""
+    """One row per run: settings, status, final metrics (of the returned parameters), best epoch,
+    updates, samples, times."""
     rows = []
     for res in results:
         h = res.history
+        # Final metrics are those of the parameters the run returns: the best epoch's when early
+        # stopping restores them (Keras' restore_best_weights), else the last epoch's.
+        es = res.config.early_stopping
+        last = res.best_epoch if (es is not None and es.restore_best) else -1
         rows.append({
             **run_columns(res), "status": res.status,
-            **{k: float(h[k][-1]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+            **{k: float(h[k][last]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
             "best_epoch": res.best_epoch, "epochs_done": int(h["epoch"][-1]), "steps": int(h["step"][-1]),
             "samples_seen": int(h["samples_seen"][-1]), "diverged_step": res.diverged_step,
             "train_seconds": res.train_seconds, "compile_seconds": res.compile_seconds,

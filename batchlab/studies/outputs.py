@@ -80,9 +80,10 @@ def findings_markdown(study: Study, settings: dict, findings: list[Finding], fil
              "## Findings", ""]
     lines += [f.markdown() for f in findings] or ["(no findings)"]
     if notes:
-        lines += ["", "## How to read this", ""] + notes
-    lines += ["", "Intervals are 95% (t-intervals over seeds, or bootstrap where stated). A verdict is "
-              "*inconclusive* when the interval contains zero or there are fewer than 2 seeds.", "",
+        lines += ["", "## How to read this", ""] + [line for note in notes for line in (note, "")][:-1]
+    lines += ["", "Intervals are 95%: t-intervals over seeds or trials, Welch intervals of differences and "
+              "slopes, bootstrap or simultaneous (Bonferroni) intervals where a finding says so. A verdict is "
+              "*inconclusive* when the interval does not decide the claim, or there are fewer than 2 seeds.", "",
               "## Settings", ""]
     lines += [f"- `{key}` = {value}" for key, value in settings.items()]
     lines += ["", "## Files", ""] + [f"- {f.name}" for f in files if f.suffix in (".png", ".csv")] + [""]
