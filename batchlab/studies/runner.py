@@ -62,22 +62,33 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
     with Store(db) as store:
         done = set() if force else store.run_ids()
         measured = {ins.name: store.measured(ins.name) for ins in instruments}
-    plans = []
+    # Runs of all grids that share data and model train together: runs that differ only in
+    # lr, momentum or seed share one compiled cohort whichever grid asked for them.
+    jobs: dict[tuple, tuple] = {}
     for grid, configs, dataset, net in prepared:
         wanted = [ins for ins in instruments if ins.applies_to(grid.label)]
-        need = [c for c in configs if any((c.run_id, e) not in measured[ins.name] or force
-                                          for ins in wanted for e in ins.epochs if e <= c.epochs)]
-        plans.append((grid, configs, dataset, net, wanted, need))
-    if on_start is not None:
-        on_start(sum(c.epochs for _, configs, _, _, _, need in plans for c in configs
-                     if c.run_id not in done or c in need))
+        dataset, net, runs, measures = jobs.setdefault((configs[0].data, configs[0].model), (dataset, net, {}, {}))
+        for c in configs:
+            runs[c.run_id] = c
+            measures.setdefault(c.run_id, []).extend(ins for ins in wanted if ins not in measures[c.run_id])
 
-    for grid, configs, dataset, net, wanted, need in plans:
+    def needs_measuring(c, wanted) -> bool:
+        return any(force or (c.run_id, e) not in measured[ins.name] for ins in wanted for e in ins.epochs
+                   if e <= c.epochs)
+
+    plans = []
+    for dataset, net, runs, measures in jobs.values():
+        need = [c for c in runs.values() if needs_measuring(c, measures[c.run_id])]
+        rest = [c for c in runs.values() if c not in need]
+        plans.append((dataset, net, need, rest, measures))
+    if on_start is not None:
+        on_start(sum(c.epochs for _, _, need, rest, _ in plans for c in need + [c for c in rest if c.run_id not in done]))
+
+    for dataset, net, need, rest, measures in plans:
         if need:
-            epochs = tuple(sorted({e for ins in wanted for e in ins.epochs}))
+            epochs = tuple(sorted({e for c in need for ins in measures[c.run_id] for e in ins.epochs}))
             trained = run_configs(need, dataset, net, db=db, force=True, progress=progress, checkpoints=epochs)
-            _measure(trained.runs, wanted, dataset, net, settings, db)
-        rest = [c for c in configs if c not in need]
+            _measure(trained.runs, measures, dataset, net, settings, db)
         if rest:
             run_configs(rest, dataset, net, db=db, force=force, progress=progress)
 
@@ -115,11 +126,11 @@ def _prepare(grid: Grid):
     return prepare(kwargs.pop("data"), kwargs.pop("model"), **kwargs)
 
 
-def _measure(runs, wanted, dataset, net, settings, db) -> None:
-    """Run each checkpoint instrument on the saved parameters of freshly trained runs."""
+def _measure(runs, measures, dataset, net, settings, db) -> None:
+    """Run each run's checkpoint instruments on its saved parameters (freshly trained runs)."""
     with Store(db) as store:
         for run in runs:
-            for ins in wanted:
+            for ins in measures[run.run_id]:
                 for epoch in ins.epochs:
                     if epoch not in run.checkpoints:
                         continue  # the run stopped (diverged or early) before this checkpoint
