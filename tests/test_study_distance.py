@@ -174,7 +174,8 @@ def test_outputs_written(study):
 
 def test_equivalence_and_spread_verdicts():
     """The two verdict helpers on hand-made intervals and seeds."""
-    from batchlab.analysis.distance import spread_trend, within
+    from batchlab.analysis.distance import spread_trend
+    from batchlab.analysis.findings import within
     from batchlab.analysis.findings import Interval
 
     assert within(Interval(0.0, -0.05, 0.05, 5), -0.1, 0.1) == "agrees"

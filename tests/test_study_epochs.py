@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from batchlab.analysis.epochs import within_band
+from batchlab.analysis.findings import within
+
+
+def within_band(iv, band):
+    return within(iv, -band, band)
 from batchlab.analysis.findings import Interval
 from batchlab.store import Store
 from batchlab.studies import get_study

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import AGREES, BOOTSTRAP, DISAGREES, INCONCLUSIVE, Interval, verdict_from_interval
+from batchlab.analysis.findings import BOOTSTRAP, INCONCLUSIVE, Interval, verdict_from_interval
 
 
 def thin_steps(steps: pd.DataFrame, points: int = 150) -> pd.DataFrame:
@@ -116,22 +116,6 @@ def spread_trend(xs: Sequence[float], groups: Sequence[Sequence[float]], claim: 
     slopes = (boot - boot.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
     low, high = (float(q) for q in np.quantile(slopes, [0.025, 0.975]))
     return Interval(slope, low, high, n), verdict_from_interval(low, high, 1 if claim == "increasing" else -1)
-
-
-def within(iv: Interval, low: float, high: float) -> str:
-    """Verdict for the claim "the contrast lies in [low, high]" (an equivalence claim).
-
-    Two one-sided verdicts from :func:`verdict_from_interval`: the interval of the contrast
-    must lie above ``low`` and below ``high``. ``agrees`` when both hold, ``disagrees`` when
-    the whole interval is outside [low, high], ``inconclusive`` otherwise.
-    """
-    above = verdict_from_interval(iv.low - low, iv.high - low, 1)
-    below = verdict_from_interval(iv.low - high, iv.high - high, -1)
-    if above == AGREES and below == AGREES:
-        return AGREES
-    if DISAGREES in (above, below):
-        return DISAGREES
-    return INCONCLUSIVE
 
 
 def parameter_norm(params) -> float:

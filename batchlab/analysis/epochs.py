@@ -15,12 +15,11 @@ improvement.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, Interval, interval
+from batchlab.analysis.findings import interval
 
 FULL, EARLY = "full", "early"
 
@@ -104,20 +103,3 @@ def by_batch(pairs: pd.DataFrame) -> pd.DataFrame:
             row.update({f"{name}_min": float(group[name].min()), f"{name}_max": float(group[name].max())})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def within_band(iv: Interval, band: float) -> str:
-    """Verdict for "the contrast is negligible": an equivalence test against +-``band``.
-
-    ``agrees`` when the whole 95% interval lies inside [-band, band]; ``disagrees`` when it
-    lies entirely outside it (above ``band`` or below ``-band``); otherwise (or with fewer
-    than 2 values) ``inconclusive``. This is the two one-sided tests (TOST) idea of
-    Schuirmann (1987), read off the same 95% interval as the other findings.
-    """
-    if iv.n < 2 or not (math.isfinite(iv.low) and math.isfinite(iv.high)):
-        return INCONCLUSIVE
-    if -band <= iv.low and iv.high <= band:
-        return AGREES
-    if iv.low > band or iv.high < -band:
-        return DISAGREES
-    return INCONCLUSIVE

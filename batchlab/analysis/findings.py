@@ -109,6 +109,27 @@ def compare(a: Sequence[float], b: Sequence[float], claim: str) -> tuple[Interva
     return diff, verdict_from_interval(diff.low, diff.high, 1 if claim == "greater" else -1)
 
 
+def within(iv: Interval, low: float, high: float) -> str:
+    """Verdict for an equivalence claim "the contrast lies in [low, high]" (two one-sided
+    tests, Schuirmann 1987, read off the same 95% interval): ``agrees`` when the whole interval
+    lies inside, ``disagrees`` when it lies entirely outside, ``inconclusive`` otherwise."""
+    above = verdict_from_interval(iv.low - low, iv.high - low, 1)
+    below = verdict_from_interval(iv.low - high, iv.high - high, -1)
+    if above == AGREES and below == AGREES:
+        return AGREES
+    if DISAGREES in (above, below):
+        return DISAGREES
+    return INCONCLUSIVE
+
+
+def non_inferior(a: Sequence[float], b: Sequence[float], margin: float) -> tuple[Interval, str]:
+    """Is mean(a) > mean(b) - margin ("a is not worse than b by more than margin")?
+    Returns (a - b, verdict): agrees when the Welch 95% interval of a - b lies above -margin,
+    disagrees when it lies entirely below."""
+    diff = difference(a, b)
+    return diff, verdict_from_interval(diff.low + margin, diff.high + margin, 1)
+
+
 def trend(xs: Sequence[float], groups: Sequence[Sequence[float]], claim: str, *, log_x: bool = True) -> tuple[Interval, str]:
     """Does the mean of each group rise ('increasing') or fall ('decreasing') with x?
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from batchlab.config import DataConfig
 from batchlab.data.builtin import BUILTIN, builtin_arrays
 from batchlab.data.dataset import Dataset, array_digest, make_dataset, split, standardize

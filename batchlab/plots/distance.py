@@ -114,7 +114,7 @@ def spread_and_tails(spread: pd.DataFrame, sizes: pd.DataFrame, groups: pd.DataF
     right.set_xscale("log", base=2)
     right.set_xlabel("batch size B (log scale)")
     right.set_ylabel(f"Q{quantile * 100:g} / median of update sizes")
-    right.set_title(f"tail heaviness (mean and 95% interval over seeds)", fontsize=9)
+    right.set_title("tail heaviness (mean and 95% interval over seeds)", fontsize=9)
     for ax in (left, mid, right):
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)

@@ -9,7 +9,6 @@ gradients adding like a random walk), rising once B passes B_simple = tr(Sigma)/
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogFormatter
 

@@ -21,8 +21,8 @@ import pandas as pd
 from batchlab import budget
 from batchlab.analysis.curves import curves_table
 from batchlab.analysis.distance import (at_samples, at_step, spread_over_seeds, spread_trend, tail_ratio, thin_steps,
-                                        with_start, within)
-from batchlab.analysis.findings import Finding, compare, interval, trend
+                                        with_start)
+from batchlab.analysis.findings import Finding, compare, interval, trend, within
 from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"

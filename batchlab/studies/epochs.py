@@ -18,8 +18,8 @@ from __future__ import annotations
 import pandas as pd
 
 from batchlab.analysis.curves import curves_table
-from batchlab.analysis.epochs import EARLY, FULL, by_batch, pair_table, within_band
-from batchlab.analysis.findings import Finding, Interval, compare, interval, trend, verdict_from_interval
+from batchlab.analysis.epochs import EARLY, FULL, by_batch, pair_table
+from batchlab.analysis.findings import Finding, Interval, compare, interval, trend, verdict_from_interval, within
 from batchlab.config import EarlyStopping
 from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
 
@@ -96,7 +96,7 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
             f"lies inside [-{s['band']:g}, {s['band']:g}], disagrees if entirely outside, else inconclusive)",
             SOURCE, f"difference {change.format(2, 100)} points; test acc early-stopped "
             f"{interval(p.early_test_acc).format(3)} vs full budget {interval(p.full_test_acc).format(3)}",
-            within_band(change, s["band"])))
+            within(change, -s["band"], s["band"])))
     best = [per_b[b].best_epoch for b in sizes]
     slope, verdict = trend(sizes, best, "increasing")
     listed = ", ".join(f"B={b}: {interval(per_b[b].best_epoch).format(3)}" for b in sizes)

@@ -32,7 +32,7 @@ import math
 import pandas as pd
 
 from batchlab.analysis.curves import curves_table
-from batchlab.analysis.findings import Finding, Interval, compare, difference, interval
+from batchlab.analysis.findings import Finding, Interval, compare, difference, interval, non_inferior
 from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
@@ -193,8 +193,7 @@ def recovers(group: pd.Series, baseline: pd.Series, margin: float) -> tuple[Inte
     it agrees when the whole Welch 95% interval of (group - baseline) lies above -margin,
     disagrees when it lies entirely below -margin. Returns (group - baseline, verdict).
     """
-    _, verdict = compare(group + margin, baseline, "greater")
-    return difference(group, baseline), verdict
+    return non_inferior(group, baseline, margin)
 
 
 def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:

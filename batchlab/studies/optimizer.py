@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.curves import curves_table
-from batchlab.analysis.distance import parameter_norm, thin_steps, with_start, within
-from batchlab.analysis.findings import Finding, compare, interval
+from batchlab.analysis.distance import parameter_norm, thin_steps, with_start
+from batchlab.analysis.findings import Finding, compare, interval, within
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study, StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
