@@ -35,9 +35,9 @@ class Interval:
         return self.format()
 
     def format(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-        mean = f"{self.mean * scale:.{digits}g}{unit}"
+        mean = f"{self.mean * scale:.{digits}g}"
         if self.n < 2 or not math.isfinite(self.low):
-            return f"{mean} (n={self.n})"
+            return f"{mean}{unit} (n={self.n})"
         return f"{mean} [{self.low * scale:.{digits}g}, {self.high * scale:.{digits}g}]{unit}"
 
 

@@ -39,6 +39,10 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
                              squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
+    for i, ax in enumerate(axes.flat[:len(panels)]):
+        if i + ncols >= len(panels):  # nothing visible below: this panel shows its own x axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel(x.replace("_", " "))
     for ax, panel in zip(axes.flat, panels):
         sel = table[table.panel == panel]
         for split, colour in LINES.items():
@@ -51,8 +55,7 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
         ax.grid(alpha=0.3)
         if metric == "loss":
             ax.set_yscale("log")
-    for ax in axes[-1]:
-        ax.set_xlabel(x.replace("_", " "))
+    for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy" if metric == "acc" else "loss (cross-entropy, log scale)")

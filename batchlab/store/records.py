@@ -54,8 +54,6 @@ def series_frame(results: Iterable[RunResult], level: str) -> pd.DataFrame:
         series = res.history if level == "epoch" else res.steps
         if not series or len(next(iter(series.values()))) == 0:
             continue
-        frame = pd.DataFrame(series)
-        for key, value in reversed(run_columns(res).items()):
-            frame.insert(0, key, value)
-        frames.append(frame)
+        rows = len(next(iter(series.values())))
+        frames.append(pd.DataFrame({**{k: [v] * rows for k, v in run_columns(res).items()}, **series}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -35,6 +35,9 @@ class Grid:
 
     label: str
     train: dict[str, Any]
+    # Train each run as a cohort of its own (timing studies need one clock per run); by
+    # default runs of all grids that share data and model are trained together.
+    alone: bool = False
 
 
 @dataclass

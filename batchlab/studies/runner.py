@@ -67,7 +67,8 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
     jobs: dict[tuple, tuple] = {}
     for grid, configs, dataset, net in prepared:
         wanted = [ins for ins in instruments if ins.applies_to(grid.label)]
-        dataset, net, runs, measures = jobs.setdefault((configs[0].data, configs[0].model), (dataset, net, {}, {}))
+        key = (configs[0].data, configs[0].model) + ((grid.label,) if grid.alone else ())
+        dataset, net, runs, measures = jobs.setdefault(key, (dataset, net, {}, {}))
         for c in configs:
             runs[c.run_id] = c
             measures.setdefault(c.run_id, []).extend(ins for ins in wanted if ins not in measures[c.run_id])
@@ -77,10 +78,12 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
                    if e <= c.epochs)
 
     plans = []
-    for dataset, net, runs, measures in jobs.values():
-        need = [c for c in runs.values() if needs_measuring(c, measures[c.run_id])]
-        rest = [c for c in runs.values() if c not in need]
-        plans.append((dataset, net, need, rest, measures))
+    for key, (dataset, net, runs, measures) in jobs.items():
+        # A lone grid's runs are planned one by one, so each trains as its own cohort.
+        batches = [[c] for c in runs.values()] if len(key) > 2 else [list(runs.values())]
+        for batch in batches:
+            need = [c for c in batch if needs_measuring(c, measures[c.run_id])]
+            plans.append((dataset, net, need, [c for c in batch if c not in need], measures))
     if on_start is not None:
         on_start(sum(c.epochs for _, _, need, rest, _ in plans for c in need + [c for c in rest if c.run_id not in done]))
 
