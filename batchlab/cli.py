@@ -266,6 +266,23 @@ def sweep(
 
 
 @app.command()
+def report(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+           out: Path = typer.Option(Path("report"), help="folder for the HTML page"),
+           study: Optional[str] = typer.Option(None, help="one study's page only, e.g. gradient-norm")) -> None:
+    """One self-contained HTML page (works offline) of every study, sweep and group of runs in the store."""
+    import warnings
+
+    from batchlab.report import build_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = build_report(db, out, study)
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    typer.echo(str(path))
+
+
+@app.command()
 def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="sweep name (default: the last one)"),
             target: Optional[str] = typer.Option(None, help="override the sweep's target, e.g. test_acc>=0.9"),
             out: Path = typer.Option(Path("results/analysis"), help="folder for tables and figures"),

@@ -53,7 +53,7 @@ def test_large_batch_gap_recomputed_from_the_store(result, stored):
     assert row.vs_small == pytest.approx(np.mean(large) - np.mean(small), abs=1e-12)
     assert (row.vs_small_low, row.vs_small_high) == pytest.approx((welch.low, welch.high), abs=1e-9)
     gap = res.findings[0]
-    assert f"difference {100 * (np.mean(large) - np.mean(small)):.3g} pts" in gap.measured
+    assert f"difference {100 * (np.mean(large) - np.mean(small)):.3g} [" in gap.measured
     # The claim (Shen 1): at a fixed lr the larger batch ends lower; at quick size the gap is tens of points.
     assert gap.verdict == AGREES and welch.high < 0
 

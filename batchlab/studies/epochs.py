@@ -141,7 +141,7 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
 
 STUDY = Study(
     name="epochs",
-    question="How many epochs? Best-validation epoch vs last, and early stopping by batch size",
+    question="How many epochs should one train, and how do the best-validation epoch and early stopping change with B?",
     source=SOURCE,
     defaults=dict(data="mnist1d", hidden=(128, 128), lr=0.02, momentum=0.9, epochs=60, patience=10,
                   batch_sizes=(16, 64, 256), seeds=5, band=0.01),

@@ -1,0 +1,457 @@
+"""The page's CSS and script, inlined into every report (no CDN, no network).
+
+The script draws each interactive learning-curve chart (``<figure class="chart">``) from the
+JSON next to it: x axis epochs / updates / samples seen, metric, log-x, series toggles, and
+values on hover or touch. ``#x=samples`` (or ``epoch``, ``updates``) and ``m=test_loss`` in the
+URL's fragment choose the starting view, e.g. ``index.html#x=samples&m=test_loss``. For
+checks in a headless browser it writes ``data-rendered="WxH"`` on every figure,
+``data-ready`` on the body when done and ``data-js-errors`` if anything threw.
+"""
+
+STYLE = r"""
+:root{--fg:#1b1f24;--muted:#57606a;--bg:#fff;--line:#d0d7de;--accent:#0b5cad;--card:#f6f8fa}
+*{box-sizing:border-box}
+html{scroll-behavior:smooth}
+body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+ color:var(--fg);background:var(--bg);-webkit-text-size-adjust:100%}
+main{max-width:1100px;margin:0 auto;padding:1rem 1.25rem 4rem}
+a{color:var(--accent)}
+h1{font-size:1.9rem;line-height:1.25;margin:.5rem 0 .25rem}
+h2{font-size:1.45rem;line-height:1.3;margin:2.5rem 0 .5rem;padding-top:1rem;border-top:3px solid var(--line)}
+h3{font-size:1.12rem;margin:1.6rem 0 .4rem}
+p,li{max-width:75ch}
+.lead{font-size:1.08rem;color:var(--muted)}
+.meta{color:var(--muted);font-size:.9rem}
+h2{position:relative}
+.top-link{font-size:.85rem;font-weight:normal;position:absolute;right:0;top:1rem}
+.section-kind{display:block;font-size:.8rem;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
+ font-weight:600}
+nav.toc{background:var(--card);border-bottom:1px solid var(--line);font-size:.92rem}
+nav.toc .inner{max-width:1100px;margin:0 auto;padding:.5rem 1.25rem}
+nav.toc details>summary{cursor:pointer;font-weight:600}
+nav.toc ul{margin:.3rem 0;padding-left:1.2rem;columns:2 18rem}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:.8rem;margin:.6rem 0 1rem}
+.card{border:1px solid var(--line);border-radius:8px;padding:.7rem .9rem;background:var(--card)}
+.card h4{margin:0 0 .25rem;font-size:1rem}
+.card p{margin:.2rem 0;font-size:.9rem}
+figure{margin:1.2rem 0}
+figure.fig{border:1px solid var(--line);border-radius:8px;padding:.5rem;background:#fff;overflow-x:auto}
+figcaption{color:var(--muted);font-size:.9rem;margin-top:.3rem;position:sticky;left:0}
+figure.wide figcaption::before{content:"\2194  Wide figure: scroll sideways to see all of it. ";font-weight:600;
+ color:var(--fg)}
+.mpl{display:block;width:100%;height:auto;margin:0 auto}
+.mpl *{stroke-linejoin:round;stroke-linecap:butt}
+.table-wrap{overflow-x:auto;margin:.6rem 0 1rem;max-width:100%}
+table{border-collapse:collapse;font-size:.88rem}
+p.caption{color:var(--muted);font-size:.85rem;margin:.6rem 0 -.3rem}
+th,td{padding:.3rem .55rem;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap;vertical-align:top}
+th{white-space:normal;vertical-align:bottom;min-width:4.5em}
+thead th{background:var(--card);position:sticky;top:0}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+ul.findings{list-style:none;padding:0;margin:.5rem 0}
+ul.findings li{border-left:4px solid var(--line);padding:.4rem .8rem;margin:.6rem 0;background:var(--card);
+ max-width:none}
+ul.findings li.agrees{border-left-color:#1a7f37}
+ul.findings li.disagrees{border-left-color:#cf222e}
+ul.findings li.inconclusive{border-left-color:#bf8700}
+.claim{font-weight:600}
+.measured{font-size:.92rem;margin-top:.2rem;overflow-wrap:anywhere}
+.badge{display:inline-block;padding:.05rem .55rem;border-radius:1rem;font-size:.75rem;font-weight:700;
+ text-transform:uppercase;letter-spacing:.04em;margin-right:.4rem;vertical-align:1px}
+.badge-agrees{background:#dafbe1;color:#116329}
+.badge-disagrees{background:#ffebe9;color:#a40e26}
+.badge-inconclusive{background:#fff8c5;color:#6a4300}
+.badge-other{background:#eaeef2;color:#24292f}
+.concepts details{border:1px solid var(--line);border-radius:8px;padding:.4rem .9rem;margin:.5rem 0;background:#fbfcfd}
+.concepts summary{cursor:pointer;font-weight:600}
+details.settings{margin:.8rem 0}
+details.settings>summary{cursor:pointer;font-weight:600}
+.notice{border:1px solid #d4a72c;background:#fff8c5;border-radius:8px;padding:.5rem .9rem}
+.error{border:1px solid #cf222e;background:#ffebe9;border-radius:8px;padding:.5rem .9rem}
+code{font-size:.9em;background:var(--card);padding:0 .2em;border-radius:3px;overflow-wrap:anywhere}
+figure.chart{border:1px solid var(--line);border-radius:8px;padding:.6rem .7rem;background:#fff}
+.chart-title{font-weight:600;color:var(--fg);font-size:.98rem;margin:0 0 .4rem}
+.controls{display:flex;flex-wrap:wrap;gap:.4rem 1.1rem;align-items:center;font-size:.88rem;margin-bottom:.3rem}
+.controls fieldset{border:0;padding:0;margin:0;display:flex;flex-wrap:wrap;gap:.15rem .6rem;align-items:center}
+.controls legend{float:left;margin-right:.4rem;color:var(--muted)}
+.controls label{white-space:nowrap;cursor:pointer}
+.controls select{font:inherit;padding:.1rem .2rem}
+.plot{position:relative;touch-action:pan-y}
+.plot svg{display:block;width:100%;height:auto;overflow:visible}
+.plot svg text{font-size:12px;fill:#333;font-family:inherit}
+.plot .grid line{stroke:#e6e9ed}
+.plot .axis line,.plot .axis path{stroke:#57606a}
+.plot .series path{fill:none;stroke-width:1.8;stroke-linejoin:round}
+.tip{position:absolute;pointer-events:none;background:rgba(255,255,255,.97);border:1px solid var(--line);
+ border-radius:6px;padding:.35rem .55rem;font-size:.8rem;line-height:1.35;box-shadow:0 2px 10px rgba(0,0,0,.15);
+ max-width:min(340px,92%);z-index:2}
+.tip.below{position:static;max-width:none;margin-top:.3rem;box-shadow:none}
+.tip .sw,.legend .sw{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;
+ vertical-align:-1px}
+.legend{display:flex;flex-wrap:wrap;gap:.3rem;margin-top:.3rem}
+.legend button{font:inherit;font-size:.8rem;border:1px solid var(--line);background:#fff;border-radius:1rem;
+ padding:.1rem .6rem;cursor:pointer}
+.legend button[aria-pressed=false]{opacity:.45;text-decoration:line-through}
+.chart-note{font-size:.8rem;color:var(--muted);margin:.3rem 0 0}
+@media (max-width:640px){
+ body{font-size:15px}
+ main{padding:.6rem .75rem 3rem}
+ h1{font-size:1.45rem} h2{font-size:1.22rem} h3{font-size:1.05rem}
+ figure.fig,figure.chart{padding:.3rem;margin:.9rem -.25rem}
+ .plot svg text{font-size:11px}
+ nav.toc ul{columns:1}
+ .top-link{display:none}
+}
+@media print{nav.toc,.controls,.legend{display:none}}
+"""
+
+SCRIPT = r"""
+(function () {
+  "use strict";
+  var errors = [];
+  function noteError(message) {
+    errors.push(String(message));
+    document.body.setAttribute("data-js-errors", errors.join(" | "));
+  }
+  window.addEventListener("error", function (e) { noteError(e.message); });
+
+  var SVGNS = "http://www.w3.org/2000/svg";
+  var XS = {epoch: "epochs", step: "updates (optimizer steps)", samples_seen: "samples seen"};
+  var SHORT = {epoch: "epochs", step: "updates", samples_seen: "samples seen"};
+  var XNAMES = {epoch: "epoch", epochs: "epoch", step: "step", steps: "step", updates: "step",
+                samples: "samples_seen", samples_seen: "samples_seen"};
+  var METRICS = {test_acc: "test accuracy", train_acc: "train accuracy", test_loss: "test loss",
+                 train_loss: "train loss"};
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf"];
+
+  function fromHash() {
+    var out = {};
+    location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+      var kv = part.split("=");
+      if (kv.length !== 2) return;
+      var value = decodeURIComponent(kv[1]);
+      if (kv[0] === "x" && XNAMES[value]) out.x = XNAMES[value];
+      if (kv[0] === "m" && METRICS[value]) out.m = value;
+    });
+    return out;
+  }
+
+  function el(name, attrs, parent) {
+    var node = document.createElementNS(SVGNS, name);
+    for (var k in attrs) node.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+  function html(tag, attrs, parent, text) {
+    var node = document.createElement(tag);
+    for (var k in attrs) node.setAttribute(k, attrs[k]);
+    if (text !== undefined) node.textContent = text;
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+  function commas(v) { return String(Math.round(v)).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
+  function short(v) {
+    var a = Math.abs(v);
+    if (a >= 1e6) return +(v / 1e6).toPrecision(3) + "M";
+    if (a >= 1e4) return +(v / 1e3).toPrecision(3) + "k";
+    if (a >= 1000) return commas(v);
+    if (a === 0) return "0";
+    if (a < 0.01) return v.toExponential(0);
+    return String(+v.toPrecision(3));
+  }
+  function fmtY(metric, v) {
+    if (v === null || v === undefined) return "—";
+    return metric.slice(-3) === "acc" ? (100 * v).toFixed(1) + " %" : String(+v.toPrecision(4));
+  }
+  function fmtX(x, v) {
+    if (x === "epoch") return "epoch " + commas(v);
+    return commas(v) + (x === "step" ? " updates" : " samples");
+  }
+
+  function niceTicks(lo, hi, count, integer) {
+    var span = hi - lo;
+    if (!(span > 0)) return [lo];
+    var step = Math.pow(10, Math.floor(Math.log10(span / count)));
+    var err = span / count / step;
+    if (err >= 7.5) step *= 10; else if (err >= 3.5) step *= 5; else if (err >= 1.5) step *= 2;
+    if (integer) step = Math.max(1, Math.round(step));
+    var ticks = [];
+    for (var t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toPrecision(12));
+    return ticks;
+  }
+  function logTicks(lo, hi) {
+    if (hi / lo < 8) {  // less than a decade: evenly spaced round values read better
+      var lin = niceTicks(lo, hi, 5, false).filter(function (t) { return t > 0; });
+      if (lin.length >= 2) return lin;
+    }
+    var ticks = [], a = Math.floor(Math.log10(lo)), b = Math.ceil(Math.log10(hi));
+    var mults = b - a <= 2 ? [1, 2, 5] : [1];
+    for (var e = a; e <= b; e++) mults.forEach(function (m) {
+      var t = m * Math.pow(10, e);
+      if (t >= lo * 0.999 && t <= hi * 1.001) ticks.push(+t.toPrecision(6));
+    });
+    return ticks.length >= 2 ? ticks : [lo, hi];
+  }
+  function scale(lo, hi, a, b, log) {
+    if (log) { lo = Math.log10(lo); hi = Math.log10(hi); }
+    if (hi === lo) { hi = lo + 1; lo = lo - 1; }
+    var f = function (v) { return a + (b - a) * ((log ? Math.log10(v) : v) - lo) / (hi - lo); };
+    f.invert = function (p) { var v = lo + (p - a) * (hi - lo) / (b - a); return log ? Math.pow(10, v) : v; };
+    return f;
+  }
+  function median(values) {
+    var s = values.slice().sort(function (a, b) { return a - b; });
+    return s.length ? s[Math.floor(s.length / 2)] : NaN;
+  }
+
+  function Chart(fig, uid) {
+    this.fig = fig;
+    this.data = JSON.parse(document.getElementById(fig.getAttribute("data-chart")).textContent);
+    var start = fromHash();
+    this.x = start.x || "epoch";
+    this.m = start.m || "test_acc";
+    this.hidden = {};
+    this.logx = null;  // null: automatic (log when the x values span a wide range)
+    var n = this.data.series.length;
+    this.colors = this.data.series.map(function (s, i) {
+      return n <= PALETTE.length ? PALETTE[i] : "hsl(" + Math.round(250 - 250 * i / (n - 1)) + ",70%,42%)";
+    });
+    this.build(uid);
+    this.draw();
+  }
+
+  Chart.prototype.build = function (uid) {
+    var self = this;
+    var controls = html("div", {"class": "controls"});
+    this.fig.insertBefore(controls, this.fig.querySelector("script"));
+    var fs = html("fieldset", {}, controls);
+    html("legend", {}, fs, "x axis:");
+    Object.keys(XS).forEach(function (key) {
+      var label = html("label", {}, fs);
+      var input = html("input", {type: "radio", name: uid + "-x", value: key}, label);
+      input.checked = key === self.x;
+      input.addEventListener("change", function () { self.x = key; self.logx = null; self.draw(); });
+      label.appendChild(document.createTextNode(" " + SHORT[key]));
+    });
+    var mlabel = html("label", {}, controls, "metric: ");
+    var select = html("select", {"aria-label": "metric"}, mlabel);
+    Object.keys(METRICS).forEach(function (key) {
+      var available = self.data.series.some(function (s) { return s[key]; });
+      if (!available) return;
+      var opt = html("option", {value: key}, select, METRICS[key]);
+      opt.selected = key === self.m;
+    });
+    select.addEventListener("change", function () { self.m = select.value; self.draw(); });
+    var llabel = html("label", {}, controls);
+    this.logInput = html("input", {type: "checkbox"}, llabel);
+    llabel.appendChild(document.createTextNode(" log x"));
+    this.logInput.addEventListener("change", function () { self.logx = self.logInput.checked; self.draw(); });
+
+    this.plot = html("div", {"class": "plot"});
+    this.fig.insertBefore(this.plot, this.fig.querySelector("script"));
+    this.tip = html("div", {"class": "tip", hidden: ""}, this.plot);
+    var legend = html("div", {"class": "legend", role: "group", "aria-label": "series (click to hide or show)"});
+    this.fig.insertBefore(legend, this.fig.querySelector("script"));
+    this.data.series.forEach(function (s, i) {
+      var text = s.label + " (" + s.runs + (s.runs === 1 ? " run" : " runs") +
+        (s.diverged ? ", " + s.diverged + " diverged" + (s.diverged === s.runs ? ": ends at ×" : "") : "") + ")";
+      var b = html("button", {type: "button", "aria-pressed": "true"}, legend);
+      var sw = html("span", {"class": "sw"}, b);
+      sw.style.background = self.colors[i];
+      b.appendChild(document.createTextNode(text));
+      b.addEventListener("click", function () {
+        self.hidden[i] = !self.hidden[i];
+        b.setAttribute("aria-pressed", self.hidden[i] ? "false" : "true");
+        self.draw();
+      });
+    });
+    var note = html("p", {"class": "chart-note"}, null,
+      "Each line is the mean over a setting's seeds. Hover or touch the chart for values; switch the x axis to " +
+      "compare batch sizes per epoch, per update or per sample seen.");
+    this.fig.insertBefore(note, this.fig.querySelector("script"));
+  };
+
+  Chart.prototype.points = function (s) {
+    var xs = s[this.x], ys = s[this.m], out = [];
+    if (!xs || !ys) return out;
+    for (var i = 0; i < xs.length; i++) {
+      if (xs[i] === null || ys[i] === null) continue;
+      if (this.useLogX && xs[i] <= 0) continue;
+      if (this.isLoss && ys[i] <= 0) continue;
+      out.push([xs[i], ys[i], i]);
+    }
+    return out;
+  };
+
+  Chart.prototype.draw = function () {
+    var self = this, x = this.x, m = this.m, data = this.data;
+    this.isLoss = m.slice(-4) === "loss";
+    var visible = data.series.map(function (s, i) { return i; }).filter(function (i) { return !self.hidden[i]; });
+    // automatic log x: updates differ by orders of magnitude between batch sizes
+    var lasts = visible.map(function (i) { var v = data.series[i][x]; return v[v.length - 1]; })
+      .filter(function (v) { return v > 0; });
+    var spread = lasts.length ? Math.max.apply(null, lasts) / Math.min.apply(null, lasts) : 1;
+    this.useLogX = this.logx === null ? (x === "step" && spread > 20) : this.logx;
+    this.logInput.checked = this.useLogX;
+
+    var W = Math.max(260, Math.round(this.plot.clientWidth || 640));
+    var H = Math.round(Math.max(230, Math.min(400, W * 0.52)));
+    var narrow = W < 480;
+    var M = {l: narrow ? 46 : 60, r: 14, t: 12, b: 42};
+    var all = visible.map(function (i) { return self.points(data.series[i]); });
+    var xsAll = [], ysAll = [];
+    all.forEach(function (pts) { pts.forEach(function (p) { xsAll.push(p[0]); ysAll.push(p[1]); }); });
+    var old = this.plot.querySelector("svg");
+    if (old) this.plot.removeChild(old);
+    var svg = el("svg", {viewBox: "0 0 " + W + " " + H, role: "img",
+                         "data-x": x, "data-metric": m,
+                         "aria-label": METRICS[m] + " against " + XS[x] + " for " + visible.length + " series"});
+    this.plot.insertBefore(svg, this.tip);
+    if (!xsAll.length) {
+      el("text", {x: W / 2, y: H / 2, "text-anchor": "middle"}, svg).textContent = "no data to draw";
+      this.finish(svg, W, H);
+      return;
+    }
+    var x0 = Math.min.apply(null, xsAll), x1 = Math.max.apply(null, xsAll);
+    var y0 = Math.min.apply(null, ysAll), y1 = Math.max.apply(null, ysAll), clipped = false;
+    if (this.isLoss) {
+      // robust top: a diverging run must not flatten every other curve
+      var cap = 100 * median(ysAll);
+      if (y1 > cap) { y1 = cap; clipped = true; }
+      y0 = y0 / 1.15; y1 = y1 * 1.15;
+    } else {
+      var pad = (y1 - y0) * 0.05 || 0.05;
+      y0 = Math.max(0, y0 - pad); y1 = Math.min(1, y1 + pad);
+    }
+    var sx = scale(x0, x1, M.l, W - M.r, this.useLogX), sy = scale(y0, y1, H - M.b, M.t, this.isLoss);
+    this.sx = sx; this.sy = sy; this.M = M; this.W = W; this.H = H;
+    var clipId = this.fig.id + "-clip";
+    var defs = el("defs", {}, svg);
+    var cp = el("clipPath", {id: clipId}, defs);
+    el("rect", {x: M.l, y: M.t, width: W - M.l - M.r, height: H - M.t - M.b}, cp);
+
+    var grid = el("g", {"class": "grid"}, svg), axis = el("g", {"class": "axis"}, svg);
+    var xt = this.useLogX ? logTicks(x0, x1) : niceTicks(x0, x1, narrow ? 4 : 7, true);
+    var yt = this.isLoss ? logTicks(y0, y1) : niceTicks(y0, y1, 5, false);
+    xt.forEach(function (t) {
+      var px = sx(t);
+      if (px < M.l - 0.5 || px > W - M.r + 0.5) return;
+      el("line", {x1: px, x2: px, y1: M.t, y2: H - M.b}, grid);
+      el("line", {x1: px, x2: px, y1: H - M.b, y2: H - M.b + 4}, axis);
+      el("text", {x: px, y: H - M.b + 16, "text-anchor": "middle"}, axis).textContent = short(t);
+    });
+    yt.forEach(function (t) {
+      var py = sy(t);
+      if (py < M.t - 0.5 || py > H - M.b + 0.5) return;
+      el("line", {x1: M.l, x2: W - M.r, y1: py, y2: py}, grid);
+      el("text", {x: M.l - 6, y: py + 4, "text-anchor": "end"}, axis).textContent =
+        self.isLoss ? short(t) : (100 * t).toFixed(y1 - y0 < 0.05 ? 1 : 0) + "%";
+    });
+    el("path", {d: "M" + M.l + "," + M.t + "V" + (H - M.b) + "H" + (W - M.r), fill: "none"}, axis);
+    el("text", {x: (M.l + W - M.r) / 2, y: H - 6, "text-anchor": "middle", "class": "xlabel"}, axis).textContent =
+      XS[x] + (this.useLogX ? " (log scale)" : "");
+    el("text", {x: 0, y: 0, "text-anchor": "middle", "class": "ylabel",
+                transform: "translate(" + (narrow ? 11 : 14) + "," + ((M.t + H - M.b) / 2) + ") rotate(-90)"}, axis)
+      .textContent = METRICS[m] + (this.isLoss ? " (log scale)" : "");
+    if (clipped) {
+      el("text", {x: W - M.r - 4, y: M.t + 12, "text-anchor": "end", fill: "#a40e26"}, svg).textContent =
+        "values above the top are cut off";
+    }
+
+    var lines = el("g", {"class": "series", "clip-path": "url(#" + clipId + ")"}, svg);
+    this.drawn = [];
+    visible.forEach(function (i, k) {
+      var pts = all[k];
+      if (!pts.length) return;
+      var d = pts.map(function (p, j) { return (j ? "L" : "M") + sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1); });
+      el("path", {d: d.join(""), stroke: self.colors[i], "data-series": i}, lines);
+      self.drawn.push({i: i, pts: pts});
+      var s = data.series[i];
+      if (s.diverged && s.diverged === s.runs) {  // every run of this line diverged: mark where it ends
+        var last = pts[pts.length - 1], cx = sx(last[0]), cy = sy(last[1]);
+        var mark = el("path", {d: "M" + (cx - 5) + "," + (cy - 5) + "L" + (cx + 5) + "," + (cy + 5) + "M" + (cx - 5) +
+                               "," + (cy + 5) + "L" + (cx + 5) + "," + (cy - 5), stroke: self.colors[i],
+                               "stroke-width": 2.5, "class": "diverged"}, svg);
+        el("title", {}, mark).textContent = s.label + ": diverged" +
+          (s.diverged_step !== null && s.diverged_step !== undefined ? " at update " + commas(s.diverged_step) : "");
+      }
+    });
+    this.hover = el("g", {"class": "hover"}, svg);
+    var overlay = el("rect", {x: M.l, y: M.t, width: W - M.l - M.r, height: H - M.t - M.b, fill: "transparent"}, svg);
+    var move = function (e) { self.showAt(e); };
+    overlay.addEventListener("pointermove", move);
+    overlay.addEventListener("pointerdown", move);
+    overlay.addEventListener("pointerleave", function (e) {
+      if (e.pointerType === "touch") return;  // a lifted finger keeps the values on screen
+      self.tip.hidden = true; self.hover.innerHTML = "";
+    });
+    this.finish(svg, W, H);
+  };
+
+  Chart.prototype.finish = function (svg, W, H) {
+    var box = svg.getBoundingClientRect();
+    this.fig.setAttribute("data-rendered", Math.round(box.width) + "x" + Math.round(box.height));
+  };
+
+  Chart.prototype.showAt = function (e) {
+    var self = this, svg = this.plot.querySelector("svg"), box = svg.getBoundingClientRect();
+    var px = (e.clientX - box.left) * this.W / box.width;
+    var xv = this.sx.invert(px);
+    this.hover.innerHTML = "";
+    this.tip.innerHTML = "";
+    html("div", {}, this.tip, XS[this.x] + " ≈ " + short(xv)).style.fontWeight = "600";
+    this.drawn.forEach(function (d) {
+      var best = d.pts[0], gap = Infinity;
+      d.pts.forEach(function (p) { var g = Math.abs(self.sx(p[0]) - px); if (g < gap) { gap = g; best = p; } });
+      var s = self.data.series[d.i], j = best[2];
+      el("circle", {cx: self.sx(best[0]), cy: self.sy(best[1]), r: 3.5, fill: self.colors[d.i],
+                    stroke: "#fff", "stroke-width": 1}, self.hover);
+      var row = html("div", {}, self.tip);
+      html("span", {"class": "sw"}, row).style.background = self.colors[d.i];
+      row.appendChild(document.createTextNode(s.label + ": " + fmtY(self.m, best[1]) + " (epoch " + s.epoch[j] +
+        ", " + commas(s.step[j]) + " updates, " + commas(s.samples_seen[j]) + " samples)"));
+    });
+    this.tip.hidden = false;
+    this.tip.classList.toggle("below", box.width < 480);  // on a phone: under the chart, not over it
+    if (box.width < 480) return;
+    var left = (e.clientX - box.left) + 14, tw = this.tip.offsetWidth;
+    if (left + tw > box.width) left = Math.max(0, (e.clientX - box.left) - tw - 14);
+    this.tip.style.left = left + "px";
+    this.tip.style.top = Math.max(0, (e.clientY - box.top) - 10) + "px";
+  };
+
+  function init() {
+    var charts = [];
+    Array.prototype.forEach.call(document.querySelectorAll("figure.chart[data-chart]"), function (fig, k) {
+      try { charts.push(new Chart(fig, "c" + k)); } catch (err) { noteError(err && err.stack || err); }
+    });
+    function measure() {
+      Array.prototype.forEach.call(document.querySelectorAll("figure.fig"), function (fig) {
+        var svg = fig.querySelector("svg"), box = (svg || fig).getBoundingClientRect();
+        fig.setAttribute("data-rendered", Math.round(box.width) + "x" + Math.round(box.height));
+        fig.classList.toggle("wide", fig.scrollWidth > fig.clientWidth + 8);
+      });
+    }
+    measure();
+    var timer = null;
+    window.addEventListener("resize", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { charts.forEach(function (c) { c.draw(); }); measure(); }, 120);
+    });
+    window.addEventListener("hashchange", function () {
+      var start = fromHash();
+      if (!start.x && !start.m) return;
+      charts.forEach(function (c) {
+        if (start.x) { c.x = start.x; c.logx = null; }
+        if (start.m) c.m = start.m;
+        c.fig.querySelectorAll("input[type=radio]").forEach(function (r) { r.checked = r.value === c.x; });
+        c.fig.querySelector("select").value = c.m;
+        c.draw();
+      });
+    });
+    document.body.setAttribute("data-ready", String(charts.length));
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
+})();
+"""

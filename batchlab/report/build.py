@@ -1,0 +1,137 @@
+"""``build_report``: the store -> one self-contained HTML page.
+
+The page has an overview that links every recorded study, every sweep and every group of
+plain training runs, then one section each (``studies.py``, ``sweeps.py``, ``runs.py``).
+Everything is read from the store, so the page can be rebuilt at any time, by a process that
+never trained anything, and it comes out byte for byte the same: no build time is written,
+and figures are saved with fixed ids (``figures.py``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from batchlab.errors import BatchlabError
+from batchlab.report import html as h
+from batchlab.report.concepts import CONCEPTS
+from batchlab.report.html import Section
+
+
+def build_report(db: str | Path, out_dir: str | Path, study: str | None = None) -> Path:
+    """Write the report of store ``db`` into ``out_dir`` and return the file's path.
+
+    Without ``study``: ``out_dir/index.html`` with every study, sweep and group of training
+    runs. With ``study``: ``out_dir/<study>.html``, that study's page alone. Sections whose
+    figures cannot be rebuilt say why on the page (and in a warning) instead of failing.
+    """
+    from batchlab.store import Store
+
+    db = Path(db)
+    with Store(db, create=False) as store:
+        studies = store.studies()
+        sweeps = {name: (spec, store.sweep_run_ids(name)) for name, spec in store.sweeps().items()}
+        if study is None:
+            claimed = {r for record in studies.values() for ids in record.get("groups", {}).values() for r in ids}
+            claimed |= {r for _, ids in sweeps.values() for r in ids}
+            loose = [run for run in store.load(steps=False) if run.run_id not in claimed]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if study is not None:
+        if study not in studies:
+            known = ", ".join(sorted(studies)) or "none"
+            raise BatchlabError(f"no study {study!r} recorded in {db} (recorded: {known}); "
+                                f"run it first: batchlab study {study} --db {db}")
+        section = _study(study, studies[study], db, alone=True)
+        text = h.page(f"batchlab · {study}", _header(db, f"Study {study}", "") + section.body)
+        path = out_dir / f"{h.slug(study)}.html"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    from batchlab.report.runs import runs_sections
+    from batchlab.report.sweeps import sweep_section
+
+    sections = [_study(name, studies[name], db) for name in sorted(studies)]
+    sections += [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
+                 for name, (spec, ids) in sorted(sweeps.items())]
+    sections += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
+    for section in sections:
+        for problem in section.problems:
+            warnings.warn(f"report, {section.title}: {problem}", stacklevel=2)
+    counts = _counts(sections, len(loose))
+    if not sections:
+        counts += ('<p class="notice">This store holds nothing to show yet. Fill it with, for example, '
+                   f'<code>batchlab study brownlee --quick --db {h.esc(db.name)}</code> or '
+                   f'<code>batchlab train --db {h.esc(db.name)}</code>, then build the report again.</p>')
+    body = _header(db, "batchlab report", counts) + _overview(sections) + \
+        "".join(s.body for s in sections) + _glossary()
+    path = out_dir / "index.html"
+    path.write_text(h.page("batchlab report", body, _nav(sections)), encoding="utf-8")
+    return path
+
+
+def _study(name: str, record: dict, db: Path, alone: bool = False) -> Section:
+    from batchlab.report.studies import study_section
+
+    return study_section(name, record, db, alone=alone)
+
+
+def _guarded(build, anchor: str, kind: str, title: str, many: bool = False):
+    """``build()``, or a section that says why it could not be built (one bad sweep must not
+    hide the rest of the report)."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001
+        problem = f"could not rebuild from the store: {type(exc).__name__}: {exc}"
+        body = (h.section_start(anchor, kind, title) + f'<p class="notice">{h.esc(problem)}</p></section>')
+        card = f'<div class="card"><h4><a href="#{anchor}">{h.esc(title)}</a></h4><p>{h.esc(problem)}</p></div>'
+        section = Section(anchor, "runs" if many else kind, title, body, card, problems=[problem])
+        return [section] if many else section
+
+
+def _header(db: Path, title: str, extra: str) -> str:
+    return (f"<h1>{h.esc(title)}</h1><p class=\"lead\">Built from the run store <code>{h.esc(db.name)}</code>. "
+            "Every figure, table and finding is recomputed from the stored runs; this file works offline.</p>" + extra)
+
+
+def _counts(sections: list[Section], loose: int) -> str:
+    kinds = [s.kind for s in sections]
+    parts = [f"{kinds.count('study')} stud{'y' if kinds.count('study') == 1 else 'ies'}",
+             f"{kinds.count('sweep')} sweep{'s' if kinds.count('sweep') != 1 else ''}",
+             f"{kinds.count('runs')} group{'s' if kinds.count('runs') != 1 else ''} of training runs ({loose:,} runs)"]
+    return f'<p class="meta">{h.esc(" · ".join(parts))}</p>'
+
+
+def _overview(sections: list[Section]) -> str:
+    names = {"study": "Studies", "sweep": "Sweeps", "runs": "Training runs"}
+    hints = {"study": "Each study asks one published question and checks it against runs stored here.",
+             "sweep": "Batch size x learning rate grids: the best learning rate per batch size and the critical "
+                      "batch size.",
+             "runs": "Runs from batchlab train that belong to no study or sweep, grouped by data, model and "
+                     "optimizer."}
+    parts = ['<section aria-labelledby="overview"><h2 id="overview">Overview</h2>']
+    for kind, name in names.items():
+        cards = [s.card for s in sections if s.kind == kind]
+        parts.append(f"<h3>{name}</h3>")
+        parts.append(f"<p>{hints[kind]}</p><div class=\"cards\">{''.join(cards)}</div>" if cards
+                     else '<p class="meta">None in this store.</p>')
+    parts.append('<p><a href="#glossary">Glossary: the ideas behind the studies</a></p></section>')
+    return "".join(parts)
+
+
+def _nav(sections: list[Section]) -> str:
+    def short(title: str) -> str:
+        return title if len(title) < 70 else title[:67] + "…"
+
+    items = "".join(f'<li><a href="#{s.anchor}">{h.esc(short(s.title))}</a></li>' for s in sections)
+    return (f'<nav class="toc" aria-label="contents"><div class="inner"><details><summary>Contents '
+            f'({len(sections)} sections)</summary><ul><li><a href="#overview">Overview</a></li>{items}'
+            f'<li><a href="#glossary">Glossary</a></li></ul></details></div></nav>')
+
+
+def _glossary() -> str:
+    parts = [h.section_start("glossary", "glossary", "The ideas behind the studies")]
+    for key, (title, text) in CONCEPTS.items():
+        parts.append(f'<h3 id="concept-{key}">{title}</h3>{text.strip()}')
+    return "".join(parts) + "</section>"

@@ -1,0 +1,136 @@
+"""A recorded study's section: question, source, figures, findings, concepts, settings.
+
+Figures, tables and findings are rebuilt from the store with the study's own analysis and
+figure functions (``studies/outputs.py``), the code path ``batchlab study`` writes its files
+with, so the page and the files on disk never disagree. A study whose module this batchlab no
+longer has, or whose analysis fails on the stored runs, still shows its recorded findings
+with a notice saying why the figures are missing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import pandas as pd
+
+from batchlab.report import html as h
+from batchlab.report.concepts import concepts_for_study, concepts_html
+from batchlab.report.curves import chart_data
+from batchlab.report.figures import draw_svg
+from batchlab.report.html import Section
+from batchlab.report.runs import settings_details
+
+
+def study_section(name: str, record: dict, db: str | Path, *, alone: bool = False) -> Section:
+    """The section of study ``name`` from its stored ``record``; ``alone`` for a page of its own
+    (its first concept shown open: there is no glossary to turn to)."""
+    from batchlab.studies import get_study
+    from batchlab.studies.outputs import analyse_stored, load_study_data, membership_frame
+
+    anchor = f"study-{h.slug(name)}"
+    settings = record.get("settings", {})
+    problems: list[str] = []
+    study = None
+    try:
+        study = get_study(name)
+    except Exception as exc:  # a study recorded by another batchlab version
+        problems.append(f"this batchlab has no study called {name!r} ({exc}); showing its recorded findings only")
+    question = study.question if study else record.get("question", "")
+    source = study.source if study else (record.get("findings") or [{}])[0].get("source", "")
+
+    membership = membership_frame(record.get("groups", {}))
+    figures_html, chart_html, findings = [], "", [_finding_dict(f) for f in record.get("findings", [])]
+    notes: list[str] = []
+    data = None
+    if study is not None and not membership.empty:
+        try:
+            tables, computed = analyse_stored(study, settings, db, membership)
+            findings = [f.to_dict() for f in computed]
+            notes = study.notes(tables, settings)
+            for k, spec in enumerate(study.figures):
+                caption = _caption(spec.name)
+                try:
+                    svg = draw_svg(lambda spec=spec: spec.draw(tables, settings), f"{anchor}-f{k}", caption)
+                except Exception as exc:  # noqa: BLE001 - show the other figures
+                    problems.append(f"figure {spec.name} could not be drawn: {type(exc).__name__}: {exc}")
+                    continue
+                figures_html.append(h.figure(svg, caption, f"{anchor}-{h.slug(spec.name)}"))
+            data = load_study_data(db, membership)
+            chart_html = h.chart(f"{anchor}-chart", f"{name}: learning curves of every group of runs",
+                                 chart_data(data.history, data.summary, prefix="group"))
+        except Exception as exc:  # noqa: BLE001 - one broken study must not hide the others
+            problems.append(f"could not rebuild the figures from the store: {type(exc).__name__}: {exc}")
+
+    parts = [h.section_start(anchor, "study", f"{name}: {question}")]
+    parts.append(f'<p class="lead">Source: {h.esc(source)}.</p>' if source else "")
+    parts.append(_meta(record, membership))
+    parts += [f'<p class="notice">{h.esc(p)}</p>' for p in problems]
+    parts.append(concepts_html(concepts_for_study(name), open_first=alone))
+    parts.append("<h3>Findings</h3>" + findings_html(findings))
+    if notes:
+        parts.append("<h3>How to read this</h3>" + "".join(f"<p>{h.esc(n)}</p>" for n in notes))
+    if chart_html:
+        parts.append("<h3>Learning curves (interactive)</h3>" + chart_html)
+    if figures_html:
+        parts.append("<h3>Figures</h3>" + "".join(figures_html))
+    parts.append(_settings_block(settings, data.runs if data is not None else []))
+    parts.append("</section>")
+
+    verdicts = [f["verdict"] for f in findings]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts)
+    card = (f'<div class="card"><h4><a href="#{anchor}">{h.esc(name)}</a></h4><p>{h.esc(question)}</p>'
+            f'<p class="meta">{len(findings)} finding{"s" if len(findings) != 1 else ""}'
+            f'{": " + counts if counts else ""}</p></div>')
+    return Section(anchor, "study", f"{name}: {question}", "".join(parts), card, len(figures_html),
+                   1 if chart_html else 0, problems)
+
+
+def findings_html(findings: list[dict]) -> str:
+    if not findings:
+        return "<p>(no findings recorded)</p>"
+    items = []
+    for f in findings:
+        verdict = str(f.get("verdict", ""))
+        items.append(f'<li class="{h.esc(verdict)}">{h.badge(verdict)}'
+                     f'<span class="claim">{h.esc(f.get("claim", ""))}</span>'
+                     f'<div class="measured">Measured: {h.esc(f.get("measured", ""))}</div></li>')
+    return ('<ul class="findings">' + "".join(items) + "</ul>"
+            '<p class="meta">Intervals are 95 % (t-intervals over seeds unless stated). A verdict is '
+            "<i>inconclusive</i> when the interval contains zero or there are fewer than 2 seeds.</p>")
+
+
+def _finding_dict(f: dict) -> dict:
+    return {k: f.get(k, "") for k in ("claim", "source", "measured", "verdict")}
+
+
+_WORDS = {"acc": "accuracy", "lr": "learning rate", "vs": "vs", "sq": "squared"}
+
+
+def _caption(name: str) -> str:
+    """A figure's file name as words: ``learning_curves_acc`` -> 'Learning curves, accuracy'."""
+    words = [_WORDS.get(w, w) for w in name.split("_")]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def _meta(record: dict, membership: pd.DataFrame) -> str:
+    size = "quick size (--quick): numbers are indicative only" if record.get("quick") else "faithful size"
+    bits = [f"{membership.run_id.nunique():,} runs" if not membership.empty else "no runs recorded", size]
+    if record.get("seconds") is not None:
+        bits.append(f"took {h.fmt_seconds(record['seconds'])}")
+    if record.get("created"):
+        stamp = _dt.datetime.fromtimestamp(float(record["created"]), _dt.timezone.utc)
+        bits.append(f"recorded {stamp:%Y-%m-%d %H:%M} UTC")
+    if record.get("version"):
+        bits.append(f"batchlab {record['version']}")
+    return f'<p class="meta">{h.esc(" · ".join(bits))}</p>'
+
+
+def _settings_block(settings: dict, runs: list) -> str:
+    rows = [(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value)
+            for key, value in settings.items()]
+    body = h.table(["setting", "value"], rows, caption="Study settings (defaults, --quick size and overrides applied)")
+    if runs:
+        body += settings_details(runs)
+    return f'<details class="settings"><summary>Resolved settings</summary>{body}</details>'

@@ -1,0 +1,119 @@
+"""A stored sweep's section: best lr per batch size, to-target with the B_crit fit, the lr x B
+heatmap and the learning curves at each B's best lr.
+
+The tables and figures come from the functions ``batchlab analyze`` uses
+(``analysis/scaling.py``, ``plots/scaling.py``, ``plots/learning_curves.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchlab.report import html as h
+from batchlab.report.concepts import SWEEP_CONCEPTS, concepts_html
+from batchlab.report.html import Section
+
+
+def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> Section:
+    from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, parse_target, per_setting, to_target
+    from batchlab.plots import learning_curves
+    from batchlab.plots.scaling import final_metrics_figure, heatmap_figure, to_target_figure
+    from batchlab.report.curves import chart_data
+    from batchlab.report.figures import draw_svg
+    from batchlab.report.runs import settings_details
+    from batchlab.store import Store, series_frame, summary_frame
+
+    anchor = f"sweep-{h.slug(name)}"
+    with Store(db, create=False) as store:
+        runs = store.load(run_ids, steps=False)
+    header = h.section_start(anchor, "sweep", f"{name}: batch size x learning rate on {spec.get('data')} "
+                                              f"({spec.get('model')})")
+    lrs = f'{spec["lr_scaling"]} rule from {spec.get("base_lr")} at B={spec.get("base_batch")}' \
+        if spec.get("lr_scaling") else spec.get("lr")
+    lead = (f'<p class="lead">{len(run_ids):,} runs planned, {len(runs):,} stored · batch sizes '
+            f'{h.esc(spec.get("batch_sizes"))} · learning rates {h.esc(lrs)}'
+            f' · {h.esc(spec.get("seeds"))} seeds · budget {h.esc(spec.get("budget"))} · target '
+            f'<code>{h.esc(spec.get("target"))}</code></p>')
+    spec_rows = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in spec.items()]
+    spec_html = h.table(["sweep setting", "value"], spec_rows)
+    if not runs:
+        body = header + lead + '<p class="notice">No run of this sweep is stored yet (re-run the sweep).</p></section>'
+        return Section(anchor, "sweep", name, body, _card(anchor, name, spec, None, 0), problems=["no runs"])
+
+    goal = parse_target(spec["target"])
+    history, summary = series_frame(runs, "epoch"), summary_frame(runs)
+    settings = per_setting(summary, to_target(history, goal))
+    best = best_per_batch(settings)
+    reached = best[best.reached == 1.0]
+    fit = fit_critical_batch(reached.batch_size, reached.steps) if len(reached) >= 3 else None
+    if fit is not None:
+        best["regime"] = [fit.regime(b) for b in best.batch_size]
+    at_best = history.merge(best[["batch_size", "lr"]], on=["batch_size", "lr"])
+
+    figures = []
+    specs = [("to_target_vs_batch", f"Updates and samples to reach {goal} vs batch size, at each B's best lr",
+              lambda: to_target_figure(best, fit, str(goal))),
+             ("lr_batch_heatmap", "Final test accuracy (mean over seeds) for every learning rate x batch size",
+              lambda: heatmap_figure(settings)),
+             ("final_metrics_vs_batch", "Final test accuracy and generalization gap vs batch size, at each B's best lr",
+              lambda: final_metrics_figure(best)),
+             ("learning_curves_best_lr", "Learning curves at each batch size's best lr",
+              lambda: learning_curves(at_best, "acc", title="Learning curves at each batch size's best lr"))]
+    for k, (fig_name, caption, draw) in enumerate(specs):
+        svg = draw_svg(draw, f"{anchor}-f{k}", caption)
+        figures.append(h.figure(svg, caption, f"{anchor}-{h.slug(fig_name)}"))
+
+    chart = h.chart(f"{anchor}-chart", f"sweep {name}: learning curves at each batch size's best lr",
+                    chart_data(at_best, summary[summary.run_id.isin(at_best.run_id)], by=["batch_size", "lr"]))
+    body = (header + lead + concepts_html(SWEEP_CONCEPTS, open_first=False)
+            + "<h3>Best learning rate per batch size</h3>" + best_table(best, goal) + fit_html(fit, len(reached))
+            + figures[0] + "<h3>Learning rate x batch size</h3>" + figures[1] + figures[2]
+            + "<h3>Learning curves (interactive)</h3>" + chart + figures[3]
+            + f'<details class="settings"><summary>Resolved settings</summary>{spec_html}'
+            + settings_details(runs) + "</details></section>")
+    missing = len(run_ids) - len(runs)
+    if missing:
+        body = body.replace(lead, lead + f'<p class="notice">{missing} run(s) of this sweep are not stored yet; '
+                                         "the tables use the stored ones.</p>", 1)
+    card = _card(anchor, name, spec, fit, len(runs))
+    return Section(anchor, "sweep", name, body, card, len(figures), 1 if chart else 0)
+
+
+def best_table(best, goal) -> str:
+    """The best-lr-per-B table with units (updates, samples, seconds, %)."""
+    def pm(row, key, fmt):
+        value, std = row[key], row.get(f"{key}_std")
+        if h.missing(value):
+            return "never reached"
+        return fmt(value) + ("" if h.missing(std) else f" ± {fmt(std)}")
+
+    rows = []
+    for row in best.to_dict("records"):
+        rows.append([f"{int(row['batch_size']):,}", f"{row['lr']:g}", f"{row['reached']:.0%}",
+                     pm(row, "steps", lambda v: h.fmt_count(v)), pm(row, "samples", lambda v: h.fmt_count(v)),
+                     pm(row, "seconds", lambda v: f"{v:.2f}"), h.fmt_pct(row["test_acc"]), h.fmt_pct(row["gap_acc"]),
+                     row.get("regime", "—") if isinstance(row.get("regime"), str) else "—"])
+    headers = ["B", "best lr", "seeds reaching", "updates to target", "samples to target", "seconds to target",
+               "final test acc", "gap (train − test)", "regime"]
+    return h.table(headers, rows, numeric=[True] * 8 + [False], caption=(
+        f"Target {goal}. Per batch size the learning rate that reaches it in the fewest updates with every seed "
+        "(or, where none does, the best final test accuracy); mean ± std over seeds."))
+
+
+def fit_html(fit, reached: int) -> str:
+    if fit is None:
+        return (f'<p class="notice">Only {reached} batch size(s) reached the target with every seed; the critical '
+                "batch size fit needs 3 or more.</p>")
+    def g(v):
+        return h.fmt_num(v, 3) if abs(v) < 1000 else h.fmt_count(v)
+
+    return (f"<p>Fit S(B) = S<sub>min</sub> (1 + B<sub>crit</sub>/B): S<sub>min</sub> = {g(fit.s_min)} ± "
+            f"{g(fit.s_min_se)} updates, <b>B<sub>crit</sub> = {g(fit.b_crit)} ± {g(fit.b_crit_se)} samples</b>, "
+            f"E<sub>min</sub> = {g(fit.e_min)} samples (± one standard error).</p>")
+
+
+def _card(anchor, name, spec, fit, stored) -> str:
+    crit = f"B_crit ≈ {fit.b_crit:,.0f}" if fit is not None else "no B_crit fit"
+    return (f'<div class="card"><h4><a href="#{anchor}">sweep {h.esc(name)}</a></h4>'
+            f'<p>{h.esc(spec.get("data"))} · {h.esc(spec.get("model"))} · B {h.esc(spec.get("batch_sizes"))}</p>'
+            f'<p class="meta">{stored:,} runs stored · target {h.esc(spec.get("target"))} · {crit}</p></div>')
