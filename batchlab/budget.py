@@ -90,3 +90,10 @@ def plan(n: int, batch_size: int, epochs: int, drop_last: bool = False) -> Plan:
         samples_seen=samples_per_epoch(n, batch_size, drop_last) * epochs,
         regime=regime(n, batch_size),
     )
+
+
+def scaled_lr(rule: str, base_lr: float, base_batch: int, batch_size: int) -> float:
+    """The learning rate at ``batch_size`` from ``base_lr`` at ``base_batch``: lr x B/B_0
+    (``linear``, Goyal et al. 2017) or lr x sqrt(B/B_0) (``sqrt``, Hoffer et al. 2017)."""
+    ratio = batch_size / base_batch
+    return base_lr * (ratio if rule == "linear" else math.sqrt(ratio))

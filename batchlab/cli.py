@@ -380,11 +380,41 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
         return
     overrides = _parse_sets(settings)
     overrides.update({k: v for k, v in (("seeds", seeds), ("epochs", epochs)) if v is not None})
+    if name == "all" and overrides:
+        raise BatchlabError("settings (--set, --seeds, --epochs) apply to one study; 'all' runs each at its own")
     names = available() if name == "all" else [name]
     for each in names:
         where = (out / each if name == "all" else out) if out is not None else None
         _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
                        force=force)
+
+
+@app.command()
+def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+         out: Path = typer.Option(Path("results"), help="folder for each study's figures and findings"),
+         report_dir: Path = typer.Option(Path("report"), "--report", help="folder for the HTML report")) -> None:
+    """Every study at --quick size, then the report: the whole of batchlab in a few minutes."""
+    from batchlab.report import build_report
+    from batchlab.studies import available, get_study
+    from batchlab.studies.runner import run_study
+
+    names = available()
+    bar, advance = _progress_bar(1, "tour")
+    task = bar.task_ids[0]
+    summary = []
+    with bar:
+        for i, name in enumerate(names, 1):
+            bar.update(task, description=f"study {i}/{len(names)}: {name}")
+            done = bar.tasks[0].completed
+            result = run_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
+                               on_start=lambda total: bar.update(task, total=done + max(total, 1)))
+            verdicts = [f.verdict for f in result.findings]
+            summary.append(f"{name:<15} {result.seconds:5.1f} s  " + ", ".join(
+                f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
+        bar.update(task, description="report")
+        path = build_report(db, report_dir)
+    typer.echo("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
+    typer.echo(f"report: {path}")
 
 
 def main() -> None:

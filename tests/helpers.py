@@ -25,3 +25,13 @@ def kill_after_first_stored_run(command: list[str], db, timeout: float = 120) ->
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+
+
+def quick_study(name: str, tmp_path_factory):
+    """Run study ``name`` at quick size in a fresh store and folder; returns (result, db, out)."""
+    from batchlab.studies import get_study
+    from batchlab.studies.runner import run_study
+
+    root = tmp_path_factory.mktemp(name.replace("-", "_"))
+    db, out = root / "study.db", root / "out"
+    return run_study(get_study(name), quick=True, db=db, out=out), db, out

@@ -16,7 +16,7 @@ def setup_commands() -> list[str]:
 def test_setup_has_two_commands_and_ci_runs_the_test_one():
     commands = setup_commands()
     assert len(commands) == 2
-    assert "batchlab study brownlee" in commands[0] and "pip install" in commands[0]
+    assert "batchlab tour" in commands[0] and "pip install" in commands[0]
     assert "pytest" in commands[1] and "pip install" in commands[1]
     extracted = subprocess.run(["awk", '/<!-- test-command -->/{getline; getline; print; exit}', "README.md"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()

@@ -12,13 +12,12 @@ from batchlab.studies import get_study
 from batchlab.studies import convex as study_module
 from batchlab.studies.base import Checkpoint
 from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    root = tmp_path_factory.mktemp("convex")
-    db, out = root / "convex.db", root / "out"
-    return run_study(get_study("convex"), quick=True, db=db, out=out), db, out
+    return quick_study("convex", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

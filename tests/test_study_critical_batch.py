@@ -11,17 +11,14 @@ from batchlab.analysis.critical_batch import (bootstrap_fit, geometric_interval,
                                               operational_batch, per_batch, within_factor)
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, Interval
 from batchlab.store import Store
-from batchlab.studies import get_study
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 TARGET = 0.1  # the study's target is train_loss <= 0.1
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("critical_batch")
-    db, out = root / "study.db", root / "out"
-    result = run_study(get_study("critical-batch"), quick=True, db=db, out=out)
+    result, db, out = quick_study("critical-batch", tmp_path_factory)
     assert result.settings["target"] == f"train_loss<={TARGET}"
     return result, db, out
 

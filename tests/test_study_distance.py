@@ -13,16 +13,14 @@ import pytest
 
 from batchlab.store import Store
 from batchlab.studies import get_study
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 STUDY = get_study("distance")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distance")
-    db, out = root / "study.db", root / "out"
-    result = run_study(STUDY, quick=True, db=db, out=out)
+    result, db, out = quick_study("distance", tmp_path_factory)
     with Store(db, create=False) as store:
         runs = store.load(result.run_ids, steps=True)
     return result, runs, out

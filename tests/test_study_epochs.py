@@ -15,17 +15,14 @@ def within_band(iv, band):
     return within(iv, -band, band)
 from batchlab.analysis.findings import Interval
 from batchlab.store import Store
-from batchlab.studies import get_study
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 FIGURES = ("learning_curves_marked", "early_stopping_by_batch")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("epochs")
-    db, out = root / "runs.db", root / "out"
-    return run_study(get_study("epochs"), quick=True, db=db, out=out), db, out
+    return quick_study("epochs", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

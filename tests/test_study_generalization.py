@@ -23,15 +23,12 @@ from batchlab.models import mlp
 from batchlab.store import Store
 from batchlab.studies import generalization as gen_study
 from batchlab.studies.base import Checkpoint
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("generalization")
-    db, out = root / "study.db", root / "out"
-    result = run_study(gen_study.STUDY, quick=True, db=db, out=out)
-    return result, db, out
+    return quick_study("generalization", tmp_path_factory)
 
 
 def finding(result, start: str):

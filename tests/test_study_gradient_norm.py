@@ -14,13 +14,12 @@ from batchlab.store import Store
 from batchlab.studies import get_study
 from batchlab.studies.gradient_norm import instrument_name, pool_rows
 from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gradient_norm")
-    db, out = root / "study.db", root / "out"
-    return run_study(get_study("gradient-norm"), quick=True, db=db, out=out), db, out
+    return quick_study("gradient-norm", tmp_path_factory)
 
 
 def stored_trials(db, settings) -> dict[tuple[int, int], np.ndarray]:

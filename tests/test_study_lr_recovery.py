@@ -17,7 +17,7 @@ from batchlab.engine.cohort import _start_program, prng_key, train_cohort
 from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, run_epoch
 from batchlab.store import Store
 from batchlab.studies import get_study, lr_recovery
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 STUDY = get_study("lr-recovery")
 QUICK = STUDY.settings(quick=True)
@@ -25,9 +25,7 @@ QUICK = STUDY.settings(quick=True)
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lr_recovery")
-    db, out = root / "study.db", root / "out"
-    return run_study(STUDY, quick=True, db=db, out=out), db, out
+    return quick_study("lr-recovery", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,14 @@ import pytest
 
 from batchlab.store import Store
 from batchlab.studies import get_study
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 STUDY = get_study("optimizer")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("optimizer")
-    db, out = root / "study.db", root / "out"
-    result = run_study(STUDY, quick=True, db=db, out=out)
+    result, db, out = quick_study("optimizer", tmp_path_factory)
     with Store(db, create=False) as store:
         runs = store.load(result.run_ids, steps=True)
         norms = store.measurements("param_norm")

@@ -10,17 +10,14 @@ from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
 from batchlab.analysis.throughput import fastest_batch, per_run
 from batchlab.analysis.scaling import parse_target
 from batchlab.store import Store
-from batchlab.studies import get_study
-from batchlab.studies.runner import run_study
+from helpers import quick_study
 
 TARGET = 0.1  # train_loss <= 0.1
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("throughput")
-    db, out = root / "study.db", root / "out"
-    result = run_study(get_study("throughput"), quick=True, db=db, out=out)
+    result, db, out = quick_study("throughput", tmp_path_factory)
     assert result.settings["target"] == f"train_loss<={TARGET}"
     return result, db, out
 

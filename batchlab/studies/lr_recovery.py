@@ -31,6 +31,7 @@ import math
 
 import pandas as pd
 
+from batchlab import budget
 from batchlab.analysis.curves import curves_table
 from batchlab.analysis.findings import Finding, Interval, compare, difference, interval, non_inferior
 from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
@@ -44,10 +45,9 @@ ROLES = ("small", "large", "x10", "linear", "sqrt", "switch")
 def learning_rates(s: dict) -> dict[str, float]:
     """The learning rate of each group: lr_B' = lr_B x (B'/B) (linear) or x sqrt(B'/B) (sqrt),
     from the small-batch lr (Goyal et al. 2017; Hoffer et al. 2017)."""
-    ratio = s["large_batch"] / s["small_batch"]
-    base = s["lr"]
-    return {"small": base, "large": base, "x10": base * s["boost"], "linear": base * ratio,
-            "sqrt": base * math.sqrt(ratio), "switch": base}
+    base, small, large = s["lr"], s["small_batch"], s["large_batch"]
+    return {"small": base, "large": base, "x10": base * s["boost"], "switch": base,
+            "linear": budget.scaled_lr("linear", base, small, large), "sqrt": budget.scaled_lr("sqrt", base, small, large)}
 
 
 def switch_epoch(s: dict) -> int:

@@ -17,6 +17,7 @@ import math
 
 import pandas as pd
 
+from batchlab import budget
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, Finding, compare, interval, trend
 from batchlab.analysis.scaling import parse_target
 from batchlab.analysis.throughput import fastest_batch, per_batch, per_run
@@ -27,7 +28,7 @@ SOURCE = "the data-parallelism argument for large batches (Goyal et al. 2017; Sh
 
 def lr_for(b: int, s: dict) -> float:
     """Square-root scaling from the reference batch size (``science.md`` section 4)."""
-    return round(s["lr_ref"] * math.sqrt(b / s["ref_batch"]), 6)
+    return round(budget.scaled_lr("sqrt", s["lr_ref"], s["ref_batch"], b), 6)
 
 
 def grids(s: dict) -> list[Grid]:

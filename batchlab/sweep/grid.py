@@ -91,11 +91,6 @@ def epochs_for(kind: str, amount: float, n: int, batch_size: int) -> int:
     return max(1, math.ceil(amount / per_epoch))
 
 
-def scaled_lr(rule: str, base_lr: float, base_batch: int, batch_size: int) -> float:
-    ratio = batch_size / base_batch
-    return base_lr * (ratio if rule == "linear" else math.sqrt(ratio))
-
-
 def expand(spec: SweepSpec, data_cfg: DataConfig, model_cfg: ModelConfig, n_train: int) -> list[RunConfig]:
     """All runs of the sweep, resolved and validated (B above N is named in the error)."""
     sizes = [resolve_batch_size(b, n_train) for b in parse_batch_sizes(spec.batch_sizes)]
@@ -106,7 +101,7 @@ def expand(spec: SweepSpec, data_cfg: DataConfig, model_cfg: ModelConfig, n_trai
     configs: list[RunConfig] = []
     for b in sizes:
         epochs = epochs_for(kind, amount, n_train, b)
-        lrs = ([scaled_lr(spec.lr_scaling, spec.base_lr, spec.base_batch, b)] if spec.lr_scaling
+        lrs = ([budget.scaled_lr(spec.lr_scaling, spec.base_lr, spec.base_batch, b)] if spec.lr_scaling
                else spec.lr)
         configs += build_configs(data_cfg, n_train, model_cfg, batch_size=b, epochs=epochs, lr=lrs,
                                  momentum=spec.momentum, seeds=spec.seeds, optimizer=spec.optimizer,
@@ -116,4 +111,4 @@ def expand(spec: SweepSpec, data_cfg: DataConfig, model_cfg: ModelConfig, n_trai
     return configs
 
 
-__all__ = ["SweepSpec", "read_spec", "expand", "parse_budget", "epochs_for", "scaled_lr"]
+__all__ = ["SweepSpec", "read_spec", "expand", "parse_budget", "epochs_for"]
