@@ -4,6 +4,7 @@ and lr when several), mean over seeds with a min-max band."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from batchlab.analysis.curves import curves_table  # noqa: E402
 
@@ -35,8 +37,9 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     panels = list(dict.fromkeys(table.panel))
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 0.5), sharex=True, sharey=True,
-                             squeeze=False)
+    # At least 6.5 inches wide, so a one- or two-panel figure's title is not clipped.
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.6 * ncols, 6.5), 2.9 * nrows + 0.5), sharex=True,
+                             sharey=True, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for i, ax in enumerate(axes.flat[:len(panels)]):
@@ -55,15 +58,26 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
         ax.grid(alpha=0.3)
         if metric == "loss":
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.6, not 6x10^-1
+            ax.yaxis.set_minor_formatter(FuncFormatter(_two_three_five))
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy" if metric == "acc" else "loss (cross-entropy, log scale)")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title or f"Learning curves ({metric})", fontsize=10)
+    width = fig.get_size_inches()[0]
+    fig.suptitle(textwrap.fill(title or f"Learning curves ({metric})", int(width * 13)), fontsize=10)
     fig.text(0.5, 0.005, "line: mean over seeds; band: min..max over seeds", ha="center", fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     return fig
+
+
+def _two_three_five(value: float, _) -> str:
+    """Minor log ticks labelled at 2, 3 and 5 times a power of ten only, so they never crowd."""
+    if value <= 0:
+        return ""
+    leading = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if leading in (2, 3, 5) else ""
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> list[Path]:
