@@ -22,7 +22,6 @@ import pandas as pd
 from batchlab.analysis import generalization as gen
 from batchlab.analysis.curves import curves_table
 from batchlab.analysis.findings import Finding, compare, interval, trend, verdict_from_interval
-from batchlab.instruments.hessian import power_iteration, sharpness_programs
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study, StudyData
 
 SOURCE = "Keskar et al., ICLR 2017"
@@ -47,6 +46,8 @@ def measure_sharpness(cp: Checkpoint) -> list[dict]:
     import time
 
     import jax
+
+    from batchlab.instruments.hessian import power_iteration, sharpness_programs  # training code: only here
 
     s = cp.settings
     start = time.perf_counter()
