@@ -33,7 +33,7 @@ from batchlab.analysis import convex
 from batchlab.analysis.findings import Finding, bootstrap_ratio, interval, trend, verdict_from_interval
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study, StudyData
 
-SOURCE = "convex SGD theory, science.md section 6"
+SOURCE = "constant-step SGD on a convex problem (Bottou, Curtis & Nocedal 2018; Mishchenko et al. 2020)"
 INSTRUMENT = "convex_optimum_gap"
 _OPTIMA: dict[str, convex.Optimum] = {}  # dataset fingerprint -> exact optimum (solved once per process)
 

@@ -23,7 +23,7 @@ from batchlab.analysis.findings import Finding, Interval, compare, interval, tre
 from batchlab.config import EarlyStopping
 from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
 
-SOURCE = "science.md section 1"
+SOURCE = "Brownlee, Difference Between a Batch and an Epoch (2018); early stopping as in Keras (patience, restore best)"
 ARMS = {FULL: "full budget", EARLY: "early stopping"}
 
 

@@ -25,7 +25,7 @@ from batchlab.errors import BatchlabError
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study, StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
-THEORY = "McCandlish et al. 2018; science.md section 4"
+THEORY = "McCandlish et al. 2018"
 LABEL = "training run"
 SAMPLINGS = ("without", "with")
 
