@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from batchlab.config import DataConfig
@@ -29,19 +30,23 @@ def resolve_data_config(name: str, *, standardize: bool | None = None, test_frac
 
 
 def _prepare(name: str, arrays: tuple, cfg: DataConfig) -> Dataset:
+    """Split (when no test set is given), validate and standardize; the dataset's notes say
+    what reading the arrays changed."""
+    notes: list[str] = []
     if len(arrays) == 2:
-        arrays = tuple(split(name, arrays[0], arrays[1], cfg.test_fraction, cfg.split_seed))
+        arrays = tuple(split(name, arrays[0], arrays[1], cfg.test_fraction, cfg.split_seed, notes))
         x_train, x_test, y_train, y_test = arrays
     else:
         x_train, y_train, x_test, y_test = arrays
-    ds = make_dataset(name, x_train, y_train, x_test, y_test)
+    ds = make_dataset(name, x_train, y_train, x_test, y_test, notes=tuple(notes))
     return standardize(ds) if cfg.standardize else ds
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load and validate the data a :class:`DataConfig` names."""
     if cfg.name in BUILTIN:
-        return _prepare(cfg.name, builtin_arrays(cfg.name), cfg)
+        # Built-in sets are batchlab's own (their layout is documented): no notes to print.
+        return replace(_prepare(cfg.name, builtin_arrays(cfg.name), cfg), notes=())
     path = Path(cfg.name)
     arrays = read_npz(path) if path.suffix.lower() == ".npz" else read_csv(path, cfg.label)
     return _prepare(path.name, arrays, cfg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -11,7 +11,12 @@ from batchlab.errors import BatchlabError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays: ``x`` float32 of shape (n, *sample_shape), ``y`` int32 labels 0..K-1."""
+    """Train and test arrays: ``x`` float32 of shape (n, *sample_shape), ``y`` int32 labels 0..K-1.
+
+    ``notes`` says, one line each, what batchlab changed in the user's data to get there (labels
+    renumbered, one-hot rows read as indices, a 1-column ``y`` squeezed, how models read a
+    multi-dimensional ``x``), so the CLI can print it once and the store keep it with each run.
+    They are not part of the fingerprint: the arrays are."""
 
     name: str
     x_train: np.ndarray
@@ -19,6 +24,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    notes: tuple[str, ...] = ()
 
     @property
     def n_train(self) -> int:
@@ -46,14 +52,16 @@ def array_digest(*arrays) -> str:
     return digest.hexdigest()
 
 
-def as_features(x, what: str) -> np.ndarray:
-    """Float32 feature array with at least one feature per sample; NaN/inf and non-numbers rejected."""
+def as_features(x, what: str, notes: list[str] | None = None) -> np.ndarray:
+    """Float32 feature array with at least one feature per sample; NaN/inf and non-numbers rejected.
+    A 1-D ``x`` becomes one feature per sample, said in ``notes`` when given."""
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise BatchlabError(f"{what} must be numeric") from None
     if arr.ndim == 1:
         arr = arr[:, None]
+        _note(notes, f"{what} is 1-D: read as one feature per sample")
     if arr.ndim < 2 or arr.shape[0] == 0:
         raise BatchlabError(f"{what} is empty")
     if arr.size == 0:
@@ -66,8 +74,15 @@ def as_features(x, what: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def as_labels(y, what: str) -> np.ndarray:
-    """1-D integer labels; one-hot rows are turned into class indices; fractions are rejected."""
+def _note(notes: list[str] | None, line: str) -> None:
+    if notes is not None and line not in notes:
+        notes.append(line)
+
+
+def as_labels(y, what: str, notes: list[str] | None = None) -> np.ndarray:
+    """1-D integer labels; one-hot rows are turned into class indices; fractions are rejected.
+    What was changed (one-hot read as indices, a 1-column array squeezed) is appended to
+    ``notes`` when given."""
     try:
         arr = np.asarray(y)
     except (TypeError, ValueError):
@@ -75,8 +90,12 @@ def as_labels(y, what: str) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] > 1:
         if not (np.isin(arr, (0, 1)).all() and (arr.sum(axis=1) == 1).all()):
             raise BatchlabError(f"{what} is 2-D but not one-hot; give one integer label per sample")
+        _note(notes, f"{what} is one-hot ({arr.shape[0]} rows x {arr.shape[1]} columns): "
+                     f"read as class indices 0..{arr.shape[1] - 1} (the column that holds the 1)")
         arr = arr.argmax(axis=1)
     elif arr.ndim == 2:
+        if arr.shape[0] > 0:
+            _note(notes, f"{what} has shape ({arr.shape[0]}, 1): read as one label per sample")
         arr = arr[:, 0]
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise BatchlabError(f"{what} is empty or not 1-D")
@@ -92,10 +111,13 @@ def as_labels(y, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def make_dataset(name: str, x_train, y_train, x_test, y_test) -> Dataset:
-    """Validate arrays and map labels to 0..K-1 (K from the union of train and test labels)."""
-    xtr, ytr = as_features(x_train, f"{name}: x"), as_labels(y_train, f"{name}: y")
-    xte, yte = as_features(x_test, f"{name}: x_test"), as_labels(y_test, f"{name}: y_test")
+def make_dataset(name: str, x_train, y_train, x_test, y_test, *, notes: tuple[str, ...] = ()) -> Dataset:
+    """Validate arrays and map labels to 0..K-1 (K from the training labels, which must include
+    every test label). ``notes`` (what an earlier step such as :func:`split` changed) come first
+    in the dataset's notes, then what this step changed."""
+    said = list(notes)
+    xtr, ytr = as_features(x_train, f"{name}: x", said), as_labels(y_train, f"{name}: y", said)
+    xte, yte = as_features(x_test, f"{name}: x_test", said), as_labels(y_test, f"{name}: y_test", said)
     if len(xtr) != len(ytr):
         raise BatchlabError(f"{name}: x has {len(xtr)} rows but y has {len(ytr)}")
     if len(xte) != len(yte):
@@ -109,7 +131,27 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test) -> Dataset:
     if len(unseen):
         raise BatchlabError(f"{name}: test labels {unseen.tolist()} never occur in the training labels")
     index = np.searchsorted(classes, ytr).astype(np.int32), np.searchsorted(classes, yte).astype(np.int32)
-    return Dataset(name, xtr, index[0], xte, index[1], num_classes=len(classes))
+    _note(said, _renumbering(name, classes))
+    _note(said, _shape_note(name, xtr.shape[1:]))
+    return Dataset(name, xtr, index[0], xte, index[1], num_classes=len(classes),
+                   notes=tuple(line for line in said if line))
+
+
+def _renumbering(name: str, classes: np.ndarray) -> str:
+    """The note for labels that are not already 0..K-1 ("" when they are)."""
+    if np.array_equal(classes, np.arange(len(classes))):
+        return ""
+    pairs = [f"{int(c)}->{i}" for i, c in enumerate(classes)]
+    shown = ", ".join(pairs if len(pairs) <= 12 else pairs[:10] + ["...", pairs[-1]])
+    return f"{name}: labels renumbered 0..{len(classes) - 1} in sorted order ({shown})"
+
+
+def _shape_note(name: str, sample_shape: tuple[int, ...]) -> str:
+    """How models read samples of more than one dimension ("" for plain feature vectors)."""
+    if len(sample_shape) < 2:
+        return ""
+    return (f"{name}: x has sample shape {tuple(int(d) for d in sample_shape)}: mlp/logreg flatten it "
+            f"to {int(np.prod(sample_shape))} features, cnn reads it as an image")
 
 
 def standardize(ds: Dataset) -> Dataset:
@@ -117,17 +159,18 @@ def standardize(ds: Dataset) -> Dataset:
     mean = ds.x_train.mean(axis=0, keepdims=True)
     std = ds.x_train.std(axis=0, keepdims=True)
     std = np.where(std > 0, std, 1.0)
-    return Dataset(ds.name, ((ds.x_train - mean) / std).astype(np.float32), ds.y_train,
-                   ((ds.x_test - mean) / std).astype(np.float32), ds.y_test, ds.num_classes)
+    return replace(ds, x_train=((ds.x_train - mean) / std).astype(np.float32),
+                   x_test=((ds.x_test - mean) / std).astype(np.float32))
 
 
-def split(name: str, x, y, test_fraction: float, seed: int):
-    """Stratified train/test split when the data brings no test set of its own."""
+def split(name: str, x, y, test_fraction: float, seed: int, notes: list[str] | None = None):
+    """Stratified train/test split when the data brings no test set of its own; what reading
+    ``x`` and ``y`` changed is appended to ``notes`` when given."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_fraction < 1:
         raise BatchlabError(f"test fraction must lie in (0, 1), got {test_fraction}")
-    x, y = as_features(x, f"{name}: x"), as_labels(y, f"{name}: y")
+    x, y = as_features(x, f"{name}: x", notes), as_labels(y, f"{name}: y", notes)
     if len(x) != len(y):
         raise BatchlabError(f"{name}: x has {len(x)} rows but y has {len(y)}")
     if len(x) < 4:

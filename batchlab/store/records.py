@@ -11,6 +11,10 @@ from batchlab.config import flat_settings
 from batchlab.results import RunResult
 
 
+# Per-epoch series every stored run carries (the summary table is made of them).
+SUMMARY_SERIES = ("epoch", "step", "samples_seen", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
 def encode(values: np.ndarray) -> tuple[str, bytes]:
     arr = np.ascontiguousarray(values)
     dtype = "<i8" if arr.dtype.kind in "iub" else "<f8"
@@ -18,7 +22,33 @@ def encode(values: np.ndarray) -> tuple[str, bytes]:
 
 
 def decode(dtype: str, data: bytes) -> np.ndarray:
+    """The array :func:`encode` stored; ValueError when the bytes cannot be one (a damaged store)."""
+    if dtype not in ("<i8", "<f8") or not isinstance(data, bytes) or len(data) % 8:
+        raise ValueError(f"a stored series is not a whole array of {dtype!r} values")
     return np.frombuffer(data, dtype=np.dtype(dtype)).copy()
+
+
+def check_run(res: RunResult) -> None:
+    """Raise ValueError unless a run read back from a store has what every reader relies on:
+    the summary series, equal lengths within each level and whole numbers where counts are
+    kept. A store damaged inside a record can pass SQLite's checks and still fail these."""
+    for level, series in (("epoch", res.history), ("step", res.steps)):
+        lengths = {len(values) for values in series.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"run {res.run_id}: its per-{level} series differ in length")
+    missing = [k for k in SUMMARY_SERIES if k not in res.history]
+    if missing or len(res.history["epoch"]) == 0:
+        raise ValueError(f"run {res.run_id}: per-epoch series {missing or ['epoch']} missing")
+    if not isinstance(res.status, str):
+        raise ValueError(f"run {res.run_id}: status is not text")
+    epochs = len(res.history["epoch"])
+    if res.best_epoch is not None and not (isinstance(res.best_epoch, int) and -epochs <= res.best_epoch < epochs):
+        raise ValueError(f"run {res.run_id}: best epoch {res.best_epoch!r} is not one of its epochs")
+    if res.diverged_step is not None and not isinstance(res.diverged_step, int):
+        raise ValueError(f"run {res.run_id}: diverged step {res.diverged_step!r} is not a number")
+    for value in (res.compile_seconds, res.train_seconds):
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"run {res.run_id}: a stored time is not a number")
 
 
 def run_columns(res: RunResult) -> dict:

@@ -1,7 +1,8 @@
 """The run store: one SQLite file, one transaction per finished cohort.
 
 Tables: ``meta`` (marks the file as a batchlab store), ``runs`` (one row per run: its
-resolved config as JSON, batchlab version, status, summary numbers), ``series`` (one
+resolved config as JSON, batchlab version, status, summary numbers and ``notes``: what
+batchlab changed in the run's data, as a JSON list of lines), ``series`` (one
 row per recorded array: per-epoch or per-step values of one metric, stored as raw
 little-endian bytes) and ``measurements`` (what checkpoint instruments measured on a run's
 saved parameters: a list of records as JSON per instrument and epoch), ``sweeps`` and
@@ -9,15 +10,24 @@ saved parameters: a list of records as JSON per instrument and epoch), ``sweeps`
 ``studies`` (each study's settings, version, runs and outputs, so a report can be rebuilt without
 retraining). A killed process loses at most the cohort in flight; finished runs are never
 touched again unless re-run with ``force``.
+
+Damage and faults: every reading method turns an SQLite error (or a record that no longer
+decodes) into one :class:`StoreError` line that names the file and how many runs can still be
+read; :meth:`Store.integrity` lists them from a read-only connection. Nothing writes to a file
+whose ``PRAGMA quick_check`` fails (not even the schema upgrade on open), and a write that fails
+because the file became unwritable says that the runs stored so far are kept and how to resume.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -29,10 +39,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORMAT = "batchlab-store"
-SCHEMA_VERSION = "3"
-# Additive upgrades: a store of an older schema gets these statements on first open.
-MIGRATIONS = {"2": "CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);"}
+SCHEMA_VERSION = "4"
+# Additive upgrades: a store of an older schema gets these statements on first open (a healthy,
+# writable one only; a damaged or read-only store is read as it is).
+MIGRATIONS = {
+    "2": "CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);\n"
+         "ALTER TABLE runs ADD COLUMN notes TEXT;",
+    "3": "ALTER TABLE runs ADD COLUMN notes TEXT;",
+}
 SQLITE_MAGIC = b"SQLite format 3\x00"
+INTEGRITY_MESSAGES = 5  # how many lines of PRAGMA integrity_check a report keeps
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +61,8 @@ CREATE TABLE runs (
     best_epoch INTEGER,
     diverged_step INTEGER,
     compile_seconds REAL,
-    train_seconds REAL
+    train_seconds REAL,
+    notes TEXT
 );
 CREATE TABLE series (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -68,42 +85,248 @@ CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
+class _Damaged(Exception):
+    """A stored record that no longer decodes (raised inside reading methods only)."""
+
+
+def _first_line(exc: BaseException, limit: int = 100) -> str:
+    """The cause for a one-line message: the first line, without SQLite's echo of undecodable text."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].split(" with text '")[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _json(text):
+    """json.loads of a stored text; a damaged text raises :class:`_Damaged`."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise _Damaged(f"a stored JSON text does not decode ({_first_line(exc)})") from None
+
+
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What :meth:`Store.integrity` found: SQLite's verdict and which runs still read whole.
+
+    ``ok`` is True when ``PRAGMA integrity_check`` passes; ``messages`` are its first lines;
+    a run is intact when its row, its config and every one of its series decode.
+    ``complete`` is False when the list of runs itself could not be read to its end.
+    """
+
+    path: Path
+    ok: bool
+    messages: tuple[str, ...]
+    intact: tuple[str, ...]
+    damaged: tuple[str, ...]
+    complete: bool = True
+
+    def readable(self) -> str:
+        """``"12 of 15 runs are readable"`` (or "at least" when the run list is damaged)."""
+        total, n = len(self.intact) + len(self.damaged), len(self.intact)
+        if not self.complete:
+            return f"{n} {'run is' if n == 1 else 'runs are'} readable (the list of runs is damaged, there may be more)"
+        return f"{n} of {total} {'run is' if total == 1 else 'runs are'} readable"
+
+
+def check_integrity(path: str | Path) -> IntegrityReport:
+    """Integrity report of the store file at ``path``, read through a read-only connection so
+    that a damaged file is never changed (usable when :class:`Store` refuses to open it)."""
+    path = Path(path)
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        return IntegrityReport(path, False, (_first_line(exc),), (), (), complete=False)
+    try:
+        ok, messages = _integrity_messages(conn)
+        journal = path.with_name(path.name + "-journal")
+        if not ok and "readonly" in messages[0] and journal.exists():
+            return IntegrityReport(path, False, (f"an interrupted write left {journal}: the next batchlab command "
+                                                 f"that opens the store rolls it back; then check again",),
+                                   (), (), complete=False)
+        ids, complete = _listed_runs(conn)
+        intact = tuple(r for r in ids if _run_intact(conn, r))
+        return IntegrityReport(path, ok, messages, intact, tuple(r for r in ids if r not in intact), complete)
+    finally:
+        conn.close()
+
+
+def _integrity_messages(conn: sqlite3.Connection) -> tuple[bool, tuple[str, ...]]:
+    try:
+        rows = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({INTEGRITY_MESSAGES})")]
+    except sqlite3.DatabaseError as exc:
+        return False, (_first_line(exc),)
+    return rows == ["ok"], tuple(rows)
+
+
+def _listed_runs(conn: sqlite3.Connection) -> tuple[list[str], bool]:
+    """Run ids from the runs table and, as a second path, its primary-key index; False when
+    neither could be read to its end."""
+    ids: dict[str, None] = {}
+    complete = False
+    for query in ("SELECT run_id FROM runs ORDER BY rowid",
+                  "SELECT run_id FROM runs INDEXED BY sqlite_autoindex_runs_1 ORDER BY run_id"):
+        try:
+            for (run_id,) in conn.execute(query):
+                if isinstance(run_id, str):
+                    ids[run_id] = None
+            complete = True
+        except sqlite3.DatabaseError:
+            pass
+    return list(ids), complete
+
+
+def _run_intact(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether a run's row, config and series all read and decode."""
+    try:
+        return _read_run(conn, run_id, steps=True) is not None
+    except (sqlite3.DatabaseError, _Damaged):
+        return False
+
+
+RUN_COLUMNS = "run_id, status, config, best_epoch, diverged_step, compile_seconds, train_seconds, version"
+
+
+def _decode_run(conn: sqlite3.Connection, row: tuple, steps: bool) -> RunResult:
+    """A :class:`RunResult` from its ``runs`` row and its series; :class:`_Damaged` when any
+    part does not decode."""
+    from batchlab.store.records import check_run, decode
+
+    run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version = row
+    levels = ("epoch", "step") if steps else ("epoch",)
+    series: dict[str, dict[str, np.ndarray]] = {level: {} for level in ("epoch", "step")}
+    query = (f"SELECT level, name, dtype, data FROM series WHERE run_id = ? "
+             f"AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid")
+    try:
+        for level, name, dtype, data in conn.execute(query, (run_id, *levels)):
+            series[level][name] = decode(dtype, data)
+        cfg = run_config_from_dict(_json(config))
+        result = RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
+                           compile_s or 0.0, train_s or 0.0, version=version)
+        if result.run_id != run_id:
+            raise ValueError(f"run {run_id}: its stored config belongs to another run")
+        check_run(result)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _Damaged(_first_line(exc)) from None
+    return result
+
+
+def _read_run(conn: sqlite3.Connection, run_id: str, steps: bool) -> RunResult | None:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else _decode_run(conn, row, steps)
+
+
+def _reading(method: Callable) -> Callable:
+    """Turn SQLite errors and undecodable records met while reading into one StoreError line."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Store", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, _Damaged) as exc:
+            raise self._read_error(exc) from None
+
+    return wrapper
+
+
+# Files found healthy (path -> (size, mtime_ns)) in this process, so a sweep that opens the store
+# once per cohort runs the quick check once, not per cohort.
+_HEALTHY: dict[Path, tuple[int, int]] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 class Store:
     """A batchlab SQLite store. ``Store(path)`` opens or creates it; foreign files are refused."""
 
     def __init__(self, path: str | Path, *, create: bool = True):
         self.path = Path(path)
-        if self.path.exists() and self.path.is_dir():
-            raise StoreError(f"store path {self.path} is a directory")
-        exists = self.path.exists() and self.path.stat().st_size > 0
-        if not exists and not create:
-            raise StoreError(f"no batchlab store at {self.path}")
+        self._healthy: bool | None = None
+        self._problem = ""
+        exists = self._check_path(create)
         if exists:
             with open(self.path, "rb") as fh:
                 if fh.read(16) != SQLITE_MAGIC:
                     raise StoreError(f"{self.path} is not a batchlab store (not an SQLite file); refusing to touch it")
         try:
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("PRAGMA foreign_keys = ON")
-            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not tables:
-                with self._db:
-                    self._db.executescript(SCHEMA)
-                    self._db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                         [("format", FORMAT), ("schema_version", SCHEMA_VERSION)])
-            else:
-                meta = dict(self._db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
-                if meta.get("format") != FORMAT:
-                    raise StoreError(f"{self.path} is an SQLite database but not a batchlab store; refusing to touch it")
-                if meta.get("schema_version") in MIGRATIONS:
-                    with self._db:
-                        self._db.executescript(MIGRATIONS[meta["schema_version"]])
-                        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
-                elif meta.get("schema_version") != SCHEMA_VERSION:
-                    raise StoreError(f"{self.path} has store schema {meta.get('schema_version')}, "
-                                     f"this batchlab reads {SCHEMA_VERSION}")
+            self._db = self._connect()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is corrupt or unreadable as a batchlab store ({exc})") from None
+            raise StoreError(f"cannot {'open' if exists else 'create'} store {self.path} ({_first_line(exc)})"
+                             f"{'' if exists else f'; is the folder {self.path.parent} writable?'}") from None
+        try:
+            self._open(exists)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if not exists:
+                raise StoreError(f"cannot create store {self.path} ({_first_line(exc)}); "
+                                 f"is the folder {self.path.parent} writable?") from None
+            raise StoreError(f"{self.path} is corrupt or unreadable as a batchlab store ({_first_line(exc)}); "
+                             f"run `batchlab check --db {self.path}`") from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _check_path(self, create: bool) -> bool:
+        """Refuse a folder, a missing folder and (when not creating) a missing file; returns
+        whether a non-empty file is there."""
+        if self.path.is_dir():
+            raise StoreError(f"store path {self.path} is a directory")
+        parent = self.path.parent
+        if not parent.exists():
+            raise StoreError(f"folder {parent} does not exist (store {self.path})")
+        if not parent.is_dir():
+            raise StoreError(f"{parent} is not a folder (store {self.path})")
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if not exists and not create:
+            raise StoreError(f"no batchlab store at {self.path}")
+        return exists
+
+    def _connect(self) -> sqlite3.Connection:
+        """The connection every method uses (tests replace it to simulate a read-only file)."""
+        return sqlite3.connect(self.path, timeout=30)
+
+    def _open(self, exists: bool) -> None:
+        """Create the schema in a new file, or check an existing one and upgrade it when healthy."""
+        self._db.execute("PRAGMA foreign_keys = ON")
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            if exists:
+                self._require_healthy()
+            with self._db:
+                self._db.executescript(SCHEMA)
+                self._db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                     [("format", FORMAT), ("schema_version", SCHEMA_VERSION)])
+            return
+        meta = dict(self._db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("format") != FORMAT:
+            raise StoreError(f"{self.path} is an SQLite database but not a batchlab store; refusing to touch it")
+        version = meta.get("schema_version")
+        if version in MIGRATIONS:
+            self._migrate(version)
+        elif version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema {version}, this batchlab reads {SCHEMA_VERSION}")
+
+    def _migrate(self, version: str) -> None:
+        """Apply the additive upgrade, only to a healthy file; a read-only one is read as it is."""
+        if not self._quick_check():
+            return
+        try:
+            with self._db:
+                self._db.executescript(MIGRATIONS[version])
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise
+            self._db.rollback()
 
     def close(self) -> None:
         self._db.close()
@@ -114,60 +337,180 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ health
+
+    def integrity(self) -> IntegrityReport:
+        """SQLite's integrity check and the runs that still read whole (see :func:`check_integrity`)."""
+        return check_integrity(self.path)
+
+    def _quick_check(self) -> bool:
+        """Whether ``PRAGMA quick_check`` passes (cached per file state within the process)."""
+        if self._healthy is None:
+            key = _stat_key(self.path)
+            if key is not None and _HEALTHY.get(self.path.resolve()) == key:
+                self._healthy = True
+                return True
+            try:
+                rows = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
+            except sqlite3.DatabaseError as exc:
+                if _is_busy(exc):
+                    raise StoreError(f"{self.path} is locked by another process ({_first_line(exc)})") from None
+                rows = [_first_line(exc)]
+            self._healthy = rows == ["ok"]
+            self._problem = "" if self._healthy else rows[0]
+            if self._healthy and key is not None:
+                _HEALTHY[self.path.resolve()] = key
+        return self._healthy
+
+    def _require_healthy(self) -> None:
+        """Refuse to write to a damaged file."""
+        if not self._quick_check():
+            raise StoreError(f"{self.path} is damaged ({self._problem}): {self.integrity().readable()}; "
+                             f"batchlab does not write to a damaged store: use another --db "
+                             f"(see `batchlab check --db {self.path}`)")
+
+    def _read_error(self, exc: BaseException) -> StoreError:
+        """The one-line error for a read that failed: locked, or damaged with what can still be read."""
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            return StoreError(f"{self.path} is locked by another process ({_first_line(exc)})")
+        return StoreError(f"{self.path} is damaged ({_first_line(exc)}): {self.integrity().readable()}; "
+                          f"run `batchlab check --db {self.path}`")
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless this store can take a write now (a healthy file, writable,
+        in a folder where SQLite can create its journal). Call it before any training so that no
+        finished work is lost to a store that cannot keep it. Writes nothing: the probe
+        transaction is rolled back."""
+        self._require_healthy()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write-probe', '')")
+            finally:
+                self._db.rollback()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write to store {self.path} ({_first_line(exc)}): make the file and its "
+                             f"folder writable, or choose another --db") from None
+
+    @contextmanager
+    def _writing(self, failed: Callable[[str], str]) -> Iterator[None]:
+        """One transaction on a healthy store; a failure becomes a StoreError whose message
+        ``failed(cause)`` says what is kept."""
+        self._require_healthy()
+        try:
+            with self._db:
+                yield
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise StoreError(f"{self.path} is locked by another process ({_first_line(exc)})") from None
+            raise StoreError(failed(_first_line(exc))) from None
+        except sqlite3.IntegrityError as exc:  # a constraint (or a trigger) refused the change
+            raise StoreError(failed(_first_line(exc))) from None
+        except sqlite3.DatabaseError as exc:
+            self._healthy, self._problem = False, _first_line(exc)
+            _HEALTHY.pop(self.path.resolve(), None)
+            raise StoreError(f"{self.path} is damaged ({self._problem}); nothing more was written to it; "
+                             f"run `batchlab check --db {self.path}`") from None
+        key = _stat_key(self.path)
+        if key is not None:
+            _HEALTHY[self.path.resolve()] = key
+
+    def _stored_count(self) -> str:
+        """How many runs the store holds, for a message ("all" when even that cannot be read)."""
+        try:
+            return str(self._db.execute("SELECT count(*) FROM runs").fetchone()[0])
+        except sqlite3.DatabaseError:
+            return "all"
+
     # ------------------------------------------------------------------ writing
 
-    def write(self, results: Iterable[RunResult], version: str) -> None:
-        """Store finished runs in one transaction (replacing earlier records of the same runs)."""
+    def write(self, results: Iterable[RunResult], version: str, notes: dict[str, list[str]] | None = None) -> None:
+        """Store finished runs in one transaction (replacing earlier records of the same runs).
+
+        ``notes`` (run id -> lines) records what batchlab changed in the run's data (label
+        remapping, one-hot labels read as indices, ...), read back with :meth:`notes`. When the
+        file cannot be written (read-only, disk full) the runs stored before are kept and the
+        error says to re-run the same command, which trains only what is missing."""
         from batchlab.store.records import encode
 
+        notes = notes or {}
         now = time.time()
-        with self._db:
+
+        def failed(cause: str) -> str:
+            return (f"could not write finished runs to {self.path} ({cause}); the {self._stored_count()} runs "
+                    f"stored before are kept: re-run the same command once the store is writable "
+                    f"(stored runs are not trained again)")
+
+        with self._writing(failed):
             for res in results:
                 self._db.execute("DELETE FROM runs WHERE run_id = ?", (res.run_id,))
                 self._db.execute(
-                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (run_id, status, config, version, created, best_epoch, diverged_step, "
+                    "compile_seconds, train_seconds, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (res.run_id, res.status, json.dumps(res.config.to_dict(), sort_keys=True), version, now,
-                     res.best_epoch, res.diverged_step, res.compile_seconds, res.train_seconds))
+                     res.best_epoch, res.diverged_step, res.compile_seconds, res.train_seconds,
+                     json.dumps(list(notes[res.run_id])) if notes.get(res.run_id) else None))
                 rows = [(res.run_id, level, name, *encode(values))
                         for level, series in (("epoch", res.history), ("step", res.steps))
                         for name, values in series.items()]
                 self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?)", rows)
 
+    def _unwritten(self, what: str) -> Callable[[str], str]:
+        """The failure message of a small write (one transaction: nothing of it was kept)."""
+        return lambda cause: f"could not write {what} to {self.path} ({cause}); the store is unchanged"
+
     def write_measurements(self, run_id: str, instrument: str, epoch: int, rows: list[dict]) -> None:
         """Store (replace) a checkpoint instrument's records for one run and epoch."""
-        with self._db:
+        with self._writing(self._unwritten(f"{instrument} measurements")):
             self._db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
                              (run_id, instrument, int(epoch), json.dumps(rows, default=float)))
 
     def write_sweep(self, name: str, spec: dict, run_ids: list[str]) -> None:
         """Record a sweep and the runs it is made of (a sweep of the same name is replaced)."""
-        with self._db:
+        with self._writing(self._unwritten(f"sweep {name!r}")):
             self._db.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (name, json.dumps(spec, sort_keys=True)))
             self._db.execute("DELETE FROM sweep_runs WHERE sweep = ?", (name,))
             self._db.executemany("INSERT INTO sweep_runs VALUES (?, ?)", [(name, r) for r in run_ids])
 
     def write_study(self, name: str, record: dict) -> None:
         """Record (replace) a study's last run: its settings, version, run ids and outputs."""
-        with self._db:
+        with self._writing(self._unwritten(f"study {name!r}")):
             self._db.execute("INSERT OR REPLACE INTO studies VALUES (?, ?)",
                              (name, json.dumps(record, sort_keys=True, default=str)))
 
+    def delete(self, run_ids: Iterable[str]) -> int:
+        """Remove runs with their series, measurements and sweep memberships, all in one
+        transaction (all or nothing); returns how many runs were removed."""
+        ids = [(r,) for r in dict.fromkeys(run_ids)]
+        with self._writing(lambda cause: f"could not delete runs from {self.path} ({cause}); nothing was deleted"):
+            for table in ("series", "measurements", "sweep_runs"):
+                self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+            removed = self._db.executemany("DELETE FROM runs WHERE run_id = ?", ids).rowcount
+        return max(removed, 0)
+
     # ------------------------------------------------------------------ reading
 
+    @_reading
     def studies(self) -> dict[str, dict]:
         """Recorded studies by name (see :meth:`write_study`)."""
-        return {name: json.loads(record) for name, record in self._db.execute("SELECT name, record FROM studies")}
+        return {name: _json(record) for name, record in self._db.execute("SELECT name, record FROM studies")}
 
+    @_reading
     def measured(self, instrument: str) -> set[tuple[str, int]]:
         """(run_id, epoch) pairs that hold records of ``instrument``."""
         return set(self._db.execute("SELECT run_id, epoch FROM measurements WHERE instrument = ?", (instrument,)))
 
+    @_reading
     def sweeps(self) -> dict[str, dict]:
-        return {name: json.loads(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}
+        """Recorded sweeps by name: their specs (see :meth:`write_sweep`)."""
+        return {name: _json(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}
 
+    @_reading
     def sweep_run_ids(self, name: str) -> list[str]:
+        """The runs sweep ``name`` is made of, in the order they were recorded."""
         return [r for (r,) in self._db.execute("SELECT run_id FROM sweep_runs WHERE sweep = ? ORDER BY rowid", (name,))]
 
+    @_reading
     def measurements(self, instrument: str | None = None) -> "pd.DataFrame":
         """Checkpoint measurements as one DataFrame (run_id, instrument, epoch, then the record's keys)."""
         import pandas as pd
@@ -177,32 +520,38 @@ class Store:
         if instrument is not None:
             query += " WHERE instrument = ?"
             args = (instrument,)
-        records = [{"run_id": run_id, "instrument": name, "epoch": epoch, **row}
-                   for run_id, name, epoch, rows in self._db.execute(query + " ORDER BY rowid", args)
-                   for row in json.loads(rows)]
+        records = []
+        for run_id, name, epoch, rows in self._db.execute(query + " ORDER BY rowid", args):
+            decoded = _json(rows)
+            if not isinstance(decoded, list) or not all(isinstance(row, dict) for row in decoded):
+                raise _Damaged(f"the {name} measurements of run {run_id} are not a list of records")
+            records += [{"run_id": run_id, "instrument": name, "epoch": epoch, **row} for row in decoded]
         return pd.DataFrame(records)
 
+    @_reading
     def run_ids(self) -> set[str]:
+        """Ids of every stored run."""
         return {row[0] for row in self._db.execute("SELECT run_id FROM runs")}
 
+    @_reading
+    def notes(self, run_ids: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """What batchlab changed in each run's data (see :meth:`write`), by run id: every stored run
+        (or those of ``run_ids`` that are stored), an empty list where nothing was changed."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        query = "SELECT run_id, notes FROM runs" if "notes" in columns else "SELECT run_id, NULL FROM runs"
+        wanted = None if run_ids is None else set(run_ids)
+        found = {}
+        for run_id, text in self._db.execute(query + " ORDER BY rowid"):
+            if wanted is None or run_id in wanted:
+                lines = [] if text is None else _json(text)
+                if not isinstance(lines, list):
+                    raise _Damaged(f"the notes of run {run_id} are not a list")
+                found[run_id] = [str(line) for line in lines]
+        return found
+
+    @_reading
     def load(self, run_ids: Iterable[str] | None = None, *, steps: bool = True) -> list[RunResult]:
         """Stored runs as :class:`RunResult` (without parameters), in insertion order."""
-        from batchlab.store.records import decode
-
-        rows = list(self._db.execute(
-            "SELECT run_id, status, config, best_epoch, diverged_step, compile_seconds, train_seconds, version "
-            "FROM runs ORDER BY rowid"))
+        rows = list(self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY rowid"))
         wanted = None if run_ids is None else set(run_ids)
-        results = []
-        for run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version in rows:
-            if wanted is not None and run_id not in wanted:
-                continue
-            levels = ("epoch", "step") if steps else ("epoch",)
-            series: dict[str, dict[str, np.ndarray]] = {level: {} for level in ("epoch", "step")}
-            query = f"SELECT level, name, dtype, data FROM series WHERE run_id = ? AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid"
-            for level, name, dtype, data in self._db.execute(query, (run_id, *levels)):
-                series[level][name] = decode(dtype, data)
-            cfg = run_config_from_dict(json.loads(config))
-            results.append(RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
-                                     compile_s or 0.0, train_s or 0.0, version=version))
-        return results
+        return [_decode_run(self._db, row, steps) for row in rows if wanted is None or row[0] in wanted]
