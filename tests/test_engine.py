@@ -10,6 +10,7 @@ from batchlab.config import EarlyStopping, OptimizerConfig
 from batchlab.engine.epoch import EpochOrders, batch_layout
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.step import Batch, RunState, batch_gradient, train_step
+from batchlab.models.logreg import logreg
 from batchlab.models.mlp import mlp
 
 
@@ -172,7 +173,8 @@ def test_diverging_run_is_recorded_and_its_cohort_continues():
 
 def test_early_stopping_stops_and_restores_the_best_epoch():
     es = EarlyStopping(monitor="test_acc", patience=2, restore_best=True)
-    res = batchlab.train("blobs", "mlp", batch_size=500, epochs=60, lr=1e-5, hidden=(4,), early_stopping=es).runs[0]
+    kwargs = dict(batch_size=500, lr=1e-5, hidden=(4,))
+    res = batchlab.train("blobs", "mlp", epochs=60, early_stopping=es, **kwargs).runs[0]
     h = res.history
     assert res.status == "early_stopped"
     last = int(h["epoch"][-1])
@@ -180,9 +182,96 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
     best = res.best_epoch
     assert last - best == 2  # stopped after `patience` epochs without improvement
     assert h["test_acc"][best] == max(h["test_acc"][1:])
+    # The restored parameters are those a run stopped at the best epoch ends with (same seeds).
+    assert best >= 1
+    rerun = batchlab.train("blobs", "mlp", epochs=best, **kwargs).runs[0]
+    for got, want in zip(jax.tree.leaves(res.params), jax.tree.leaves(rerun.params)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(jax.tree.leaves(res.params)[0],
+                           jax.tree.leaves(batchlab.train("blobs", "mlp", epochs=last, **kwargs).runs[0].params)[0],
+                           rtol=1e-6, atol=1e-7)  # the last epoch's would differ
+    np.testing.assert_allclose(rerun.history["test_acc"][-1], h["test_acc"][best])
 
 
-def test_adam_and_nesterov_run():
-    for kwargs in (dict(optimizer="adam", lr=0.01), dict(lr=0.01, momentum=0.9, nesterov=True)):
-        res = batchlab.train("blobs", "mlp", batch_size=32, epochs=3, hidden=(8,), **kwargs).runs[0]
-        assert res.status == "finished" and res.history["test_acc"][-1] > 0.5
+def hand_trajectory(update, x, y, batch_size: int, epochs: int) -> dict:
+    """Logistic regression from zero, unshuffled batches, gradients by ``jax.grad``,
+    parameters moved by ``update(theta, g, t, memory) -> (theta, memory)`` written in numpy."""
+    model = logreg((x.shape[1],), int(y.max()) + 1)
+    params, _ = model.init(None)
+    theta = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    memory, t = None, 0
+    for _ in range(epochs):
+        for start in range(0, len(x), batch_size):
+            rows = slice(start, start + batch_size)
+            p32 = {k: jnp.asarray(v, jnp.float32) for k, v in theta.items()}
+            g = {k: np.asarray(v, np.float64) for k, v in jax.grad(plain_mean_loss, argnums=1)(
+                model, p32, x[rows], y[rows]).items()}
+            t += 1
+            theta, memory = update(theta, g, t, memory)
+    return theta
+
+
+def nesterov(lr, m):
+    """PyTorch's SGD with Nesterov momentum: v = m v + g; theta -= lr (g + m v)."""
+    def update(theta, g, t, v):
+        v = {k: (m * v[k] if v else 0) + g[k] for k in g}
+        return {k: theta[k] - lr * (g[k] + m * v[k]) for k in g}, v
+    return update
+
+
+def heavy_ball(lr, m):
+    def update(theta, g, t, v):
+        v = {k: (m * v[k] if v else 0) + g[k] for k in g}
+        return {k: theta[k] - lr * v[k] for k in g}, v
+    return update
+
+
+def adam(lr, b1=0.9, b2=0.999, eps=1e-7):
+    """Adam with bias correction, eps added to the corrected sqrt(v) (optax, PyTorch; Keras
+    adds it to the uncorrected one). eps = 1e-7 is Keras' default, batchlab's too."""
+    def update(theta, g, t, state):
+        m, v = state or ({k: 0 for k in g}, {k: 0 for k in g})
+        m = {k: b1 * m[k] + (1 - b1) * g[k] for k in g}
+        v = {k: b2 * v[k] + (1 - b2) * g[k] ** 2 for k in g}
+        step = {k: (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps) for k in g}
+        return {k: theta[k] - lr * step[k] for k in g}, (m, v)
+    return update
+
+
+def test_nesterov_and_adam_follow_hand_written_updates():
+    x, y = tiny_problem(n=14)
+    common = dict(batch_size=4, epochs=3, shuffle="never")  # batches of 4, 4, 4, 2 rows
+    cases = [(dict(lr=0.1, momentum=0.9, nesterov=True), nesterov(0.1, 0.9)),
+             (dict(optimizer="adam", lr=0.05), adam(0.05))]
+    for kwargs, update in cases:
+        got = batchlab.train((x, y, x, y), "logreg", **common, **kwargs).runs[0].params
+        want = hand_trajectory(update, x, y, 4, 3)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=str(kwargs))
+    # The tolerance tells Nesterov from plain momentum (as if ``nesterov`` were ignored).
+    plain = hand_trajectory(heavy_ball(0.1, 0.9), x, y, 4, 3)
+    assert not np.allclose(plain["w"], hand_trajectory(nesterov(0.1, 0.9), x, y, 4, 3)["w"], rtol=1e-4, atol=1e-5)
+
+
+def test_adam_epsilon_reaches_the_update():
+    x, y = tiny_problem()
+    model = mlp((3,), 3, (4,))
+    params, _ = model.init(jax.random.PRNGKey(2))
+    data = (jnp.asarray(x), jnp.asarray(y))
+    theta = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    for eps in (0.05, 0.2):  # large enough to move the update visibly (the default 1e-7 would not)
+        opt = OptimizerConfig("adam", 0.01, eps=eps)
+        run = RunState(params, {}, make_optimizer(opt).init(params), jnp.float32(0.01), jnp.float32(0.0),
+                       jnp.int32(0), jnp.int32(-1), jax.random.PRNGKey(0))
+        want, state = theta, None
+        for t, rows in enumerate(([0, 1, 2, 3], [4, 5, 6, 7]), start=1):
+            run, _ = train_step(run, Batch(jnp.asarray(rows), jnp.ones(4)), model=model, optimizer=opt, data=data,
+                                reduction="mean", micro_batch=None)
+            p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), want)
+            g = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.grad(plain_mean_loss, argnums=1)(
+                model, p32, x[rows], y[rows]))
+            flat_want, flat_g = jax.tree.leaves(want), jax.tree.leaves(g)
+            moved, state = adam(0.01, eps=eps)(dict(enumerate(flat_want)), dict(enumerate(flat_g)), t, state)
+            want = jax.tree.unflatten(jax.tree.structure(theta), [moved[i] for i in range(len(flat_want))])
+        for got, expected in zip(jax.tree.leaves(run.params), jax.tree.leaves(want)):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

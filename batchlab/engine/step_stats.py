@@ -8,7 +8,9 @@
 - ``weight_norm``: ||theta_{t+1}||_2.
 - ``noise_grad_sq``, ``noise_trace``, ``noise_scale``: the online two-batch estimate of the
   simple noise scale (McCandlish et al. 2018). The batch's gradient is computed as two
-  halves (alternate rows) side by side; with B_s = |first half|, B_b = |batch| and mean
+  halves (alternate rows) side by side, with the whole batch's dropout masks, so the update
+  is the one the whole batch gives (``engine/step.py``); with B_s = |first half| (real
+  rows), B_b = |batch| and mean
   gradients g_s, g_b:
   |G|^2 ~ (B_b |g_b|^2 - B_s |g_s|^2) / (B_b - B_s) and
   tr(Sigma) ~ (|g_s|^2 - |g_b|^2) / (1/B_s - 1/B_b). Each is averaged by its own
