@@ -16,7 +16,8 @@ import pandas as pd
 from batchlab import __version__, budget
 from batchlab.config import (OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, DataConfig, EarlyStopping,
                              ModelConfig, OptimizerConfig, Phase, RunConfig, parse_batch_sizes, parse_floats,
-                             parse_ints, parse_seeds, parse_widths, resolve_batch_size)
+                             parse_ints, parse_seeds, parse_widths, resolve_batch_size, check_seed,
+                             check_writable_dir)
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
 from batchlab.engine.cohort import MONITORABLE, train_cohort
 from batchlab.results import RunResult
@@ -102,8 +103,9 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
         raise BatchlabError("the noise-scale instruments split each batch in two halves; "
                             "they cannot be combined with --micro-batch")
     seed_list = parse_seeds(seeds)
-    for s in seed_list + [x for x in (init_seed, data_seed, dropout_seed) if x is not None]:
-        _check_int(s, "seed", 0)
+    for what, s in [("seed", s) for s in seed_list] + [(w, x) for w, x in (
+            ("init seed", init_seed), ("data seed", data_seed), ("dropout seed", dropout_seed)) if x is not None]:
+        check_seed(s, what)
     phase_list = resolve_phases(phases, n_train, epochs)
     decay_at = parse_ints(decay_epochs, "decay epoch", low=1) if decay_epochs not in ((), [], None, "") else []
     if schedule == "step" and not decay_at:
@@ -131,7 +133,45 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
             dropout_seed=seed if dropout_seed is None else dropout_seed,
             reduction=reduction, drop_last=drop_last, shuffle=shuffle,
             early_stopping=early_stopping, micro_batch=micro_batch, instruments=measured))
-    return list({c.run_id: c for c in configs}.values())
+    configs = list({c.run_id: c for c in configs}.values())
+    check_memory(configs, n_train)
+    return configs
+
+
+# What a run keeps in host memory: per step mb_loss, mb_acc and one value per instrument; per
+# epoch about this many metrics (losses, accuracies, running averages, norms, times).
+EPOCH_SERIES = 16
+BYTES_PER_VALUE = 8
+COPIES = 2  # the device's stacked outputs and their host copy exist at the same time
+
+
+def memory_estimate(configs: Sequence[RunConfig], n_train: int) -> int:
+    """Bytes the recorded series of ``configs`` take in memory:
+    runs x steps x (2 + instruments) x 8 bytes (+ the per-epoch series), twice (device + host copy)."""
+    total = 0
+    for cfg in configs:
+        steps = _updates_after(n_train, cfg.batch_size, cfg.phases, cfg.drop_last)(cfg.epochs)
+        total += (steps * (2 + len(cfg.instruments)) + (cfg.epochs + 1) * EPOCH_SERIES) * BYTES_PER_VALUE
+    return total * COPIES
+
+
+def memory_limit() -> int:
+    """Half the machine's physical memory (``os.sysconf``), or 8 GiB where that is unknown."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2 ** 30
+
+
+def check_memory(configs: Sequence[RunConfig], n_train: int) -> None:
+    """Refuse, before anything trains, runs whose records would not fit in half the machine's memory."""
+    need, limit = memory_estimate(configs, n_train), memory_limit()
+    if need > limit:
+        raise BatchlabError(f"these {len(configs)} run(s) would record about {need / 2 ** 30:,.1f} GiB of series "
+                            f"(limit: half this machine's memory, {limit / 2 ** 30:,.1f} GiB); "
+                            f"use fewer epochs, runs or instruments")
 
 
 def resolve_phases(phases: Any, n_train: int, epochs: int) -> tuple[Phase, ...]:
@@ -159,11 +199,22 @@ def resolve_phases(phases: Any, n_train: int, epochs: int) -> tuple[Phase, ...]:
 
 
 def _updates_after(n_train: int, batch_size: int, phases: tuple[Phase, ...], drop_last: bool) -> Callable[[int], int]:
-    """Updates done after ``e`` epochs of a run that starts at ``batch_size`` (phases included)."""
-    probe = RunConfig(DataConfig(""), ModelConfig(), OptimizerConfig(), batch_size, 1, phases=phases)
+    """Updates done after ``e`` epochs of a run that starts at ``batch_size`` (phases included).
+
+    Counted per phase (epochs x updates per epoch), so a huge ``e`` costs no loop over epochs.
+    """
+    starts = [0] + [p.epoch for p in phases]  # phase k covers epochs starts[k]+1 .. starts[k+1]
+    sizes = [batch_size]
+    for phase in phases:
+        sizes.append(phase.batch_size if phase.batch_size is not None else sizes[-1])
 
     def updates(e: int) -> int:
-        return sum(budget.steps_per_epoch(n_train, probe.batch_size_at(k), drop_last) for k in range(1, e + 1))
+        total = 0
+        for k, size in enumerate(sizes):
+            end = min(e, starts[k + 1]) if k + 1 < len(starts) else e
+            if end > starts[k]:
+                total += (end - starts[k]) * budget.steps_per_epoch(n_train, size, drop_last)
+        return total
 
     return updates
 
@@ -252,21 +303,27 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
                 ) -> TrainResult:
     """Train the configs cohort by cohort; store each cohort as it finishes.
 
-    ``checkpoints``: epochs whose parameters the fresh runs keep (``RunResult.checkpoints``).
+    The store is checked for writing before the first cohort trains, so no work is done that
+    could not be kept. What the data layer changed in the user's data (``dataset.notes``) is
+    stored with each run. ``checkpoints``: epochs whose parameters the fresh runs keep
+    (``RunResult.checkpoints``).
     """
     store = Store(db) if db is not None else None
     try:
+        if store is not None:
+            check_store_writable(store)
         done = store.run_ids() if (store is not None and not force) else set()
         todo = [c for c in configs if c.run_id not in done]
         skipped = [c.run_id for c in configs if c.run_id in done]
         if progress is not None and skipped:
             progress(sum(c.epochs for c in configs if c.run_id in done))
+        notes = tuple(getattr(dataset, "notes", ()) or ())
         fresh: dict[str, RunResult] = {}
         for cohort in group_cohorts(todo):
             results = train_cohort(cohort, dataset, net, on_epoch=_epoch_counter(progress, len(cohort)),
                                    checkpoints=checkpoints)
             if store is not None:
-                store.write(results, __version__)
+                _write(store, results, notes)
             fresh.update((r.run_id, r) for r in results)
         stored = {r.run_id: r for r in store.load(skipped)} if (store is not None and skipped) else {}
         runs = [fresh.get(c.run_id) or stored[c.run_id] for c in configs]
@@ -274,6 +331,19 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
     finally:
         if store is not None:
             store.close()
+
+
+def check_store_writable(store: Store) -> None:
+    """Raise StoreError (one line) when ``store`` cannot be written, before any training."""
+    store.check_writable()
+
+
+def _write(store: Store, results: list[RunResult], notes: tuple[str, ...]) -> None:
+    """One transaction per cohort; the data notes go with each run when there are any."""
+    if notes:
+        store.write(results, __version__, notes={r.run_id: list(notes) for r in results})
+    else:
+        store.write(results, __version__)
 
 
 def _epoch_counter(progress: Progress | None, runs: int) -> Callable[[int], None] | None:
@@ -289,4 +359,5 @@ def _epoch_counter(progress: Progress | None, runs: int) -> Callable[[int], None
     return on_epoch
 
 
-__all__ = ["train", "TrainResult", "build_configs", "group_cohorts", "prepare", "run_configs"]
+__all__ = ["train", "TrainResult", "build_configs", "group_cohorts", "prepare", "run_configs", "check_writable_dir",
+           "check_store_writable", "memory_estimate"]

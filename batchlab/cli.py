@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,34 +30,114 @@ def _progress_bar(total: int, label: str):
     return bar, lambda k: bar.advance(task, k)
 
 
-def _print_runs(frame, title: str) -> None:
+# Metric columns of the runs table, and the order in which columns go when the terminal is
+# narrow: first the counts (samples, steps), then best epoch, the losses, the wall time, the
+# train accuracy, then the settings that vary (last listed first). Run id, seed, status and
+# test accuracy always stay.
+_METRICS = [("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"),
+            ("test loss", "test_loss"), ("test acc", "test_acc"), ("best ep", "best_epoch"), ("steps", "steps"),
+            ("samples", "samples_seen"), ("s/run", "seconds_per_run")]
+_DROP_FIRST = ["samples_seen", "steps", "best_epoch", "train_loss", "test_loss", "seconds_per_run", "train_acc"]
+_SHORT_NAMES = {"batch_size": "B", "momentum": "mom", "optimizer": "opt", "optimizer.nesterov": "nesterov",
+                "model.hidden": "hidden", "data.standardize": "std", "early_stopping": "early stop",
+                "data.file_sha256": "data sha", "model.fingerprint": "model fp"}
+_HASHES = ("data.file_sha256", "model.fingerprint")  # shown by their first 8 characters, like run ids
+_LONGEST_CELL = 16  # longer setting values are cut to this many characters (…)
+_COHORT_FREE = ("lr", "momentum")  # runs of one cohort differ only in these (and the seeds)
+NARROW = 80
+
+
+def per_run_seconds(frame) -> "list[float]":
+    """Each run's share of its cohort's wall time: the runs of a cohort train together as one
+    program and all carry the cohort's seconds, so divide by the number of runs sharing them."""
+    from batchlab.analysis.curves import SETTINGS
+
+    keys = [c for c in SETTINGS if c in frame and c not in _COHORT_FREE] + ["train_seconds"]
+    filled = frame[keys].astype(str)
+    sizes = filled.groupby(keys, dropna=False)[keys[0]].transform("size")
+    return list(frame["train_seconds"].to_numpy(dtype=float) / sizes.to_numpy())
+
+
+def _run_columns(frame) -> list[tuple[str, str]]:
+    """(header, key): run id, the settings that differ between the runs (B and lr always), seed, metrics."""
+    from batchlab.analysis.curves import varying_settings
+
+    varying = [c for c in varying_settings(frame) if c not in ("batch_size", "lr")]
+    settings = ["batch_size", "lr"] + varying
+    seed = [("seed", "seed")] if frame["seed"].nunique() > 1 or len(frame) == 1 else []
+    return ([("run", "run_id")] + [(_SHORT_NAMES.get(c, c.rsplit(".", 1)[-1]), c) for c in settings] + seed
+            + _METRICS)
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row[key]
+    if key == "run_id" or (key in _HASHES and isinstance(value, str)):
+        return str(value)[:8]
+    if key == "status" and value == "diverged" and row.get("diverged_step") is not None \
+            and row["diverged_step"] == row["diverged_step"]:
+        return f"diverged@{int(row['diverged_step'])}"
+    if isinstance(value, float) and value != value:
+        return "-"
+    if key in ("lr", "momentum") or (isinstance(value, float) and key not in (k for _, k in _METRICS)):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if key == "seconds_per_run":
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    text = str(value)
+    return text if len(text) <= _LONGEST_CELL else text[:_LONGEST_CELL - 1] + "…"
+
+
+def _fit_columns(columns: list[tuple[str, str]], rows: list[list[str]], width: int | None
+                 ) -> list[int]:
+    """Indices of the columns kept so the table fits ``width`` (None: all); see ``_DROP_FIRST``."""
+    keep = list(range(len(columns)))
+    if width is None:
+        return keep
+
+    def table_width(indices) -> int:
+        return 1 + sum(max([len(columns[i][0])] + [len(r[i]) for r in rows]) + 3 for i in indices)
+
+    keys = [k for _, k in columns]
+    settings = [k for k in keys if k not in {m for _, m in _METRICS} | {"run_id", "seed", "batch_size", "lr"}]
+    order = _DROP_FIRST + settings[::-1] + ["lr"]
+    for key in order:
+        if table_width(keep) <= width:
+            break
+        if key in keys:
+            keep.remove(keys.index(key))
+    return keep
+
+
+def _print_runs(frame, title: str, wide: bool = False) -> None:
+    """The runs table, fitted to the terminal (80 columns when not a terminal) unless ``wide``."""
     from rich.console import Console
     from rich.table import Table
 
+    frame = frame.assign(seconds_per_run=per_run_seconds(frame)) if "seconds_per_run" not in frame else frame
+    columns = _run_columns(frame)
+    records = frame.to_dict("records")
+    rows = [[_cell(row, key) for _, key in columns] for row in records]
+    console = Console()
+    width = None if wide else (console.width if sys.stdout.isatty() else NARROW)
+    keep = _fit_columns(columns, rows, width)
+    dropped = [columns[i][0] for i in range(len(columns)) if i not in keep]
     table = Table(title=title)
-    columns = [("run", "run_id"), ("B", "batch_size"), ("lr", "lr"), ("mom", "momentum"), ("seed", "seed"),
-               ("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"),
-               ("test loss", "test_loss"), ("test acc", "test_acc"), ("best ep", "best_epoch"),
-               ("steps", "steps"), ("samples", "samples_seen"), ("wall s", "train_seconds")]
-    for name, _ in columns:
-        table.add_column(name, justify="left" if name in ("run", "status") else "right")
-    for row in frame.to_dict("records"):
-        cells = []
-        for _, key in columns:
-            value = row[key]
-            if key == "run_id":
-                cells.append(str(value)[:8])
-            elif key == "status" and row.get("diverged_step") is not None and value == "diverged":
-                cells.append(f"diverged@{int(row['diverged_step'])}")
-            elif isinstance(value, float):
-                cells.append(f"{value:.4g}" if key in ("lr", "momentum") else f"{value:,.3f}" if key != "train_seconds"
-                             else f"{value:.2f}")
-            elif isinstance(value, int):
-                cells.append(f"{value:,}")
-            else:
-                cells.append(str(value))
-        table.add_row(*cells)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    for i in keep:
+        name = columns[i][0]
+        table.add_column(name, justify="left" if name in ("run", "status", "data", "model", "opt") else "right")
+    for row in rows:
+        table.add_row(*[row[i] for i in keep])
+    Console(width=width or 10_000).print(table)
+    notes = []
+    if "s/run" in (columns[i][0] for i in keep):
+        notes.append("s/run: the cohort's training seconds / its number of runs (a cohort trains together)")
+    if dropped:
+        notes.append(f"not shown to fit {width} columns: {', '.join(dropped)} (--wide shows all)")
+    for note in notes:
+        typer.echo(textwrap.fill(note, width=width or NARROW))
 
 
 @app.command()
@@ -115,11 +196,14 @@ def train(
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
     out: Path = typer.Option(Path(DEFAULT_OUT), help="folder for figures and tables"),
     force: bool = typer.Option(False, help="recompute runs already in the store"),
+    wide: bool = typer.Option(False, "--wide", help="show every column of the table, whatever the terminal width"),
 ) -> None:
     """Train every batch size x lr x momentum x seed; store the runs; print a table; draw learning curves."""
     from batchlab.api import prepare, run_configs
     from batchlab.config import EarlyStopping
     from batchlab.plots import learning_curves, save_figure
+
+    from batchlab.config import check_writable_dir
 
     early = EarlyStopping(monitor, patience, min_delta, restore_best) if patience is not None else None
     configs, dataset, net = prepare(
@@ -128,13 +212,17 @@ def train(
         hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
         test_fraction=test_fraction, label=label, early_stopping=early, micro_batch=micro_batch,
         init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed, instruments=instruments)
+    check_writable_dir(out, "--out folder")
+    _expect_interrupts(db)
+    for note in getattr(dataset, "notes", ()) or ():
+        typer.echo(f"note: {note}", err=True)
     total = sum(c.epochs for c in configs)
     bar, advance = _progress_bar(total, f"training {len(configs)} run(s)")
     start = time.perf_counter()
     with bar:
         result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
     _print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
-                                f"{time.perf_counter() - start:.1f} s")
+                                f"{time.perf_counter() - start:.1f} s", wide)
     if result.skipped:
         typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
     files = []
@@ -143,17 +231,113 @@ def train(
     typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
 
 
+_FILTERS = "--data, --model, --batch-size, --sweep, --status"
+
+
+def _select(store, data: Optional[str], model: Optional[str], batch_size: Optional[str], sweep_name: Optional[str],
+            status: Optional[str], run_ids: Optional[list[str]] = None):
+    """The stored runs matching every filter given (run ids may be 8-character prefixes), as
+    (results, summary frame with per-run seconds)."""
+    from batchlab.config import parse_batch_sizes
+    from batchlab.store import summary_frame
+
+    results = store.load(steps=False)
+    frame = summary_frame(results)
+    if frame.empty:
+        return [], frame
+    frame = frame.assign(seconds_per_run=per_run_seconds(frame))  # over all runs, before filtering
+    keep = frame.run_id == frame.run_id
+    if data is not None:
+        keep &= frame["data"] == data
+    if model is not None:
+        keep &= frame["model"] == model
+    if batch_size is not None:
+        sizes = parse_batch_sizes(batch_size)
+        if "full" in sizes:
+            raise BatchlabError("filter by an integer batch size (the N of 'full' depends on the data)")
+        keep &= frame.batch_size.isin(sizes)
+    if sweep_name is not None:
+        if sweep_name not in store.sweeps():
+            raise BatchlabError(f"no sweep named {sweep_name!r} in {store.path}")
+        keep &= frame.run_id.isin(store.sweep_run_ids(sweep_name))
+    if status is not None:
+        keep &= frame.status == status
+    if run_ids:
+        keep &= frame.run_id.map(lambda r: any(r.startswith(p) for p in run_ids))
+    chosen = set(frame.run_id[keep])
+    return [r for r in results if r.run_id in chosen], frame[keep]
+
+
 @app.command()
-def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
-    """List stored runs: id, settings, status, final metrics."""
-    from batchlab.store import Store, summary_frame
+def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+         data: Optional[str] = typer.Option(None, help="only runs on this data"),
+         model: Optional[str] = typer.Option(None, help="only runs of this model"),
+         batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="only these batch sizes"),
+         sweep_name: Optional[str] = typer.Option(None, "--sweep", help="only the runs of this sweep"),
+         status: Optional[str] = typer.Option(None, help="only runs with this status (finished, diverged, ...)"),
+         wide: bool = typer.Option(False, "--wide", help="show every column, whatever the terminal width")) -> None:
+    """List stored runs: id, the settings that differ, status, final metrics."""
+    from batchlab.store import Store
 
     with Store(db, create=False) as store:
-        results = store.load(steps=False)
-    if not results:
-        typer.echo(f"{db} holds no runs")
+        total = len(store.run_ids())
+        _, frame = _select(store, data, model, batch_size, sweep_name, status)
+    if frame.empty:
+        typer.echo(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
         return
-    _print_runs(summary_frame(results), f"{len(results)} run(s) in {db}")
+    shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
+    _print_runs(frame, f"{shown} run(s) in {db}", wide)
+
+
+@app.command()
+def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or their first 8 characters)"),
+           db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+           data: Optional[str] = typer.Option(None, help="runs on this data"),
+           model: Optional[str] = typer.Option(None, help="runs of this model"),
+           batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="runs of these batch sizes"),
+           sweep_name: Optional[str] = typer.Option(None, "--sweep", help="the runs of this sweep"),
+           status: Optional[str] = typer.Option(None, help="runs with this status"),
+           yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking")) -> None:
+    """Delete chosen runs from the store in one transaction, after showing them and asking."""
+    from batchlab.store import Store
+
+    if not run_ids and all(v is None for v in (data, model, batch_size, sweep_name, status)):
+        raise BatchlabError(f"say which runs to delete: run ids or a filter ({_FILTERS})")
+    with Store(db, create=False) as store:
+        _, frame = _select(store, data, model, batch_size, sweep_name, status, run_ids)
+        if frame.empty:
+            raise BatchlabError(f"no run in {db} matches; nothing deleted")
+        _print_runs(frame, f"{len(frame)} run(s) to delete from {db}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise BatchlabError("no terminal to confirm on: add --yes to delete these runs")
+            if not typer.confirm(f"delete these {len(frame)} run(s)?", default=False):
+                typer.echo("nothing deleted")
+                return
+        store.check_writable()
+        deleted = store.delete(list(frame.run_id))
+    typer.echo(f"deleted {deleted} run(s) from {db}")
+
+
+@app.command()
+def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """SQLite's integrity check of a store, and which runs are intact (exit 0 if sound, 1 if damaged)."""
+    from batchlab.store import check_integrity
+
+    if not db.is_file():
+        raise BatchlabError(f"no batchlab store at {db}")
+    report = check_integrity(db)  # read-only: works on a file that Store refuses to open
+    for message in report.messages:
+        typer.echo(f"sqlite integrity_check: {message}")
+    typer.echo(report.readable())
+    if report.damaged:
+        typer.echo(f"damaged run(s): {', '.join(r[:8] for r in report.damaged)}")
+    if report.intact and not report.ok:
+        typer.echo(f"intact run(s): {', '.join(r[:8] for r in report.intact)}")
+    typer.echo(f"{db}: " + ("ok" if report.ok else "damaged; batchlab never writes to it (export what is "
+                                                    "readable, or re-run the damaged runs into a new --db)"))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -163,8 +347,14 @@ def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
     """Write the store as tables: runs (settings, status, config, version), epochs, steps."""
     from batchlab.store.export import export_store
 
+    from batchlab.config import check_writable_dir
+
     if fmt not in ("csv", "parquet"):
         raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")
+    from batchlab.store import Store
+
+    Store(db, create=False).close()  # a missing or foreign store is named before any folder is made
+    check_writable_dir(out, "--out folder")
     for path in export_store(db, out, fmt):
         typer.echo(str(path))
 
@@ -257,6 +447,7 @@ def sweep(
         spec = read_spec(config, **overrides)
     else:
         spec = dataclasses.replace(SweepSpec(), **{k: v for k, v in overrides.items() if v is not None})
+    _expect_interrupts(db)
     bar, advance = _progress_bar(1, f"sweep {spec.name}")
     with bar:
         result = run_sweep(spec, db, executor=executor, workers=workers, address=address, progress=advance,
@@ -303,7 +494,8 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
             if value != value:  # NaN
                 return "-"
             return fmt.format(value) + ("" if std is None or std != std else " ± " + fmt.format(std))
-        table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", cell("steps"),
+        steps = cell("steps") if row["reached"] == 1.0 or row["steps"] == row["steps"] else "not reached"
+        table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", steps,
                       cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
                       cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
@@ -383,6 +575,7 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
     if name == "all" and overrides:
         raise BatchlabError("settings (--set, --seeds, --epochs) apply to one study; 'all' runs each at its own")
     names = available() if name == "all" else [name]
+    _expect_interrupts(db)
     for each in names:
         where = (out / each if name == "all" else out) if out is not None else None
         _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
@@ -417,15 +610,76 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     typer.echo(f"report: {path}")
 
 
+# Set by the commands that train (train, sweep, study): the store and how many runs it held
+# before, so that Ctrl-C can say what was saved and how to resume.
+_RESUME: dict = {}
+
+
+def _expect_interrupts(db: Path) -> None:
+    _RESUME.update(db=db, before=_stored_runs(db))
+
+
+def _stored_runs(db: Path) -> int:
+    """Runs in the store now (0 when there is none yet), read without writing anything."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _interrupted() -> str:
+    """What Ctrl-C leaves behind: the runs stored, and the command that resumes the work."""
+    import shlex
+
+    command = "batchlab " + shlex.join(sys.argv[1:])
+    if "db" not in _RESUME:
+        return "interrupted"
+    db, before = _RESUME["db"], _RESUME["before"]
+    now = _stored_runs(db)
+    return (f"interrupted: {now - before} run(s) finished and were stored in {db} by this command "
+            f"({now} in all); resume with: {command}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="print batchlab's version and exit",
+                                       is_eager=True)) -> None:
+    """Train under controlled batch size / epochs / learning rate and see what changes."""
+    if version:
+        from batchlab import __version__
+
+        typer.echo(f"batchlab {__version__}")
+        raise typer.Exit()
+
+
 def main() -> None:
+    """The ``batchlab`` entry point: bad input and damaged files are one line on stderr (exit 2),
+    Ctrl-C says what was saved and how to resume (exit 130)."""
+    import sqlite3
+
     try:
         app()
     except BatchlabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc))
+    except sqlite3.DatabaseError as exc:
+        _fail(f"the store could not be read or written ({exc}); run batchlab check --db FILE to see what is intact")
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))
     except KeyboardInterrupt:
-        print("interrupted: runs finished before the interrupt are stored", file=sys.stderr)
+        print(_interrupted(), file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into exit status 130 before it reaches us
+            print(_interrupted(), file=sys.stderr)
+        raise
+
+
+def _fail(message: str) -> None:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

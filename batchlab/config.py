@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from batchlab.errors import BatchlabError
@@ -196,7 +197,17 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
 
 # ---------------------------------------------------------------- parsing of list specs
 
+SEED_LIMIT = 2 ** 63  # seeds are 64-bit (JAX's PRNGKey and NumPy take any value in [0, 2**63))
+MAX_SEEDS = 10_000  # a seed count above this is a typo, not an experiment (it would build the list first)
+
+
 def _parse_int(text: str, what: str) -> int:
+    """An integer from ``"12"``, ``"1e3"`` or ``"12.0"``; exact for integers of any size."""
+    text = str(text).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
     try:
         value = float(text)
     except ValueError:
@@ -204,6 +215,13 @@ def _parse_int(text: str, what: str) -> int:
     if not math.isfinite(value) or value != int(value):
         raise BatchlabError(f"{what} must be an integer, got {text!r}")
     return int(value)
+
+
+def check_seed(value: int, what: str = "seed") -> int:
+    """A seed must be an integer in [0, 2**63): what the random generators accept."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise BatchlabError(f"{what} must be an integer in [0, 2**63), got {value!r}")
+    return value
 
 
 def parse_batch_sizes(spec: str | int | list) -> list[int | str]:
@@ -276,16 +294,19 @@ def parse_floats(spec: str | float | list, what: str, *, positive: bool = False,
 
 
 def parse_seeds(spec: str | int | list) -> list[int]:
-    """``5`` -> seeds 0..4; ``"3,7"`` -> [3, 7]."""
+    """``5`` -> seeds 0..4; ``"3,7"`` -> [3, 7]; each seed in [0, 2**63), at most 10,000 of them."""
     if isinstance(spec, (list, tuple)):
-        return [_parse_int(str(s), "seed") for s in spec]
-    text = str(spec).strip()
-    if "," in text:
-        return [_parse_int(p.strip(), "seed") for p in text.split(",")]
-    count = _parse_int(text, "number of seeds")
-    if count < 1:
-        raise BatchlabError(f"number of seeds must be >= 1, got {count}")
-    return list(range(count))
+        seeds = [_parse_int(str(s), "seed") for s in spec]
+    elif "," in str(spec):
+        seeds = [_parse_int(p, "seed") for p in str(spec).split(",")]
+    else:
+        count = _parse_int(str(spec), "number of seeds")
+        if not 1 <= count <= MAX_SEEDS:
+            raise BatchlabError(f"number of seeds must lie in [1, {MAX_SEEDS:,}], got {count}")
+        return list(range(count))
+    if not 1 <= len(seeds) <= MAX_SEEDS:
+        raise BatchlabError(f"give 1 to {MAX_SEEDS:,} seeds, got {len(seeds)}")
+    return [check_seed(s) for s in seeds]
 
 
 def parse_ints(spec: str | int | list, what: str, low: int = 0) -> list[int]:
@@ -300,10 +321,28 @@ def parse_ints(spec: str | int | list, what: str, low: int = 0) -> list[int]:
 def parse_widths(spec: str | int | list | tuple) -> tuple[int, ...]:
     """``"256,256"`` -> (256, 256); ``""`` -> () (no hidden layer)."""
     if isinstance(spec, (list, tuple)):
-        widths = tuple(int(w) for w in spec)
+        widths = tuple(_parse_int(str(w), "hidden width") for w in spec)
     else:
         text = str(spec).strip()
         widths = tuple(_parse_int(p.strip(), "hidden width") for p in text.split(",") if p.strip())
     if any(w < 1 for w in widths):
         raise BatchlabError(f"hidden widths must be >= 1, got {spec!r}")
     return widths
+
+
+# ---------------------------------------------------------------- output paths
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create folder ``path`` if needed and prove a file can be written in it, before any work
+    whose results would go there; a one-line BatchlabError names the folder otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BatchlabError(f"cannot write the {what} {path}: it is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".batchlab-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise BatchlabError(f"cannot write the {what} {path} ({exc.strerror or exc})") from None
+    return path

@@ -100,3 +100,69 @@ def test_diverging_run_is_reported(cli):
     code, out, _ = cli("train", "--batch-size", 8, "--lr", "0.01,1e6", "--momentum", 0.9, "--epochs", 2,
                        "--hidden", 8)
     assert code == 0 and "diverged@" in out and "finished" in out
+
+
+def test_version(cli):
+    from batchlab import __version__
+
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"batchlab {__version__}"
+
+
+def test_tables_fit_80_columns_and_show_what_differs(cli):
+    for optimizer in ("sgd", "adam"):
+        code, _, err = cli("train", "--data", "blobs", "--batch-size", "16,full", "--seeds", 2, "--epochs", 2,
+                           "--hidden", 4, "--optimizer", optimizer)
+        assert code == 0, err
+    code, out, _ = cli("runs")
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80
+    header = next(line for line in out.splitlines() if "run" in line and "status" in line)
+    assert "opt" in header and "seed" in header and "B" in header  # what tells the runs apart stays
+    assert "adam" in out and "sgd" in out
+    assert "not shown to fit 80 columns: " in out and "samples" not in header
+    code, wide, _ = cli("runs", "--wide")
+    wide_header = next(line for line in wide.splitlines() if "run" in line and "status" in line)
+    assert "samples" in wide_header and "train loss" in wide_header and "not shown" not in wide
+
+
+def test_per_run_seconds_divide_the_cohort_time():
+    from batchlab.cli import per_run_seconds
+
+    frame = pd.DataFrame({"batch_size": [16, 16, 16, 500], "lr": [0.1, 0.1, 0.2, 0.1], "seed": [0, 1, 0, 0],
+                          "train_seconds": [3.0, 3.0, 3.0, 0.5]})
+    assert per_run_seconds(frame) == pytest.approx([1.0, 1.0, 1.0, 0.5])
+
+
+def test_runs_filters_delete_and_check(cli, tmp_path):
+    code, _, err = cli("train", "--data", "blobs", "--batch-size", "16,full", "--seeds", 2, "--epochs", 1,
+                       "--hidden", 4)
+    assert code == 0, err
+    code, out, _ = cli("runs", "--batch-size", 16, "--status", "finished", "--model", "mlp", "--data", "blobs")
+    assert code == 0 and "2 of 4 run(s)" in out
+    code, out, _ = cli("runs", "--data", "digits")
+    assert code == 0 and "no run of the 4" in out
+    code, out, err = cli("delete", "--batch-size", 16, "--yes")
+    assert code == 0 and "deleted 2 run(s)" in out, err
+    code, out, _ = cli("runs")
+    assert "2 run(s) in batchlab.db" in out and " 16 " not in out
+    code, out, _ = cli("check")
+    assert code == 0 and "2 of 2 runs are readable" in out and out.strip().endswith("ok")
+    damaged = bytearray((tmp_path / "batchlab.db").read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 4096] = b"\xff" * 4096
+    (tmp_path / "bad.db").write_bytes(bytes(damaged))
+    code, out, _ = cli("check", "--db", "bad.db")
+    assert code == 1 and "damaged" in out
+
+
+def test_what_batchlab_changes_in_the_data_is_said_once_and_stored(cli, tmp_path):
+    from batchlab.store import Store
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(40, 3)), y=np.array([0, 5, 9, 5] * 10))
+    code, out, err = cli("train", "--data", "d.npz", "--batch-size", "8,full", "--epochs", 1, "--hidden", 4)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "5->1" in notes[0]
+    with Store(tmp_path / "batchlab.db") as store:
+        stored = store.notes()
+    assert len(stored) == 2 and all(lines == [notes[0][len("note: "):]] for lines in stored.values())

@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, budgets, lr rules, executors, resuming after SIGKILL, analysis."""
 
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -74,6 +75,17 @@ def test_toml_config(tmp_path):
         read_spec(tmp_path / "odd.toml")
 
 
+def test_toml_epochs_key_is_the_epochs_option(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text('data = "blobs"\nepochs = 7\nlr = 0.05\nhidden = [8, 4]\n')
+    spec = read_spec(path)
+    assert (spec.budget, spec.lr, spec.hidden) == ("epochs=7", "0.05", (8, 4))
+    assert {c.epochs for c in expand(dataclasses.replace(spec, batch_sizes="50"), DATA, MODEL, 500)} == {7}
+    path.write_text('seeds = "many"\n')
+    with pytest.raises(BatchlabError, match="seeds must be int"):
+        read_spec(path)
+
+
 def stored(db):
     with Store(db) as store:
         return {r.run_id: r for r in store.load(steps=True)}
@@ -144,10 +156,29 @@ def test_sweep_bad_input(cli, tmp_path, args, message):
     assert not (tmp_path / "batchlab.db").exists()
 
 
+RAY_DRIVER = """
+import sys
+import ray  # Ray starts its processes before JAX is imported: nothing forks a JAX process
+
+ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+         configure_logging=False)
+from batchlab.sweep.grid import SweepSpec
+from batchlab.sweep.run import run_sweep
+
+spec = SweepSpec(name="small", data="blobs", hidden=(8,), batch_sizes="50,full", lr="0.05,0.2", seeds=2,
+                 budget="epochs=3", target="test_acc>=0.7")
+run_sweep(spec, sys.argv[1], executor="ray", workers=2)
+ray.shutdown()
+"""
+
+
 def test_ray_executor_stores_the_same_results_as_local(tmp_path):
     local, on_ray = tmp_path / "local.db", tmp_path / "ray.db"
     run_sweep(SMALL, local, executor="local")
-    run_sweep(SMALL, on_ray, executor="ray", workers=2)  # starts and stops a local Ray instance
+    driver = subprocess.run([sys.executable, "-W", "always", "-c", RAY_DRIVER, str(on_ray)], capture_output=True,
+                            text=True, timeout=300)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    assert "os.fork() was called" not in driver.stderr
     assert_same_runs(stored(local), stored(on_ray))
 
 

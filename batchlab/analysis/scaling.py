@@ -39,11 +39,15 @@ class Target:
 
 
 def parse_target(spec: str) -> Target:
-    """``"test_acc>=0.95"`` -> Target('test_acc', '>=', 0.95)."""
+    """``"test_acc>=0.95"`` -> Target('test_acc', '>=', 0.95); anything else is a BatchlabError."""
     match = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*", spec or "")
     if not match:
         raise BatchlabError(f"target must look like test_acc>=0.95 or test_loss<=0.1, got {spec!r}")
-    metric, op, value = match.group(1), match.group(2), float(match.group(3))
+    metric, op = match.group(1), match.group(2)
+    try:
+        value = float(match.group(3))
+    except ValueError:
+        raise BatchlabError(f"target value must be a number, got {match.group(3)!r}") from None
     if metric not in TARGET_METRICS:
         raise BatchlabError(f"unknown metric {metric!r} in target: choose one of {', '.join(TARGET_METRICS)}")
     if not math.isfinite(value):

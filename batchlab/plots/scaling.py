@@ -9,31 +9,63 @@ import pandas as pd
 
 
 def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
-    """Steps and samples to the target vs B (log-log) at each B's best lr, with the fit."""
-    reached = best[best.reached == 1.0].sort_values("batch_size")
+    """Steps and samples to the target vs B (log-log) at each B's best lr, with the fit.
+
+    Batch sizes that did not reach the target with every seed are not dropped: they are drawn
+    as open triangles at the top edge, labelled "not reached", and counted in the title.
+    """
+    best = best.sort_values("batch_size")
+    reached = best[best.reached == 1.0]
+    missed = best[best.reached != 1.0]
     fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((ax_s, "steps", "steps to target"), (ax_e, "samples", "samples to target")):
-        ax.errorbar(reached.batch_size, reached[key], yerr=reached[f"{key}_std"].fillna(0), fmt="o", ms=4,
-                    capsize=2, label="measured (best lr per B, mean ± std over seeds)")
         if len(reached):
-            b = np.geomspace(reached.batch_size.min(), reached.batch_size.max(), 100)
-            first = reached.iloc[0]
-            if key == "steps":
-                ax.plot(b, first.steps * first.batch_size / b, ":", color="grey", label="perfect scaling (S ∝ 1/B)")
-            else:
-                ax.plot(b, np.full_like(b, first.samples), ":", color="grey", label="perfect scaling (E constant)")
-            if fit is not None:
-                curve = fit.steps(b) * (1 if key == "steps" else b)
-                ax.plot(b, curve, "-", lw=1, label=f"fit: S_min={fit.s_min:.0f}, B_crit={fit.b_crit:.0f}")
+            ax.errorbar(reached.batch_size, reached[key], yerr=reached[f"{key}_std"].fillna(0), fmt="o", ms=4,
+                        capsize=2, label="measured (best lr per B, mean ± std over seeds)")
+            _scaling_lines(ax, reached, key, fit)
+            ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            if high < 4 * low:  # one point (or equal ones): give the log axis a readable span
+                middle = (low * high) ** 0.5
+                ax.set_ylim(middle / 3, middle * 3)
+        else:
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", fontsize=9)
+        if len(missed):
+            _not_reached(ax, missed)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         ax.set_xlabel("batch size B")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"To reach {target}", fontsize=10)
+        if len(reached) or len(missed):
+            ax.legend(fontsize=7)
+    note = f"; not reached at B = {', '.join(str(int(b)) for b in missed.batch_size)}" if len(missed) else ""
+    fig.suptitle(f"To reach {target}{note}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _scaling_lines(ax, reached: pd.DataFrame, key: str, fit) -> None:
+    """Perfect scaling from the smallest B that reached the target, and the fit if there is one."""
+    b = np.geomspace(reached.batch_size.min(), reached.batch_size.max(), 100)
+    first = reached.iloc[0]
+    if key == "steps":
+        ax.plot(b, first.steps * first.batch_size / b, ":", color="grey", label="perfect scaling (S ∝ 1/B)")
+    else:
+        ax.plot(b, np.full_like(b, first.samples), ":", color="grey", label="perfect scaling (E constant)")
+    if fit is not None:
+        curve = fit.steps(b) * (1 if key == "steps" else b)
+        ax.plot(b, curve, "-", lw=1, label=f"fit: S_min={fit.s_min:.0f}, B_crit={fit.b_crit:.0f}")
+
+
+def _not_reached(ax, missed: pd.DataFrame) -> None:
+    """Open triangles at the top edge (axes coordinates in y) for batch sizes that missed the target."""
+    transform = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    ax.plot(missed.batch_size, np.full(len(missed), 0.97), "^", mfc="none", color="tab:red", ms=6,
+            transform=transform, clip_on=False, label="not reached (with every seed)")
+    for b in missed.batch_size:
+        ax.annotate("not reached", (b, 0.97), xycoords=transform, xytext=(0, -10), textcoords="offset points",
+                    ha="center", fontsize=6, color="tab:red")
 
 
 def final_metrics_figure(best: pd.DataFrame) -> plt.Figure:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from batchlab.api import prepare, run_configs
+from batchlab.api import check_writable_dir, prepare, run_configs
 from batchlab.config import FULL, parse_batch_sizes
 from batchlab.errors import BatchlabError
 from batchlab.engine.step import masked_loss_sum
@@ -58,21 +58,14 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
                                     momentum=momentum, seeds=[seed], hidden=hidden, activation="relu",
                                     init="he_uniform", dropout=0.0, standardize=None, test_fraction=0.2,
                                     label="label")
+    rows, sizes = _pool_and_sizes(dataset.n_train, pool, batch_sizes, seed)
+    check_writable_dir(out, "output folder")
     result = run_configs(configs, dataset, net, db=db, force=True, progress=progress, checkpoints=at_epochs)
     run_result = result.runs[0]
     missing = [e for e in at_epochs if e not in run_result.checkpoints]
     if missing:
         raise BatchlabError(f"the run stopped ({run_result.status}) before checkpoint epoch(s) {missing}")
-
-    rng = np.random.default_rng(seed)
-    n = dataset.n_train
-    size = min(n, DEFAULT_POOL if pool is None else pool)
-    rows = np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
     x, y = jnp.asarray(dataset.x_train[rows]), jnp.asarray(dataset.y_train[rows])
-    sizes = [size if b == FULL else b for b in parse_batch_sizes(batch_sizes)]
-    too_big = [b for b in sizes if b > size]
-    if too_big:
-        raise BatchlabError(f"batch size(s) {too_big} exceed the pool of {size} training rows")
 
     table, points = [], []
     for epoch in at_epochs:
@@ -90,6 +83,22 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
     files = write(Path(out), table_frame, points_frame,
                   title=f"{dataset.name} {model}, trained at B={configs[0].batch_size}, lr={lr}")
     return NoiseOutput(table_frame, points_frame, files)
+
+
+def _pool_and_sizes(n: int, pool: int | None, batch_sizes, seed: int) -> tuple[np.ndarray, list[int]]:
+    """The pool's training rows and the batch sizes to measure, checked against N and the pool
+    before the run trains (``full`` = the whole pool)."""
+    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 2):
+        raise BatchlabError(f"pool must be an integer >= 2 rows, got {pool!r}")
+    size = min(n, DEFAULT_POOL if pool is None else pool)
+    sizes = [size if b == FULL else b for b in parse_batch_sizes(batch_sizes)]
+    too_big = [b for b in sizes if b > size]
+    if too_big:
+        whole = f" (all N={n} rows)" if size == n else f" (of N={n})"
+        raise BatchlabError(f"batch size(s) {too_big} exceed the pool of {size} training rows{whole}")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
+    return rows, sizes
 
 
 def measure_checkpoint(net, params, x, y, sizes: list[int], *, trials: int, reductions=("sum", "mean"),

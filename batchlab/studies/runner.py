@@ -25,7 +25,7 @@ import pandas as pd
 
 from batchlab import __version__
 from batchlab.analysis.findings import Finding
-from batchlab.api import prepare, run_configs, train
+from batchlab.api import check_store_writable, check_writable_dir, prepare, run_configs, train
 from batchlab.errors import BatchlabError
 from batchlab.store import Store
 from batchlab.studies.base import Checkpoint, Grid, Study, Tables
@@ -58,6 +58,7 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
     prepared = [(grid, *_prepare(grid)) for grid in study.grids(settings)]
     instruments = study.checkpoints(settings)
     _check_writable(out)
+    _check_store(db)
 
     with Store(db) as store:
         done = set() if force else store.run_ids()
@@ -142,10 +143,10 @@ def _measure(runs, measures, dataset, net, settings, db) -> None:
 
 
 def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".batchlab-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise BatchlabError(f"cannot write study outputs to {out} ({exc.strerror or exc})") from None
+    check_writable_dir(out, "study output folder")
+
+
+def _check_store(db: str | Path) -> None:
+    """The store must take writes before the first run trains (one-line StoreError otherwise)."""
+    with Store(db) as store:
+        check_store_writable(store)

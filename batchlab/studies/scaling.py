@@ -10,6 +10,7 @@ import pandas as pd
 
 from batchlab.analysis.scaling import (CriticalBatchFit, Target, best_per_batch, fit_critical_batch, parse_target,
                                        per_setting, to_target)
+from batchlab.config import check_writable_dir
 from batchlab.errors import BatchlabError
 from batchlab.plots import learning_curves, save_figure
 from batchlab.plots.scaling import final_metrics_figure, heatmap_figure, to_target_figure
@@ -28,6 +29,9 @@ class SweepAnalysis:
 
 
 def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: str | None = None) -> SweepAnalysis:
+    """Analyse a stored sweep into ``out``; the target and the folder are checked before any work."""
+    if target is not None:
+        parse_target(target)
     with Store(db, create=False) as store:
         sweeps = store.sweeps()
         if not sweeps:
@@ -41,6 +45,7 @@ def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: s
     if not runs:
         raise BatchlabError(f"sweep {sweep!r} has no finished runs yet")
     goal = parse_target(target or sweeps[sweep]["target"])
+    out = check_writable_dir(out, "--out folder")
     history, summary = series_frame(runs, "epoch"), summary_frame(runs)
     settings = per_setting(summary, to_target(history, goal))
     best = best_per_batch(settings)
@@ -49,8 +54,6 @@ def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: s
     if len(reached) >= 3:
         fit = fit_critical_batch(reached.batch_size, reached.steps)
         best["regime"] = [fit.regime(b) for b in best.batch_size]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     files = [out / "settings.csv", out / "best_per_batch.csv"]
     settings.to_csv(files[0], index=False)
     best.to_csv(files[1], index=False)

@@ -63,6 +63,8 @@ def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers:
                 on_epochs: Callable[[int], None] | None = None, address: str | None = None
                 ) -> Iterator[list[RunResult]]:
     """Yield each cohort's results as it finishes."""
+    if workers is not None and workers < 1:
+        raise BatchlabError(f"workers must be >= 1, got {workers}")
     workers = workers or min(os.cpu_count() or 1, 2)
     if executor == "auto":
         big = _updates(cohorts) >= WORKERS_PAY_FROM_UPDATES
@@ -93,6 +95,47 @@ def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+CONNECT_TIMEOUT_S = 15  # how long a cluster address may take to answer before the sweep is refused
+LOOPBACK = "127.0.0.1"  # a local Ray that batchlab starts listens here only, never on a network interface
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``ray://HOST:PORT`` -> (host, port); anything else is a one-line error."""
+    text = address.split("://", 1)[-1].strip().rstrip("/")
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BatchlabError(f"Ray address must be HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
+    return host, int(port)
+
+
+def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds, naming the address, when no cluster answers there
+    (Ray itself retries for minutes). ``None`` (a local Ray) and ``auto`` are not checked."""
+    import socket
+
+    if address is None or address == "auto":
+        return
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BatchlabError(f"no Ray cluster answers at {address} within {timeout:g} s "
+                            f"({exc.strerror or exc}); start one there or leave out --address for a local Ray") \
+            from None
+
+
+def _ray_init(ray, address: str | None, workers: int) -> None:
+    """Connect to the cluster at ``address``, or start a local Ray bound to the loopback address."""
+    common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address:
+        check_ray_address(address)
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
+
+
 def _ray_cohorts(cohorts, address: str | None, workers: int, on_epochs) -> Iterator[list[RunResult]]:
     try:
         import ray
@@ -100,8 +143,7 @@ def _ray_cohorts(cohorts, address: str | None, workers: int, on_epochs) -> Itera
         raise BatchlabError("the ray executor needs Ray: pip install 'batchlab[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        options = {"address": address} if address else {"num_cpus": workers}
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **options)
+        _ray_init(ray, address, workers)
     try:
         task = ray.remote(num_cpus=1)(train_job)
         pending = {task.remote(cohort): cohort for cohort in cohorts}

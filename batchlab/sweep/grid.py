@@ -51,25 +51,56 @@ class SweepSpec:
 
 
 def read_spec(path: str | Path, **overrides: Any) -> SweepSpec:
-    """A SweepSpec from a TOML file (keys as the field names); ``overrides`` win."""
+    """A SweepSpec from a TOML file (keys as the option names); ``overrides`` win.
+
+    ``epochs = N`` is the CLI's ``--epochs``: shorthand for ``budget = "epochs=N"``.
+    """
     path = Path(path)
     try:
         values = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise BatchlabError(f"sweep config {path} does not exist") from None
+    except IsADirectoryError:
+        raise BatchlabError(f"sweep config {path} is a folder, not a TOML file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise BatchlabError(f"sweep config {path} is not readable TOML ({exc})") from None
-    known = {f.name for f in dataclasses.fields(SweepSpec)}
+        raise BatchlabError(f"sweep config {path} is not readable TOML ({_one_line(exc)})") from None
+    known = {f.name for f in dataclasses.fields(SweepSpec)} | {"epochs"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise BatchlabError(f"sweep config {path}: unknown key(s) {unknown}; known: {sorted(known)}")
-    for key in ("batch_sizes", "lr"):
-        if isinstance(values.get(key), list):
-            values[key] = ",".join(str(v) for v in values[key])
-    if "hidden" in values:
-        values["hidden"] = tuple(values["hidden"])
+    if "epochs" in values:
+        if "budget" in values:
+            raise BatchlabError(f"sweep config {path}: give epochs or budget, not both")
+        values["budget"] = f"epochs={values.pop('epochs')}"
+    for key, value in values.items():
+        values[key] = _setting(path, key, value)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SweepSpec(**values)
+
+
+_TYPES = {f.name: f.type for f in dataclasses.fields(SweepSpec)}
+
+
+def _setting(path: Path, key: str, value: Any) -> Any:
+    """A TOML value in the form SweepSpec holds: lists of B / lr joined with commas, widths as a
+    tuple of integers, numbers as numbers; anything else is a one-line error naming the key."""
+    if key in ("batch_sizes", "lr") and isinstance(value, (list, int, float)) and not isinstance(value, bool):
+        value = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if key == "hidden":
+        from batchlab.config import parse_widths
+
+        return parse_widths(value if isinstance(value, (list, tuple, str)) else str(value))
+    kind = _TYPES[key]
+    ok = {"str": isinstance(value, str), "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "str | None": isinstance(value, str)}.get(kind, True)
+    if not ok:
+        raise BatchlabError(f"sweep config {path}: {key} must be {kind.replace(' | None', '')}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def parse_budget(spec: str) -> tuple[str, float]:
