@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-from matplotlib import patches, ticker
-import numpy as np
+from matplotlib import ticker
 import pandas as pd
 
 from batchlab.analysis.scaling import CriticalBatchFit
@@ -111,19 +110,14 @@ def plain_log_ticks(ax, batch_sizes=None) -> None:
 def reached_heatmap(settings: pd.DataFrame, best: pd.DataFrame, target: str, title: str) -> plt.Figure:
     """:func:`heatmap_figure` of the share of seeds that reached the target per lr and B; each
     cell also gives the mean steps to the target, and each B's best lr is outlined."""
-    fig = heatmap_figure(settings, "reached")
+    fig = heatmap_figure(settings, "reached", best=best)
     ax = fig.axes[0]
     table = settings.pivot_table(index="lr", columns="batch_size", values=["reached", "steps"])
-    lrs, sizes = list(table.index), list(table["reached"].columns)
     for text in ax.texts:
         j, i = (round(v) for v in text.get_position())
         share, steps = table["reached"].iloc[i, j], table["steps"].iloc[i, j]
         text.set_text(f"{share:.0%}" + (f"\n{steps:.0f} steps" if share > 0 else "\nnever"))
-        text.set_color("black" if share > 0.5 else "white")  # dark text on the bright end of viridis
         text.set_fontsize(6.5)
-    for b, lr in zip(best.batch_size, best.lr):
-        i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
-        ax.add_patch(patches.Rectangle((sizes.index(b) - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="tab:red"))
     fig.set_size_inches(max(fig.get_size_inches()[0], 8.0), fig.get_size_inches()[1] + 0.9)
     fig.axes[-1].set_ylabel(f"share of seeds reaching {target}")
     ax.set_title(f"{title}\nshare of seeds reaching {target} (0% = censored: never reached), mean steps of those "

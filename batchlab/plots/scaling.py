@@ -3,9 +3,15 @@ and the lr x B heatmap. Read DataFrames only."""
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
+
+from batchlab.plots.stability import log2_axis
 
 
 def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
@@ -24,6 +30,8 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
                         capsize=2, label="measured (best lr per B, mean ± std over seeds)")
             _scaling_lines(ax, reached, key, fit)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 100, not 10^2
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
             low, high = ax.get_ylim()
             if high < 4 * low:  # one point (or equal ones): give the log axis a readable span
                 middle = (low * high) ** 0.5
@@ -33,7 +41,7 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
             ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", fontsize=9)
         if len(missed):
             _not_reached(ax, missed)
-        ax.set_xscale("log", base=2)
+        log2_axis(ax, best.batch_size)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
@@ -76,26 +84,47 @@ def final_metrics_figure(best: pd.DataFrame) -> plt.Figure:
         std = best[f"{key}_std"].fillna(0)
         ax.plot(best.batch_size, best[key], "o-", ms=3)
         ax.fill_between(best.batch_size, best[key] - std, best[key] + std, alpha=0.25, lw=0)
-        ax.set_xscale("log", base=2)
+        log2_axis(ax, best.batch_size)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    fig.suptitle("At each batch size's best learning rate (line: mean over seeds; band: ± std)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def heatmap_figure(settings: pd.DataFrame, metric: str = "test_acc") -> plt.Figure:
-    """Mean final ``metric`` over seeds for every learning rate x batch size."""
+def heatmap_figure(settings: pd.DataFrame, metric: str = "test_acc", best: pd.DataFrame | None = None,
+                   title: str | None = None) -> plt.Figure:
+    """Mean final ``metric`` over seeds for every learning rate x batch size; each B's chosen lr
+    (``best``: batch_size, lr) is outlined, and a choice at the edge of the lr grid is named
+    (the optimum may lie outside the grid)."""
     table = settings.pivot_table(index="lr", columns="batch_size", values=metric)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * table.shape[1], 1.0 + 0.5 * table.shape[0]))
-    image = ax.imshow(table.to_numpy(), aspect="auto", origin="lower", cmap="viridis")
+    values = table.to_numpy()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 + 0.8 * table.shape[1]), 1.8 + 0.5 * table.shape[0]))
+    image = ax.imshow(values, aspect="auto", origin="lower", cmap="viridis")
     ax.set_xticks(range(table.shape[1]), [str(b) for b in table.columns], rotation=45)
     ax.set_yticks(range(table.shape[0]), [f"{lr:g}" for lr in table.index])
-    for (i, j), value in np.ndenumerate(table.to_numpy()):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):  # dark text on the bright end of the colour map, white on the dark end
+            bright = image.norm(value) > 0.6
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7.5,
+                    color="black" if bright else "white")
+    edge = []
+    if best is not None:
+        lrs, sizes = list(table.index), list(table.columns)
+        for b, lr in zip(best.batch_size, best.lr):
+            if b in sizes:
+                i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
+                ax.add_patch(Rectangle((sizes.index(b) - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="tab:red"))
+                if len(lrs) > 1 and i in (0, len(lrs) - 1):
+                    edge.append(str(b))
     ax.set_xlabel("batch size B")
     ax.set_ylabel("learning rate")
-    fig.colorbar(image, ax=ax, label=f"final {metric}")
+    fig.colorbar(image, ax=ax, label=f"final {metric} (mean over seeds)")
+    lines = [title or f"Final {metric} for every learning rate and batch size"]
+    if best is not None:
+        lines.append("red box: the lr chosen for each B" + (
+            f"; at the edge of the lr grid for B = {', '.join(edge)} (the best lr may lie outside it)" if edge else ""))
+    ax.set_title("\n".join(textwrap.fill(line, 90) for line in lines), fontsize=8.5)
     fig.tight_layout()
     return fig

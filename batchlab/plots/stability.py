@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullLocator
 import numpy as np
 import pandas as pd
 
@@ -20,7 +21,7 @@ def log2_axis(ax, values) -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted({int(v) for v in values})
     ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def stability_figure(sweep: pd.DataFrame, threshold: float, last_epochs: int, title: str) -> plt.Figure:

@@ -54,7 +54,7 @@ def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> 
     specs = [("to_target_vs_batch", f"Updates and samples to reach {goal} vs batch size, at each B's best lr",
               lambda: to_target_figure(best, fit, str(goal))),
              ("lr_batch_heatmap", "Final test accuracy (mean over seeds) for every learning rate x batch size",
-              lambda: heatmap_figure(settings)),
+              lambda: heatmap_figure(settings, best=best)),
              ("final_metrics_vs_batch", "Final test accuracy and generalization gap vs batch size, at each B's best lr",
               lambda: final_metrics_figure(best)),
              ("learning_curves_best_lr", "Learning curves at each batch size's best lr",

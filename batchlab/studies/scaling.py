@@ -59,7 +59,7 @@ def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: s
     best.to_csv(files[1], index=False)
     files += save_figure(to_target_figure(best, fit, str(goal)), out / "to_target_vs_batch")
     files += save_figure(final_metrics_figure(best), out / "final_metrics_vs_batch")
-    files += save_figure(heatmap_figure(settings), out / "lr_batch_heatmap")
+    files += save_figure(heatmap_figure(settings, best=best, title=f"sweep {sweep!r}: final test accuracy"), out / "lr_batch_heatmap")
     at_best = history.merge(best[["batch_size", "lr"]], on=["batch_size", "lr"])
     files += save_figure(learning_curves(at_best, "acc", title="Learning curves at each batch size's best lr"),
                          out / "learning_curves_best_lr")
