@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,6 +10,7 @@ from typing import Optional
 import typer
 
 from batchlab.errors import BatchlabError
+from batchlab.runs_table import per_run_seconds, print_runs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train under controlled batch size / epochs / learning rate and see what changes.")
@@ -34,112 +34,6 @@ def _progress_bar(total: int, label: str):
 # narrow: first the counts (samples, steps), then best epoch, the losses, the wall time, the
 # train accuracy, then the settings that vary (last listed first). Run id, seed, status and
 # test accuracy always stay.
-_METRICS = [("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"),
-            ("test loss", "test_loss"), ("test acc", "test_acc"), ("best ep", "best_epoch"), ("steps", "steps"),
-            ("samples", "samples_seen"), ("s/run", "seconds_per_run")]
-_DROP_FIRST = ["samples_seen", "steps", "best_epoch", "train_loss", "test_loss", "seconds_per_run", "train_acc"]
-_SHORT_NAMES = {"batch_size": "B", "momentum": "mom", "optimizer": "opt", "optimizer.nesterov": "nesterov",
-                "model.hidden": "hidden", "data.standardize": "std", "early_stopping": "early stop",
-                "data.file_sha256": "data sha", "model.fingerprint": "model fp"}
-_HASHES = ("data.file_sha256", "model.fingerprint")  # shown by their first 8 characters, like run ids
-_LONGEST_CELL = 16  # longer setting values are cut to this many characters (…)
-_COHORT_FREE = ("lr", "momentum")  # runs of one cohort differ only in these (and the seeds)
-NARROW = 80
-
-
-def per_run_seconds(frame) -> "list[float]":
-    """Each run's share of its cohort's wall time: the runs of a cohort train together as one
-    program and all carry the cohort's seconds, so divide by the number of runs sharing them."""
-    from batchlab.analysis.curves import SETTINGS
-
-    keys = [c for c in SETTINGS if c in frame and c not in _COHORT_FREE] + ["train_seconds"]
-    filled = frame[keys].astype(str)
-    sizes = filled.groupby(keys, dropna=False)[keys[0]].transform("size")
-    return list(frame["train_seconds"].to_numpy(dtype=float) / sizes.to_numpy())
-
-
-def _run_columns(frame) -> list[tuple[str, str]]:
-    """(header, key): run id, the settings that differ between the runs (B and lr always), seed, metrics."""
-    from batchlab.analysis.curves import varying_settings
-
-    varying = [c for c in varying_settings(frame) if c not in ("batch_size", "lr")]
-    settings = ["batch_size", "lr"] + varying
-    seed = [("seed", "seed")] if frame["seed"].nunique() > 1 or len(frame) == 1 else []
-    return ([("run", "run_id")] + [(_SHORT_NAMES.get(c, c.rsplit(".", 1)[-1]), c) for c in settings] + seed
-            + _METRICS)
-
-
-def _cell(row: dict, key: str) -> str:
-    value = row[key]
-    if key == "run_id" or (key in _HASHES and isinstance(value, str)):
-        return str(value)[:8]
-    if key == "status" and value == "diverged" and row.get("diverged_step") is not None \
-            and row["diverged_step"] == row["diverged_step"]:
-        return f"diverged@{int(row['diverged_step'])}"
-    if isinstance(value, float) and value != value:
-        return "-"
-    if key in ("lr", "momentum") or (isinstance(value, float) and key not in (k for _, k in _METRICS)):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-    if key == "seconds_per_run":
-        return f"{value:.2f}"
-    if isinstance(value, float):
-        return f"{value:,.3f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    text = str(value)
-    return text if len(text) <= _LONGEST_CELL else text[:_LONGEST_CELL - 1] + "…"
-
-
-def _fit_columns(columns: list[tuple[str, str]], rows: list[list[str]], width: int | None
-                 ) -> list[int]:
-    """Indices of the columns kept so the table fits ``width`` (None: all); see ``_DROP_FIRST``."""
-    keep = list(range(len(columns)))
-    if width is None:
-        return keep
-
-    def table_width(indices) -> int:
-        return 1 + sum(max([len(columns[i][0])] + [len(r[i]) for r in rows]) + 3 for i in indices)
-
-    keys = [k for _, k in columns]
-    settings = [k for k in keys if k not in {m for _, m in _METRICS} | {"run_id", "seed", "batch_size", "lr"}]
-    order = _DROP_FIRST + settings[::-1] + ["lr"]
-    for key in order:
-        if table_width(keep) <= width:
-            break
-        if key in keys:
-            keep.remove(keys.index(key))
-    return keep
-
-
-def _print_runs(frame, title: str, wide: bool = False) -> None:
-    """The runs table, fitted to the terminal (80 columns when not a terminal) unless ``wide``."""
-    from rich.console import Console
-    from rich.table import Table
-
-    frame = frame.assign(seconds_per_run=per_run_seconds(frame)) if "seconds_per_run" not in frame else frame
-    columns = _run_columns(frame)
-    records = frame.to_dict("records")
-    rows = [[_cell(row, key) for _, key in columns] for row in records]
-    console = Console()
-    width = None if wide else (console.width if sys.stdout.isatty() else NARROW)
-    keep = _fit_columns(columns, rows, width)
-    dropped = [columns[i][0] for i in range(len(columns)) if i not in keep]
-    table = Table(title=title)
-    for i in keep:
-        name = columns[i][0]
-        table.add_column(name, justify="left" if name in ("run", "status", "data", "model", "opt") else "right")
-    for row in rows:
-        table.add_row(*[row[i] for i in keep])
-    Console(width=width or 10_000).print(table)
-    notes = []
-    if "s/run" in (columns[i][0] for i in keep):
-        notes.append("s/run: the cohort's training seconds / its number of runs (a cohort trains together)")
-    if dropped:
-        notes.append(f"not shown to fit {width} columns: {', '.join(dropped)} (--wide shows all)")
-    for note in notes:
-        typer.echo(textwrap.fill(note, width=width or NARROW))
-
-
 @app.command()
 def plan(n: int = typer.Option(..., "--n", help="training samples N"),
          batch_size: str = typer.Option(..., "--batch-size", "-b", help="B, 'full', or a list '1,32,full'"),
@@ -221,7 +115,7 @@ def train(
     start = time.perf_counter()
     with bar:
         result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
-    _print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
+    print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
                                 f"{time.perf_counter() - start:.1f} s", wide)
     if result.skipped:
         typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
@@ -286,7 +180,7 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
         typer.echo(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
         return
     shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
-    _print_runs(frame, f"{shown} run(s) in {db}", wide)
+    print_runs(frame, f"{shown} run(s) in {db}", wide)
 
 
 @app.command()
@@ -307,7 +201,7 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
         _, frame = _select(store, data, model, batch_size, sweep_name, status, run_ids)
         if frame.empty:
             raise BatchlabError(f"no run in {db} matches; nothing deleted")
-        _print_runs(frame, f"{len(frame)} run(s) to delete from {db}")
+        print_runs(frame, f"{len(frame)} run(s) to delete from {db}")
         if not yes:
             if not sys.stdin.isatty():
                 raise BatchlabError("no terminal to confirm on: add --yes to delete these runs")

@@ -126,7 +126,7 @@ def test_tables_fit_80_columns_and_show_what_differs(cli):
 
 
 def test_per_run_seconds_divide_the_cohort_time():
-    from batchlab.cli import per_run_seconds
+    from batchlab.runs_table import per_run_seconds
 
     frame = pd.DataFrame({"batch_size": [16, 16, 16, 500], "lr": [0.1, 0.1, 0.2, 0.1], "seed": [0, 1, 0, 0],
                           "train_seconds": [3.0, 3.0, 3.0, 0.5]})
