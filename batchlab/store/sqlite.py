@@ -25,15 +25,14 @@ import json
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-import numpy as np
 
-from batchlab.config import run_config_from_dict
 from batchlab.results import RunResult
 from batchlab.errors import StoreError
+from batchlab.store.integrity import (RUN_COLUMNS, Damaged, IntegrityReport, check_integrity, decode_run,
+                                      first_line, is_busy, read_json)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +47,6 @@ MIGRATIONS = {
     "3": "ALTER TABLE runs ADD COLUMN notes TEXT;",
 }
 SQLITE_MAGIC = b"SQLite format 3\x00"
-INTEGRITY_MESSAGES = 5  # how many lines of PRAGMA integrity_check a report keeps
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,140 +83,6 @@ CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
-class _Damaged(Exception):
-    """A stored record that no longer decodes (raised inside reading methods only)."""
-
-
-def _first_line(exc: BaseException, limit: int = 100) -> str:
-    """The cause for a one-line message: the first line, without SQLite's echo of undecodable text."""
-    text = str(exc).strip()
-    line = text.splitlines()[0].split(" with text '")[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _json(text):
-    """json.loads of a stored text; a damaged text raises :class:`_Damaged`."""
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise _Damaged(f"a stored JSON text does not decode ({_first_line(exc)})") from None
-
-
-def _is_busy(exc: sqlite3.DatabaseError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-@dataclass(frozen=True)
-class IntegrityReport:
-    """What :meth:`Store.integrity` found: SQLite's verdict and which runs still read whole.
-
-    ``ok`` is True when ``PRAGMA integrity_check`` passes; ``messages`` are its first lines;
-    a run is intact when its row, its config and every one of its series decode.
-    ``complete`` is False when the list of runs itself could not be read to its end.
-    """
-
-    path: Path
-    ok: bool
-    messages: tuple[str, ...]
-    intact: tuple[str, ...]
-    damaged: tuple[str, ...]
-    complete: bool = True
-
-    def readable(self) -> str:
-        """``"12 of 15 runs are readable"`` (or "at least" when the run list is damaged)."""
-        total, n = len(self.intact) + len(self.damaged), len(self.intact)
-        if not self.complete:
-            return f"{n} {'run is' if n == 1 else 'runs are'} readable (the list of runs is damaged, there may be more)"
-        return f"{n} of {total} {'run is' if total == 1 else 'runs are'} readable"
-
-
-def check_integrity(path: str | Path) -> IntegrityReport:
-    """Integrity report of the store file at ``path``, read through a read-only connection so
-    that a damaged file is never changed (usable when :class:`Store` refuses to open it)."""
-    path = Path(path)
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-    except sqlite3.DatabaseError as exc:
-        return IntegrityReport(path, False, (_first_line(exc),), (), (), complete=False)
-    try:
-        ok, messages = _integrity_messages(conn)
-        journal = path.with_name(path.name + "-journal")
-        if not ok and "readonly" in messages[0] and journal.exists():
-            return IntegrityReport(path, False, (f"an interrupted write left {journal}: the next batchlab command "
-                                                 f"that opens the store rolls it back; then check again",),
-                                   (), (), complete=False)
-        ids, complete = _listed_runs(conn)
-        intact = tuple(r for r in ids if _run_intact(conn, r))
-        return IntegrityReport(path, ok, messages, intact, tuple(r for r in ids if r not in intact), complete)
-    finally:
-        conn.close()
-
-
-def _integrity_messages(conn: sqlite3.Connection) -> tuple[bool, tuple[str, ...]]:
-    try:
-        rows = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({INTEGRITY_MESSAGES})")]
-    except sqlite3.DatabaseError as exc:
-        return False, (_first_line(exc),)
-    return rows == ["ok"], tuple(rows)
-
-
-def _listed_runs(conn: sqlite3.Connection) -> tuple[list[str], bool]:
-    """Run ids from the runs table and, as a second path, its primary-key index; False when
-    neither could be read to its end."""
-    ids: dict[str, None] = {}
-    complete = False
-    for query in ("SELECT run_id FROM runs ORDER BY rowid",
-                  "SELECT run_id FROM runs INDEXED BY sqlite_autoindex_runs_1 ORDER BY run_id"):
-        try:
-            for (run_id,) in conn.execute(query):
-                if isinstance(run_id, str):
-                    ids[run_id] = None
-            complete = True
-        except sqlite3.DatabaseError:
-            pass
-    return list(ids), complete
-
-
-def _run_intact(conn: sqlite3.Connection, run_id: str) -> bool:
-    """Whether a run's row, config and series all read and decode."""
-    try:
-        return _read_run(conn, run_id, steps=True) is not None
-    except (sqlite3.DatabaseError, _Damaged):
-        return False
-
-
-RUN_COLUMNS = "run_id, status, config, best_epoch, diverged_step, compile_seconds, train_seconds, version"
-
-
-def _decode_run(conn: sqlite3.Connection, row: tuple, steps: bool) -> RunResult:
-    """A :class:`RunResult` from its ``runs`` row and its series; :class:`_Damaged` when any
-    part does not decode."""
-    from batchlab.store.records import check_run, decode
-
-    run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version = row
-    levels = ("epoch", "step") if steps else ("epoch",)
-    series: dict[str, dict[str, np.ndarray]] = {level: {} for level in ("epoch", "step")}
-    query = (f"SELECT level, name, dtype, data FROM series WHERE run_id = ? "
-             f"AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid")
-    try:
-        for level, name, dtype, data in conn.execute(query, (run_id, *levels)):
-            series[level][name] = decode(dtype, data)
-        cfg = run_config_from_dict(_json(config))
-        result = RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
-                           compile_s or 0.0, train_s or 0.0, version=version)
-        if result.run_id != run_id:
-            raise ValueError(f"run {run_id}: its stored config belongs to another run")
-        check_run(result)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise _Damaged(_first_line(exc)) from None
-    return result
-
-
-def _read_run(conn: sqlite3.Connection, run_id: str, steps: bool) -> RunResult | None:
-    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return None if row is None else _decode_run(conn, row, steps)
-
-
 def _reading(method: Callable) -> Callable:
     """Turn SQLite errors and undecodable records met while reading into one StoreError line."""
 
@@ -226,7 +90,7 @@ def _reading(method: Callable) -> Callable:
     def wrapper(self: "Store", *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except (sqlite3.DatabaseError, _Damaged) as exc:
+        except (sqlite3.DatabaseError, Damaged) as exc:
             raise self._read_error(exc) from None
 
     return wrapper
@@ -260,16 +124,16 @@ class Store:
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot {'open' if exists else 'create'} store {self.path} ({_first_line(exc)})"
+            raise StoreError(f"cannot {'open' if exists else 'create'} store {self.path} ({first_line(exc)})"
                              f"{'' if exists else f'; is the folder {self.path.parent} writable?'}") from None
         try:
             self._open(exists)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if not exists:
-                raise StoreError(f"cannot create store {self.path} ({_first_line(exc)}); "
+                raise StoreError(f"cannot create store {self.path} ({first_line(exc)}); "
                                  f"is the folder {self.path.parent} writable?") from None
-            raise StoreError(f"{self.path} is corrupt or unreadable as a batchlab store ({_first_line(exc)}); "
+            raise StoreError(f"{self.path} is corrupt or unreadable as a batchlab store ({first_line(exc)}); "
                              f"run `batchlab check --db {self.path}`") from None
         except StoreError:
             self._db.close()
@@ -324,7 +188,7 @@ class Store:
                 self._db.executescript(MIGRATIONS[version])
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 raise
             self._db.rollback()
 
@@ -353,9 +217,9 @@ class Store:
             try:
                 rows = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
             except sqlite3.DatabaseError as exc:
-                if _is_busy(exc):
-                    raise StoreError(f"{self.path} is locked by another process ({_first_line(exc)})") from None
-                rows = [_first_line(exc)]
+                if is_busy(exc):
+                    raise StoreError(f"{self.path} is locked by another process ({first_line(exc)})") from None
+                rows = [first_line(exc)]
             self._healthy = rows == ["ok"]
             self._problem = "" if self._healthy else rows[0]
             if self._healthy and key is not None:
@@ -371,9 +235,9 @@ class Store:
 
     def _read_error(self, exc: BaseException) -> StoreError:
         """The one-line error for a read that failed: locked, or damaged with what can still be read."""
-        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-            return StoreError(f"{self.path} is locked by another process ({_first_line(exc)})")
-        return StoreError(f"{self.path} is damaged ({_first_line(exc)}): {self.integrity().readable()}; "
+        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            return StoreError(f"{self.path} is locked by another process ({first_line(exc)})")
+        return StoreError(f"{self.path} is damaged ({first_line(exc)}): {self.integrity().readable()}; "
                           f"run `batchlab check --db {self.path}`")
 
     def check_writable(self) -> None:
@@ -389,7 +253,7 @@ class Store:
             finally:
                 self._db.rollback()
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot write to store {self.path} ({_first_line(exc)}): make the file and its "
+            raise StoreError(f"cannot write to store {self.path} ({first_line(exc)}): make the file and its "
                              f"folder writable, or choose another --db") from None
 
     @contextmanager
@@ -401,13 +265,13 @@ class Store:
             with self._db:
                 yield
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise StoreError(f"{self.path} is locked by another process ({_first_line(exc)})") from None
-            raise StoreError(failed(_first_line(exc))) from None
+            if is_busy(exc):
+                raise StoreError(f"{self.path} is locked by another process ({first_line(exc)})") from None
+            raise StoreError(failed(first_line(exc))) from None
         except sqlite3.IntegrityError as exc:  # a constraint (or a trigger) refused the change
-            raise StoreError(failed(_first_line(exc))) from None
+            raise StoreError(failed(first_line(exc))) from None
         except sqlite3.DatabaseError as exc:
-            self._healthy, self._problem = False, _first_line(exc)
+            self._healthy, self._problem = False, first_line(exc)
             _HEALTHY.pop(self.path.resolve(), None)
             raise StoreError(f"{self.path} is damaged ({self._problem}); nothing more was written to it; "
                              f"run `batchlab check --db {self.path}`") from None
@@ -493,7 +357,7 @@ class Store:
     @_reading
     def studies(self) -> dict[str, dict]:
         """Recorded studies by name (see :meth:`write_study`)."""
-        return {name: _json(record) for name, record in self._db.execute("SELECT name, record FROM studies")}
+        return {name: read_json(record) for name, record in self._db.execute("SELECT name, record FROM studies")}
 
     @_reading
     def measured(self, instrument: str) -> set[tuple[str, int]]:
@@ -503,7 +367,7 @@ class Store:
     @_reading
     def sweeps(self) -> dict[str, dict]:
         """Recorded sweeps by name: their specs (see :meth:`write_sweep`)."""
-        return {name: _json(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}
+        return {name: read_json(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}
 
     @_reading
     def sweep_run_ids(self, name: str) -> list[str]:
@@ -522,9 +386,9 @@ class Store:
             args = (instrument,)
         records = []
         for run_id, name, epoch, rows in self._db.execute(query + " ORDER BY rowid", args):
-            decoded = _json(rows)
+            decoded = read_json(rows)
             if not isinstance(decoded, list) or not all(isinstance(row, dict) for row in decoded):
-                raise _Damaged(f"the {name} measurements of run {run_id} are not a list of records")
+                raise Damaged(f"the {name} measurements of run {run_id} are not a list of records")
             records += [{"run_id": run_id, "instrument": name, "epoch": epoch, **row} for row in decoded]
         return pd.DataFrame(records)
 
@@ -543,9 +407,9 @@ class Store:
         found = {}
         for run_id, text in self._db.execute(query + " ORDER BY rowid"):
             if wanted is None or run_id in wanted:
-                lines = [] if text is None else _json(text)
+                lines = [] if text is None else read_json(text)
                 if not isinstance(lines, list):
-                    raise _Damaged(f"the notes of run {run_id} are not a list")
+                    raise Damaged(f"the notes of run {run_id} are not a list")
                 found[run_id] = [str(line) for line in lines]
         return found
 
@@ -554,4 +418,4 @@ class Store:
         """Stored runs as :class:`RunResult` (without parameters), in insertion order."""
         rows = list(self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY rowid"))
         wanted = None if run_ids is None else set(run_ids)
-        return [_decode_run(self._db, row, steps) for row in rows if wanted is None or row[0] in wanted]
+        return [decode_run(self._db, row, steps) for row in rows if wanted is None or row[0] in wanted]

@@ -1,0 +1,154 @@
+"""Reading stored runs back whole, and the integrity report of a store file.
+
+A run decodes when its row, its config and every one of its series read and decode
+(:func:`decode_run`); :func:`check_integrity` runs SQLite's integrity check through a
+read-only connection and lists which runs are intact, so a damaged file is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from batchlab.config import run_config_from_dict
+from batchlab.results import RunResult
+
+INTEGRITY_MESSAGES = 5  # how many lines of PRAGMA integrity_check a report keeps
+
+
+class Damaged(Exception):
+    """A stored record that no longer decodes (raised inside reading methods only)."""
+
+
+def first_line(exc: BaseException, limit: int = 100) -> str:
+    """The cause for a one-line message: the first line, without SQLite's echo of undecodable text."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].split(" with text '")[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def read_json(text):
+    """json.loads of a stored text; a damaged text raises :class:`Damaged`."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise Damaged(f"a stored JSON text does not decode ({first_line(exc)})") from None
+
+
+def is_busy(exc: sqlite3.DatabaseError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What ``Store.integrity`` found: SQLite's verdict and which runs still read whole.
+
+    ``ok`` is True when ``PRAGMA integrity_check`` passes; ``messages`` are its first lines;
+    a run is intact when its row, its config and every one of its series decode.
+    ``complete`` is False when the list of runs itself could not be read to its end.
+    """
+
+    path: Path
+    ok: bool
+    messages: tuple[str, ...]
+    intact: tuple[str, ...]
+    damaged: tuple[str, ...]
+    complete: bool = True
+
+    def readable(self) -> str:
+        """``"12 of 15 runs are readable"`` (or "at least" when the run list is damaged)."""
+        total, n = len(self.intact) + len(self.damaged), len(self.intact)
+        if not self.complete:
+            return f"{n} {'run is' if n == 1 else 'runs are'} readable (the list of runs is damaged, there may be more)"
+        return f"{n} of {total} {'run is' if total == 1 else 'runs are'} readable"
+
+
+def check_integrity(path: str | Path) -> IntegrityReport:
+    """Integrity report of the store file at ``path``, read through a read-only connection so
+    that a damaged file is never changed (usable when :class:`Store` refuses to open it)."""
+    path = Path(path)
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        return IntegrityReport(path, False, (first_line(exc),), (), (), complete=False)
+    try:
+        ok, messages = _integrity_messages(conn)
+        journal = path.with_name(path.name + "-journal")
+        if not ok and "readonly" in messages[0] and journal.exists():
+            return IntegrityReport(path, False, (f"an interrupted write left {journal}: the next batchlab command "
+                                                 f"that opens the store rolls it back; then check again",),
+                                   (), (), complete=False)
+        ids, complete = _listed_runs(conn)
+        intact = tuple(r for r in ids if _run_intact(conn, r))
+        return IntegrityReport(path, ok, messages, intact, tuple(r for r in ids if r not in intact), complete)
+    finally:
+        conn.close()
+
+
+def _integrity_messages(conn: sqlite3.Connection) -> tuple[bool, tuple[str, ...]]:
+    try:
+        rows = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({INTEGRITY_MESSAGES})")]
+    except sqlite3.DatabaseError as exc:
+        return False, (first_line(exc),)
+    return rows == ["ok"], tuple(rows)
+
+
+def _listed_runs(conn: sqlite3.Connection) -> tuple[list[str], bool]:
+    """Run ids from the runs table and, as a second path, its primary-key index; False when
+    neither could be read to its end."""
+    ids: dict[str, None] = {}
+    complete = False
+    for query in ("SELECT run_id FROM runs ORDER BY rowid",
+                  "SELECT run_id FROM runs INDEXED BY sqlite_autoindex_runs_1 ORDER BY run_id"):
+        try:
+            for (run_id,) in conn.execute(query):
+                if isinstance(run_id, str):
+                    ids[run_id] = None
+            complete = True
+        except sqlite3.DatabaseError:
+            pass
+    return list(ids), complete
+
+
+def _run_intact(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether a run's row, config and series all read and decode."""
+    try:
+        return read_run(conn, run_id, steps=True) is not None
+    except (sqlite3.DatabaseError, Damaged):
+        return False
+
+
+RUN_COLUMNS = "run_id, status, config, best_epoch, diverged_step, compile_seconds, train_seconds, version"
+
+
+def decode_run(conn: sqlite3.Connection, row: tuple, steps: bool) -> RunResult:
+    """A :class:`RunResult` from its ``runs`` row and its series; :class:`Damaged` when any
+    part does not decode."""
+    from batchlab.store.records import check_run, decode
+
+    run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version = row
+    levels = ("epoch", "step") if steps else ("epoch",)
+    series: dict[str, dict[str, np.ndarray]] = {level: {} for level in ("epoch", "step")}
+    query = (f"SELECT level, name, dtype, data FROM series WHERE run_id = ? "
+             f"AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid")
+    try:
+        for level, name, dtype, data in conn.execute(query, (run_id, *levels)):
+            series[level][name] = decode(dtype, data)
+        cfg = run_config_from_dict(read_json(config))
+        result = RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
+                           compile_s or 0.0, train_s or 0.0, version=version)
+        if result.run_id != run_id:
+            raise ValueError(f"run {run_id}: its stored config belongs to another run")
+        check_run(result)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Damaged(first_line(exc)) from None
+    return result
+
+
+def read_run(conn: sqlite3.Connection, run_id: str, steps: bool) -> RunResult | None:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else decode_run(conn, row, steps)
