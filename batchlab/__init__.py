@@ -6,11 +6,25 @@ configure_threads()  # before jax is imported anywhere in batchlab
 
 __version__ = "0.2.0"
 
-from batchlab.api import TrainResult, train  # noqa: E402
-from batchlab.budget import plan  # noqa: E402
-from batchlab.config import EarlyStopping  # noqa: E402
 from batchlab.errors import BatchlabError  # noqa: E402
-from batchlab.models import Model  # noqa: E402
+
+# The training API (and with it JAX) is imported on first use, so code that only reads a store
+# (``batchlab runs``, ``export``, ``analyze``, ``report``, ``batchlab.store``) never loads it.
+_LAZY = {"train": "batchlab.api", "TrainResult": "batchlab.api", "plan": "batchlab.budget",
+         "EarlyStopping": "batchlab.config", "Model": "batchlab.models"}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    try:
+        return importlib.import_module(f"batchlab.{name}")  # a submodule, e.g. batchlab.api
+    except ModuleNotFoundError as exc:
+        if exc.name != f"batchlab.{name}":
+            raise  # the submodule exists but something it imports is missing
+        raise AttributeError(f"module 'batchlab' has no attribute {name!r}") from None
 
 
 def study(name: str, *, quick: bool = False, db: str = "batchlab.db", out: str | None = None, force: bool = False,
