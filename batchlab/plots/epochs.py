@@ -91,6 +91,7 @@ def budget_figure(table: pd.DataFrame, band: float, title: str) -> plt.Figure:
     interval_errorbar(a, x, table, "stop_epoch", color=STOP, label="early stop epoch")
     a.plot(x, table.budget, color="grey", ls=":", label="epoch budget")
     a.set_ylabel("epoch")
+    a.set_ylim(bottom=0)  # an epoch is never negative: a t-interval of 2 seeds can reach below 0
     a.set_title("(a) when: best epoch and early-stop epoch", fontsize=9)
     interval_errorbar(b, x, table, "best_updates", color=BEST, label="updates to the best epoch")
     interval_errorbar(b, x, table, "early_updates", color=STOP, label="updates with early stopping")

@@ -35,6 +35,7 @@ def stability_figure(sweep: pd.DataFrame, threshold: float, last_epochs: int, ti
             left.annotate("never" if share == 0 else f"{share:.0%} reached", (b, y if np.isfinite(y) else 0),
                           fontsize=7, xytext=(3, 3), textcoords="offset points")
     left.set_ylabel(f"first epoch with test acc >= {threshold:.0%}")
+    left.set_ylim(bottom=0)  # an epoch is never negative: a t-interval of few seeds can reach below 0
     interval_errorbar(right, sweep.batch_size, sweep, "late_jitter", color="tab:red")
     right.set_ylabel(f"std of epoch-to-epoch change\nof test acc, last {last_epochs} epochs")
     for ax in (left, right):
