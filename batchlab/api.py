@@ -19,7 +19,8 @@ from batchlab.config import (OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, D
                              parse_ints, parse_seeds, parse_widths, resolve_batch_size, check_seed,
                              check_writable_dir)
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
-from batchlab.engine.cohort import MONITORABLE, train_cohort
+from batchlab.engine.backends import train_cohort
+from batchlab.engine.cohort import MONITORABLE
 from batchlab.results import RunResult
 from batchlab.engine.step_stats import uses_noise
 from batchlab.errors import BatchlabError

@@ -28,6 +28,9 @@ class Model(NamedTuple):
     # Instruments then get per-sample gradient inner products layer by layer
     # ((a_i . a_j + 1) (d_i . d_j)) without forming per-sample gradients.
     dense_taps: Callable | None = None
+    # "classification" (integer labels, softmax cross-entropy) or "regression" (float targets,
+    # mean squared error); the engine's loss and metrics follow it.
+    task: str = "classification"
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 from batchlab import budget
 from batchlab.config import RunConfig
-from batchlab.engine.cohort import train_cohort
+from batchlab.engine.backends import train_cohort
 from batchlab.results import RunResult
 from batchlab.errors import BatchlabError
 
