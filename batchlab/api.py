@@ -16,16 +16,16 @@ import pandas as pd
 from batchlab import __version__, budget
 from batchlab.config import (OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, DataConfig, EarlyStopping,
                              ModelConfig, OptimizerConfig, Phase, RunConfig, parse_batch_sizes, parse_floats,
-                             parse_ints, parse_seeds, parse_widths, resolve_batch_size, check_seed,
+                             parse_ints, parse_seeds, resolve_batch_size, check_seed,
                              check_writable_dir)
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
-from batchlab.engine.backends import train_cohort
-from batchlab.engine.cohort import MONITORABLE
+from batchlab.engine.backends import train_cohorts
+from batchlab.engine.cohort import monitorable
 from batchlab.results import RunResult
 from batchlab.engine.step_stats import uses_noise
 from batchlab.errors import BatchlabError
 from batchlab.instruments import resolve_instruments
-from batchlab.models import Model, build_model, check_model_config, fingerprint
+from batchlab.models import Model, check_model_config
 from batchlab.store import Store, series_frame, summary_frame
 
 Progress = Callable[[int], None]  # called with the number of run-epochs just completed
@@ -87,8 +87,10 @@ def build_configs(data: DataConfig, n_train: int, model: ModelConfig, *, batch_s
     if micro_batch is not None:
         _check_int(micro_batch, "micro-batch size", 1)
     if early_stopping is not None:
-        if early_stopping.monitor not in MONITORABLE:
-            raise BatchlabError(f"cannot monitor {early_stopping.monitor!r}: choose one of {', '.join(MONITORABLE)}")
+        watchable = monitorable(data.task)
+        if early_stopping.monitor not in watchable:
+            raise BatchlabError(f"cannot monitor {early_stopping.monitor!r} in a {data.task}: "
+                                f"choose one of {', '.join(watchable)}")
         _check_int(early_stopping.patience, "patience", 1)
         if not math.isfinite(early_stopping.min_delta) or early_stopping.min_delta < 0:
             raise BatchlabError(f"min delta must be finite and >= 0, got {early_stopping.min_delta}")
@@ -228,34 +230,47 @@ def group_cohorts(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
     return list(groups.values())
 
 
-def resolve_data(data: Any, *, standardize: bool | None, test_fraction: float, label: str
-                 ) -> tuple[Dataset, DataConfig]:
-    """A dataset from a built-in name, a file path, a tuple of arrays or a :class:`Dataset`."""
+def resolve_data(data: Any, *, standardize: bool | None, test_fraction: float, label: str,
+                 task: str | None = None) -> tuple[Dataset, DataConfig]:
+    """A dataset from a built-in name, a file path, a tuple of arrays or a :class:`Dataset`;
+    ``task`` (``classification`` or ``regression``): the data's own by default (a built-in
+    set's, or classification)."""
     if isinstance(data, Dataset):
-        return data, DataConfig(data.name, False, file_sha256=data.fingerprint())
+        if task is not None and task != data.task:
+            raise BatchlabError(f"this Dataset is a {data.task} problem, not {task}")
+        return data, DataConfig(data.name, False, file_sha256=data.fingerprint(), task=data.task)
     if isinstance(data, (tuple, list)):
         if len(data) not in (2, 4):
             raise BatchlabError("data arrays must be (x, y) or (x, y, x_test, y_test)")
-        return from_arrays(*data, standardize=bool(standardize), test_fraction=test_fraction)
+        return from_arrays(*data, standardize=bool(standardize), test_fraction=test_fraction,
+                           task=task or "classification")
     if isinstance(data, Path):
         data = str(data)
     if not isinstance(data, str):
         raise BatchlabError(f"data must be a name, a file path or arrays, got {type(data).__name__}")
-    cfg = resolve_data_config(data, standardize=standardize, test_fraction=test_fraction, label=label)
+    cfg = resolve_data_config(data, standardize=standardize, test_fraction=test_fraction, label=label, task=task)
     return load_dataset(cfg), cfg
 
 
-def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 32, epochs: int = 10,
+def train(data: Any = "blobs", model: Any = "mlp", *, batch_size: Any = 32, epochs: int = 10,
           lr: Any = 0.01, momentum: Any = 0.0, seeds: Any = 1, optimizer: str = "sgd", nesterov: bool = False,
           reduction: str = "mean", drop_last: bool = False, shuffle: str = "every-epoch",
           hidden: Any = (50,), activation: str = "relu", init: str = "he_uniform", dropout: float = 0.0,
           standardize: bool | None = None, test_fraction: float = 0.2, label: str = "label",
-          early_stopping: EarlyStopping | None = None, micro_batch: int | None = None,
+          task: str | None = None, early_stopping: EarlyStopping | None = None, micro_batch: int | None = None,
           init_seed: int | None = None, data_seed: int | None = None, dropout_seed: int | None = None,
           instruments: Any = None, phases: Any = (), schedule: str = "constant", decay_epochs: Any = (),
           decay: float | None = None, warmup_epochs: float = 0.0,
           db: str | Path | None = None, force: bool = False, progress: Progress | None = None) -> TrainResult:
     """Train every combination of ``batch_size`` x ``lr`` x ``momentum`` x ``seeds``.
+
+    ``model`` is a built-in name (``mlp``, ``logreg``, ``cnn``), an import path
+    (``"my_models.py:make_model"``), a ``batchlab.Model``, a Flax (linen or NNX), Equinox,
+    Keras 3 or PyTorch model, or a function returning one (``batchlab.models.adapters``).
+
+    ``task="regression"`` trains on float targets with the mean squared error (``train_loss``
+    and ``test_loss`` are then the MSE, and ``train_r2``/``test_r2`` replace the accuracies);
+    built-in sets know their task (``regression``, ``diabetes`` are regressions).
 
     ``batch_size`` takes integers, ``"full"`` (B = N, batch gradient descent), lists or a
     spec such as ``"1,32,full"``; ``seeds=5`` means seeds 0..4. ``phases``, ``schedule``,
@@ -273,7 +288,8 @@ def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 
                                     seeds=seeds, optimizer=optimizer, nesterov=nesterov, reduction=reduction,
                                     drop_last=drop_last, shuffle=shuffle, hidden=hidden, activation=activation,
                                     init=init, dropout=dropout, standardize=standardize,
-                                    test_fraction=test_fraction, label=label, early_stopping=early_stopping,
+                                    test_fraction=test_fraction, label=label, task=task,
+                                    early_stopping=early_stopping,
                                     micro_batch=micro_batch, init_seed=init_seed, data_seed=data_seed,
                                     dropout_seed=dropout_seed, instruments=instruments, phases=phases,
                                     schedule=schedule, decay_epochs=decay_epochs, decay=decay,
@@ -281,20 +297,19 @@ def train(data: Any = "blobs", model: str | Model = "mlp", *, batch_size: Any = 
     return run_configs(configs, dataset, net, db=db, force=force, progress=progress)
 
 
-def prepare(data: Any, model: str | Model, *, hidden: Any, activation: str, init: str, dropout: float,
-            standardize: bool | None, test_fraction: float, label: str, **grid: Any
+def prepare(data: Any, model: Any, *, hidden: Any, activation: str, init: str, dropout: float,
+            standardize: bool | None, test_fraction: float, label: str, task: str | None = None, **grid: Any
             ) -> tuple[list[RunConfig], Dataset, Model]:
     """Validate everything and resolve the runs before anything is trained or written."""
     if not 0 < test_fraction < 1:
         raise BatchlabError(f"test fraction must lie in (0, 1), got {test_fraction}")
-    dataset, data_cfg = resolve_data(data, standardize=standardize, test_fraction=test_fraction, label=label)
-    if isinstance(model, Model):
-        model_cfg = ModelConfig(name=f"custom:{model.name}", hidden=(), activation="", init="", dropout=0.0,
-                                fingerprint=fingerprint(model, dataset))
-        net = model
-    else:
-        model_cfg = ModelConfig(model, parse_widths(hidden), activation, init, float(dropout))
-        net = build_model(model_cfg, dataset.sample_shape, dataset.num_classes)
+    dataset, data_cfg = resolve_data(data, standardize=standardize, test_fraction=test_fraction, label=label,
+                                     task=task)
+    # A built-in name, an import path ("file.py:make_model") or a model object (batchlab.Model,
+    # Flax, Equinox, Keras, PyTorch, or a function returning one): see batchlab.models.resolve.
+    from batchlab.models.resolve import resolve_model
+
+    model_cfg, net = resolve_model(model, dataset, hidden=hidden, activation=activation, init=init, dropout=dropout)
     configs = build_configs(data_cfg, dataset.n_train, model_cfg, **grid)
     return configs, dataset, net
 
@@ -320,9 +335,9 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
             progress(sum(c.epochs for c in configs if c.run_id in done))
         notes = tuple(getattr(dataset, "notes", ()) or ())
         fresh: dict[str, RunResult] = {}
-        for cohort in group_cohorts(todo):
-            results = train_cohort(cohort, dataset, net, on_epoch=_epoch_counter(progress, len(cohort)),
-                                   checkpoints=checkpoints)
+        for results in train_cohorts(group_cohorts(todo), dataset, net,
+                                     on_epoch=lambda cohort: _epoch_counter(progress, len(cohort)),
+                                     checkpoints=checkpoints):
             if store is not None:
                 _write(store, results, notes)
             fresh.update((r.run_id, r) for r in results)

@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 DEFAULT_DB = "batchlab.db"
 DEFAULT_OUT = "batchlab-out"
+MODEL_HELP = ("your own as file.py:function or package.module:function returning a Flax, Equinox, Keras 3 or "
+              "PyTorch model or a batchlab.Model")
 
 
 def _progress_bar(total: int, label: str):
@@ -55,7 +57,7 @@ def plan(n: int = typer.Option(..., "--n", help="training samples N"),
 def train(
     data: str = typer.Option("blobs", help="built-in name (blobs, moons, classification, digits, iris, wine, "
                                            "breast_cancer) or a .npz/.csv file"),
-    model: str = typer.Option("mlp", help="mlp, logreg or cnn"),
+    model: str = typer.Option("mlp", help="mlp, logreg, cnn, or " + MODEL_HELP),
     batch_size: str = typer.Option("32", "--batch-size", "-b", help="B in [1, N], 'full', lists '1,32,full', "
                                                                     "ranges '1:1024' (powers of two)"),
     epochs: int = typer.Option(10, "--epochs", "-e"),
@@ -75,6 +77,8 @@ def train(
                                                help="standardize features (default: per dataset)"),
     test_fraction: float = typer.Option(0.2, help="test split when the data has none"),
     label: str = typer.Option("label", help="label column of a CSV file"),
+    task: Optional[str] = typer.Option(None, help="classification or regression (float targets, mean squared "
+                                                   "error, R^2 instead of accuracy); default: the data's own"),
     patience: Optional[int] = typer.Option(None, help="early stopping after this many epochs without improvement"),
     monitor: str = typer.Option("test_loss", help="metric early stopping watches"),
     min_delta: float = typer.Option(0.0, help="smallest change that counts as an improvement"),
@@ -104,7 +108,7 @@ def train(
         data, model, batch_size=batch_size, epochs=epochs, lr=lr, momentum=momentum, seeds=seeds,
         optimizer=optimizer, nesterov=nesterov, reduction=reduction, drop_last=drop_last, shuffle=shuffle,
         hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
-        test_fraction=test_fraction, label=label, early_stopping=early, micro_batch=micro_batch,
+        test_fraction=test_fraction, label=label, task=task, early_stopping=early, micro_batch=micro_batch,
         init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed, instruments=instruments)
     check_writable_dir(out, "--out folder")
     _expect_interrupts(db)
@@ -120,7 +124,9 @@ def train(
     if result.skipped:
         typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
     files = []
-    for metric in ("acc", "loss"):
+    from batchlab.config import score_name
+
+    for metric in (score_name(dataset.task), "loss"):
         files += save_figure(learning_curves(result.history, metric), out / f"learning_curves_{metric}")
     typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
 
@@ -256,7 +262,7 @@ def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
 @app.command()
 def noise(
     data: str = typer.Option("digits", help="built-in name or a .npz/.csv file"),
-    model: str = typer.Option("mlp", help="mlp, logreg or cnn"),
+    model: str = typer.Option("mlp", help="mlp, logreg, cnn, or " + MODEL_HELP),
     batch_size: str = typer.Option("64", "--batch-size", "-b", help="batch size of the training run"),
     lr: float = typer.Option(0.01, help="learning rate of the training run"),
     momentum: float = typer.Option(0.0, help="SGD momentum of the training run"),
@@ -272,6 +278,8 @@ def noise(
     pool: Optional[int] = typer.Option(None, help="a random pool of this many training rows (default: all, at most 4096)"),
     seed: int = typer.Option(0),
     sharpness: bool = typer.Option(True, help="also measure Hessian lambda_max and trace"),
+    task: Optional[str] = typer.Option(None, help="classification or regression; default: the data's own"),
+    label: str = typer.Option("label", help="label column of a CSV file"),
     out: Path = typer.Option(Path("results/noise"), help="folder for the figure, CSVs and table"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store for the training run"),
 ) -> None:
@@ -286,7 +294,8 @@ def noise(
     output = gradient_noise.run(out, data=data, model=model, batch_size=batch_size, lr=lr, momentum=momentum,
                                 at_epochs=checkpoints, epochs=epochs, batch_sizes=batch_sizes, trials=trials,
                                 reductions=tuple(r.strip() for r in reduction.split(",")), sampling=sampling,
-                                pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db)
+                                pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db, task=task,
+                                label=label)
     table = Table(title=f"gradient noise of {data} {model} (pool of {int(output.table['pool'].iloc[0])} rows)")
     columns = [("epoch", "epoch", "{:.0f}"), ("||G||^2", "grad_sq", "{:.4g}"), ("tr(Sigma)", "trace", "{:.4g}"),
                ("B_simple", "noise_scale", "{:.4g}"), ("mean ||g_i||", "mean_sample_norm", "{:.4g}"),
@@ -306,7 +315,7 @@ def sweep(
     config: Optional[Path] = typer.Option(None, help="TOML file with the sweep's settings (options below override it)"),
     name: Optional[str] = typer.Option(None, help="sweep name in the store (default 'sweep')"),
     data: Optional[str] = typer.Option(None, help="built-in name or a .npz/.csv file (default digits)"),
-    model: Optional[str] = typer.Option(None, help="mlp, logreg or cnn (default mlp)"),
+    model: Optional[str] = typer.Option(None, help="mlp (default), logreg, cnn, or " + MODEL_HELP),
     hidden: Optional[str] = typer.Option(None, help="MLP hidden widths (default 50)"),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help="e.g. 1,2,4,...,1024,full or 1:1024,full"),
     lr: Optional[str] = typer.Option(None, help="learning rates tried at every B (default 0.01)"),
@@ -540,8 +549,15 @@ def _interrupted() -> str:
 
 @app.callback(invoke_without_command=True)
 def _root(version: bool = typer.Option(False, "--version", help="print batchlab's version and exit",
-                                       is_eager=True)) -> None:
+                                       is_eager=True),
+          profile: bool = typer.Option(False, "--profile", help="print where the command's wall time went "
+                                                                "(imports, tracing, compilation, training, ...)")
+          ) -> None:
     """Train under controlled batch size / epochs / learning rate and see what changes."""
+    if profile:
+        from batchlab import profiling
+
+        profiling.enable()
     if version:
         from batchlab import __version__
 
@@ -569,6 +585,15 @@ def main() -> None:
         if exc.code == 130:  # typer turns Ctrl-C into exit status 130 before it reaches us
             print(_interrupted(), file=sys.stderr)
         raise
+    finally:
+        _print_profile()
+
+
+def _print_profile() -> None:
+    from batchlab import profiling
+
+    if profiling.enabled():
+        print(profiling.table(), file=sys.stderr)
 
 
 def _fail(message: str) -> None:

@@ -20,6 +20,18 @@ FULL = "full"
 SHUFFLE_MODES = ("every-epoch", "once", "never")
 REDUCTIONS = ("mean", "sum")
 OPTIMIZERS = ("sgd", "adam")
+TASKS = ("classification", "regression")  # the losses: engine/losses.py
+
+
+def score_name(task: str) -> str:
+    """The suffix of a task's recorded score: ``acc`` (accuracy) or ``r2`` (R^2 of a regression)."""
+    return "r2" if task == "regression" else "acc"
+
+
+def eval_names(task: str) -> tuple[str, str, str, str]:
+    """Full-pass metrics in the engine's order: train loss, train score, test loss, test score."""
+    s = score_name(task)
+    return ("train_loss", f"train_{s}", "test_loss", f"test_{s}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,8 @@ class DataConfig:
     split_seed: int = 0
     label: str = "label"  # label column of a CSV file
     file_sha256: str | None = None  # content hash of a user file, so edited data is a new run
+    # "classification" (integer labels) or "regression" (float targets, mean squared error).
+    task: str = "classification"
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,7 @@ class EarlyStopping:
 
     @property
     def mode(self) -> str:
-        return "max" if self.monitor.endswith("acc") else "min"
+        return "max" if self.monitor.endswith(("acc", "r2")) else "min"
 
 
 @dataclass(frozen=True)
@@ -129,8 +143,12 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """Hash of the resolved configuration: the run's identity in the store."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        """Hash of the resolved configuration: the run's identity in the store. A setting
+        added later is left out while it has its default, so earlier runs keep their ids."""
+        identity = self.to_dict()
+        if identity["data"]["task"] == "classification":
+            del identity["data"]["task"]
+        text = json.dumps(identity, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def cohort_key(self) -> tuple:

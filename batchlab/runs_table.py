@@ -9,10 +9,13 @@ import textwrap
 
 import typer
 
-_METRICS = [("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"),
-            ("test loss", "test_loss"), ("test acc", "test_acc"), ("best ep", "best_epoch"), ("steps", "steps"),
-            ("samples", "samples_seen"), ("s/run", "seconds_per_run")]
-_DROP_FIRST = ["samples_seen", "steps", "best_epoch", "train_loss", "test_loss", "seconds_per_run", "train_acc"]
+# Accuracy for classification runs, R^2 for regression runs (a column shows when any run has it).
+_METRICS = [("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"), ("train R2", "train_r2"),
+            ("test loss", "test_loss"), ("test acc", "test_acc"), ("test R2", "test_r2"), ("best ep", "best_epoch"),
+            ("steps", "steps"), ("samples", "samples_seen"), ("s/run", "seconds_per_run")]
+_SCORES = ("train_acc", "train_r2", "test_acc", "test_r2")
+_DROP_FIRST = ["samples_seen", "steps", "best_epoch", "train_loss", "test_loss", "seconds_per_run", "train_acc",
+               "train_r2"]
 _SHORT_NAMES = {"batch_size": "B", "momentum": "mom", "optimizer": "opt", "optimizer.nesterov": "nesterov",
                 "model.hidden": "hidden", "data.standardize": "std", "early_stopping": "early stop",
                 "data.file_sha256": "data sha", "model.fingerprint": "model fp"}
@@ -40,8 +43,9 @@ def _run_columns(frame) -> list[tuple[str, str]]:
     varying = [c for c in varying_settings(frame) if c not in ("batch_size", "lr")]
     settings = ["batch_size", "lr"] + varying
     seed = [("seed", "seed")] if frame["seed"].nunique() > 1 or len(frame) == 1 else []
+    metrics = [(h, k) for h, k in _METRICS if k not in _SCORES or (k in frame and frame[k].notna().any())]
     return ([("run", "run_id")] + [(_SHORT_NAMES.get(c, c.rsplit(".", 1)[-1]), c) for c in settings] + seed
-            + _METRICS)
+            + metrics)
 
 
 def _cell(row: dict, key: str) -> str:

@@ -19,8 +19,31 @@ def test_blobs_is_brownlees_exact_split():
 def test_every_builtin_loads(name):
     ds = load_dataset(resolve_data_config(name))
     assert ds.n_train >= len(ds.y_test) > 0
-    assert np.isfinite(ds.x_train).all() and ds.num_classes >= 2
+    assert np.isfinite(ds.x_train).all()
+    if ds.task == "regression":  # float targets, scaled to unit variance over the whole set
+        assert ds.num_classes == 1 and ds.y_train.dtype == np.float32 and ds.y_train.ndim == 1
+        whole = np.concatenate([ds.y_train, ds.y_test])
+        assert abs(whole.mean()) < 1e-5 and whole.std() == pytest.approx(1, rel=1e-5)
+        return
+    assert ds.num_classes >= 2
     assert set(np.unique(ds.y_train)) == set(range(ds.num_classes))
+
+
+def test_prepared_builtin_data_come_back_identical_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_CACHE_DIR", str(tmp_path))
+    first = load_dataset(resolve_data_config("digits"))
+    assert len(list((tmp_path / "data").glob("digits-*.npz"))) == 1
+    again = load_dataset(resolve_data_config("digits"))
+    for a, b in ((first.x_train, again.x_train), (first.y_test, again.y_test)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert again.num_classes == first.num_classes and again.task == first.task
+    other = load_dataset(resolve_data_config("digits", test_fraction=0.5))  # another split, another file
+    assert len(other.y_test) != len(first.y_test)
+    # A damaged file is ignored and rewritten.
+    for path in (tmp_path / "data").glob("digits-*.npz"):
+        path.write_bytes(b"not an npz")
+    np.testing.assert_array_equal(load_dataset(resolve_data_config("digits")).x_train, first.x_train)
 
 
 def test_digits_are_images_and_standardize_uses_train_statistics():

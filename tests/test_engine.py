@@ -7,7 +7,7 @@ import pytest
 
 import batchlab
 from batchlab.config import EarlyStopping, OptimizerConfig
-from batchlab.engine.epoch import EpochOrders, batch_layout
+from batchlab.engine.epoch import EpochOrders, batch_rows
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.step import Batch, RunState, batch_gradient, train_step
 from batchlab.models.logreg import logreg
@@ -31,14 +31,21 @@ def plain_mean_loss(model, params, x, y):
 @pytest.mark.parametrize("n, b, drop_last", [(500, 450, False), (500, 450, True), (13, 4, False), (13, 4, True),
                                             (12, 4, False), (7, 1, False), (7, 7, False)])
 @pytest.mark.parametrize("shuffle", ["every-epoch", "once", "never"])
-def test_each_sample_once_per_epoch(n, b, drop_last, shuffle):
+@pytest.mark.parametrize("extra", [0, 3])  # a program as wide as B, or wider (padded, masked slots)
+def test_each_sample_once_per_epoch(n, b, drop_last, shuffle, extra):
     steps = batchlab.budget.steps_per_epoch(n, b, drop_last)
     orders = EpochOrders([3], n, shuffle)
+    width = b + extra
     for epoch in (1, 2):
         order = orders.next()[0]
-        batches = batch_layout(jnp.asarray(order), b, steps)
-        assert batches.index.shape == (steps, b)
-        used = np.asarray(batches.index)[np.asarray(batches.mask) > 0]
+        padded = jnp.concatenate([jnp.asarray(order), jnp.zeros(width, jnp.int32)])
+        rows = [batch_rows(padded, s, b, width) for s in range(steps)]
+        index, mask = np.stack([r.index for r in rows]), np.stack([r.mask for r in rows])
+        assert index.shape == (steps, width)
+        assert (mask[:, b:] == 0).all()  # slots past B never count
+        np.testing.assert_array_equal(index[:, :b][mask[:, :b] > 0],  # consecutive slices of the order
+                                      order[:int(mask.sum())])
+        used = index[mask > 0]
         assert len(used) == len(set(used.tolist()))  # disjoint
         expected = steps * b if drop_last else n
         assert len(used) == expected

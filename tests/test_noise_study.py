@@ -73,3 +73,24 @@ def test_measurements_are_stored(tmp_path):
         norms = store.measurements("batch_gradient_norms")
     assert list(stats.epoch) == [0, 1] and set(stats.run_id) == {run.run_id}
     assert len(norms) == 2 * 2 * 2 and {"mean_norm", "theory_sq_norm"} <= set(norms.columns)
+
+
+def test_a_model_with_batch_statistics_is_refused_before_training(tmp_path):
+    import jax.numpy as jnp
+
+    import batchlab
+    from batchlab.store import Store
+
+    def init(key):
+        return {"w": jnp.zeros((64, 10))}, {"mean": jnp.zeros(64)}  # a running mean: non-trained state
+
+    def apply(params, state, x, *, train, key=None):
+        x = x.reshape(x.shape[0], -1)
+        return (x - state["mean"]) @ params["w"], state
+
+    db = tmp_path / "runs.db"
+    with pytest.raises(batchlab.BatchlabError, match="checkpoints keep parameters only"):
+        gradient_noise.run(tmp_path / "out", data="digits", model=batchlab.Model(init, apply, "stateful"),
+                           at_epochs=(1,), batch_sizes="1:8", trials=4, db=db)
+    with Store(db) as store:
+        assert store.run_ids() == set()

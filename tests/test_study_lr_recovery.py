@@ -1,7 +1,6 @@
 """The lr-recovery study (Shen 1; Goyal et al.; Hoffer et al.) at quick size, checked against the
 store, and the engine's phase switch checked against two separate trainings."""
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +12,10 @@ from scipy import stats
 from batchlab import budget
 from batchlab.api import prepare
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
-from batchlab.engine.cohort import _start_program, prng_key, train_cohort
-from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, run_epoch
+from batchlab.engine import programs
+from batchlab.engine.cohort import train_cohort
+from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders
+from batchlab.engine.programs import prng_key
 from batchlab.store import Store
 from batchlab.studies import get_study, lr_recovery
 from helpers import quick_study
@@ -118,10 +119,17 @@ def test_files_written(result):
 
 # ------------------------------------------------------------------ phase switch = two trainings
 
-def _epoch_program(net, cfg, batch_size: int, n: int):
-    return jax.jit(jax.vmap(partial(run_epoch, model=net, optimizer=cfg.optimizer, batch_size=batch_size,
-                                    steps=budget.steps_per_epoch(n, batch_size), reduction=cfg.reduction,
-                                    micro_batch=None), in_axes=(0, 0, 0, None)))
+def _epoch_program(net, cfg, batch_size: int, n: int, runs: int, data):
+    """A program for epochs at ``batch_size`` alone, called with that batch size and its steps."""
+    steps = budget.steps_per_epoch(n, batch_size)
+    program = programs.epoch_program(net, cfg, programs.EpochShape(batch_size, steps), runs, data).result()
+    evaluate = programs.eval_program(net, cfg, runs, data).result()
+
+    def epoch(state, active, order, data):
+        state, per_step = program(state, active, order, np.int32(batch_size), np.int32(steps), data)
+        return state, per_step, evaluate(state.params, state.model_state, data)
+
+    return epoch
 
 
 def _train(runs, program, orders, data, epochs: int):
@@ -157,13 +165,14 @@ def test_phase_switch_equals_two_trainings_from_the_saved_state():
     args = (np.stack([prng_key(c.init_seed) for c in configs]), np.stack([prng_key(c.dropout_seed) for c in configs]),
             np.array([c.optimizer.lr for c in configs], np.float32),
             np.array([c.optimizer.momentum for c in configs], np.float32), data)
-    with jax.threefry_partitionable(False):  # the engine's random stream for initialisation
-        runs, metrics0 = _start_program(net, cfg.optimizer, ())(*args)
+    runs = programs.start_program(net, cfg, len(configs), data).result()(*args[:4])
+    evaluate = programs.eval_program(net, cfg, len(configs), data).result()
+    metrics0 = dict(zip(EVAL_METRICS, np.asarray(evaluate(runs.params, runs.model_state, data)).T))
     # Training 1: k epochs at the large batch; its whole state (params, momentum, update count) saved to the host.
-    first = _train(runs, _epoch_program(net, cfg, big, n), _orders_from(seeds, n, 0), data, k)
+    first = _train(runs, _epoch_program(net, cfg, big, n, len(configs), data), _orders_from(seeds, n, 0), data, k)
     saved = jax.tree.map(np.asarray, first[0])
     # Training 2: a new program at the small batch, continued from the saved state.
-    program = _epoch_program(net, cfg, small, n)
+    program = _epoch_program(net, cfg, small, n, len(configs), data)
     final, later = _train(jax.tree.map(jnp.asarray, saved), program, _orders_from(seeds, n, k), data, epochs - k)
     reference = np.stack([np.stack([np.asarray(metrics0[m]) for m in EVAL_METRICS], axis=1)] + first[1] + later)
 

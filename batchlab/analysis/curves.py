@@ -55,6 +55,15 @@ def late_variability(history: pd.DataFrame, metric: str, last: int = 50) -> pd.S
     return history.groupby("run_id").apply(spread, include_groups=False)
 
 
+def late_mean(history: pd.DataFrame, metric: str, last: int = 50) -> pd.Series:
+    """Per run: mean of ``metric`` over its last ``last`` epochs (where a jittery run ends,
+    without the luck of its final epoch)."""
+    def mean(run: pd.DataFrame) -> float:
+        return float(run.sort_values("epoch")[metric].to_numpy()[-last:].mean())
+
+    return history.groupby("run_id").apply(mean, include_groups=False)
+
+
 def per_group(per_run: pd.Series, runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean and std over seeds of a per-run quantity, per group."""
     frame = runs.set_index("run_id")[by].join(per_run.rename("value"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import tempfile
 import random
 import threading
 from types import ModuleType
@@ -44,6 +46,24 @@ def _classification():
 
     return make_classification(n_samples=1000, n_features=20, n_informative=10, n_redundant=5,
                                n_classes=3, random_state=1)
+
+
+def _regression():
+    """A linear problem with noise: 1000 rows, 10 features (5 informative), targets scaled to
+    unit variance so default learning rates behave as in the classification sets."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=1000, n_features=10, n_informative=5, noise=10.0, random_state=1)
+    return x, (y - y.mean()) / y.std()
+
+
+def _diabetes():
+    """scikit-learn's bundled diabetes set (442 patients, 10 features), disease progression
+    after one year as the target, scaled to unit variance (raw: 25-346)."""
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    return x, (y - y.mean()) / y.std()
 
 
 def _bundled(loader_name: str, scale: float = 1.0):
@@ -155,8 +175,57 @@ BUILTIN: dict[str, tuple[Loader, bool]] = {
     "breast_cancer": (_bundled("load_breast_cancer"), True),
     "mnist": (_mnist, False),
     "mnist1d": (_mnist1d, False),
+    "regression": (_regression, True),
+    "diabetes": (_diabetes, True),
 }
+REGRESSION = ("regression", "diabetes")  # built-in sets with float targets
+
+
+def builtin_task(name: str) -> str:
+    return "regression" if name in REGRESSION else "classification"
 
 
 def builtin_arrays(name: str) -> tuple[np.ndarray, ...]:
     return BUILTIN[name][0]()
+
+
+def prepared_builtin(cfg, prepare: Callable[[], "Dataset"]) -> "Dataset":
+    """A built-in set, split and scaled as ``cfg`` says, read from the cache folder when an
+    earlier process prepared it: generating or reading it goes through scikit-learn, whose
+    import alone takes about a second here. Filed under the config, the versions of
+    scikit-learn and numpy and the data package's source; a damaged file is ignored."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    from batchlab.cachedir import cache_dir
+    from batchlab.data.dataset import Dataset
+
+    folder = cache_dir()
+    if folder is None:
+        return prepare()
+    key = hashlib.sha256(repr(cfg).encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        key.update(path.read_bytes())
+    for package in ("scikit-learn", "numpy", "mlxtend", "mnist1d"):
+        try:
+            key.update(version(package).encode())
+        except PackageNotFoundError:
+            pass
+    path = folder / "data" / f"{cfg.name}-{key.hexdigest()[:24]}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return Dataset(cfg.name, f["x_train"], f["y_train"], f["x_test"], f["y_test"], int(f["num_classes"]),
+                           task=str(f["task"]))
+    except (OSError, KeyError, ValueError):
+        pass
+    dataset = prepare()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test,
+                     y_test=dataset.y_test, num_classes=dataset.num_classes, task=dataset.task)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass
+    return dataset

@@ -23,8 +23,9 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    num_classes: int
+    num_classes: int  # for regression: the number of outputs (target columns)
     notes: tuple[str, ...] = ()
+    task: str = "classification"  # or "regression": ``y`` holds float32 targets, shape (n,) or (n, k)
 
     @property
     def n_train(self) -> int:
@@ -111,10 +112,44 @@ def as_labels(y, what: str, notes: list[str] | None = None) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def make_dataset(name: str, x_train, y_train, x_test, y_test, *, notes: tuple[str, ...] = ()) -> Dataset:
+def as_targets(y, what: str) -> np.ndarray:
+    """Float32 regression targets, one value (shape (n,)) or k values (shape (n, k)) per sample."""
+    try:
+        arr = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BatchlabError(f"{what} must hold numbers (regression targets)") from None
+    if arr.ndim not in (1, 2) or arr.shape[0] == 0:
+        raise BatchlabError(f"{what} must be 1-D or 2-D (samples x outputs) and not empty, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
+        raise BatchlabError(f"{what} contains NaN or inf (first at row {bad}); regression targets must be finite")
+    return arr.astype(np.float32)
+
+
+def make_regression_dataset(name: str, x_train, y_train, x_test, y_test, *, notes: tuple[str, ...] = ()
+                            ) -> Dataset:
+    """Validate arrays of a regression problem (features and finite float targets)."""
+    said = list(notes)
+    xtr, ytr = as_features(x_train, f"{name}: x", said), as_targets(y_train, f"{name}: y")
+    xte, yte = as_features(x_test, f"{name}: x_test", said), as_targets(y_test, f"{name}: y_test")
+    for rows, targets, what in ((xtr, ytr, "x"), (xte, yte, "x_test")):
+        if len(rows) != len(targets):
+            raise BatchlabError(f"{name}: {what} has {len(rows)} rows but its targets have {len(targets)}")
+    if xtr.shape[1:] != xte.shape[1:] or ytr.shape[1:] != yte.shape[1:]:
+        raise BatchlabError(f"{name}: train and test arrays differ in shape per sample")
+    outputs = 1 if ytr.ndim == 1 else ytr.shape[1]
+    _note(said, _shape_note(name, xtr.shape[1:]))
+    return Dataset(name, xtr, ytr, xte, yte, num_classes=outputs, notes=tuple(line for line in said if line),
+                   task="regression")
+
+
+def make_dataset(name: str, x_train, y_train, x_test, y_test, *, notes: tuple[str, ...] = (),
+                 task: str = "classification") -> Dataset:
     """Validate arrays and map labels to 0..K-1 (K from the training labels, which must include
     every test label). ``notes`` (what an earlier step such as :func:`split` changed) come first
-    in the dataset's notes, then what this step changed."""
+    in the dataset's notes, then what this step changed. Regression: :func:`make_regression_dataset`."""
+    if task == "regression":
+        return make_regression_dataset(name, x_train, y_train, x_test, y_test, notes=notes)
     said = list(notes)
     xtr, ytr = as_features(x_train, f"{name}: x", said), as_labels(y_train, f"{name}: y", said)
     xte, yte = as_features(x_test, f"{name}: x_test", said), as_labels(y_test, f"{name}: y_test", said)
@@ -159,22 +194,26 @@ def standardize(ds: Dataset) -> Dataset:
     mean = ds.x_train.mean(axis=0, keepdims=True)
     std = ds.x_train.std(axis=0, keepdims=True)
     std = np.where(std > 0, std, 1.0)
-    return replace(ds, x_train=((ds.x_train - mean) / std).astype(np.float32),
+    return replace(ds, x_train=((ds.x_train - mean) / std).astype(np.float32),  # targets stay as given
                    x_test=((ds.x_test - mean) / std).astype(np.float32))
 
 
-def split(name: str, x, y, test_fraction: float, seed: int, notes: list[str] | None = None):
-    """Stratified train/test split when the data brings no test set of its own; what reading
-    ``x`` and ``y`` changed is appended to ``notes`` when given."""
+def split(name: str, x, y, test_fraction: float, seed: int, notes: list[str] | None = None,
+          task: str = "classification"):
+    """Train/test split when the data brings no test set of its own (stratified by class for
+    classification); what reading ``x`` and ``y`` changed is appended to ``notes`` when given."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_fraction < 1:
         raise BatchlabError(f"test fraction must lie in (0, 1), got {test_fraction}")
-    x, y = as_features(x, f"{name}: x", notes), as_labels(y, f"{name}: y", notes)
+    x = as_features(x, f"{name}: x", notes)
+    y = as_targets(y, f"{name}: y") if task == "regression" else as_labels(y, f"{name}: y", notes)
     if len(x) != len(y):
         raise BatchlabError(f"{name}: x has {len(x)} rows but y has {len(y)}")
     if len(x) < 4:
         raise BatchlabError(f"{name}: {len(x)} samples are too few to split into train and test")
-    _, counts = np.unique(y, return_counts=True)
-    stratify = y if counts.min() >= 2 and len(counts) <= test_fraction * len(y) else None
+    stratify = None
+    if task != "regression":
+        _, counts = np.unique(y, return_counts=True)
+        stratify = y if counts.min() >= 2 and len(counts) <= test_fraction * len(y) else None
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)

@@ -7,7 +7,7 @@ the API, sweeps and studies never ask which one ran.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
 from batchlab.results import RunResult
@@ -19,10 +19,58 @@ def backend_of(model) -> str:
 
 
 def train_cohort(configs: list[RunConfig], dataset, model, on_epoch: Callable[[int], None] | None = None,
-                 checkpoints: tuple[int, ...] = ()) -> list[RunResult]:
-    """Train one cohort on the backend its model needs (imported on first use)."""
+                 checkpoints: tuple[int, ...] = (), shapes: dict | None = None) -> list[RunResult]:
+    """Train one cohort on the backend its model needs (imported on first use); ``shapes``
+    are the JAX engine's planned programs (:func:`plan`)."""
     if backend_of(model) == "torch":
         from batchlab.engine.torch_cohort import train_cohort as train
-    else:
-        from batchlab.engine.cohort import train_cohort as train
-    return train(configs, dataset, model, on_epoch=on_epoch, checkpoints=checkpoints)
+
+        return train(configs, dataset, model, on_epoch=on_epoch, checkpoints=checkpoints)
+    from batchlab.engine.cohort import train_cohort as train
+
+    return train(configs, dataset, model, on_epoch=on_epoch, checkpoints=checkpoints, shapes=shapes)
+
+
+def plan(cohorts: Sequence[list[RunConfig]], dataset, model, compile_now: bool = True) -> list[dict | None]:
+    """The JAX engine's program for each batch size of each cohort (``programs.cohort_shapes``:
+    batch sizes of a bucket share one); with ``compile_now`` every program is queued for
+    compilation in the background at once, so later cohorts' programs compile while earlier
+    ones train. None per cohort on the torch backend."""
+    if backend_of(model) == "torch":
+        return [None] * len(cohorts)
+    from batchlab.engine import programs
+    from batchlab.engine.cohort import epoch_data, measuring_model
+
+    data = epoch_data(dataset)
+    shapes = []
+    for cohort in cohorts:
+        net = measuring_model(model, cohort[0])[0]
+        shapes.append(programs.cohort_shapes(cohort, net, data))
+        if compile_now:
+            programs.compile_ahead(net, cohort[0], len(cohort), data, shapes[-1])
+    return shapes
+
+
+def train_cohorts(cohorts: Sequence[list[RunConfig]], dataset, model,
+                  on_epoch: Callable[[list[RunConfig]], Callable[[int], None] | None] = lambda cohort: None,
+                  checkpoints: tuple[int, ...] = ()) -> Iterator[list[RunResult]]:
+    """Train cohorts of one dataset and model in order (programs planned and compiled ahead
+    together, :func:`plan`), yielding each one's results. ``on_epoch(cohort)`` gives a
+    cohort's progress callback."""
+    shapes = plan(cohorts, dataset, model)
+    try:
+        for cohort, shape in zip(cohorts, shapes):
+            yield train_cohort(cohort, dataset, model, on_epoch=on_epoch(cohort), checkpoints=checkpoints,
+                               shapes=shape)
+    finally:
+        cancel_pending()
+
+
+def cancel_pending() -> None:
+    """Drop the JAX engine's queued compilations that have not started (nothing to do when
+    the engine was never loaded)."""
+    import sys
+
+    programs = sys.modules.get("batchlab.engine.programs")
+    if programs is not None:
+        programs.cancel_pending()

@@ -1,8 +1,10 @@
 """Train a cohort: runs that share data, model, batch size and schedule, vmapped as one program.
 
-The host loop is short: compile once, evaluate epoch 0, then per epoch one compiled call
-(the scan over the epoch's steps plus the evaluation), bookkeeping of early stopping and
-divergence, and a progress callback. Runs differ in learning rate, momentum and seeds.
+The host loop is short: get the compiled programs (``engine/programs.py``: shared between
+cohorts, often compiled ahead in the background), evaluate epoch 0, then per epoch one
+compiled call (the loop over the epoch's steps plus the evaluation), bookkeeping of early
+stopping and divergence, and a progress callback. Runs differ in learning rate, momentum
+and seeds.
 """
 
 from __future__ import annotations
@@ -18,37 +20,23 @@ import numpy as np
 from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
-from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, evaluate_run, run_epoch
+from batchlab import profiling
+from batchlab.engine import losses, programs
+from batchlab.engine.epoch import EpochData, EpochOrders
 from batchlab.engine.flat import flat_model, unchanged
-from batchlab.engine.optim import make_optimizer
+from batchlab.engine.programs import EpochShape, prng_key
 from batchlab.engine.records import CohortRecorder, batch_counts
-from batchlab.engine.runtime import configure_cache
-from batchlab.engine.step import RunState
-from batchlab.engine.step_stats import NOISE_STATE_SIZE, output_names, uses_noise
+from batchlab.engine.step_stats import output_names
 from batchlab.models.base import Model
 from batchlab.results import RunResult
 
-MONITORABLE = EVAL_METRICS + ("train_loss_running", "train_acc_running")
+def monitorable(task: str) -> tuple[str, ...]:
+    """Metrics early stopping can watch, for a model of ``task``."""
+    score = losses.score_name(task)
+    return losses.eval_names(task) + ("train_loss_running", f"train_{score}_running")
 
 
-def prng_key(seed: int) -> np.ndarray:
-    """``jax.random.PRNGKey(seed)`` built with NumPy (no compiled op): [high 32 bits, low 32 bits]."""
-    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
-
-
-def _start_program(model: Model, opt_cfg, instruments: tuple[str, ...]):
-    """Initial states of all runs (each with its own seeds and hyperparameters) and their
-    epoch-0 metrics, as one compiled program."""
-
-    def start_one(init_key, dropout_key, lr, momentum, data):
-        params, model_state = model.init(init_key)
-        opt_state = make_optimizer(opt_cfg, lr, momentum).init(params)
-        run = RunState(params, model_state, opt_state, lr, momentum, jnp.int32(0), jnp.int32(-1), dropout_key,
-                       init_params=params if "dist_init" in instruments else None,
-                       noise_ema=jnp.zeros(NOISE_STATE_SIZE) if uses_noise(instruments) else None)
-        return run, evaluate_run(run, data, model=model)
-
-    return jax.jit(jax.vmap(start_one, in_axes=(0, 0, 0, 0, None)))
+MONITORABLE = monitorable("classification")
 
 
 class EarlyStopper:
@@ -77,50 +65,75 @@ class EarlyStopper:
 
 
 def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
-                 on_epoch: Callable[[int], None] | None = None, checkpoints: tuple[int, ...] = ()
-                 ) -> list[RunResult]:
+                 on_epoch: Callable[[int], None] | None = None, checkpoints: tuple[int, ...] = (),
+                 shapes: dict[int, EpochShape] | None = None) -> list[RunResult]:
     """Train runs that share ``configs[0].cohort_key()`` together; one result per config.
 
     ``checkpoints`` lists epochs (0 = before training) whose parameters are kept in
-    ``RunResult.checkpoints`` for instruments that run on saved parameters.
+    ``RunResult.checkpoints`` for instruments that run on saved parameters. ``shapes``: the
+    epoch program each batch size uses (``programs.plan_shapes``); exact widths by default.
     """
-    configure_cache()
     first = configs[0]
     assert all(c.cohort_key() == first.cohort_key() for c in configs), "configs are not one cohort"
-    # Per-step norms are cheap over one flat parameter vector (``engine/flat.py``).
-    model, to_tree = flat_model(model) if first.instruments else (model, unchanged)
+    model, to_tree = measuring_model(model, first)
     n, r = dataset.n_train, len(configs)
-    data = EpochData.from_dataset(dataset)
+    data = epoch_data(dataset)
     orders = EpochOrders([c.data_seed for c in configs], n, first.shuffle)
+    shapes = shapes or programs.exact_shapes(first, n)
     start_args = (np.stack([prng_key(c.init_seed) for c in configs]),
                   np.stack([prng_key(c.dropout_seed) for c in configs]),
                   np.array([c.optimizer.lr for c in configs], np.float32),
-                  np.array([c.optimizer.momentum for c in configs], np.float32), data)
-    # One compiled epoch per batch size the runs use (phases may switch it), reused across epochs.
-    sizes = list(dict.fromkeys([first.batch_size] + [p.batch_size for p in first.phases if p.batch_size]))
-    steps = {b: budget.steps_per_epoch(n, b, first.drop_last) for b in sizes}
-
-    def epoch_program(batch_size: int):
-        return jax.jit(jax.vmap(
-            partial(run_epoch, model=model, optimizer=first.optimizer, batch_size=batch_size,
-                    steps=steps[batch_size], reduction=first.reduction, micro_batch=first.micro_batch,
-                    instruments=first.instruments),
-            in_axes=(0, 0, 0, None)))
+                  np.array([c.optimizer.momentum for c in configs], np.float32))
+    steps = {b: budget.steps_per_epoch(n, b, first.drop_last) for b in shapes}
 
     t_compile = time.perf_counter()
-    # JAX's default "partitionable" threefry makes XLA's CPU compiler take up to 4x longer on
-    # random draws of multi-dimensional shapes (weight inits); the classic stream is just as
-    # reproducible and keeps the cold start short. It applies to batchlab's programs only.
-    with jax.threefry_partitionable(False):
-        start_fn = _start_program(model, first.optimizer, first.instruments).lower(*start_args).compile()
-        runs, metrics0 = start_fn(*start_args)
-        active = np.ones(r, bool)
-        order_shape = jax.ShapeDtypeStruct((r, n), jnp.int32)
-        programs = {b: epoch_program(b).lower(runs, active, order_shape, data).compile() for b in sizes}
+    start, evaluate = programs.start_program(model, first, r, data), programs.eval_program(model, first, r, data)
+    compiled = {shape: programs.epoch_program(model, first, shape, r, data) for shape in set(shapes.values())}
+    with profiling.phase("compilation"):  # waiting for programs not yet compiled
+        start, evaluate = start.result(), evaluate.result()
+        compiled = {shape: future.result() for shape, future in compiled.items()}
     compile_seconds = time.perf_counter() - t_compile
+    with profiling.phase("training"):
+        return _train(configs, model, to_tree, data, orders, start(*start_args), evaluate, compiled, shapes, steps,
+                      compile_seconds, on_epoch, checkpoints)
 
+
+def measuring_model(model: Model, cfg: RunConfig) -> tuple[Model, Callable]:
+    """The model the programs train: per-step norms are cheap over one flat parameter vector
+    (``engine/flat.py``), so runs that measure them see the model that way."""
+    return flat_model(model) if cfg.instruments else (model, unchanged)
+
+
+_device_data: list = [None, None]  # the last dataset and its rows on the device
+
+
+def epoch_data(dataset: Dataset) -> EpochData:
+    """The dataset's rows on the device; consecutive cohorts of one dataset share one copy."""
+    if _device_data[0] is not dataset:
+        _device_data[:] = [dataset, EpochData.from_dataset(dataset)]
+    return _device_data[1]
+
+
+def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shapes, steps, compile_seconds,
+           on_epoch, checkpoints) -> list[RunResult]:
+    """The epoch loop of a cohort whose programs are compiled; returns one result per config."""
+    first, n, r = configs[0], data.n_train, len(configs)
+    task = model.task
+    variance = ((losses.target_variance(data.y[:n]), losses.target_variance(data.y[n:]))
+                if task == "regression" else (1.0, 1.0))
+
+    def recorded(metrics) -> dict[str, np.ndarray]:
+        """Full-pass metrics under their task's names, scores as recorded (accuracy or R^2)."""
+        values = np.asarray(metrics).T
+        names = losses.eval_names(task)
+        return {names[0]: values[0], names[1]: losses.score_metric(task, values[1], variance[0]),
+                names[2]: values[2], names[3]: losses.score_metric(task, values[3], variance[1])}
+
+    metrics0 = recorded(evaluate(runs.params, runs.model_state, data))
+    score = losses.score_name(task)
+    active = np.ones(r, bool)
     t0 = time.perf_counter()
-    recorder = CohortRecorder(r, _host(metrics0))
+    recorder = CohortRecorder(r, metrics0, score)
     stopper = EarlyStopper(first.early_stopping, r)
     restore_best = first.early_stopping is not None and first.early_stopping.restore_best
     best_params = runs.params
@@ -137,7 +150,10 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         for phase in first.phases:
             if phase.epoch == epoch - 1 and phase.lr is not None:
                 runs = runs._replace(lr=jnp.full_like(runs.lr, phase.lr))
-        return programs[first.batch_size_at(epoch)](runs, active, orders.next(), data)
+        size = first.batch_size_at(epoch)
+        runs, per_step = compiled[shapes[size]](runs, active, orders.next(), np.int32(size), np.int32(steps[size]),
+                                                data)
+        return runs, per_step, evaluate(runs.params, runs.model_state, data)
 
     pending = dispatch(runs, 1)
     for epoch in range(1, first.epochs + 1):
@@ -145,9 +161,11 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         runs, per_step, metrics = pending
         if ahead and epoch < first.epochs:
             pending = dispatch(runs, epoch + 1)
-        per_step = dict(zip(step_names, np.moveaxis(np.asarray(per_step), -1, 0)))
-        metrics = dict(zip(EVAL_METRICS, np.asarray(metrics).T))
         size = first.batch_size_at(epoch)
+        per_step = {name if name != "mb_acc" else f"mb_{score}":
+                    values if name != "mb_acc" else losses.score_metric(task, values, variance[0])
+                    for name, values in zip(step_names, np.moveaxis(np.asarray(per_step)[:, :steps[size]], -1, 0))}
+        metrics = recorded(metrics)
         diverged = recorder.add_epoch(epoch, batch_counts(n, size, steps[size]), active, np.asarray(runs.diverged_step), per_step, metrics,
                                       t_start, time.perf_counter() - t0)
         if epoch in checkpoints:
@@ -172,8 +190,9 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
         history, step_series = recorder.series(i, int(end_epoch[i]))
         diverged = recorder.diverged_step[i] >= 0
         status = "diverged" if diverged else ("early_stopped" if stopper.stopped[i] else "finished")
-        finite = np.isfinite(history["test_acc"])
-        best = int(stopper.best_epoch[i]) if cfg.early_stopping else int(np.argmax(np.where(finite, history["test_acc"], -1)))
+        test_score = history[f"test_{score}"]
+        finite = np.isfinite(test_score)
+        best = int(stopper.best_epoch[i]) if cfg.early_stopping else int(np.argmax(np.where(finite, test_score, -np.inf)))
         results.append(RunResult(
             config=cfg, status=status, history=history, steps=step_series, best_epoch=best,
             diverged_step=int(recorder.diverged_step[i]) if diverged else None,
@@ -185,10 +204,6 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
 
 def _host_tree(tree):
     return jax.tree.map(np.asarray, tree)
-
-
-def _host(tree: dict) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in tree.items()}
 
 
 def _select_runs(keep: jax.Array, new, old):

@@ -1,9 +1,9 @@
 """One epoch as one compiled ``lax.scan`` over its optimizer steps, and the evaluation pass.
 
-Each epoch visits the training set in its own order (per run), lays it out as
-``steps x B`` row indices, and scans :func:`train_step` over the rows. When B does not
-divide N the last batch is either dropped or padded *and masked*, so its gradient is
-exactly that of the smaller real batch.
+Each epoch visits the training set in its own order (per run) and loops
+:func:`train_step` over consecutive slices of B rows of it. When B does not divide N the
+last batch is either dropped or padded *and masked*, so its gradient is exactly that of the
+smaller real batch; the same masking lets one program serve several batch sizes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from batchlab.engine.losses import row_losses
 from batchlab.engine.step import Batch, RunState, select, train_step
 from batchlab.engine.step_stats import output_names
 from batchlab.models.base import Model
@@ -66,15 +66,21 @@ class EpochOrders:
         return self._draw() if self.fixed is None else self.fixed
 
 
-def batch_layout(order: jax.Array, batch_size: int, steps: int) -> Batch:
-    """``steps x B`` row indices and mask: disjoint batches covering the (kept) rows once."""
-    n = order.shape[0]
-    slots = steps * batch_size
-    if slots <= n:  # every batch full (B divides N, or the partial batch is dropped)
-        return Batch(order[:slots].reshape(steps, batch_size), jnp.ones((steps, batch_size)))
-    index = jnp.concatenate([order, jnp.zeros(slots - n, order.dtype)])
-    mask = (jnp.arange(slots) < n).astype(jnp.float32)
-    return Batch(index.reshape(steps, batch_size), mask.reshape(steps, batch_size))
+def batch_rows(order: jax.Array, step, batch_size, width: int) -> Batch:
+    """The rows of update ``step`` of an epoch: ``order[step * B : step * B + B]`` laid out in
+    ``width >= B`` slots, with a mask of the real rows.
+
+    ``order`` is padded by ``width`` rows, so a program of one ``width`` serves every batch
+    size up to it: the slots past B, and past the N-th row in a partial last batch, are
+    masked, and the step's gradient is exactly that of its real rows (models whose rows do
+    not interact; see ``Model.rowwise``).
+    """
+    n = order.shape[0] - width
+    first = step * batch_size
+    slot = jnp.arange(width)
+    index = jax.lax.dynamic_slice(order, (first,), (width,))
+    mask = ((slot < batch_size) & (first + slot < n)).astype(jnp.float32)
+    return Batch(index, mask)
 
 
 def evaluate(model: Model, params, model_state, data: "EpochData") -> dict[str, jax.Array]:
@@ -91,16 +97,15 @@ def evaluate(model: Model, params, model_state, data: "EpochData") -> dict[str, 
     pad = chunks * chunk - n
     rows = jnp.arange(chunks * chunk)
     xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(chunks, chunk, *x.shape[1:])
-    ys = jnp.pad(y, (0, pad)).reshape(chunks, chunk)
+    ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape(chunks, chunk, *y.shape[1:])
     in_train = (rows < n_train).astype(jnp.float32).reshape(chunks, chunk)
     in_test = ((rows >= n_train) & (rows < n)).astype(jnp.float32).reshape(chunks, chunk)
 
     def body(totals, part):
         xc, yc, w_train, w_test = part
-        logits, _ = model.apply(params, model_state, xc, train=False, key=None)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
-        hits = (jnp.argmax(logits, axis=-1) == yc).astype(jnp.float32)
-        sums = jnp.stack([losses @ w_train, hits @ w_train, losses @ w_test, hits @ w_test])
+        outputs, _ = model.apply(params, model_state, xc, train=False, key=None)
+        losses, scores = row_losses(model.task, outputs, yc)
+        sums = jnp.stack([losses @ w_train, scores @ w_train, losses @ w_test, scores @ w_test])
         return totals + sums, None
 
     totals, _ = jax.lax.scan(body, jnp.zeros(4), (xs, ys, in_train, in_test))
@@ -109,34 +114,42 @@ def evaluate(model: Model, params, model_state, data: "EpochData") -> dict[str, 
             "test_loss": totals[2] / n_test, "test_acc": totals[3] / n_test}
 
 
-def evaluate_run(run: RunState, data: "EpochData", *, model: Model) -> dict[str, jax.Array]:
-    """Full-pass metrics of one run on the training and test sets (eval mode)."""
-    return evaluate(model, run.params, run.model_state, data)
+def evaluated(params, model_state, data: "EpochData", *, model: Model) -> jax.Array:
+    """``evaluate``'s metrics as one vector in ``EVAL_METRICS`` order (one transfer)."""
+    metrics = evaluate(model, params, model_state, data)
+    return jnp.stack([metrics[name] for name in EVAL_METRICS])
 
 
-def run_epoch(run: RunState, active: jax.Array, order: jax.Array, data: "EpochData", *, model: Model, optimizer,
-              batch_size: int, steps: int, reduction: str, micro_batch: int | None,
-              instruments: tuple[str, ...] = ()):
-    """Train one run for one epoch in the given row order, then evaluate it.
+def run_epoch(run: RunState, active: jax.Array, order: jax.Array, batch_size: jax.Array, steps: jax.Array,
+              data: "EpochData", *, model: Model, optimizer, width: int, max_steps: int, reduction: str,
+              micro_batch: int | None, instruments: tuple[str, ...] = ()):
+    """Train one run for one epoch in the given row order (its evaluation is a program of
+    its own, shared by every batch size: :func:`evaluated`).
+
+    ``batch_size`` (<= ``width``) and ``steps`` (<= ``max_steps``) are values, not part of
+    the program's shape, so one compiled program serves every batch size of a bucket and
+    every number of steps per epoch: the loop runs ``steps`` updates, and per-step outputs
+    fill the first ``steps`` rows of a ``max_steps`` buffer.
 
     An inactive run (stopped early, or diverged before) and a run that diverges during this
     epoch keep the state they had at its start; the latter records where it diverged.
-    Returns (state, per-step outputs (steps x ``output_names``), metrics (``EVAL_METRICS``)).
+    Returns (state, per-step outputs (max_steps x ``output_names``)).
     """
-    batches = batch_layout(order, batch_size, steps)
     step = partial(train_step, model=model, optimizer=optimizer, data=(data.x, data.y),
                    reduction=reduction, micro_batch=micro_batch, instruments=instruments)
+    padded = jnp.concatenate([order, jnp.zeros(width, order.dtype)])
     # The step's scalar outputs travel as one vector per step (``output_names`` order): one
-    # write per step into the scan's output instead of one per quantity, and one transfer.
+    # write per step into the buffer instead of one per quantity, and one transfer.
     names = output_names(instruments)
 
-    def packed_step(run, batch):
-        run, outputs = step(run, batch)
-        return run, jnp.stack([outputs[name] for name in names])
+    def body(i, carry):
+        run, per_step = carry
+        run, outputs = step(run, batch_rows(padded, i, batch_size, width))
+        return run, per_step.at[i].set(jnp.stack([outputs[name] for name in names]))
 
-    trained, per_step = jax.lax.scan(packed_step, run, batches)
+    buffer = jnp.zeros((max_steps, len(names)), jnp.float32)
+    trained, per_step = jax.lax.fori_loop(0, steps, body, (run, buffer))
     keep = active & (trained.diverged_step < 0)
     run = select(keep, trained, run)._replace(
         diverged_step=jnp.where(active, trained.diverged_step, run.diverged_step))
-    metrics = evaluate_run(run, data, model=model)
-    return run, per_step, jnp.stack([metrics[name] for name in EVAL_METRICS])
+    return run, per_step

@@ -28,9 +28,19 @@ def unchanged(params):
     return params
 
 
+_made: dict[Model, tuple[Model, Callable]] = {}
+
+
 def flat_model(model: Model) -> tuple[Model, Callable]:
     """``model`` with its parameters as one vector, and the function that turns a vector
-    (or a stack of them, shape (..., P)) back into the model's parameter tree."""
+    (or a stack of them, shape (..., P)) back into the model's parameter tree. Made once per
+    model and process, so cohorts of one model share compiled programs."""
+    if model not in _made:
+        _made[model] = _flatten(model)
+    return _made[model]
+
+
+def _flatten(model: Model) -> tuple[Model, Callable]:
     shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))[0]
     leaves, treedef = jax.tree.flatten(shapes)
     if len({leaf.dtype for leaf in leaves}) > 1:  # one vector holds one dtype; keep the tree
@@ -49,4 +59,4 @@ def flat_model(model: Model) -> tuple[Model, Callable]:
     def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
         return model.apply(unravel(params), state, x, train=train, key=key)
 
-    return Model(init, apply, model.name), unravel
+    return model._replace(init=init, apply=apply, dense_taps=None), unravel

@@ -21,14 +21,15 @@ def batch_counts(n: int, batch_size: int, steps: int) -> np.ndarray:
 class CohortRecorder:
     """Collects the records of the runs of one cohort, epoch by epoch."""
 
-    def __init__(self, runs: int, metrics0: dict[str, np.ndarray]):
+    def __init__(self, runs: int, metrics0: dict[str, np.ndarray], score: str = "acc"):
+        self.score = score  # "acc", or "r2" for regression (engine/losses.py)
         self.steps_done = np.zeros(runs, np.int64)
         self.samples_done = np.zeros(runs, np.int64)
         self.diverged_step = np.full(runs, -1, np.int64)
         self.epochs: list[dict[str, np.ndarray]] = [{
             **metrics0, "epoch": np.zeros(runs, np.int64), "step": np.zeros(runs, np.int64),
             "samples_seen": np.zeros(runs, np.int64), "wall_time": np.zeros(runs),
-            "train_loss_running": np.full(runs, np.nan), "train_acc_running": np.full(runs, np.nan)}]
+            "train_loss_running": np.full(runs, np.nan), f"train_{score}_running": np.full(runs, np.nan)}]
         self.step_chunks: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []  # (applied mask, series)
 
     def add_epoch(self, epoch: int, counts: np.ndarray, active: np.ndarray, diverged_step: np.ndarray, per_step: dict[str, np.ndarray],
@@ -55,7 +56,7 @@ class CohortRecorder:
         seen = np.maximum(weights.sum(axis=1), 1)
         row = dict(metrics, epoch=np.full(r, epoch, np.int64), step=self.steps_done.copy(),
                    samples_seen=self.samples_done.copy(), wall_time=np.full(r, t_end))
-        for name in ("loss", "acc"):  # Keras-style running average, weighted by batch size
+        for name in ("loss", self.score):  # Keras-style running average, weighted by batch size
             values = np.where(weights > 0, per_step[f"mb_{name}"], 0.0)
             row[f"train_{name}_running"] = (values * weights).sum(axis=1) / seen
         self.epochs.append(row)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from batchlab.cachedir import cache_dir
+
 _configured = False
 
 
@@ -27,13 +29,13 @@ def configure_cache() -> None:
     _configured = True
     import jax
 
-    where = os.environ.get("BATCHLAB_CACHE_DIR", str(Path.home() / ".cache" / "batchlab" / "jax"))
-    if where.lower() == "off":
+    where = cache_dir()
+    if where is None:
         return
     try:
-        Path(where).mkdir(parents=True, exist_ok=True)
+        where.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # an unwritable cache only costs speed
-    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_compilation_cache_dir", str(where))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

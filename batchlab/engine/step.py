@@ -47,6 +47,7 @@ from jax.extend.random import define_prng_impl, threefry2x32_p
 from batchlab.config import OptimizerConfig
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine import step_stats
+from batchlab.engine.losses import row_losses
 from batchlab.models.base import Model
 
 
@@ -78,11 +79,11 @@ def select(keep: jax.Array, new, old):
 
 
 def masked_loss_sum(model: Model, params, model_state, x, y, mask, *, train: bool, key):
-    """Sum of per-example cross-entropy over real rows; aux = (correct count, new model state)."""
-    logits, new_state = model.apply(params, model_state, x, train=train, key=key)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
-    return jnp.sum(losses * mask), (jnp.sum(correct * mask), new_state)
+    """Sum of per-example losses (the model's task: ``engine/losses.py``) over real rows;
+    aux = (sum of per-example scores: correct count or squared errors, new model state)."""
+    outputs, new_state = model.apply(params, model_state, x, train=train, key=key)
+    losses, scores = row_losses(model.task, outputs, y)
+    return jnp.sum(losses * mask), (jnp.sum(scores * mask), new_state)
 
 
 class BatchGradient(NamedTuple):

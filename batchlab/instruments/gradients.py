@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from batchlab.engine.losses import row_losses
 from batchlab.engine.step import masked_loss_sum
 from batchlab.models.base import Model
 
@@ -32,6 +33,10 @@ CHUNK = 256  # rows per vmapped per-sample-gradient pass: memory is CHUNK x para
 
 def per_sample_gradients(model: Model, params, model_state, x, y, chunk: int = CHUNK) -> jax.Array:
     """Matrix (P, D) of flattened per-sample gradients of the loss, in bounded chunks."""
+    if getattr(model, "backend", "jax") == "torch":  # a PyTorch model: torch.func computes them
+        from batchlab.instruments.torch_gradients import per_sample_gradients as torch_rows
+
+        return torch_rows(model, params, model_state, x, y, chunk)
     flat, unravel = ravel_pytree(params)
 
     def one(theta, xi, yi):
@@ -81,8 +86,7 @@ def _factorized_gram(model: Model):
     def gram(params, model_state, x, y):
         def total_loss(shifts):
             logits, inputs = model.dense_taps(params, model_state, x, shifts)
-            losses = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
-            return jnp.sum(losses), inputs  # a sum: each row's shift gradient is that row's own d_i
+            return jnp.sum(row_losses(model.task, logits, y)[0]), inputs  # a sum: each row's shift gradient is that row's own d_i
 
         shapes = jax.eval_shape(lambda: _pre_activation_shapes(model, params, model_state, x))
         zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from batchlab.config import ModelConfig
 from batchlab.errors import BatchlabError
 from batchlab.models.base import ACTIVATIONS, INITIALIZERS, Model
@@ -35,8 +37,13 @@ def fingerprint(model: Model, dataset) -> str:
 
 
 def check_model_config(cfg: ModelConfig) -> None:
+    """A built-in model's options are valid; a model given as code (``custom:`` object or
+    ``import:`` path) has none to check here."""
+    if cfg.name.startswith(("custom:", "import:")):
+        return
     if cfg.name not in MODELS:
-        raise BatchlabError(f"unknown model {cfg.name!r}: choose one of {', '.join(MODELS)}")
+        raise BatchlabError(f"unknown model {cfg.name!r}: choose one of {', '.join(MODELS)}, "
+                            f"or give your own as file.py:function")
     if cfg.activation not in ACTIVATIONS:
         raise BatchlabError(f"unknown activation {cfg.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
     if cfg.init not in INITIALIZERS:
@@ -45,14 +52,20 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise BatchlabError(f"dropout rate must lie in [0, 1), got {cfg.dropout}")
 
 
-def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: int) -> Model:
-    """The built-in model a :class:`ModelConfig` names, shaped for the data."""
+@functools.lru_cache(maxsize=64)
+def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: int,
+                task: str = "classification") -> Model:
+    """The built-in model a :class:`ModelConfig` names, shaped for the data (``num_classes``:
+    classes, or regression outputs). Built once per process, so every cohort (and study grid)
+    of one model shares its compiled programs."""
     check_model_config(cfg)
     if cfg.name == "logreg":
-        return logreg(sample_shape, num_classes)
-    if cfg.name == "mlp":
-        return mlp(sample_shape, num_classes, cfg.hidden, cfg.activation, cfg.init, cfg.dropout)
-    shape = image_shape(sample_shape)
-    if shape is None:
-        raise BatchlabError(f"model 'cnn' needs image samples (HxW or HxWxC); this data has shape {sample_shape}")
-    return cnn(shape, num_classes, cfg.activation, cfg.init, cfg.dropout)
+        model = logreg(sample_shape, num_classes)
+    elif cfg.name == "mlp":
+        model = mlp(sample_shape, num_classes, cfg.hidden, cfg.activation, cfg.init, cfg.dropout)
+    else:
+        shape = image_shape(sample_shape)
+        if shape is None:
+            raise BatchlabError(f"model 'cnn' needs image samples (HxW or HxWxC); this data has shape {sample_shape}")
+        model = cnn(shape, num_classes, cfg.activation, cfg.init, cfg.dropout)
+    return model._replace(task=task)

@@ -31,6 +31,9 @@ class Model(NamedTuple):
     # "classification" (integer labels, softmax cross-entropy) or "regression" (float targets,
     # mean squared error); the engine's loss and metrics follow it.
     task: str = "classification"
+    # True when each row's output depends on that row alone (no batch statistics): then the
+    # engine may pad batches with masked rows to share one compiled program between sizes.
+    rowwise: bool = False
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -50,7 +50,7 @@ def cnn(input_shape: tuple[int, int, int], num_classes: int, activation: str = "
         h = dropout(h.reshape(n, -1), dropout_rate, key, train)
         return h @ params["out"]["w"] + params["out"]["b"], state
 
-    return Model(init_fn, apply, "cnn")
+    return Model(init_fn, apply, "cnn", rowwise=True)
 
 
 def image_shape(sample_shape: tuple[int, ...]) -> tuple[int, int, int] | None:

@@ -25,4 +25,4 @@ def logreg(input_shape: tuple[int, ...], num_classes: int) -> Model:
         logits = flat @ params["w"] + params["b"]
         return (logits if shifts is None else logits + shifts[0]), [flat]
 
-    return Model(init, apply, "logreg", dense_taps)
+    return Model(init, apply, "logreg", dense_taps, rowwise=True)

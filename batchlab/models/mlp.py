@@ -47,4 +47,4 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
     def dense_taps(params, state, x, shifts):
         return forward(params, x, shifts=shifts)
 
-    return Model(init_fn, apply, "mlp", dense_taps)
+    return Model(init_fn, apply, "mlp", dense_taps, rowwise=True)

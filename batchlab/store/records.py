@@ -7,12 +7,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from batchlab.config import flat_settings
+from batchlab.config import eval_names, flat_settings
 from batchlab.results import RunResult
 
 
 # Per-epoch series every stored run carries (the summary table is made of them).
-SUMMARY_SERIES = ("epoch", "step", "samples_seen", "train_loss", "train_acc", "test_loss", "test_acc")
+SUMMARY_SERIES = ("epoch", "step", "samples_seen")  # and the task's metrics (config.eval_names)
 
 
 def encode(values: np.ndarray) -> tuple[str, bytes]:
@@ -36,7 +36,7 @@ def check_run(res: RunResult) -> None:
         lengths = {len(values) for values in series.values()}
         if len(lengths) > 1:
             raise ValueError(f"run {res.run_id}: its per-{level} series differ in length")
-    missing = [k for k in SUMMARY_SERIES if k not in res.history]
+    missing = [k for k in SUMMARY_SERIES + eval_names(res.config.data.task) if k not in res.history]
     if missing or len(res.history["epoch"]) == 0:
         raise ValueError(f"run {res.run_id}: per-epoch series {missing or ['epoch']} missing")
     if not isinstance(res.status, str):
@@ -69,7 +69,7 @@ def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
         last = res.best_epoch if (es is not None and es.restore_best) else -1
         rows.append({
             **run_columns(res), "status": res.status,
-            **{k: float(h[k][last]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+            **{k: float(h[k][last]) for k in eval_names(res.config.data.task)},
             "best_epoch": res.best_epoch, "epochs_done": int(h["epoch"][-1]), "steps": int(h["step"][-1]),
             "samples_seen": int(h["samples_seen"][-1]), "diverged_step": res.diverged_step,
             "train_seconds": res.train_seconds, "compile_seconds": res.compile_seconds,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from batchlab.results import RunResult
 from batchlab.errors import StoreError
+from batchlab.profiling import timed
 from batchlab.store.integrity import (RUN_COLUMNS, Damaged, IntegrityReport, check_integrity, decode_run,
                                       first_line, is_busy, read_json)
 
@@ -288,6 +289,7 @@ class Store:
 
     # ------------------------------------------------------------------ writing
 
+    @timed("store")
     def write(self, results: Iterable[RunResult], version: str, notes: dict[str, list[str]] | None = None) -> None:
         """Store finished runs in one transaction (replacing earlier records of the same runs).
 

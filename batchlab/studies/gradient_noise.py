@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -37,10 +38,22 @@ class NoiseOutput:
     files: list[Path]
 
 
+def check_stateless(net) -> None:
+    """Checkpoints keep parameters only; a model with non-trained state (batch-norm statistics)
+    would be measured with that state missing, so it is refused before anything trains."""
+    if getattr(net, "backend", "jax") != "jax":
+        return
+    state = jax.eval_shape(net.init, jax.ShapeDtypeStruct((2,), jnp.uint32))[1]
+    if jax.tree.leaves(state):
+        raise BatchlabError("gradient statistics at checkpoints are not available for models with non-trained "
+                            "state (batch-norm statistics): checkpoints keep parameters only")
+
+
 def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size=64, lr: float = 0.01,
         momentum: float = 0.0, at_epochs=(2, 30), batch_sizes="1:1024", trials: int = 1000,
         reductions=("sum", "mean"), sampling: str = "without", pool: int | None = None, seed: int = 0,
-        hidden=(50,), sharpness: bool = True, epochs: int | None = None, db=None, progress=None) -> NoiseOutput:
+        hidden=(50,), sharpness: bool = True, epochs: int | None = None, db=None, progress=None,
+        task: str | None = None, label: str = "label") -> NoiseOutput:
     at_epochs = tuple(sorted({int(e) for e in at_epochs}))
     if not at_epochs or at_epochs[0] < 0:
         raise BatchlabError(f"checkpoint epochs must be >= 0, got {at_epochs}")
@@ -57,8 +70,9 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
     configs, dataset, net = prepare(data, model, batch_size=batch_size, epochs=epochs, lr=lr,
                                     momentum=momentum, seeds=[seed], hidden=hidden, activation="relu",
                                     init="he_uniform", dropout=0.0, standardize=None, test_fraction=0.2,
-                                    label="label")
+                                    label=label, task=task)
     rows, sizes = _pool_and_sizes(dataset.n_train, pool, batch_sizes, seed)
+    check_stateless(net)
     check_writable_dir(out, "output folder")
     result = run_configs(configs, dataset, net, db=db, force=True, progress=progress, checkpoints=at_epochs)
     run_result = result.runs[0]

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 from batchlab import budget
 from batchlab.config import RunConfig
-from batchlab.engine.backends import train_cohort
+from batchlab.engine.backends import cancel_pending, plan, train_cohort
 from batchlab.results import RunResult
 from batchlab.errors import BatchlabError
 
@@ -30,14 +30,15 @@ _cache: dict = {}
 
 
 def _data_and_model(cfg: RunConfig):
-    """Dataset and model of a config, loaded once per process."""
+    """Dataset and model of a config, loaded once per process (a model given by import path is
+    imported here too, and must still have the fingerprint the runs were planned with)."""
     from batchlab.data import load_dataset
-    from batchlab.models import build_model
+    from batchlab.models.resolve import model_for_config
 
     key = (cfg.data, cfg.model)
     if key not in _cache:
         dataset = load_dataset(cfg.data)
-        _cache[key] = dataset, build_model(cfg.model, dataset.sample_shape, dataset.num_classes)
+        _cache[key] = dataset, model_for_config(cfg.model, dataset)
     return _cache[key]
 
 
@@ -50,13 +51,28 @@ def _updates(cohorts: list[list[RunConfig]]) -> int:
     return total
 
 
-def train_job(cohort: list[RunConfig]) -> list[RunResult]:
-    """Train one cohort from its configs alone (what a worker runs)."""
+def train_job(cohort: list[RunConfig], shapes: dict | None = None) -> list[RunResult]:
+    """Train one cohort from its configs alone (what a worker runs), with the programs the
+    driver planned for it (``shapes``)."""
     dataset, model = _data_and_model(cohort[0])
-    results = train_cohort(cohort, dataset, model)
+    results = train_cohort(cohort, dataset, model, shapes=shapes)
     for result in results:
         result.params = None  # not needed by the driver; keeps the transfer small
     return results
+
+
+def _planned(cohorts: list[list[RunConfig]], compile_now: bool) -> list[dict | None]:
+    """The planned programs of each cohort, planned together per dataset and model (batch
+    sizes share programs across cohorts: ``engine/programs.py``)."""
+    by_kind: dict[tuple, list[int]] = {}
+    for i, cohort in enumerate(cohorts):
+        by_kind.setdefault((cohort[0].data, cohort[0].model), []).append(i)
+    shapes: list[dict | None] = [None] * len(cohorts)
+    for members in by_kind.values():
+        dataset, model = _data_and_model(cohorts[members[0]][0])
+        for i, planned in zip(members, plan([cohorts[i] for i in members], dataset, model, compile_now)):
+            shapes[i] = planned
+    return shapes
 
 
 def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers: int | None = None,
@@ -69,20 +85,24 @@ def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers:
     if executor == "auto":
         big = _updates(cohorts) >= WORKERS_PAY_FROM_UPDATES
         executor = "processes" if (len(cohorts) >= 2 and workers >= 2 and big) else "local"
+    shapes = _planned(cohorts, compile_now=executor == "local")
     if executor == "ray":
-        yield from _ray_cohorts(cohorts, address, workers, on_epochs)
+        yield from _ray_cohorts(cohorts, shapes, address, workers, on_epochs)
         return
     if executor == "local":
-        for cohort in cohorts:
-            results = train_job(cohort)
-            if on_epochs:
-                on_epochs(sum(c.epochs for c in cohort))
-            yield results
+        try:
+            for cohort, planned in zip(cohorts, shapes):
+                results = train_job(cohort, planned)
+                if on_epochs:
+                    on_epochs(sum(c.epochs for c in cohort))
+                yield results
+        finally:
+            cancel_pending()
         return
     context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
-        pending = {pool.submit(train_job, cohort): cohort for cohort in cohorts}
+        pending = {pool.submit(train_job, cohort, planned): cohort for cohort, planned in zip(cohorts, shapes)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -136,7 +156,7 @@ def _ray_init(ray, address: str | None, workers: int) -> None:
         ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
 
 
-def _ray_cohorts(cohorts, address: str | None, workers: int, on_epochs) -> Iterator[list[RunResult]]:
+def _ray_cohorts(cohorts, shapes, address: str | None, workers: int, on_epochs) -> Iterator[list[RunResult]]:
     try:
         import ray
     except ImportError:
@@ -146,7 +166,7 @@ def _ray_cohorts(cohorts, address: str | None, workers: int, on_epochs) -> Itera
         _ray_init(ray, address, workers)
     try:
         task = ray.remote(num_cpus=1)(train_job)
-        pending = {task.remote(cohort): cohort for cohort in cohorts}
+        pending = {task.remote(cohort, planned): cohort for cohort, planned in zip(cohorts, shapes)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cohort = pending.pop(done[0])

@@ -53,7 +53,8 @@ class SweepSpec:
 def read_spec(path: str | Path, **overrides: Any) -> SweepSpec:
     """A SweepSpec from a TOML file (keys as the option names); ``overrides`` win.
 
-    ``epochs = N`` is the CLI's ``--epochs``: shorthand for ``budget = "epochs=N"``.
+    ``epochs = N`` is the CLI's ``--epochs``: shorthand for ``budget = "epochs=N"``. A model
+    given as ``file.py:function`` is read relative to the config file's folder.
     """
     path = Path(path)
     try:
@@ -74,6 +75,10 @@ def read_spec(path: str | Path, **overrides: Any) -> SweepSpec:
         values["budget"] = f"epochs={values.pop('epochs')}"
     for key, value in values.items():
         values[key] = _setting(path, key, value)
+    if "model" in values:  # a model file named in the config is found beside the config
+        from batchlab.models.imported import relative_to
+
+        values["model"] = relative_to(values["model"], path.parent)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SweepSpec(**values)
 

@@ -13,9 +13,8 @@ from typing import Callable
 from batchlab import __version__
 from batchlab.analysis.scaling import parse_target
 from batchlab.api import check_store_writable, group_cohorts
-from batchlab.config import ModelConfig, parse_widths
 from batchlab.data import load_dataset, resolve_data_config
-from batchlab.models import build_model
+from batchlab.models.resolve import resolve_model
 from batchlab.store import Store
 from batchlab.sweep.executors import EXECUTORS, check_ray_address, run_cohorts
 from batchlab.sweep.grid import SweepSpec, expand
@@ -36,8 +35,8 @@ def plan_sweep(spec: SweepSpec):
     parse_target(spec.target)
     data_cfg = resolve_data_config(spec.data)
     dataset = load_dataset(data_cfg)
-    model_cfg = ModelConfig(spec.model, parse_widths(spec.hidden))
-    build_model(model_cfg, dataset.sample_shape, dataset.num_classes)  # checks model x data
+    # A built-in name or an import path (file.py:make_model), checked against the data here.
+    model_cfg, _ = resolve_model(spec.model, dataset, hidden=spec.hidden)
     return expand(spec, data_cfg, model_cfg, dataset.n_train)
 
 

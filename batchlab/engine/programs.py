@@ -1,0 +1,255 @@
+"""The compiled programs of the cohorts of a command: few, shared, and compiled ahead.
+
+A cohort needs a *start* program (initial states of its runs), an *evaluation* program
+(full-pass metrics) and one *epoch* program per batch-size bucket (``EpochShape``). None
+depends on the number of epochs or of steps per epoch (the epoch loop takes them as
+values), so:
+
+- one start and one evaluation program serve every cohort with the same model, optimizer
+  kind, instruments and number of runs, whatever their batch sizes;
+- one epoch program of ``width`` rows serves every batch size of its bucket
+  (:func:`cohort_shapes`; the extra rows are masked) where padding costs less than
+  compiling another program;
+- each program is compiled once per process (``_programs``), in background threads that
+  start before the first cohort trains (:func:`compile_ahead`): XLA's compiler releases the
+  GIL and training uses one core here, so compilation overlaps training and other
+  compilations. JAX's persistent cache (``runtime.configure_cache``) keeps them across
+  commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from batchlab import budget, profiling
+from batchlab.config import RunConfig
+from batchlab.engine.epoch import EpochData, evaluated, run_epoch
+from batchlab.engine.optim import make_optimizer
+from batchlab.engine.runtime import configure_cache
+from batchlab.engine.step import RunState, masked_loss_sum
+from batchlab.engine.step_stats import NOISE_STATE_SIZE, uses_noise
+from batchlab.models.base import Model
+
+# What one more compiled program costs, in flops of padded rows: a digits-MLP epoch program
+# compiles in 0.5-0.7 s cold on this 2-core CPU, where padded rows of small-batch steps ran
+# at 10-40 GFLOP/s (digits and blobs MLPs, widths 8-512, measured per step); at the low end
+# 0.5 s is 5 GFLOP. A constant rather than a timing, so the same cohort always gets the
+# same program (see ``cohort_shapes``).
+COMPILE_FLOPS = 5e9
+BUCKET_GROWTH = 8
+# Per-step output buffers of a bucket are runs x max_steps x outputs floats; padding is not
+# chosen where that would pass this many bytes.
+BUFFER_LIMIT = 64 * 2 ** 20
+
+
+class EpochShape(NamedTuple):
+    """What shapes an epoch program: update slots per step, rows of the per-step buffer."""
+
+    width: int
+    max_steps: int
+
+
+def prng_key(seed: int) -> np.ndarray:
+    """``jax.random.PRNGKey(seed)`` built with NumPy (no compiled op): [high 32 bits, low 32 bits]."""
+    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
+
+
+def _start_function(model: Model, opt_cfg, instruments: tuple[str, ...]):
+    """Initial states of all runs (each with its own seeds and hyperparameters), vmapped."""
+
+    def start_one(init_key, dropout_key, lr, momentum):
+        params, model_state = model.init(init_key)
+        opt_state = make_optimizer(opt_cfg, lr, momentum).init(params)
+        run = RunState(params, model_state, opt_state, lr, momentum, jnp.int32(0), jnp.int32(-1), dropout_key,
+                       init_params=params if "dist_init" in instruments else None,
+                       noise_ema=jnp.zeros(NOISE_STATE_SIZE) if uses_noise(instruments) else None)
+        return run
+
+    return jax.vmap(start_one, in_axes=(0, 0, 0, 0))
+
+
+def _epoch_function(model: Model, cfg: RunConfig, shape: EpochShape):
+    return jax.vmap(partial(run_epoch, model=model, optimizer=cfg.optimizer, width=shape.width,
+                            max_steps=shape.max_steps, reduction=cfg.reduction, micro_batch=cfg.micro_batch,
+                            instruments=cfg.instruments),
+                    in_axes=(0, 0, 0, None, None, None))
+
+
+def _data_spec(data: EpochData) -> EpochData:
+    return EpochData(jax.ShapeDtypeStruct(data.x.shape, data.x.dtype),
+                     jax.ShapeDtypeStruct(data.y.shape, data.y.dtype), data.n_train)
+
+
+def _start_specs(runs: int) -> tuple:
+    keys = jax.ShapeDtypeStruct((runs, 2), jnp.uint32)
+    rates = jax.ShapeDtypeStruct((runs,), jnp.float32)
+    return keys, keys, rates, rates
+
+
+def _program_key(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> tuple:
+    """What a start program depends on (an epoch program adds its shape)."""
+    optimizer = dataclasses.replace(cfg.optimizer, lr=0.0, momentum=0.0)  # values, not shapes
+    return (model, optimizer, cfg.instruments, cfg.reduction, cfg.micro_batch, runs,
+            data.x.shape, str(data.x.dtype), data.y.shape, str(data.y.dtype), data.n_train)
+
+
+_programs: dict[tuple, Future] = {}
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                   thread_name_prefix="batchlab-compile")
+    return _pool
+
+
+def _build(function, specs: tuple):
+    """Trace and compile ``function`` for ``specs`` (in whichever thread runs it)."""
+    configure_cache()
+    # JAX's default "partitionable" threefry makes XLA's CPU compiler take up to 4x longer on
+    # random draws of multi-dimensional shapes (weight inits); the classic stream is just as
+    # reproducible and keeps the cold start short. It applies to batchlab's programs only.
+    with jax.threefry_partitionable(False):
+        with profiling.phase("tracing"):
+            lowered = jax.jit(function).lower(*specs)
+        with profiling.phase("compilation"):
+            return lowered.compile()
+
+
+def _submit(key: tuple, build) -> Future:
+    """The program under ``key``: held in this process, else built in a background thread."""
+    with _lock:
+        future = _programs.get(key)
+        if future is None or future.cancelled():
+            future = _programs[key] = _executor().submit(build)
+    return future
+
+
+def start_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Future:
+    """The (future) compiled start program for ``runs`` runs of ``cfg``'s kind."""
+    key = ("start",) + _program_key(model, cfg, runs, data)
+    return _submit(key, lambda: _build(_start_function(model, cfg.optimizer, cfg.instruments), _start_specs(runs)))
+
+
+def eval_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Future:
+    """The (future) compiled evaluation of ``runs`` runs: (params, model state, data) -> metrics."""
+    key = ("eval",) + _program_key(model, cfg, runs, data)
+    start_program(model, cfg, runs, data)
+
+    def build():
+        state = start_program(model, cfg, runs, data).result().out_info
+        function = jax.vmap(partial(evaluated, model=model), in_axes=(0, 0, None))
+        return _build(function, (state.params, state.model_state, _data_spec(data)))
+
+    return _submit(key, build)
+
+
+def epoch_program(model: Model, cfg: RunConfig, shape: EpochShape, runs: int, data: EpochData) -> Future:
+    """The (future) compiled epoch program of ``shape`` for ``runs`` runs of ``cfg``'s kind."""
+    key = ("epoch", shape) + _program_key(model, cfg, runs, data)
+    start_program(model, cfg, runs, data)  # queued first, so a worker waiting for it never waits for a queued job
+
+    def build():
+        start = start_program(model, cfg, runs, data).result()
+        state = start.out_info  # RunState of the runs, as shapes
+        specs = (state, jax.ShapeDtypeStruct((runs,), jnp.bool_), jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
+                 jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32), _data_spec(data))
+        return _build(_epoch_function(model, cfg, shape), specs)
+
+    return _submit(key, build)
+
+
+def cohort_sizes(cfg: RunConfig) -> list[int]:
+    """The batch sizes a run uses, first the initial one, then those its phases switch to."""
+    return list(dict.fromkeys([cfg.batch_size] + [p.batch_size for p in cfg.phases if p.batch_size]))
+
+
+def exact_shapes(cfg: RunConfig, n: int) -> dict[int, EpochShape]:
+    """One program per batch size, each exactly as wide as its batches."""
+    return {b: EpochShape(b, budget.steps_per_epoch(n, b, cfg.drop_last)) for b in cohort_sizes(cfg)}
+
+
+def cohort_shapes(cohort: Sequence[RunConfig], model: Model, data: EpochData) -> dict[int, EpochShape]:
+    """The epoch program each batch size of ``cohort`` trains with.
+
+    A batch size B may be padded up to the next *bucket width* (1, 8, 64, 512, ... and N:
+    ``bucket_width``), so batch sizes of other cohorts with the same width share its
+    program, when the padding's arithmetic over the cohort costs less than a compilation:
+
+        runs x updates at B x (width - B) x flops per row  <  COMPILE_FLOPS
+
+    (flops per row from XLA's cost analysis of one row's gradient). Only models whose rows
+    do not interact (``Model.rowwise``: no batch statistics) are padded. The choice depends
+    on the cohort alone, never on which other cohorts train in the same command: padding
+    changes float rounding, and a run must get the same numbers however it is resumed.
+    """
+    cfg, n, runs = cohort[0], data.n_train, len(cohort)
+    shapes = {}
+    for b in cohort_sizes(cfg):
+        exact = EpochShape(b, budget.steps_per_epoch(n, b, cfg.drop_last))
+        width, smallest = bucket_width(b, n)
+        shape = EpochShape(width, budget.steps_per_epoch(n, smallest, False))
+        if model.rowwise and shape != exact and runs * shape.max_steps * 4 * 16 <= BUFFER_LIMIT:
+            updates = sum(1 for e in range(1, cfg.epochs + 1) if cfg.batch_size_at(e) == b) * exact.max_steps
+            if runs * updates * (width - b) * _flops_per_row(model, data) < COMPILE_FLOPS:
+                shapes[b] = shape
+                continue
+        shapes[b] = exact
+    return shapes
+
+
+def bucket_width(batch_size: int, n: int) -> tuple[int, int]:
+    """(width, smallest B of the bucket): the powers of ``BUCKET_GROWTH`` at or above B,
+    capped at N (so the last bucket ends with batch gradient descent)."""
+    width, below = 1, 0
+    while width < batch_size:
+        width, below = width * BUCKET_GROWTH, width
+    return (width, below + 1) if width <= n else (n, below + 1)
+
+
+def compile_ahead(model: Model, cfg: RunConfig, runs: int, data: EpochData, shapes: dict[int, EpochShape]) -> None:
+    """Queue the programs a cohort (``runs`` runs of ``cfg``'s kind) needs."""
+    eval_program(model, cfg, runs, data)
+    for shape in dict.fromkeys(shapes.values()):
+        epoch_program(model, cfg, shape, runs, data)
+
+
+def cancel_pending() -> None:
+    """Drop queued compilations that have not started (a command that stops early)."""
+    with _lock:
+        for key, future in list(_programs.items()):
+            if future.cancel():
+                del _programs[key]
+
+
+_flops_cache: dict[tuple, float] = {}
+
+
+def _flops_per_row(model: Model, data: EpochData) -> float:
+    """XLA's cost analysis of one row's loss gradient (forward and backward): deterministic
+    for a model and data shape, and no compilation (the program is only lowered)."""
+    key = (model, data.x.shape[1:], str(data.x.dtype), data.y.shape[1:], str(data.y.dtype))
+    if key not in _flops_cache:
+        def loss(params, state, x, y):
+            # Evaluation mode: no dropout key is needed, and dropout's own flops are negligible.
+            return masked_loss_sum(model, params, state, x, y, jnp.ones(1), train=False, key=None)[0]
+
+        params, state = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+        row_x = jax.ShapeDtypeStruct((1,) + data.x.shape[1:], data.x.dtype)
+        row_y = jax.ShapeDtypeStruct((1,) + data.y.shape[1:], data.y.dtype)
+        cost = jax.jit(jax.grad(loss)).lower(params, state, row_x, row_y).cost_analysis() or {}
+        _flops_cache[key] = max(float(cost.get("flops", 0.0)), 1.0)
+    return _flops_cache[key]

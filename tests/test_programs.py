@@ -1,0 +1,161 @@
+"""Few, shared programs give the same runs: against a reference written as one scan per epoch
+(the engine's earlier design), padded batch-size buckets against exact widths, and the plan's
+cost model on both sides of its threshold."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from batchlab import budget
+from batchlab.api import group_cohorts, prepare
+from batchlab.engine import backends, programs
+from batchlab.engine.cohort import epoch_data, measuring_model, train_cohort
+from batchlab.engine.epoch import EVAL_METRICS, EpochOrders, evaluate
+from batchlab.engine.programs import EpochShape
+from batchlab.engine.step import Batch, train_step
+from batchlab.engine.step_stats import output_names
+
+
+def _prepare(batch_size, **settings):
+    defaults = dict(hidden=(16,), activation="relu", init="he_uniform", dropout=0.0, standardize=None,
+                    test_fraction=0.2, label="label", epochs=2, lr=0.05, momentum=0.9, seeds=2)
+    return prepare("digits", "mlp", batch_size=batch_size, **{**defaults, **settings})
+
+
+def _one_scan_reference(configs, dataset, net):
+    """Each run alone: every epoch one ``lax.scan`` of ``train_step`` over ``steps x B`` rows
+    laid out in advance (the last partial batch padded and masked), then a full evaluation."""
+    cfg = configs[0]
+    n, b = dataset.n_train, cfg.batch_size
+    steps = budget.steps_per_epoch(n, b, cfg.drop_last)
+    data = epoch_data(dataset)
+    names = output_names(cfg.instruments)
+    start = programs.start_program(net, cfg, 1, data).result()
+    evaluate_all = programs.eval_program(net, cfg, 1, data).result()
+
+    @jax.jit
+    def epoch(run, order):
+        slots = steps * b
+        index = jnp.concatenate([order, jnp.zeros(max(slots - n, 0), order.dtype)])[:slots]
+        mask = (jnp.arange(slots) < n).astype(jnp.float32)
+        step = partial(train_step, model=net, optimizer=cfg.optimizer, data=(data.x, data.y),
+                       reduction=cfg.reduction, micro_batch=cfg.micro_batch, instruments=cfg.instruments)
+
+        def body(run, batch):
+            run, out = step(run, batch)
+            return run, jnp.stack([out[k] for k in names])
+
+        run, per_step = jax.lax.scan(body, run, Batch(index.reshape(steps, b), mask.reshape(steps, b)))
+        metrics = evaluate(net, run.params, run.model_state, data)
+        return run, per_step, jnp.stack([metrics[k] for k in EVAL_METRICS])
+
+    histories, per_steps = [], []
+    for c in configs:
+        args = (programs.prng_key(c.init_seed)[None], programs.prng_key(c.dropout_seed)[None],
+                np.array([c.optimizer.lr], np.float32), np.array([c.optimizer.momentum], np.float32))
+        runs = start(*args)
+        run = jax.tree.map(lambda a: a[0], runs)
+        orders = EpochOrders([c.data_seed], n, c.shuffle)
+        rows, steps_out = [np.asarray(evaluate_all(runs.params, runs.model_state, data))[0]], []
+        for _ in range(c.epochs):
+            run, per_step, metrics = epoch(run, jnp.asarray(orders.next()[0]))
+            rows.append(np.asarray(metrics))
+            steps_out.append(np.asarray(per_step))
+        histories.append(np.stack(rows))
+        per_steps.append(np.concatenate(steps_out))
+    return histories, per_steps
+
+
+@pytest.mark.parametrize("batch_size, settings", [
+    (32, {}),                                           # B does not divide N: a partial last batch
+    (1437, {}),                                         # full batch
+    (100, {"drop_last": True, "instruments": "standard"}),
+    (64, {"dropout": 0.5, "optimizer": "adam", "momentum": 0.0}),
+])
+def test_engine_equals_one_scan_per_epoch(batch_size, settings):
+    configs, dataset, net = _prepare(batch_size, **settings)
+    histories, per_steps = _one_scan_reference(configs, dataset, measuring_model(net, configs[0])[0])
+    results = train_cohort(configs, dataset, net)
+    for result, history, per_step in zip(results, histories, per_steps):
+        got = np.stack([result.history[k] for k in EVAL_METRICS], axis=1)
+        np.testing.assert_allclose(got, history, rtol=1e-6, atol=1e-7)
+        for j, name in enumerate(output_names(configs[0].instruments)):
+            np.testing.assert_allclose(result.steps[name], per_step[:, j], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("batch_size, width, settings", [
+    (8, 32, {}),
+    (50, 64, {"dropout": 0.5}),                         # dropout masks are drawn per row, so padding keeps them
+    (40, 48, {"instruments": "full"}),                  # the noise halves take alternate rows: padding joins neither
+    (24, 40, {"micro_batch": 16}),
+])
+def test_a_padded_program_trains_exactly_like_an_exact_one(batch_size, width, settings):
+    configs, dataset, net = _prepare(batch_size, **settings)
+    n = dataset.n_train
+    exact = train_cohort(configs, dataset, net)
+    padded = train_cohort(configs, dataset, net,
+                          shapes={batch_size: EpochShape(width, budget.steps_per_epoch(n, batch_size) + 7)})
+    for a, b in zip(exact, padded):
+        for key in EVAL_METRICS:
+            np.testing.assert_allclose(b.history[key], a.history[key], rtol=1e-6, atol=1e-7, err_msg=key)
+        for key in set(a.steps) - {"wall_time"}:
+            np.testing.assert_allclose(b.steps[key], a.steps[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+            np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
+
+
+def test_one_program_serves_a_bucket_of_batch_sizes():
+    configs, dataset, net = _prepare("2,4,8", epochs=1, seeds=1)
+    cohorts = group_cohorts(configs)
+    n = dataset.n_train
+    shapes = backends.plan(cohorts, dataset, net, compile_now=False)
+    # 1 epoch of one run: padding costs far less than a compilation, so all three share width 8,
+    # with a buffer for the most steps of the bucket (B=2).
+    assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2))] * 3
+    before = {key for key in programs._programs if key[0] == "epoch"}
+    results = [r for cohort, shape in zip(cohorts, shapes) for r in train_cohort(cohort, dataset, net, shapes=shape)]
+    assert len({key for key in programs._programs if key[0] == "epoch"} - before) <= 1
+    for result, b in zip(results, (2, 4, 8)):
+        assert result.history["step"][-1] == budget.steps_per_epoch(n, b)
+        assert result.history["samples_seen"][-1] == n
+
+
+def test_padding_only_where_it_costs_less_than_a_compilation():
+    _, dataset, net = _prepare(32)
+    data = epoch_data(dataset)
+    flops = programs._flops_per_row(net, data)
+    n = dataset.n_train
+
+    def shape(b, epochs, seeds, model=net):
+        configs = _prepare(b, epochs=epochs, seeds=seeds)[0]
+        return programs.cohort_shapes(configs, model, data)[b]
+
+    # B=40 pads to 64 while runs x updates x 24 rows x flops stays under COMPILE_FLOPS.
+    updates = budget.steps_per_epoch(n, 40)
+    cheap = int(programs.COMPILE_FLOPS // (updates * 24 * flops))  # epochs x seeds that still pay
+    assert cheap >= 2
+    assert shape(40, epochs=cheap, seeds=1).width == 64
+    assert shape(40, epochs=cheap + 1, seeds=1) == EpochShape(40, updates)
+    assert shape(40, epochs=1, seeds=cheap + 1) == EpochShape(40, updates)  # runs multiply the cost
+    # On a bucket width there is nothing to pad; a model whose rows interact is never padded.
+    assert shape(64, epochs=1000, seeds=1).width == 64
+    assert shape(40, epochs=1, seeds=1, model=net._replace(rowwise=False)) == EpochShape(40, updates)
+
+
+def test_bucket_widths():
+    assert programs.bucket_width(1, 1000) == (1, 1)
+    assert programs.bucket_width(2, 1000) == (8, 2)
+    assert programs.bucket_width(8, 1000) == (8, 2)
+    assert programs.bucket_width(9, 1000) == (64, 9)
+    assert programs.bucket_width(600, 1000) == (1000, 513)  # the last bucket ends at N
+    assert programs.bucket_width(1000, 1000) == (1000, 513)
+
+
+def test_flops_per_row_grow_with_the_model():
+    _, dataset, small = _prepare(32)
+    _, _, big = _prepare(32, hidden=(512, 512))
+    data = epoch_data(dataset)
+    assert 0 < programs._flops_per_row(small, data) < programs._flops_per_row(big, data)
