@@ -277,7 +277,9 @@ def noise(
     sampling: str = typer.Option("without", help="batches drawn without or with replacement, or both"),
     pool: Optional[int] = typer.Option(None, help="a random pool of this many training rows (default: all, at most 4096)"),
     seed: int = typer.Option(0),
-    sharpness: bool = typer.Option(True, help="also measure Hessian lambda_max and trace"),
+    sharpness: Optional[bool] = typer.Option(None, "--sharpness/--no-sharpness",
+                                             help="also measure Hessian lambda_max and trace (default: yes, "
+                                                  "except for PyTorch models)"),
     task: Optional[str] = typer.Option(None, help="classification or regression; default: the data's own"),
     label: str = typer.Option("label", help="label column of a CSV file"),
     out: Path = typer.Option(Path("results/noise"), help="folder for the figure, CSVs and table"),

@@ -282,3 +282,20 @@ def test_adam_epsilon_reaches_the_update():
             want = jax.tree.unflatten(jax.tree.structure(theta), [moved[i] for i in range(len(flat_want))])
         for got, expected in zip(jax.tree.leaves(run.params), jax.tree.leaves(want)):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_early_stopping_can_watch_a_running_average():
+    rule = EarlyStopping("train_loss_running", patience=2, min_delta=0.05)
+    result = batchlab.train("digits", "mlp", batch_size=64, epochs=30, lr=0.05, early_stopping=rule)
+    run = result.runs[0]
+    running = run.history["train_loss_running"]
+    # Independently: the best value so far must improve by min_delta within `patience` epochs.
+    best, best_epoch, stop = np.inf, 0, None
+    for epoch in range(1, len(running)):
+        if running[epoch] < best - rule.min_delta:
+            best, best_epoch = running[epoch], epoch
+        elif epoch - best_epoch >= rule.patience:
+            stop = epoch
+            break
+    assert stop is not None and run.status == "early_stopped"
+    assert run.history["epoch"][-1] == stop and run.best_epoch == best_epoch

@@ -170,7 +170,7 @@ def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shap
                                       t_start, time.perf_counter() - t0)
         if epoch in checkpoints:
             saved[epoch] = _host_tree(to_tree(runs.params))
-        improved = stopper.update(epoch, metrics, active & ~diverged)
+        improved = stopper.update(epoch, recorder.epochs[-1], active & ~diverged)  # running averages too
         if restore_best and improved.any():
             best_params = _select_runs(jnp.asarray(improved), runs.params, best_params)
         still = active & ~diverged & ~stopper.stopped

@@ -52,7 +52,7 @@ def check_stateless(net) -> None:
 def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size=64, lr: float = 0.01,
         momentum: float = 0.0, at_epochs=(2, 30), batch_sizes="1:1024", trials: int = 1000,
         reductions=("sum", "mean"), sampling: str = "without", pool: int | None = None, seed: int = 0,
-        hidden=(50,), sharpness: bool = True, epochs: int | None = None, db=None, progress=None,
+        hidden=(50,), sharpness: bool | None = None, epochs: int | None = None, db=None, progress=None,
         task: str | None = None, label: str = "label") -> NoiseOutput:
     at_epochs = tuple(sorted({int(e) for e in at_epochs}))
     if not at_epochs or at_epochs[0] < 0:
@@ -73,6 +73,8 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
                                     label=label, task=task)
     rows, sizes = _pool_and_sizes(dataset.n_train, pool, batch_sizes, seed)
     check_stateless(net)
+    if sharpness is None:  # Hessian-vector products are the JAX engine's; a PyTorch model skips them
+        sharpness = getattr(net, "backend", "jax") == "jax"
     check_writable_dir(out, "output folder")
     result = run_configs(configs, dataset, net, db=db, force=True, progress=progress, checkpoints=at_epochs)
     run_result = result.runs[0]
