@@ -337,7 +337,7 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
         fresh: dict[str, RunResult] = {}
         for results in train_cohorts(group_cohorts(todo), dataset, net,
                                      on_epoch=lambda cohort: _epoch_counter(progress, len(cohort)),
-                                     checkpoints=checkpoints):
+                                     checkpoints=checkpoints, grid=group_cohorts(configs)):
             if store is not None:
                 _write(store, results, notes)
             fresh.update((r.run_id, r) for r in results)

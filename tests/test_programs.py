@@ -107,13 +107,13 @@ def test_a_padded_program_trains_exactly_like_an_exact_one(batch_size, width, se
             np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
 
 
-def test_one_program_serves_a_bucket_of_batch_sizes():
+def test_one_program_serves_several_batch_sizes():
     configs, dataset, net = _prepare("2,4,8", epochs=1, seeds=1)
     cohorts = group_cohorts(configs)
     n = dataset.n_train
     shapes = backends.plan(cohorts, dataset, net, compile_now=False)
     # 1 epoch of one run: padding costs far less than a compilation, so all three share width 8,
-    # with a buffer for the most steps of the bucket (B=2).
+    # with a buffer for the most steps (B=2).
     assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2))] * 3
     before = {key for key in programs._programs if key[0] == "epoch"}
     results = [r for cohort, shape in zip(cohorts, shapes) for r in train_cohort(cohort, dataset, net, shapes=shape)]
@@ -123,35 +123,44 @@ def test_one_program_serves_a_bucket_of_batch_sizes():
         assert result.history["samples_seen"][-1] == n
 
 
-def test_padding_only_where_it_costs_less_than_a_compilation():
+def test_padding_only_where_it_costs_less_than_a_compilation(monkeypatch):
     _, dataset, net = _prepare(32)
     data = epoch_data(dataset)
     flops = programs._flops_per_row(net, data)
     n = dataset.n_train
 
-    def shape(b, epochs, seeds, model=net):
-        configs = _prepare(b, epochs=epochs, seeds=seeds)[0]
-        return programs.cohort_shapes(configs, model, data)[b]
+    def widths(sizes, epochs, seeds, model=net):
+        configs = _prepare(sizes, epochs=epochs, seeds=seeds)[0]
+        cohorts = group_cohorts(configs)
+        planned = backends.plan(cohorts, dataset, model, compile_now=False)
+        return {b: shape.width for plan in planned for b, shape in plan.items()}
 
-    # B=40 pads to 64 while runs x updates x 24 rows x flops stays under COMPILE_FLOPS.
+    # B=40 joins B=64's program while runs x updates x 24 padded rows x flops stays under COMPILE_FLOPS.
     updates = budget.steps_per_epoch(n, 40)
     cheap = int(programs.COMPILE_FLOPS // (updates * 24 * flops))  # epochs x seeds that still pay
     assert cheap >= 2
-    assert shape(40, epochs=cheap, seeds=1).width == 64
-    assert shape(40, epochs=cheap + 1, seeds=1) == EpochShape(40, updates)
-    assert shape(40, epochs=1, seeds=cheap + 1) == EpochShape(40, updates)  # runs multiply the cost
-    # On a bucket width there is nothing to pad; a model whose rows interact is never padded.
-    assert shape(64, epochs=1000, seeds=1).width == 64
-    assert shape(40, epochs=1, seeds=1, model=net._replace(rowwise=False)) == EpochShape(40, updates)
+    assert widths("40,64", epochs=cheap, seeds=1) == {40: 64, 64: 64}
+    assert widths("40,64", epochs=cheap + 1, seeds=1) == {40: 40, 64: 64}
+    assert widths("40,64", epochs=1, seeds=cheap + 1) == {40: 40, 64: 64}  # runs multiply the cost
+    assert widths("40", epochs=1, seeds=1) == {40: 40}  # alone, nothing to share: never padded
+    # A model whose rows interact (batch statistics) is never padded.
+    assert widths("40,64", epochs=1, seeds=1, model=net._replace(rowwise=False)) == {40: 40, 64: 64}
 
 
-def test_bucket_widths():
-    assert programs.bucket_width(1, 1000) == (1, 1)
-    assert programs.bucket_width(2, 1000) == (8, 2)
-    assert programs.bucket_width(8, 1000) == (8, 2)
-    assert programs.bucket_width(9, 1000) == (64, 9)
-    assert programs.bucket_width(600, 1000) == (1000, 513)  # the last bucket ends at N
-    assert programs.bucket_width(1000, 1000) == (1000, 513)
+def test_a_resumed_command_trains_each_run_with_the_program_of_the_whole_grid(tmp_path):
+    """Padding changes float rounding: a run must get the program the whole grid plans for it,
+    whichever runs are already stored."""
+    import batchlab
+
+    settings = dict(batch_size="4,8,16", epochs=2, lr=0.05, momentum=0.9, seeds=1, hidden=(16,))
+    whole = batchlab.train("digits", "mlp", db=tmp_path / "a.db", **settings)
+    batchlab.train("digits", "mlp", db=tmp_path / "b.db", **{**settings, "batch_size": 16})
+    resumed = batchlab.train("digits", "mlp", db=tmp_path / "b.db", **settings)  # B=16 stored: 4 and 8 train
+    assert len(resumed.skipped) == 1
+    for a, b in zip(whole.runs, resumed.runs):
+        if a.config.batch_size != 16:
+            np.testing.assert_array_equal(a.history["train_loss"], b.history["train_loss"])
+            np.testing.assert_array_equal(a.steps["mb_loss"], b.steps["mb_loss"])
 
 
 def test_flops_per_row_grow_with_the_model():

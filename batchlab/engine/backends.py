@@ -31,21 +31,26 @@ def train_cohort(configs: list[RunConfig], dataset, model, on_epoch: Callable[[i
     return train(configs, dataset, model, on_epoch=on_epoch, checkpoints=checkpoints, shapes=shapes)
 
 
-def plan(cohorts: Sequence[list[RunConfig]], dataset, model, compile_now: bool = True) -> list[dict | None]:
-    """The JAX engine's program for each batch size of each cohort (``programs.cohort_shapes``:
-    batch sizes of a bucket share one); with ``compile_now`` every program is queued for
-    compilation in the background at once, so later cohorts' programs compile while earlier
-    ones train. None per cohort on the torch backend."""
+def plan(cohorts: Sequence[list[RunConfig]], dataset, model, compile_now: bool = True,
+         grid: Sequence[list[RunConfig]] | None = None) -> list[dict | None]:
+    """The JAX engine's program for each batch size of each cohort, planned over ``grid``
+    (the command's whole grid, runs already stored included; default: ``cohorts``) so a
+    resumed command trains each run with the same program (``programs.plan_shapes``). With
+    ``compile_now`` every program is queued for compilation in the background at once, so
+    later cohorts' programs compile while earlier ones train. None per cohort on the torch
+    backend."""
     if backend_of(model) == "torch":
         return [None] * len(cohorts)
     from batchlab.engine import programs
     from batchlab.engine.cohort import epoch_data, measuring_model
 
     data = epoch_data(dataset)
+    grid = cohorts if grid is None else grid
+    plans = programs.plan_shapes(grid, [measuring_model(model, c[0])[0] for c in grid], data)
     shapes = []
     for cohort in cohorts:
         net = measuring_model(model, cohort[0])[0]
-        shapes.append(programs.cohort_shapes(cohort, net, data))
+        shapes.append(programs.shapes_for(plans, net, cohort, data))
         if compile_now:
             programs.compile_ahead(net, cohort[0], len(cohort), data, shapes[-1])
     return shapes
@@ -53,11 +58,12 @@ def plan(cohorts: Sequence[list[RunConfig]], dataset, model, compile_now: bool =
 
 def train_cohorts(cohorts: Sequence[list[RunConfig]], dataset, model,
                   on_epoch: Callable[[list[RunConfig]], Callable[[int], None] | None] = lambda cohort: None,
-                  checkpoints: tuple[int, ...] = ()) -> Iterator[list[RunResult]]:
-    """Train cohorts of one dataset and model in order (programs planned and compiled ahead
-    together, :func:`plan`), yielding each one's results. ``on_epoch(cohort)`` gives a
-    cohort's progress callback."""
-    shapes = plan(cohorts, dataset, model)
+                  checkpoints: tuple[int, ...] = (), grid: Sequence[list[RunConfig]] | None = None
+                  ) -> Iterator[list[RunResult]]:
+    """Train cohorts of one dataset and model in order (programs planned over ``grid`` and
+    compiled ahead together, :func:`plan`), yielding each one's results. ``on_epoch(cohort)``
+    gives a cohort's progress callback."""
+    shapes = plan(cohorts, dataset, model, grid=grid)
     try:
         for cohort, shape in zip(cohorts, shapes):
             yield train_cohort(cohort, dataset, model, on_epoch=on_epoch(cohort), checkpoints=checkpoints,

@@ -7,9 +7,8 @@ values), so:
 
 - one start and one evaluation program serve every cohort with the same model, optimizer
   kind, instruments and number of runs, whatever their batch sizes;
-- one epoch program of ``width`` rows serves every batch size of its bucket
-  (:func:`cohort_shapes`; the extra rows are masked) where padding costs less than
-  compiling another program;
+- one epoch program of ``width`` rows serves several batch sizes (:func:`plan_shapes`; the
+  extra rows are masked) where padding costs less than compiling another program;
 - each program is compiled once per process (``_programs``), in background threads that
   start before the first cohort trains (:func:`compile_ahead`): XLA's compiler releases the
   GIL and training uses one core here, so compilation overlaps training and other
@@ -43,10 +42,9 @@ from batchlab.models.base import Model
 # What one more compiled program costs, in flops of padded rows: a digits-MLP epoch program
 # compiles in 0.5-0.7 s cold on this 2-core CPU, where padded rows of small-batch steps ran
 # at 10-40 GFLOP/s (digits and blobs MLPs, widths 8-512, measured per step); at the low end
-# 0.5 s is 5 GFLOP. A constant rather than a timing, so the same cohort always gets the
-# same program (see ``cohort_shapes``).
+# 0.5 s is 5 GFLOP. A constant rather than a timing, so a grid always gets the same programs
+# (see ``plan_shapes``).
 COMPILE_FLOPS = 5e9
-BUCKET_GROWTH = 8
 # Per-step output buffers of a bucket are runs x max_steps x outputs floats; padding is not
 # chosen where that would pass this many bytes.
 BUFFER_LIMIT = 64 * 2 ** 20
@@ -182,42 +180,61 @@ def exact_shapes(cfg: RunConfig, n: int) -> dict[int, EpochShape]:
     return {b: EpochShape(b, budget.steps_per_epoch(n, b, cfg.drop_last)) for b in cohort_sizes(cfg)}
 
 
-def cohort_shapes(cohort: Sequence[RunConfig], model: Model, data: EpochData) -> dict[int, EpochShape]:
-    """The epoch program each batch size of ``cohort`` trains with.
+def plan_shapes(cohorts: Sequence[Sequence[RunConfig]], models: Sequence[Model], data: EpochData
+                ) -> dict[tuple, dict[int, EpochShape]]:
+    """Which program each batch size trains with, for a command's whole grid (``models[i]``:
+    the model cohort i trains). Returns {program group: {B: shape}} for :func:`shapes_for`.
 
-    A batch size B may be padded up to the next *bucket width* (1, 8, 64, 512, ... and N:
-    ``bucket_width``), so batch sizes of other cohorts with the same width share its
-    program, when the padding's arithmetic over the cohort costs less than a compilation:
+    Cohorts whose programs differ only in batch size form a group. Going from a group's
+    largest batch size down, a smaller B joins the current program (padded to its width,
+    the extra rows masked) when the padding's arithmetic costs less than the compilation it
+    saves:
 
         runs x updates at B x (width - B) x flops per row  <  COMPILE_FLOPS
 
     (flops per row from XLA's cost analysis of one row's gradient). Only models whose rows
-    do not interact (``Model.rowwise``: no batch statistics) are padded. The choice depends
-    on the cohort alone, never on which other cohorts train in the same command: padding
-    changes float rounding, and a run must get the same numbers however it is resumed.
+    do not interact (``Model.rowwise``: no batch statistics) are padded. Padding changes float
+    rounding, so callers plan over the *whole* grid of a command, runs already stored
+    included: a resumed sweep then trains each run with the program it would have had.
     """
-    cfg, n, runs = cohort[0], data.n_train, len(cohort)
-    shapes = {}
-    for b in cohort_sizes(cfg):
-        exact = EpochShape(b, budget.steps_per_epoch(n, b, cfg.drop_last))
-        width, smallest = bucket_width(b, n)
-        shape = EpochShape(width, budget.steps_per_epoch(n, smallest, False))
-        if model.rowwise and shape != exact and runs * shape.max_steps * 4 * 16 <= BUFFER_LIMIT:
-            updates = sum(1 for e in range(1, cfg.epochs + 1) if cfg.batch_size_at(e) == b) * exact.max_steps
-            if runs * updates * (width - b) * _flops_per_row(model, data) < COMPILE_FLOPS:
-                shapes[b] = shape
+    n = data.n_train
+    keys = [_program_key(model, cohort[0], len(cohort), data) for cohort, model in zip(cohorts, models)]
+    work: dict[tuple, dict[int, int]] = {}  # group -> {B: runs x updates}
+    model_of: dict[tuple, Model] = {}
+    for key, model, cohort in zip(keys, models, cohorts):
+        cfg, sizes = cohort[0], work.setdefault(key, {})
+        model_of[key] = model
+        for b in cohort_sizes(cfg):
+            epochs = sum(1 for e in range(1, cfg.epochs + 1) if cfg.batch_size_at(e) == b)
+            sizes[b] = sizes.get(b, 0) + epochs * budget.steps_per_epoch(n, b, cfg.drop_last) * len(cohort)
+    return {key: _buckets(sizes, model_of[key], data, runs=key[5]) for key, sizes in work.items()}
+
+
+def _buckets(work: dict[int, int], model: Model, data: EpochData, runs: int) -> dict[int, EpochShape]:
+    """The program shape of each of one group's batch sizes, given their work (runs x updates)."""
+    n = data.n_train
+    steps = {b: budget.steps_per_epoch(n, b, False) for b in work}
+    if len(work) == 1 or not model.rowwise:
+        return {b: EpochShape(b, steps[b]) for b in work}
+    flops = _flops_per_row(model, data)
+    buckets: list[list[int]] = []
+    for b in sorted(work, reverse=True):
+        if buckets:
+            width = buckets[-1][0]
+            fits = runs * steps[b] * 4 * 16 <= BUFFER_LIMIT  # runs x steps x a generous 16 float32 outputs
+            if fits and work[b] * (width - b) * flops < COMPILE_FLOPS:
+                buckets[-1].append(b)
                 continue
-        shapes[b] = exact
-    return shapes
+        buckets.append([b])
+    return {b: EpochShape(bucket[0], max(steps[s] for s in bucket)) for bucket in buckets for b in bucket}
 
 
-def bucket_width(batch_size: int, n: int) -> tuple[int, int]:
-    """(width, smallest B of the bucket): the powers of ``BUCKET_GROWTH`` at or above B,
-    capped at N (so the last bucket ends with batch gradient descent)."""
-    width, below = 1, 0
-    while width < batch_size:
-        width, below = width * BUCKET_GROWTH, width
-    return (width, below + 1) if width <= n else (n, below + 1)
+def shapes_for(plans: dict[tuple, dict[int, EpochShape]], model: Model, cohort: Sequence[RunConfig],
+               data: EpochData) -> dict[int, EpochShape]:
+    """The planned shapes of ``cohort``'s batch sizes; exact ones where it was not planned."""
+    planned = plans.get(_program_key(model, cohort[0], len(cohort), data), {})
+    exact = exact_shapes(cohort[0], data.n_train)
+    return {b: planned.get(b, shape) for b, shape in exact.items()}
 
 
 def compile_ahead(model: Model, cfg: RunConfig, runs: int, data: EpochData, shapes: dict[int, EpochShape]) -> None:

@@ -61,31 +61,37 @@ def train_job(cohort: list[RunConfig], shapes: dict | None = None) -> list[RunRe
     return results
 
 
-def _planned(cohorts: list[list[RunConfig]], compile_now: bool) -> list[dict | None]:
-    """The planned programs of each cohort, planned together per dataset and model (batch
-    sizes share programs across cohorts: ``engine/programs.py``)."""
-    by_kind: dict[tuple, list[int]] = {}
-    for i, cohort in enumerate(cohorts):
-        by_kind.setdefault((cohort[0].data, cohort[0].model), []).append(i)
+def _planned(cohorts: list[list[RunConfig]], compile_now: bool, grid: list[list[RunConfig]] | None
+             ) -> list[dict | None]:
+    """The planned programs of each cohort, planned per dataset and model over the sweep's
+    whole ``grid`` (batch sizes share programs across cohorts: ``engine/programs.py``)."""
+    def kind(cohort):
+        return cohort[0].data, cohort[0].model
+
+    grid = cohorts if grid is None else grid
     shapes: list[dict | None] = [None] * len(cohorts)
-    for members in by_kind.values():
+    for key in dict.fromkeys(map(kind, cohorts)):
+        members = [i for i, cohort in enumerate(cohorts) if kind(cohort) == key]
         dataset, model = _data_and_model(cohorts[members[0]][0])
-        for i, planned in zip(members, plan([cohorts[i] for i in members], dataset, model, compile_now)):
-            shapes[i] = planned
+        planned = plan([cohorts[i] for i in members], dataset, model, compile_now,
+                       grid=[cohort for cohort in grid if kind(cohort) == key])
+        for i, shape in zip(members, planned):
+            shapes[i] = shape
     return shapes
 
 
 def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers: int | None = None,
-                on_epochs: Callable[[int], None] | None = None, address: str | None = None
-                ) -> Iterator[list[RunResult]]:
-    """Yield each cohort's results as it finishes."""
+                on_epochs: Callable[[int], None] | None = None, address: str | None = None,
+                grid: list[list[RunConfig]] | None = None) -> Iterator[list[RunResult]]:
+    """Yield each cohort's results as it finishes; ``grid``: every cohort of the sweep, stored
+    ones included, over which programs are planned (default: ``cohorts``)."""
     if workers is not None and workers < 1:
         raise BatchlabError(f"workers must be >= 1, got {workers}")
     workers = workers or min(os.cpu_count() or 1, 2)
     if executor == "auto":
         big = _updates(cohorts) >= WORKERS_PAY_FROM_UPDATES
         executor = "processes" if (len(cohorts) >= 2 and workers >= 2 and big) else "local"
-    shapes = _planned(cohorts, compile_now=executor == "local")
+    shapes = _planned(cohorts, executor == "local", grid)
     if executor == "ray":
         yield from _ray_cohorts(cohorts, shapes, address, workers, on_epochs)
         return

@@ -63,7 +63,8 @@ def run_sweep(spec: SweepSpec, db: str | Path, *, executor: str = "auto", worker
     todo = [c for c in configs if c.run_id not in done]
     if on_start is not None:
         on_start(sum(c.epochs for c in todo))
-    for results in run_cohorts(group_cohorts(todo), executor, workers, on_epochs=progress, address=address):
+    for results in run_cohorts(group_cohorts(todo), executor, workers, on_epochs=progress, address=address,
+                               grid=group_cohorts(configs)):
         with Store(db) as store:
             store.write(results, __version__)
     return SweepRun(spec.name, run_ids, len(todo), len(configs) - len(todo), sum(c.epochs for c in todo))
