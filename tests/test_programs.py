@@ -97,7 +97,7 @@ def test_a_padded_program_trains_exactly_like_an_exact_one(batch_size, width, se
     n = dataset.n_train
     exact = train_cohort(configs, dataset, net)
     padded = train_cohort(configs, dataset, net,
-                          shapes={batch_size: EpochShape(width, budget.steps_per_epoch(n, batch_size) + 7)})
+                          shapes={batch_size: EpochShape(width, budget.steps_per_epoch(n, batch_size) + 7, shared=True)})
     for a, b in zip(exact, padded):
         for key in EVAL_METRICS:
             np.testing.assert_allclose(b.history[key], a.history[key], rtol=1e-6, atol=1e-7, err_msg=key)
@@ -114,7 +114,7 @@ def test_one_program_serves_several_batch_sizes():
     shapes = backends.plan(cohorts, dataset, net, compile_now=False)
     # 1 epoch of one run: padding costs far less than a compilation, so all three share width 8,
     # with a buffer for the most steps (B=2).
-    assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2))] * 3
+    assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2), shared=True)] * 3
     before = {key for key in programs._programs if key[0] == "epoch"}
     results = [r for cohort, shape in zip(cohorts, shapes) for r in train_cohort(cohort, dataset, net, shapes=shape)]
     assert len({key for key in programs._programs if key[0] == "epoch"} - before) <= 1

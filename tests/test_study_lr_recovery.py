@@ -123,13 +123,8 @@ def _epoch_program(net, cfg, batch_size: int, n: int, runs: int, data):
     """A program for epochs at ``batch_size`` alone, called with that batch size and its steps."""
     steps = budget.steps_per_epoch(n, batch_size)
     program = programs.epoch_program(net, cfg, programs.EpochShape(batch_size, steps), runs, data).result()
-    evaluate = programs.eval_program(net, cfg, runs, data).result()
-
-    def epoch(state, active, order, data):
-        state, per_step = program(state, active, order, np.int32(batch_size), np.int32(steps), data)
-        return state, per_step, evaluate(state.params, state.model_state, data)
-
-    return epoch
+    return lambda state, active, order, data: program(state, active, order, np.int32(batch_size),
+                                                      np.int32(steps), data)  # (state, per step, metrics)
 
 
 def _train(runs, program, orders, data, epochs: int):

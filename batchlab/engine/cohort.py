@@ -89,9 +89,9 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     t_compile = time.perf_counter()
     start, evaluate = programs.start_program(model, first, r, data), programs.eval_program(model, first, r, data)
     compiled = {shape: programs.epoch_program(model, first, shape, r, data) for shape in set(shapes.values())}
-    with profiling.phase("compilation"):  # waiting for programs not yet compiled
-        start, evaluate = start.result(), evaluate.result()
-        compiled = {shape: future.result() for shape, future in compiled.items()}
+    with profiling.phase("compilation"):  # programs not compiled yet: built here, or waited for
+        start, evaluate = programs.ready(start), programs.ready(evaluate)
+        compiled = {shape: programs.ready(future) for shape, future in compiled.items()}
     compile_seconds = time.perf_counter() - t_compile
     with profiling.phase("training"):
         return _train(configs, model, to_tree, data, orders, start(*start_args), evaluate, compiled, shapes, steps,
@@ -151,9 +151,8 @@ def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shap
             if phase.epoch == epoch - 1 and phase.lr is not None:
                 runs = runs._replace(lr=jnp.full_like(runs.lr, phase.lr))
         size = first.batch_size_at(epoch)
-        runs, per_step = compiled[shapes[size]](runs, active, orders.next(), np.int32(size), np.int32(steps[size]),
-                                                data)
-        return runs, per_step, evaluate(runs.params, runs.model_state, data)
+        out = compiled[shapes[size]](runs, active, orders.next(), np.int32(size), np.int32(steps[size]), data)
+        return out if len(out) == 3 else (*out, evaluate(out[0].params, out[0].model_state, data))
 
     pending = dispatch(runs, 1)
     for epoch in range(1, first.epochs + 1):
