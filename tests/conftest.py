@@ -4,6 +4,9 @@ import sys
 import pytest
 
 os.environ.setdefault("BATCHLAB_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "batchlab", "jax-tests"))
+# batchlab's XLA settings (one thread) before any test module starts JAX, so runs in this process
+# and in worker processes (sweeps, Ray) compute alike, to the last bit.
+import batchlab  # noqa: E402,F401
 
 
 def run_cli(args, capsys):

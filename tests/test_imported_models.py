@@ -188,7 +188,10 @@ def test_a_sweep_of_a_model_file_runs_on_a_local_ray(tmp_path):
     on_ray, here = stored(tmp_path / "ray.db"), stored(tmp_path / "here.db")
     assert len(on_ray) == 1 and set(on_ray) == set(here)  # one config, one model identity
     for run_id, run in on_ray.items():
-        np.testing.assert_array_equal(run.steps["mb_loss"], here[run_id].steps["mb_loss"])
+        # Equal up to float rounding: a Ray worker's scanned epochs differ from this process's in
+        # the last bit of some steps (seen with Ray only; worker processes and repeated local runs
+        # agree bit for bit, tests/test_programs.py and tests/test_sweep.py).
+        np.testing.assert_allclose(run.steps["mb_loss"], here[run_id].steps["mb_loss"], rtol=1e-6, atol=1e-7)
 
 
 RAY_DRIVER = """
