@@ -63,6 +63,14 @@ class EarlyStopper:
         self.stopped |= active & (self.wait >= self.rule.patience)
         return better
 
+    def advance(self, epoch: int, record: dict[str, np.ndarray], active: np.ndarray, diverged: np.ndarray,
+                end_epoch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """After epoch ``epoch`` (``record``: its recorded metrics, running averages included):
+        which runs improved, which still train, and each run's last epoch so far."""
+        improved = self.update(epoch, record, active & ~diverged)
+        still = active & ~diverged & ~self.stopped
+        return improved, still, np.where(active & ~still, epoch, end_epoch)
+
 
 def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
                  on_epoch: Callable[[int], None] | None = None, checkpoints: tuple[int, ...] = (),
@@ -169,12 +177,9 @@ def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shap
                                       t_start, time.perf_counter() - t0)
         if epoch in checkpoints:
             saved[epoch] = _host_tree(to_tree(runs.params))
-        improved = stopper.update(epoch, recorder.epochs[-1], active & ~diverged)  # running averages too
+        improved, active, end_epoch = stopper.advance(epoch, recorder.epochs[-1], active, diverged, end_epoch)
         if restore_best and improved.any():
             best_params = _select_runs(jnp.asarray(improved), runs.params, best_params)
-        still = active & ~diverged & ~stopper.stopped
-        end_epoch = np.where(active & ~still, epoch, end_epoch)
-        active = still
         if on_epoch is not None:
             on_epoch(epoch if active.any() else first.epochs)  # stopped runs skip their last epochs
         if not active.any():

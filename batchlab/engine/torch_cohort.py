@@ -158,13 +158,9 @@ def _train(configs: list[RunConfig], dataset, model, on_epoch, checkpoints) -> l
         if epoch in checkpoints:
             saved[epoch] = [runs.state_dict(i) for i in everyone]
         # Early stopping may watch a running average too (``cohort.monitorable``).
-        watched = {**metrics, **{k: v for k, v in recorder.epochs[-1].items() if k.endswith("_running")}}
-        improved = stopper.update(epoch, watched, active & ~diverged)
+        improved, active, end_epoch = stopper.advance(epoch, recorder.epochs[-1], active, diverged, end_epoch)
         if restore_best and improved.any():
             runs.keep_best(improved)
-        still = active & ~diverged & ~stopper.stopped
-        end_epoch = np.where(active & ~still, epoch, end_epoch)
-        active = still
         if on_epoch is not None:
             on_epoch(epoch if active.any() else first.epochs)  # stopped runs skip their last epochs
         if not active.any():
