@@ -35,16 +35,20 @@ COMMANDS = {
 }
 
 
-def run(arguments: list[str], cache: Path, work: Path, profile: bool = False) -> tuple[float, str]:
-    """Wall seconds of one whole ``batchlab`` process (and its stderr)."""
+def run(arguments: list[str], cache: Path, work: Path, profile: bool = False, tree: str | None = None
+        ) -> tuple[float, str]:
+    """Wall seconds of one whole ``batchlab`` process (and its stderr); ``tree``: run the
+    batchlab of another checkout (an earlier version, for a before/after table)."""
     store = work / "runs.db"
     store.unlink(missing_ok=True)
-    command = ["batchlab"] + (["--profile"] if profile else []) + arguments + ["--db", str(store)]
+    launcher = [sys.executable, "-m", "batchlab.cli"] if tree else ["batchlab"]
+    command = launcher + (["--profile"] if profile else []) + arguments + ["--db", str(store)]
     if arguments[0] == "train":
         command += ["--out", str(work / "out")]
     t = time.perf_counter()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "BATCHLAB_CACHE_DIR": str(cache)})
+                          env={**os.environ, "BATCHLAB_CACHE_DIR": str(cache),
+                               **({"PYTHONPATH": str(Path(tree).resolve())} if tree else {})})
     seconds = time.perf_counter() - t
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}: {done.stderr.strip()}")
@@ -54,6 +58,7 @@ def run(arguments: list[str], cache: Path, work: Path, profile: bool = False) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tree", help="time the batchlab of this checkout instead (no --profile tables)")
     args = parser.parse_args()
     other = OtherCpu()
     rows, profiles = [], {}
@@ -63,9 +68,10 @@ def main() -> None:
             cold, warm = [], []
             for _ in range(args.repeats):
                 shutil.rmtree(cache, ignore_errors=True)
-                cold.append(run(arguments, cache, work)[0])
-                warm.append(run(arguments, cache, work)[0])
-            profiles[name] = run(arguments, cache, work, profile=True)[1]
+                cold.append(run(arguments, cache, work, tree=args.tree)[0])
+                warm.append(run(arguments, cache, work, tree=args.tree)[0])
+            if not args.tree:
+                profiles[name] = run(arguments, cache, work, profile=True)[1]
             rows.append({"command": name, "cold": statistics.median(cold), "warm": statistics.median(warm),
                          "cold_target": cold_target, "warm_target": warm_target})
     print(f"{'command':<30}{'cold s':>8}{'target':>8}{'warm s':>8}{'target':>8}")
@@ -75,7 +81,7 @@ def main() -> None:
     for name, table in profiles.items():
         print(f"\n{name} (warm, --profile):\n{table.strip()}")
     report_other_cpu({"the benchmark": other.measure()})
-    save("bench_latency", {"rows": rows, "profiles": profiles})
+    save("bench_latency" + ("_tree" if args.tree else ""), {"rows": rows, "profiles": profiles, "tree": args.tree})
 
 
 if __name__ == "__main__":
