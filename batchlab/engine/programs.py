@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Callable, NamedTuple, Sequence
@@ -107,7 +106,7 @@ def _program_key(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> tu
 
 _programs: dict[tuple, Future] = {}
 _builds: dict[Future, tuple[tuple, Callable]] = {}  # queued programs: their key and how to build them
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a done-callback may run in the thread that holds it
 _pool: ThreadPoolExecutor | None = None
 
 
