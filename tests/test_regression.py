@@ -121,3 +121,16 @@ def test_task_is_part_of_the_run_id_and_checked():
         prepare("diabetes", "mlp", hidden=(4,), activation="relu", init="he_uniform", dropout=0.0,
                 standardize=None, test_fraction=0.25, label="label", task="classification", batch_size=4,
                 epochs=1, lr=0.1)
+
+
+def test_the_report_shows_a_regression_group_with_r2(tmp_path):
+    import warnings
+
+    from batchlab.report.build import build_report
+
+    batchlab.train("regression", "mlp", batch_size="16,64", epochs=3, lr=0.01, seeds=2, db=tmp_path / "runs.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a section that cannot be rebuilt warns
+        page = build_report(tmp_path / "runs.db", tmp_path / "report").read_text()
+    assert '"test_r2"' in page and "R² vs epoch" in page
+    assert "could not rebuild" not in page

@@ -120,8 +120,8 @@ SCRIPT = r"""
   var SHORT = {epoch: "epochs", step: "updates", samples_seen: "samples seen"};
   var XNAMES = {epoch: "epoch", epochs: "epoch", step: "step", steps: "step", updates: "step",
                 samples: "samples_seen", samples_seen: "samples_seen"};
-  var METRICS = {test_acc: "test accuracy", train_acc: "train accuracy", test_loss: "test loss",
-                 train_loss: "train loss"};
+  var METRICS = {test_acc: "test accuracy", train_acc: "train accuracy", test_r2: "test R\u00b2",
+                 train_r2: "train R\u00b2", test_loss: "test loss", train_loss: "train loss"};
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
 
@@ -210,7 +210,8 @@ SCRIPT = r"""
     this.data = JSON.parse(document.getElementById(fig.getAttribute("data-chart")).textContent);
     var start = fromHash();
     this.x = start.x || "epoch";
-    this.m = start.m || "test_acc";
+    var has = function (key) { return fig && this.data.series.some(function (s) { return s[key]; }); }.bind(this);
+    this.m = start.m && has(start.m) ? start.m : (has("test_acc") || !has("test_r2") ? "test_acc" : "test_r2");
     this.hidden = {};
     this.logx = null;  // null: automatic (log when the x values span a wide range)
     var n = this.data.series.length;
@@ -322,7 +323,9 @@ SCRIPT = r"""
       y0 = y0 / 1.15; y1 = y1 * 1.15;
     } else {
       var pad = (y1 - y0) * 0.05 || 0.05;
-      y0 = Math.max(0, y0 - pad); y1 = Math.min(1, y1 + pad);
+      // accuracy lies in [0, 1]; R^2 may be negative (worse than the mean): shown down to -1
+      y0 = Math.max(m.slice(-2) === "r2" ? -1 : 0, y0 - pad); y1 = Math.min(1, y1 + pad);
+      if (y0 > 0 && m.slice(-2) === "r2") y0 = 0;
     }
     var sx = scale(x0, x1, M.l, W - M.r, this.useLogX), sy = scale(y0, y1, H - M.b, M.t, this.isLoss);
     this.sx = sx; this.sy = sy; this.M = M; this.W = W; this.H = H;
@@ -346,7 +349,7 @@ SCRIPT = r"""
       if (py < M.t - 0.5 || py > H - M.b + 0.5) return;
       el("line", {x1: M.l, x2: W - M.r, y1: py, y2: py}, grid);
       el("text", {x: M.l - 6, y: py + 4, "text-anchor": "end"}, axis).textContent =
-        self.isLoss ? short(t) : (100 * t).toFixed(y1 - y0 < 0.05 ? 1 : 0) + "%";
+        self.isLoss || m.slice(-3) !== "acc" ? short(t) : (100 * t).toFixed(y1 - y0 < 0.05 ? 1 : 0) + "%";
     });
     el("path", {d: "M" + M.l + "," + M.t + "V" + (H - M.b) + "H" + (W - M.r), fill: "none"}, axis);
     el("text", {x: (M.l + W - M.r) / 2, y: H - 6, "text-anchor": "middle", "class": "xlabel"}, axis).textContent =

@@ -29,6 +29,9 @@ def group_title(row: dict) -> str:
     return f"{row.get('data')} · {model} · {row.get('optimizer')}"
 
 
+_WORDS = {"acc": "accuracy", "r2": "R²", "loss": "loss"}
+
+
 def runs_sections(runs: list, start: int = 0) -> list:
     """One :class:`~batchlab.report.studies.Section` per group of ``runs`` (RunResults)."""
     from batchlab.plots import learning_curves
@@ -51,8 +54,9 @@ def runs_sections(runs: list, start: int = 0) -> list:
         anchor = f"runs-{k + 1}"
         by = group_columns(members)
         figures = []
-        for j, metric in enumerate(("acc", "loss")):
-            caption = f"{title}: {'accuracy' if metric == 'acc' else 'loss'} vs epoch, per setting"
+        score = "r2" if "test_r2" in history and history["test_r2"].notna().any() else "acc"
+        for j, metric in enumerate((score, "loss")):
+            caption = f"{title}: {_WORDS[metric]} vs epoch, per setting"
             svg = draw_svg(lambda metric=metric: learning_curves(history, metric, by=by, title=caption),
                            f"{anchor}-f{j}", caption)
             figures.append(h.figure(svg, caption, f"{anchor}-{metric}"))
@@ -79,13 +83,16 @@ def summary_table(summary: pd.DataFrame, by: list[str]) -> str:
         diverged = g.diverged_step.dropna() if "diverged_step" in g else []
         if len(diverged):
             status += " (at update " + ", ".join(f"{int(v):,}" for v in sorted(diverged)) + ")"
-        rows.append([group_label(first, by), len(g), status,
-                     h.fmt_pct(g.train_acc.mean()), h.fmt_pct(g.test_acc.mean()),
-                     h.fmt_pct((g.train_acc - g.test_acc).mean()), h.fmt_num(g.train_loss.mean(), 3),
+        score = "r2" if "test_r2" in g and g.test_r2.notna().any() else "acc"
+        fmt = h.fmt_pct if score == "acc" else (lambda v: h.fmt_num(v, 3))
+        train, test = g[f"train_{score}"], g[f"test_{score}"]
+        rows.append([group_label(first, by), len(g), status, fmt(train.mean()), fmt(test.mean()),
+                     fmt((train - test).mean()), h.fmt_num(g.train_loss.mean(), 3),
                      h.fmt_num(g.test_loss.mean(), 3), h.fmt_count(g.epochs_done.mean()),
                      h.fmt_count(g.steps.mean(), "updates"), h.fmt_count(g.samples_seen.mean(), "samples"),
                      h.fmt_seconds(g.train_seconds.mean())])
-    headers = ["setting", "seeds", "status", "train acc", "test acc", "gap (train − test)", "train loss",
+    headers = ["setting", "seeds", "status", "train acc (R² for regressions)", "test acc (R²)", "gap (train − test)",
+               "train loss",
                "test loss", "epochs", "updates", "samples seen", "train time"]
     return h.table(headers, rows, caption="Final values after the last epoch, mean over seeds",
                    numeric=[False, True, False] + [True] * 9)
