@@ -18,9 +18,12 @@ import tempfile
 import random
 import threading
 from types import ModuleType
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from batchlab.data.dataset import Dataset
 
 from batchlab.errors import BatchlabError
 
@@ -189,7 +192,7 @@ def builtin_arrays(name: str) -> tuple[np.ndarray, ...]:
     return BUILTIN[name][0]()
 
 
-def prepared_builtin(cfg, prepare: Callable[[], "Dataset"]) -> "Dataset":
+def prepared_builtin(cfg, prepare: Callable[[], Dataset]) -> Dataset:
     """A built-in set, split and scaled as ``cfg`` says, read from the cache folder when an
     earlier process prepared it: generating or reading it goes through scikit-learn, whose
     import alone takes about a second here. Filed under the config, the versions of

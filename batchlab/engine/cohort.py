@@ -10,7 +10,6 @@ and seeds.
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Callable
 
 import jax

@@ -10,7 +10,6 @@ disables it) so repeated commands, tests and sweep workers skip compilation.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from batchlab.cachedir import cache_dir
 
