@@ -40,7 +40,7 @@ def theory_label(reduction: str, sampling: str) -> str:
     return rf"theory $\sqrt{{{inside}}}$"
 
 
-def gradient_norm_figure(points: pd.DataFrame, title: str = "") -> plt.Figure:
+def gradient_norm_figure(points: pd.DataFrame, title: str = "", loss_unit: str = "nats") -> plt.Figure:
     """One panel per (sampling mode, loss reduction): rows are the sampling modes present
     (without / with replacement), columns the reductions; one colour per checkpoint epoch.
 
@@ -59,7 +59,8 @@ def gradient_norm_figure(points: pd.DataFrame, title: str = "") -> plt.Figure:
             sel = points[(points.sampling == sampling) & (points.reduction == reduction)]
             for colour, epoch in zip(colours, epochs):
                 _draw_epoch(ax, sel[sel.epoch == epoch].sort_values("batch_size"), colour)
-            _dress_panel(ax, reduction, sampling, epochs, colours, band=set(BAND) <= set(points.columns))
+            _dress_panel(ax, reduction, sampling, epochs, colours, band=set(BAND) <= set(points.columns),
+                         loss_unit=loss_unit)
     fig.suptitle(title, fontsize=11)
     return fig
 
@@ -73,12 +74,13 @@ def _draw_epoch(ax, group: pd.DataFrame, colour: str) -> None:
     ax.plot(b, np.sqrt(group.theory_sq_norm), "--", lw=1.2, color=colour)
 
 
-def _dress_panel(ax, reduction: str, sampling: str, epochs: list, colours: list, band: bool) -> None:
+def _dress_panel(ax, reduction: str, sampling: str, epochs: list, colours: list, band: bool,
+                 loss_unit: str = "nats") -> None:
     """Axes, labels (what and units) and a legend: colours are epochs, styles are what is drawn."""
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size B (examples)")
-    ax.set_ylabel(f"RMS $\\|g_B\\|$, gradient of the batch-{reduction} loss\n(nats per unit parameter)")
+    ax.set_ylabel(f"RMS $\\|g_B\\|$, gradient of the batch-{reduction} loss\n({loss_unit} per unit parameter)")
     ax.set_title(f"batch-{reduction} loss\nbatches drawn {DRAWN.get(sampling, sampling)}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     # Plain numbers (1, 64, 0.5) rather than powers; minor ticks labelled only on short ranges.

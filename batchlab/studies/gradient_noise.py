@@ -97,7 +97,8 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
 
     table_frame, points_frame = pd.DataFrame(table), pd.DataFrame(points)
     files = write(Path(out), table_frame, points_frame,
-                  title=f"{dataset.name} {model}, trained at B={configs[0].batch_size}, lr={lr}")
+                  title=f"{dataset.name} {model}, trained at B={configs[0].batch_size}, lr={lr}",
+                  loss_unit="squared target units" if dataset.task == "regression" else "nats")
     return NoiseOutput(table_frame, points_frame, files)
 
 
@@ -158,7 +159,7 @@ def measure_checkpoint(net, params, x, y, sizes: list[int], *, trials: int, redu
     return row, points
 
 
-def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str) -> list[Path]:
+def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str, loss_unit: str = "nats") -> list[Path]:
     from batchlab.plots.gradient_noise import gradient_norm_figure
     from batchlab.plots import save_figure
 
@@ -166,4 +167,5 @@ def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str) -> l
     table_path, points_path = out / "noise_table.csv", out / "noise_points.csv"
     table.to_csv(table_path, index=False)
     points.to_csv(points_path, index=False)
-    return [table_path, points_path, *save_figure(gradient_norm_figure(points, title), out / "gradient_norm_vs_batch")]
+    return [table_path, points_path, *save_figure(gradient_norm_figure(points, title, loss_unit),
+                                                    out / "gradient_norm_vs_batch")]
