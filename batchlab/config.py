@@ -7,6 +7,7 @@ integer (``"full"`` already turned into N), so its hash identifies the run's num
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -84,6 +85,12 @@ class OptimizerConfig:
     schedule_steps: tuple[int, ...] = ()
     decay: float = 0.1
 
+    def program_kind(self) -> "OptimizerConfig":
+        """What a compiled program of this optimizer depends on: not the learning rate or
+        momentum values (runs of one program carry their own), but whether there is momentum
+        (SGD without it keeps no momentum buffer, which halves a small-batch step's time here)."""
+        return dataclasses.replace(self, lr=0.0, momentum=float(self.momentum != 0))
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -141,10 +148,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         """Hash of the resolved configuration: the run's identity in the store. A setting
-        added later is left out while it has its default, so earlier runs keep their ids."""
+        added later is left out while it has its default, so earlier runs keep their ids.
+        (Computed once per config: it is asked for often, and the config is frozen.)"""
         identity = self.to_dict()
         if identity["data"]["task"] == "classification":
             del identity["data"]["task"]
@@ -153,8 +161,7 @@ class RunConfig:
 
     def cohort_key(self) -> tuple:
         """Runs with equal keys share one compiled program (they differ in lr, momentum, seeds)."""
-        opt = dataclasses.replace(self.optimizer, lr=0.0, momentum=0.0)
-        return (self.data, self.model, opt, self.batch_size, self.epochs, self.reduction,
+        return (self.data, self.model, self.optimizer.program_kind(), self.batch_size, self.epochs, self.reduction,
                 self.drop_last, self.shuffle, self.early_stopping, self.micro_batch, self.instruments,
                 self.phases)
 

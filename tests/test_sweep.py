@@ -182,10 +182,8 @@ def test_ray_executor_stores_the_same_results_as_local(tmp_path):
     assert_same_runs(stored(local), stored(on_ray))
 
 
-def test_auto_executor_uses_workers_only_for_large_sweeps():
-    from batchlab.sweep import executors
-
-    small = [[c] for c in expand(SweepSpec(batch_sizes="50,100", seeds=1, budget="epochs=2"), DATA, MODEL, 500)]
-    assert executors._updates(small) == 2 * 10 + 2 * 5
-    large = [[c] for c in expand(SweepSpec(batch_sizes="1,2", seeds=1, budget="epochs=400"), DATA, MODEL, 500)]
-    assert executors._updates(large) == 500 * 400 + 250 * 400 >= executors.WORKERS_PAY_FROM_UPDATES
+def test_local_threads_store_the_same_results_as_one_thread(tmp_path):
+    one, two = tmp_path / "one.db", tmp_path / "two.db"
+    run_sweep(SMALL, one, executor="local", workers=1)
+    run_sweep(SMALL, two, executor="auto", workers=2)
+    assert_same_runs(stored(one), stored(two))

@@ -7,6 +7,7 @@ the API, sweeps and studies never ask which one ran.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
@@ -58,16 +59,20 @@ def plan(cohorts: Sequence[list[RunConfig]], dataset, model, compile_now: bool =
 
 def train_cohorts(cohorts: Sequence[list[RunConfig]], dataset, model,
                   on_epoch: Callable[[list[RunConfig]], Callable[[int], None] | None] = lambda cohort: None,
-                  checkpoints: tuple[int, ...] = (), grid: Sequence[list[RunConfig]] | None = None
-                  ) -> Iterator[list[RunResult]]:
-    """Train cohorts of one dataset and model in order (programs planned over ``grid`` and
-    compiled ahead together, :func:`plan`), yielding each one's results. ``on_epoch(cohort)``
-    gives a cohort's progress callback."""
+                  checkpoints: tuple[int, ...] = (), grid: Sequence[list[RunConfig]] | None = None,
+                  threads: int | None = None) -> Iterator[list[RunResult]]:
+    """Train cohorts of one dataset and model (programs planned over ``grid`` and compiled
+    ahead together, :func:`plan`), side by side in ``threads`` threads (default: one per core,
+    ``engine/parallel.py``), yielding each one's results as it finishes. ``on_epoch(cohort)``
+    gives a cohort's progress callback. PyTorch cohorts train one after another (torch's
+    random generator and thread settings are process-wide)."""
+    from batchlab.engine.parallel import in_threads
+
     shapes = plan(cohorts, dataset, model, grid=grid)
+    jobs = [partial(train_cohort, cohort, dataset, model, on_epoch=on_epoch(cohort), checkpoints=checkpoints,
+                    shapes=shape) for cohort, shape in zip(cohorts, shapes)]
     try:
-        for cohort, shape in zip(cohorts, shapes):
-            yield train_cohort(cohort, dataset, model, on_epoch=on_epoch(cohort), checkpoints=checkpoints,
-                               shapes=shape)
+        yield from in_threads(jobs, 1 if backend_of(model) == "torch" else threads)
     finally:
         cancel_pending()
 

@@ -20,7 +20,7 @@ from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig
 from batchlab.data import Dataset
 from batchlab import profiling
-from batchlab.engine import losses, programs
+from batchlab.engine import losses, parallel, programs
 from batchlab.engine.epoch import EpochData, EpochOrders
 from batchlab.engine.flat import flat_model, unchanged
 from batchlab.engine.programs import EpochShape, prng_key
@@ -111,14 +111,17 @@ def measuring_model(model: Model, cfg: RunConfig) -> tuple[Model, Callable]:
     return flat_model(model) if cfg.instruments else (model, unchanged)
 
 
-_device_data: list = [None, None]  # the last dataset and its rows on the device
+_device_data: tuple = (None, None)  # the last dataset and its rows on the device
 
 
 def epoch_data(dataset: Dataset) -> EpochData:
-    """The dataset's rows on the device; consecutive cohorts of one dataset share one copy."""
-    if _device_data[0] is not dataset:
-        _device_data[:] = [dataset, EpochData.from_dataset(dataset)]
-    return _device_data[1]
+    """The dataset's rows on the device; consecutive cohorts of one dataset share one copy
+    (the pair is replaced as a whole, so a cohort in another thread never sees half of it)."""
+    global _device_data
+    cached = _device_data
+    if cached[0] is not dataset:
+        cached = _device_data = (dataset, EpochData.from_dataset(dataset))
+    return cached[1]
 
 
 def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shapes, steps, compile_seconds,
@@ -163,6 +166,7 @@ def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shap
 
     pending = dispatch(runs, 1)
     for epoch in range(1, first.epochs + 1):
+        parallel.check_cancelled()
         t_start = time.perf_counter() - t0
         runs, per_step, metrics = pending
         if ahead and epoch < first.epochs:

@@ -18,7 +18,6 @@ values), so:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -99,13 +98,13 @@ def _start_specs(runs: int) -> tuple:
 
 def _program_key(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> tuple:
     """What a start program depends on (an epoch program adds its shape)."""
-    optimizer = dataclasses.replace(cfg.optimizer, lr=0.0, momentum=0.0)  # values, not shapes
-    return (model, optimizer, cfg.instruments, cfg.reduction, cfg.micro_batch, runs,
+    return (model, cfg.optimizer.program_kind(), cfg.instruments, cfg.reduction, cfg.micro_batch, runs,
             data.x.shape, str(data.x.dtype), data.y.shape, str(data.y.dtype), data.n_train)
 
 
 _programs: dict[tuple, Future] = {}
 _builds: dict[Future, tuple[tuple, Callable]] = {}  # queued programs: their key and how to build them
+_replacements: dict[Future, Future] = {}  # a queued program taken out of the queue -> its build in a cohort's thread
 _lock = threading.RLock()  # re-entrant: a done-callback may run in the thread that holds it
 _pool: ThreadPoolExecutor | None = None
 
@@ -122,18 +121,27 @@ def _executor() -> ThreadPoolExecutor:
 
 def ready(future: Future):
     """The compiled program of ``future``; one not started yet is built in this thread rather
-    than waited for, so a cohort waiting for its programs adds a core to the compilation."""
+    than waited for, so a cohort waiting for its programs adds a core to the compilation. A
+    cohort in another thread that waits for the same program then waits for this build."""
     with _lock:
         entry = _builds.get(future)  # taken first: cancelling runs the callback that forgets it
-    if entry is not None and future.cancel():
-        key, build = entry
+        mine = entry is not None and future.cancel()
+        if mine:
+            key, build = entry
+            inline: Future = Future()
+            inline.set_running_or_notify_cancel()
+            _programs[key] = _replacements[future] = inline
+        else:
+            future = _replacements.get(future, future)
+    if not mine:
+        return future.result()
+    try:
         compiled = build()
-        done: Future = Future()
-        done.set_result(compiled)
-        with _lock:
-            _programs[key] = done
-        return compiled
-    return future.result()
+    except BaseException as exc:
+        inline.set_exception(exc)
+        raise
+    inline.set_result(compiled)
+    return compiled
 
 
 def _build(function, specs: tuple):

@@ -1,10 +1,13 @@
-"""Where cohorts run: in this process, in worker processes (one per core by default), or as
-Ray tasks on a running cluster (``address``) or a local Ray started for the sweep.
+"""Where cohorts run: in this process (``local``, the default: one thread per core,
+``engine/parallel.py``), in worker processes, or as Ray tasks on a running cluster
+(``address``) or a local Ray started for the sweep.
 
-Workers rebuild the data and model from the runs' configs and send back finished runs;
-only the driver writes the store. On a cluster, batchlab must be installed on the nodes. On this 2-core machine two single-threaded processes gave
-about twice the throughput of one (``design.md``), so ``processes`` is the default when a
-sweep has at least two cohorts and the machine two cores.
+Threads share the imports, the data and every compiled program, so they start at once; on
+this 2-core machine the 180-run digits sweep trained in 4.2 s in two threads against 8.2 s in
+one (programs compiled). Worker processes each import JAX and trace their own programs, which
+cost about 2.5 s more for that sweep; they remain for isolation. Workers rebuild the data and
+model from the runs' configs and send back finished runs; only the driver writes the store.
+On a cluster, batchlab must be installed on the nodes.
 """
 
 from __future__ import annotations
@@ -12,20 +15,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from functools import partial
 from typing import Callable, Iterator
 
-from batchlab import budget
 from batchlab.config import RunConfig
-from batchlab.engine.backends import cancel_pending, plan, train_cohort
+from batchlab.engine.backends import backend_of, cancel_pending, plan, train_cohort
+from batchlab.engine.parallel import in_threads
 from batchlab.results import RunResult
 from batchlab.errors import BatchlabError
 
 EXECUTORS = ("auto", "local", "processes", "ray")
-# Worker processes cost a few seconds to start (spawn, import JAX); below about this many
-# updates over all runs (a ~10 s sweep here) one process finishes first. Measured with
-# benchmarks/bench_sweep.py: 20 runs / 7k updates: 2.8 s in-process vs 7.8 s with workers;
-# 180 runs / 1.3M updates: 18.3 s vs 15.1 s.
-WORKERS_PAY_FROM_UPDATES = 200_000
 _cache: dict = {}
 
 
@@ -40,15 +39,6 @@ def _data_and_model(cfg: RunConfig):
         dataset = load_dataset(cfg.data)
         _cache[key] = dataset, model_for_config(cfg.model, dataset)
     return _cache[key]
-
-
-def _updates(cohorts: list[list[RunConfig]]) -> int:
-    """Optimizer updates over all runs: the sweep's work, roughly."""
-    total = 0
-    for cohort in cohorts:
-        n = _data_and_model(cohort[0])[0].n_train
-        total += sum(c.epochs * budget.steps_per_epoch(n, c.batch_size, c.drop_last) for c in cohort)
-    return total
 
 
 def train_job(cohort: list[RunConfig], shapes: dict | None = None) -> list[RunResult]:
@@ -84,29 +74,30 @@ def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers:
                 on_epochs: Callable[[int], None] | None = None, address: str | None = None,
                 grid: list[list[RunConfig]] | None = None) -> Iterator[list[RunResult]]:
     """Yield each cohort's results as it finishes; ``grid``: every cohort of the sweep, stored
-    ones included, over which programs are planned (default: ``cohorts``)."""
+    ones included, over which programs are planned (default: ``cohorts``). ``workers``: threads
+    (``local``), processes or Ray tasks side by side (default: one per core; Ray: at most 2)."""
     if workers is not None and workers < 1:
         raise BatchlabError(f"workers must be >= 1, got {workers}")
-    workers = workers or min(os.cpu_count() or 1, 2)
     if executor == "auto":
-        big = _updates(cohorts) >= WORKERS_PAY_FROM_UPDATES
-        executor = "processes" if (len(cohorts) >= 2 and workers >= 2 and big) else "local"
+        executor = "local"
     shapes = _planned(cohorts, executor == "local", grid)
     if executor == "ray":
-        yield from _ray_cohorts(cohorts, shapes, address, workers, on_epochs)
+        yield from _ray_cohorts(cohorts, shapes, address, workers or min(os.cpu_count() or 1, 2), on_epochs)
         return
     if executor == "local":
+        jobs = [partial(train_job, cohort, planned) for cohort, planned in zip(cohorts, shapes)]
+        # PyTorch cohorts one after another: torch's random generator and threads are process-wide.
+        torch = any(backend_of(_data_and_model(cohort[0])[1]) == "torch" for cohort in cohorts)
         try:
-            for cohort, planned in zip(cohorts, shapes):
-                results = train_job(cohort, planned)
+            for results in in_threads(jobs, 1 if torch else workers):
                 if on_epochs:
-                    on_epochs(sum(c.epochs for c in cohort))
+                    on_epochs(sum(r.config.epochs for r in results))
                 yield results
         finally:
             cancel_pending()
         return
     context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
     try:
         pending = {pool.submit(train_job, cohort, planned): cohort for cohort, planned in zip(cohorts, shapes)}
         while pending:
