@@ -4,8 +4,9 @@ Code marks its phases with ``with phase("compilation"):``; the totals are kept p
 and printed at the end of the command. Imports are timed by wrapping ``__import__`` (only
 the outermost import of a chain counts, so nothing is counted twice), and the time before
 the command started (interpreter start-up and the CLI's own imports) is read from the
-process start time in ``/proc``. Phases that run in background threads (compilation ahead
-of training) overlap the main thread's; the table says so instead of adding them up.
+process start time in ``/proc``. Phases that run in other threads (compilation ahead of
+training, cohorts trained side by side) overlap the main thread's and each other; the table
+lists them apart, as CPU-seconds of those threads, instead of adding them up.
 Off unless ``enable()`` was called: ``phase`` then costs one attribute check.
 """
 
@@ -91,7 +92,7 @@ def phase(name: str) -> Iterator[None]:
         stack = _local.stack = []
     background = threading.current_thread() is not threading.main_thread()
     if background:
-        name = f"{name} (bg)"
+        name = f"{name} (threads)"
     now = time.perf_counter()
     if stack:  # pause the enclosing phase
         outer = stack[-1]
@@ -135,7 +136,7 @@ def table() -> str:
     lines = [f"{'phase':<14}{'seconds':>9}{'share':>8}{'count':>7}"]
     for name in names:
         seconds = _totals[name]
-        note = "  background thread: overlaps the phases above" if name in _background else ""
+        note = "  in other threads, overlapping the phases above" if name in _background else ""
         lines.append(f"{name:<14}{seconds:>9.2f}{seconds / wall:>8.0%}{_counts[name]:>7}{note}")
     lines.append(f"{'other':<14}{max(wall - foreground, 0.0):>9.2f}{max(wall - foreground, 0.0) / wall:>8.0%}")
     lines.append(f"{'wall':<14}{wall:>9.2f}")

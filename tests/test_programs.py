@@ -107,6 +107,38 @@ def test_a_padded_program_trains_exactly_like_an_exact_one(batch_size, width, se
             np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch_size, settings", [(1, {}), (64, {"dropout": 0.5, "instruments": "standard"})])
+def test_an_epoch_program_that_evaluates_gives_the_same_runs_as_a_separate_evaluation(batch_size, settings):
+    configs, dataset, net = _prepare(batch_size, epochs=3, **settings)
+    steps = budget.steps_per_epoch(dataset.n_train, batch_size)
+    apart = train_cohort(configs, dataset, net, shapes={batch_size: EpochShape(batch_size, steps, evaluates=False)})
+    inside = train_cohort(configs, dataset, net, shapes={batch_size: EpochShape(batch_size, steps, evaluates=True)})
+    for a, b in zip(apart, inside):
+        for key in EVAL_METRICS:
+            np.testing.assert_array_equal(a.history[key], b.history[key], err_msg=key)
+        for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_programs_evaluate_themselves_from_enough_epochs():
+    _, dataset, net = _prepare(32)
+
+    def evaluates(epochs, seeds, sizes="32"):
+        cohorts = group_cohorts(_prepare(sizes, epochs=epochs, seeds=seeds)[0])
+        return {b: shape.evaluates for plan in backends.plan(cohorts, dataset, net, compile_now=False)
+                for b, shape in plan.items()}
+
+    few = programs.EVALUATES_FROM_EPOCHS - 1
+    assert evaluates(few, seeds=1) == {32: False}
+    assert evaluates(few, seeds=3) == {32: False}  # seeds share the program's epochs
+    assert evaluates(programs.EVALUATES_FROM_EPOCHS, seeds=1) == {32: True}
+    # two cohorts of one program (they differ in epochs only): their epochs add up
+    half = programs.EVALUATES_FROM_EPOCHS // 2
+    cohorts = [_prepare("32", epochs=e, seeds=1)[0] for e in (half, programs.EVALUATES_FROM_EPOCHS - half)]
+    assert [shape.evaluates for plan in backends.plan(cohorts, dataset, net, compile_now=False)
+            for shape in plan.values()] == [True, True]
+
+
 def test_one_program_serves_several_batch_sizes():
     configs, dataset, net = _prepare("2,4,8", epochs=1, seeds=1)
     cohorts = group_cohorts(configs)
@@ -114,7 +146,7 @@ def test_one_program_serves_several_batch_sizes():
     shapes = backends.plan(cohorts, dataset, net, compile_now=False)
     # 1 epoch of one run: padding costs far less than a compilation, so all three share width 8,
     # with a buffer for the most steps (B=2).
-    assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2), shared=True)] * 3
+    assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2), shared=True, evaluates=False)] * 3
     before = {key for key in programs._programs if key[0] == "epoch"}
     results = [r for cohort, shape in zip(cohorts, shapes) for r in train_cohort(cohort, dataset, net, shapes=shape)]
     assert len({key for key in programs._programs if key[0] == "epoch"} - before) <= 1

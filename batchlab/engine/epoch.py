@@ -134,9 +134,10 @@ def evaluated(params, model_state, data: "EpochData", *, model: Model) -> jax.Ar
 
 def run_epoch(run: RunState, active: jax.Array, order: jax.Array, batch_size: jax.Array, steps: jax.Array,
               data: "EpochData", *, model: Model, optimizer, width: int, max_steps: int, reduction: str,
-              micro_batch: int | None, instruments: tuple[str, ...] = (), shared: bool = True):
-    """Train one run for one epoch in the given row order (its evaluation is a program of
-    its own, shared by every batch size: :func:`evaluated`).
+              micro_batch: int | None, instruments: tuple[str, ...] = (), shared: bool = True,
+              evaluates: bool = False):
+    """Train one run for one epoch in the given row order (evaluated here with ``evaluates``,
+    else by a program of its own shared by every batch size: :func:`evaluated`).
 
     ``shared``: ``batch_size`` (<= ``width``) and ``steps`` (<= ``max_steps``) are values, not
     part of the program's shape, so one compiled program serves several batch sizes: a loop
@@ -146,8 +147,9 @@ def run_epoch(run: RunState, active: jax.Array, order: jax.Array, batch_size: ja
 
     An inactive run (stopped early, or diverged before) and a run that diverges during this
     epoch keep the state they had at its start; the latter records where it diverged.
-    Returns (state, per-step outputs (max_steps x ``output_names``)), and the evaluation
-    (:func:`evaluated`) when the program is not shared.
+    Returns (state, per-step outputs (max_steps x ``output_names``)), and with ``evaluates``
+    the evaluation (:func:`evaluated`) of the new state: one call per epoch instead of two,
+    about 0.25 ms less per epoch here, for 0.2 s more compilation per program.
     """
     step = partial(train_step, model=model, optimizer=optimizer, data=(data.x, data.y),
                    reduction=reduction, micro_batch=micro_batch, instruments=instruments)
@@ -173,8 +175,6 @@ def run_epoch(run: RunState, active: jax.Array, order: jax.Array, batch_size: ja
     keep = active & (trained.diverged_step < 0)
     run = select(keep, trained, run)._replace(
         diverged_step=jnp.where(active, trained.diverged_step, run.diverged_step))
-    if shared:
+    if not evaluates:
         return run, per_step
-    # A program of one batch size evaluates too: one call per epoch instead of two measured
-    # 10-15% faster on short epochs; shared programs leave it to the shared evaluation program.
     return run, per_step, evaluated(run.params, run.model_state, data, model=model)

@@ -43,20 +43,26 @@ from batchlab.models.base import Model
 # 0.5 s is 5 GFLOP. A constant rather than a timing, so a grid always gets the same programs
 # (see ``plan_shapes``).
 COMPILE_FLOPS = 5e9
+# An epoch program that also evaluates saves about 0.25 ms per epoch (one call instead of two)
+# and costs about 0.2 s more to compile (digits/blobs MLPs, this CPU): worth it for programs
+# that run this many epochs in a command. Either way the numbers are the same, bit for bit.
+EVALUATES_FROM_EPOCHS = 100
 # Per-step output buffers of a bucket are runs x max_steps x outputs floats; padding is not
 # chosen where that would pass this many bytes.
 BUFFER_LIMIT = 64 * 2 ** 20
 
 
 class EpochShape(NamedTuple):
-    """What shapes an epoch program: update slots per step, rows of the per-step buffer, and
+    """What shapes an epoch program: update slots per step, rows of the per-step buffer,
     whether it serves several batch sizes (B and the step count then come as values, and a
     loop of that many steps runs; an unshared program scans its fixed steps, which is up to
-    a third faster per step here)."""
+    a third faster per step here), and whether it evaluates the runs after the epoch itself
+    (``run_epoch``; only unshared programs that run at least ``EVALUATES_FROM_EPOCHS``)."""
 
     width: int
     max_steps: int
     shared: bool = False
+    evaluates: bool = True
 
 
 def prng_key(seed: int) -> np.ndarray:
@@ -80,7 +86,8 @@ def _start_function(model: Model, opt_cfg, instruments: tuple[str, ...]):
 
 def _epoch_function(model: Model, cfg: RunConfig, shape: EpochShape):
     return jax.vmap(partial(run_epoch, model=model, optimizer=cfg.optimizer, width=shape.width,
-                            max_steps=shape.max_steps, shared=shape.shared, reduction=cfg.reduction,
+                            max_steps=shape.max_steps, shared=shape.shared, evaluates=shape.evaluates,
+                            reduction=cfg.reduction,
                             micro_batch=cfg.micro_batch, instruments=cfg.instruments),
                     in_axes=(0, 0, 0, None, None, None))
 
@@ -233,26 +240,32 @@ def plan_shapes(cohorts: Sequence[Sequence[RunConfig]], models: Sequence[Model],
     do not interact (``Model.rowwise``: no batch statistics) are padded. Padding changes float
     rounding, so callers plan over the *whole* grid of a command, runs already stored
     included: a resumed sweep then trains each run with the program it would have had.
+    A program of one batch size evaluates its runs itself when it runs at least
+    ``EVALUATES_FROM_EPOCHS`` epochs over the grid (same numbers either way).
     """
     n = data.n_train
     keys = [_program_key(model, cohort[0], len(cohort), data) for cohort, model in zip(cohorts, models)]
     work: dict[tuple, dict[int, int]] = {}  # group -> {B: runs x updates}
+    calls: dict[tuple, dict[int, int]] = {}  # group -> {B: epochs run}
     model_of: dict[tuple, Model] = {}
     for key, model, cohort in zip(keys, models, cohorts):
-        cfg, sizes = cohort[0], work.setdefault(key, {})
+        cfg, sizes, epochs_at = cohort[0], work.setdefault(key, {}), calls.setdefault(key, {})
         model_of[key] = model
         for b in cohort_sizes(cfg):
             epochs = sum(1 for e in range(1, cfg.epochs + 1) if cfg.batch_size_at(e) == b)
             sizes[b] = sizes.get(b, 0) + epochs * budget.steps_per_epoch(n, b, cfg.drop_last) * len(cohort)
-    return {key: _buckets(sizes, model_of[key], data, runs=key[5]) for key, sizes in work.items()}
+            epochs_at[b] = epochs_at.get(b, 0) + epochs
+    return {key: _buckets(sizes, calls[key], model_of[key], data, runs=key[5]) for key, sizes in work.items()}
 
 
-def _buckets(work: dict[int, int], model: Model, data: EpochData, runs: int) -> dict[int, EpochShape]:
-    """The program shape of each of one group's batch sizes, given their work (runs x updates)."""
+def _buckets(work: dict[int, int], epochs: dict[int, int], model: Model, data: EpochData, runs: int
+             ) -> dict[int, EpochShape]:
+    """The program shape of each of one group's batch sizes, given their work (runs x updates)
+    and the epochs they run."""
     n = data.n_train
     steps = {b: budget.steps_per_epoch(n, b, False) for b in work}
     if len(work) == 1 or not model.rowwise:
-        return {b: EpochShape(b, steps[b]) for b in work}
+        return {b: EpochShape(b, steps[b], evaluates=epochs[b] >= EVALUATES_FROM_EPOCHS) for b in work}
     flops = _flops_per_row(model, data)
     buckets: list[list[int]] = []
     for b in sorted(work, reverse=True):
@@ -263,16 +276,20 @@ def _buckets(work: dict[int, int], model: Model, data: EpochData, runs: int) -> 
                 buckets[-1].append(b)
                 continue
         buckets.append([b])
-    return {b: EpochShape(bucket[0], max(steps[s] for s in bucket), len(bucket) > 1)
+    shared = {b: len(bucket) > 1 for bucket in buckets for b in bucket}
+    return {b: EpochShape(bucket[0], max(steps[s] for s in bucket), shared[b],
+                          evaluates=not shared[b] and epochs[b] >= EVALUATES_FROM_EPOCHS)
             for bucket in buckets for b in bucket}
 
 
 def shapes_for(plans: dict[tuple, dict[int, EpochShape]], model: Model, cohort: Sequence[RunConfig],
                data: EpochData) -> dict[int, EpochShape]:
-    """The planned shapes of ``cohort``'s batch sizes; exact ones where it was not planned."""
+    """The planned shapes of ``cohort``'s batch sizes; exact ones where it was not planned (a
+    planned program of one batch size has the exact shape, whether it evaluates planned)."""
     planned = plans.get(_program_key(model, cohort[0], len(cohort), data), {})
     exact = exact_shapes(cohort[0], data.n_train)
-    return {b: planned[b] if b in planned and planned[b].shared else shape for b, shape in exact.items()}
+    return {b: (planned[b] if planned[b].shared else shape._replace(evaluates=planned[b].evaluates))
+            if b in planned else shape for b, shape in exact.items()}
 
 
 def compile_ahead(model: Model, cfg: RunConfig, runs: int, data: EpochData, shapes: dict[int, EpochShape]) -> None:
