@@ -166,3 +166,27 @@ def test_what_batchlab_changes_in_the_data_is_said_once_and_stored(cli, tmp_path
     with Store(tmp_path / "batchlab.db") as store:
         stored = store.notes()
     assert len(stored) == 2 and all(lines == [notes[0][len("note: "):]] for lines in stored.values())
+
+
+def test_the_installed_command_exits_at_once_with_its_status_and_all_its_output(tmp_path):
+    """``console_main`` skips the interpreter's teardown: piped output must still be complete
+    and exit statuses kept (0, 2 for bad input), and exit handlers must still run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "batchlab.cli", "plan", "--n", "200", "--batch-size", "5",
+                           "--epochs", "10"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "40 batches (updates) per epoch, 400 updates, 2,000 samples seen" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "batchlab.cli", "runs", "--db", str(tmp_path / "missing" / "x.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: folder") and "Traceback" not in bad.stderr
+    marker = tmp_path / "exit-handler-ran"
+    script = ("import atexit, sys; from pathlib import Path; "
+              f"atexit.register(lambda: Path({str(marker)!r}).write_text('yes')); "
+              "sys.argv = ['batchlab', 'plan', '--n', '10', '--batch-size', '2', '--epochs', '1']; "
+              "from batchlab.cli import console_main; console_main()")
+    handled = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert handled.returncode == 0, handled.stderr
+    assert marker.read_text() == "yes"

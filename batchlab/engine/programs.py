@@ -113,6 +113,10 @@ _programs: dict[tuple, Future] = {}
 _builds: dict[Future, tuple[tuple, Callable]] = {}  # queued programs: their key and how to build them
 _replacements: dict[Future, Future] = {}  # a queued program taken out of the queue -> its build in a cohort's thread
 _lock = threading.RLock()  # re-entrant: a done-callback may run in the thread that holds it
+# Tracing is Python holding the GIL: several threads tracing at once only slow each other (and
+# the cohorts that train meanwhile), so programs are traced one at a time, in the order they
+# are asked for; XLA's compilation, which releases the GIL, still runs side by side.
+_tracing = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -158,7 +162,7 @@ def _build(function, specs: tuple):
     # random draws of multi-dimensional shapes (weight inits); the classic stream is just as
     # reproducible and keeps the cold start short. It applies to batchlab's programs only.
     with jax.threefry_partitionable(False):
-        with profiling.phase("tracing"):
+        with _tracing, profiling.phase("tracing"):
             lowered = jax.jit(function).lower(*specs)
         with profiling.phase("compilation"):
             return lowered.compile()
