@@ -7,13 +7,13 @@ from helpers import kill_after_first_stored_run
 
 from batchlab.store import Store
 
-ARGS = ["--batch-size", "100,1", "--epochs", "1000", "--lr", "0.01", "--hidden", "8"]
+ARGS = ["--batch-size", "100,1", "--epochs", "1000", "--lr", "0.01", "--momentum", "0.9", "--hidden", "8"]
 
 
 def test_sigkill_keeps_finished_cohorts(tmp_path):
     db = tmp_path / "runs.db"
     command = [sys.executable, "-m", "batchlab.cli", "train", *ARGS, "--db", str(db), "--out", str(tmp_path / "o")]
-    kill_after_first_stored_run(command, db)  # the B=1 cohort (500,000 updates, in another thread) is still training
+    kill_after_first_stored_run(command, db)  # B=1 (500,000 updates, momentum) is still training
     with Store(db) as store:
         (survivor,) = store.load()
     assert survivor.config.batch_size == 100 and survivor.history["epoch"][-1] == 1000

@@ -59,6 +59,7 @@ def test_no_momentum_program_equals_sgd_with_a_zero_momentum_buffer(monkeypatch)
     monkeypatch.setattr(step, "make_optimizer", _sgd_with_a_momentum_buffer)
     monkeypatch.setattr(programs, "make_optimizer", _sgd_with_a_momentum_buffer)
     monkeypatch.setattr(programs, "_programs", {})  # compile the programs again, with the buffer
+    monkeypatch.setattr(programs, "_state_specs", {})
     buffered = _train(configs, dataset, net, threads=1)
     for run_id, result in fast.items():
         np.testing.assert_array_equal(result.history["train_loss"], buffered[run_id].history["train_loss"])

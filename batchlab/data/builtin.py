@@ -32,9 +32,18 @@ Loader = Callable[[], tuple]
 
 
 def _blobs():
-    from sklearn.datasets import make_blobs
-
-    x, y = make_blobs(n_samples=1000, centers=3, n_features=2, cluster_std=2, random_state=2)
+    """Brownlee's ``make_blobs(n_samples=1000, centers=3, n_features=2, cluster_std=2,
+    random_state=2)``, drawn as scikit-learn draws it (centres uniform in [-10, 10], 334/333/333
+    normal rows around them, then one shuffle, all from ``RandomState(2)``) without importing
+    scikit-learn (about a second here); a test checks it equals ``make_blobs``."""
+    rng = np.random.RandomState(2)
+    centers = rng.uniform(-10.0, 10.0, size=(3, 2))
+    counts = (334, 333, 333)
+    x = np.concatenate([rng.normal(loc=center, scale=2.0, size=(n, 2)) for center, n in zip(centers, counts)])
+    y = np.repeat(np.arange(3), counts)
+    order = np.arange(1000)
+    rng.shuffle(order)
+    x, y = x[order], y[order]
     return x[:500], y[:500], x[500:], y[500:]
 
 
@@ -80,9 +89,19 @@ def _bundled(loader_name: str, scale: float = 1.0):
 
 
 def _digits():
-    # 8x8 images with pixel values 0..16, kept as images so the CNN can use them.
-    x, y = _bundled("load_digits", scale=16.0)()
-    return x.reshape(-1, 8, 8, 1), y
+    """scikit-learn's bundled 8x8 digits (pixel values 0..16, scaled to [0, 1]), kept as images
+    so the CNN can use them. Its CSV is read from scikit-learn's package folder as
+    ``load_digits`` reads it, without importing scikit-learn (about a second here)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise BatchlabError("dataset 'digits' needs the package scikit-learn: pip install scikit-learn")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return (table[:, :-1] / 16.0).reshape(-1, 8, 8, 1), table[:, -1].astype(int)
 
 
 def _require(module: str, dataset: str, package: str) -> ModuleType:

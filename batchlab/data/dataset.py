@@ -201,8 +201,10 @@ def standardize(ds: Dataset) -> Dataset:
 def split(name: str, x, y, test_fraction: float, seed: int, notes: list[str] | None = None,
           task: str = "classification"):
     """Train/test split when the data brings no test set of its own (stratified by class for
-    classification); what reading ``x`` and ``y`` changed is appended to ``notes`` when given."""
-    from sklearn.model_selection import train_test_split
+    classification, where every class has two rows and room in both parts); what reading ``x``
+    and ``y`` changed is appended to ``notes`` when given. The rows are scikit-learn's
+    ``train_test_split`` ones (``data/splitting.py``). Returns x_train, x_test, y_train, y_test."""
+    from batchlab.data.splitting import split_sizes, train_test_rows
 
     if not 0 < test_fraction < 1:
         raise BatchlabError(f"test fraction must lie in (0, 1), got {test_fraction}")
@@ -212,8 +214,12 @@ def split(name: str, x, y, test_fraction: float, seed: int, notes: list[str] | N
         raise BatchlabError(f"{name}: x has {len(x)} rows but y has {len(y)}")
     if len(x) < 4:
         raise BatchlabError(f"{name}: {len(x)} samples are too few to split into train and test")
-    stratify = None
+    n_train, n_test = split_sizes(len(x), test_fraction)
+    if n_train == 0:
+        raise BatchlabError(f"{name}: a test fraction of {test_fraction} leaves no training rows of {len(x)}")
+    stratified = False
     if task != "regression":
         _, counts = np.unique(y, return_counts=True)
-        stratify = y if counts.min() >= 2 and len(counts) <= test_fraction * len(y) else None
-    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+        stratified = counts.min() >= 2 and len(counts) <= test_fraction * len(y) and len(counts) <= n_train
+    train, test = train_test_rows(y, test_fraction, seed, stratified)
+    return x[train], x[test], y[train], y[test]

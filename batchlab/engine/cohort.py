@@ -94,11 +94,12 @@ def train_cohort(configs: list[RunConfig], dataset: Dataset, model: Model,
     steps = {b: budget.steps_per_epoch(n, b, first.drop_last) for b in shapes}
 
     t_compile = time.perf_counter()
-    start, evaluate = programs.start_program(model, first, r, data), programs.eval_program(model, first, r, data)
-    compiled = {shape: programs.epoch_program(model, first, shape, r, data) for shape in set(shapes.values())}
+    epoch_shapes = list(dict.fromkeys(shapes.values()))
+    needed = [programs.start_program(model, first, r, data), programs.eval_program(model, first, r, data),
+              *(programs.epoch_program(model, first, shape, r, data) for shape in epoch_shapes)]
     with profiling.phase("compilation"):  # programs not compiled yet: built here, or waited for
-        start, evaluate = programs.ready(start), programs.ready(evaluate)
-        compiled = {shape: programs.ready(future) for shape, future in compiled.items()}
+        start, evaluate, *epoch_programs = programs.ready_all(needed)
+    compiled = dict(zip(epoch_shapes, epoch_programs))
     compile_seconds = time.perf_counter() - t_compile
     with profiling.phase("training"):
         return _train(configs, model, to_tree, data, orders, start(*start_args), evaluate, compiled, shapes, steps,

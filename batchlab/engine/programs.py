@@ -130,29 +130,43 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def ready(future: Future):
-    """The compiled program of ``future``; one not started yet is built in this thread rather
-    than waited for, so a cohort waiting for its programs adds a core to the compilation. A
-    cohort in another thread that waits for the same program then waits for this build."""
-    with _lock:
-        entry = _builds.get(future)  # taken first: cancelling runs the callback that forgets it
-        mine = entry is not None and future.cancel()
-        if mine:
-            key, build = entry
-            inline: Future = Future()
-            inline.set_running_or_notify_cancel()
-            _programs[key] = _replacements[future] = inline
-        else:
+def ready_all(futures: Sequence[Future]) -> list:
+    """The compiled programs of ``futures``: those not started yet are built in this thread
+    rather than waited for (a cohort waiting for its programs adds a core to the compilation,
+    and builds the next while another thread builds one), then the others are waited for,
+    however they are built."""
+    for future in futures:
+        with _lock:
             future = _replacements.get(future, future)
-    if not mine:
-        return future.result()
+            taken = _take(future) if future in _builds else None
+        if taken is not None:
+            _run(*taken)
+    with _lock:
+        futures = [_replacements.get(future, future) for future in futures]
+    return [future.result() for future in futures]
+
+
+def _take(queued: Future) -> tuple[Future, Callable] | None:
+    """Take a queued program out of the compilation queue (call with the lock held); None if a
+    compilation thread started it meanwhile."""
+    key, build = _builds[queued]  # read first: cancelling runs the callback that forgets it
+    if not queued.cancel():
+        return None
+    inline: Future = Future()
+    inline.set_running_or_notify_cancel()
+    _programs[key] = _replacements[queued] = inline
+    return inline, build
+
+
+def _run(inline: Future, build: Callable) -> None:
+    """Build a program taken out of the queue; an error goes to whoever waits for it (Ctrl-C
+    also stops this thread)."""
     try:
-        compiled = build()
+        inline.set_result(build())
     except BaseException as exc:
         inline.set_exception(exc)
-        raise
-    inline.set_result(compiled)
-    return compiled
+        if not isinstance(exc, Exception):
+            raise
 
 
 def _build(function, specs: tuple):
@@ -190,13 +204,29 @@ def start_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> F
     return _submit(key, lambda: _build(_start_function(model, cfg.optimizer, cfg.instruments), _start_specs(runs)))
 
 
+_state_specs: dict[tuple, object] = {}
+
+
+def _state_spec(model: Model, cfg: RunConfig, runs: int, data: EpochData):
+    """The runs' state as the start program returns it, as shapes: traced (once per kind of
+    start program), not compiled, so the other programs of a cohort compile side by side with
+    its start program, not after it."""
+    key = _program_key(model, cfg, runs, data)
+    with jax.threefry_partitionable(False), _tracing:
+        if key not in _state_specs:
+            with profiling.phase("tracing"):
+                start = _start_function(model, cfg.optimizer, cfg.instruments)
+                _state_specs[key] = jax.eval_shape(start, *_start_specs(runs))
+        return _state_specs[key]
+
+
 def eval_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Future:
     """The (future) compiled evaluation of ``runs`` runs: (params, model state, data) -> metrics."""
     key = ("eval",) + _program_key(model, cfg, runs, data)
     start_program(model, cfg, runs, data)
 
     def build():
-        state = ready(start_program(model, cfg, runs, data)).out_info
+        state = _state_spec(model, cfg, runs, data)
         function = jax.vmap(partial(evaluated, model=model), in_axes=(0, 0, None))
         return _build(function, (state.params, state.model_state, _data_spec(data)))
 
@@ -206,12 +236,10 @@ def eval_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Fu
 def epoch_program(model: Model, cfg: RunConfig, shape: EpochShape, runs: int, data: EpochData) -> Future:
     """The (future) compiled epoch program of ``shape`` for ``runs`` runs of ``cfg``'s kind."""
     key = ("epoch", shape) + _program_key(model, cfg, runs, data)
-    start_program(model, cfg, runs, data)  # queued first, so a worker waiting for it never waits for a queued job
+    start_program(model, cfg, runs, data)  # queued first: every cohort needs it first
 
     def build():
-        start = ready(start_program(model, cfg, runs, data))
-        state = start.out_info  # RunState of the runs, as shapes
-        specs = (state, jax.ShapeDtypeStruct((runs,), jnp.bool_), jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
+        specs = (_state_spec(model, cfg, runs, data), jax.ShapeDtypeStruct((runs,), jnp.bool_), jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
                  jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32), _data_spec(data))
         return _build(_epoch_function(model, cfg, shape), specs)
 
