@@ -81,3 +81,10 @@ def test_blobs_are_scikit_learns_make_blobs():
     for got, expected in zip(ours, (x[:500], y[:500], x[500:], y[500:])):
         np.testing.assert_array_equal(got, expected)
         assert got.dtype == expected.dtype
+
+
+def test_a_split_that_leaves_no_training_rows_is_refused_in_one_line():
+    from batchlab.errors import BatchlabError
+
+    with pytest.raises(BatchlabError, match="leaves no training rows of 4"):
+        split("tiny", np.zeros((4, 2), np.float32), np.array([0, 1, 0, 1]), 0.9, 0)
