@@ -9,9 +9,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from batchlab import __version__, budget
 from batchlab.config import (OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, DataConfig, EarlyStopping,
@@ -27,6 +25,9 @@ from batchlab.errors import BatchlabError
 from batchlab.instruments import resolve_instruments
 from batchlab.models import Model, check_model_config
 from batchlab.store import Store, series_frame, summary_frame
+
+if TYPE_CHECKING:  # the frames import pandas when asked for; a sweep never needs it
+    import pandas as pd
 
 Progress = Callable[[int], None]  # called with the number of run-epochs just completed
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from batchlab.analysis.scaling import parse_target
+from batchlab.analysis.targets import parse_target
 from batchlab.config import SEED_LIMIT, parse_batch_sizes, parse_floats, parse_ints, parse_seeds, parse_widths
 from batchlab.errors import BatchlabError
 from batchlab.sweep.grid import read_spec

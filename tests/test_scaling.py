@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.analysis.scaling import (best_per_batch, fit_critical_batch, parse_target, per_setting,
-                                       to_target)
+from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
+from batchlab.analysis.targets import parse_target
 from batchlab.errors import BatchlabError
 
 

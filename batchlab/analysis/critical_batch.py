@@ -25,7 +25,8 @@ import pandas as pd
 
 from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Interval, interval,
                                         verdict_from_interval)
-from batchlab.analysis.scaling import Target, best_per_batch, fit_critical_batch, to_target
+from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, to_target
+from batchlab.analysis.targets import Target
 from batchlab.errors import BatchlabError
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.findings import interval
-from batchlab.analysis.scaling import Target, to_target
+from batchlab.analysis.scaling import to_target
+from batchlab.analysis.targets import Target
 
 
 def per_run(history: pd.DataFrame, summary: pd.DataFrame, target: Target) -> pd.DataFrame:

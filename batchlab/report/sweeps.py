@@ -15,7 +15,8 @@ from batchlab.report.html import Section
 
 
 def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> Section:
-    from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, parse_target, per_setting, to_target
+    from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
+    from batchlab.analysis.targets import parse_target
     from batchlab.plots import learning_curves
     from batchlab.plots.scaling import final_metrics_figure, heatmap_figure, to_target_figure
     from batchlab.report.curves import chart_data

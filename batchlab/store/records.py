@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
-import pandas as pd
 
 from batchlab.config import eval_names, flat_settings
 from batchlab.results import RunResult
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: storing runs (a sweep) needs none
+    import pandas as pd
 
 
 # Per-epoch series every stored run carries (the summary table is made of them).
@@ -60,6 +62,8 @@ def run_columns(res: RunResult) -> dict:
 def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     """One row per run: settings, status, final metrics (of the returned parameters), best epoch,
     updates, samples, times."""
+    import pandas as pd
+
     rows = []
     for res in results:
         h = res.history
@@ -79,6 +83,8 @@ def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
 
 def series_frame(results: Iterable[RunResult], level: str) -> pd.DataFrame:
     """Per-epoch (``level='epoch'``) or per-step (``'step'``) records of all runs, one row each."""
+    import pandas as pd
+
     frames = []
     for res in results:
         series = res.history if level == "epoch" else res.steps

@@ -26,7 +26,8 @@ from batchlab.analysis.critical_batch import (bootstrap_fit, exact_band, noise_c
                                               percentile_interval,
                                               ratio_samples, runs_to_target, value_at_epoch, within_factor)
 from batchlab.analysis.findings import Finding, Interval, trend, verdict_from_interval
-from batchlab.analysis.scaling import fit_critical_batch, parse_target, per_setting, to_target
+from batchlab.analysis.scaling import fit_critical_batch, per_setting, to_target
+from batchlab.analysis.targets import parse_target
 from batchlab.errors import BatchlabError
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study, StudyData
 

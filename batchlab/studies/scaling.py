@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from batchlab.analysis.scaling import (CriticalBatchFit, Target, best_per_batch, fit_critical_batch, parse_target,
-                                       per_setting, to_target)
+from batchlab.analysis.scaling import CriticalBatchFit, best_per_batch, fit_critical_batch, per_setting, to_target
+from batchlab.analysis.targets import Target, parse_target
 from batchlab.config import check_writable_dir
 from batchlab.errors import BatchlabError
 from batchlab.plots import learning_curves, save_figure

@@ -19,7 +19,7 @@ import pandas as pd
 
 from batchlab import budget
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, Finding, compare, interval, trend
-from batchlab.analysis.scaling import parse_target
+from batchlab.analysis.targets import parse_target
 from batchlab.analysis.throughput import fastest_batch, per_batch, per_run
 from batchlab.studies.base import FigureSpec, Grid, Study, StudyData
 

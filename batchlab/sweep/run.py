@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from batchlab import __version__
-from batchlab.analysis.scaling import parse_target
+from batchlab.analysis.targets import parse_target
 from batchlab.api import check_store_writable, group_cohorts
 from batchlab.data import load_dataset, resolve_data_config
 from batchlab.models.resolve import resolve_model
