@@ -139,3 +139,14 @@ def test_results_come_in_the_order_of_the_jobs():
 def test_outside_a_group_nothing_is_cancelled():
     parallel.check_cancelled()  # the main thread belongs to no group: no exception
     assert list(parallel.in_threads([lambda: 1, lambda: 2], threads=1)) == [1, 2]
+
+
+def test_batchlab_threads_sets_the_number_of_threads(monkeypatch):
+    from batchlab.errors import BatchlabError
+
+    monkeypatch.setenv("BATCHLAB_THREADS", "3")
+    assert parallel.default_threads() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("BATCHLAB_THREADS", bad)
+        with pytest.raises(BatchlabError, match="BATCHLAB_THREADS must be a whole number >= 1"):
+            parallel.default_threads()

@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from batchlab import profiling
+from batchlab.errors import BatchlabError
 
 T = TypeVar("T")
 SWITCH_INTERVAL_S = 0.0002
@@ -45,9 +46,15 @@ def check_cancelled() -> None:
 
 
 def default_threads() -> int:
-    """One thread per core this process may use; one where JAX computes on an accelerator,
-    which runs one program at a time anyway (host work of the next cohort would overlap, but
-    so would its memory)."""
+    """``BATCHLAB_THREADS`` if set (1: cohorts one after another, as on a shared machine), else
+    one thread per core this process may use; one where JAX computes on an accelerator, which
+    runs one program at a time anyway (host work of the next cohort would overlap, but so
+    would its memory)."""
+    setting = os.environ.get("BATCHLAB_THREADS", "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            raise BatchlabError(f"BATCHLAB_THREADS must be a whole number >= 1, got {setting!r}")
+        return int(setting)
     import jax
 
     if jax.default_backend() != "cpu":
