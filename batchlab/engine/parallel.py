@@ -92,12 +92,12 @@ def in_threads(jobs: Sequence[Callable[[], T]], threads: int | None = None) -> I
     futures = [pool.submit(run, job) for job in jobs]
     try:
         for position, future in enumerate(futures):
-            while not future.done():
-                with profiling.phase("training"):  # this thread waits while the cohorts train
+            with profiling.phase("training"):  # this thread waits while the cohorts train
+                while not future.done():
                     done, _ = wait(futures[position:], return_when=FIRST_COMPLETED)
-                for finished in done:
-                    if finished.exception() is not None:
-                        raise finished.exception()
+                    for finished in done:
+                        if finished.exception() is not None:
+                            raise finished.exception()
             yield future.result()
     finally:
         stop.set()
