@@ -18,6 +18,9 @@ values), so:
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -110,13 +113,42 @@ def _program_key(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> tu
 
 
 _programs: dict[tuple, Future] = {}
-_builds: dict[Future, tuple[tuple, Callable]] = {}  # queued programs: their key and how to build them
+_builds: dict[Future, tuple[tuple, Callable, int]] = {}  # queued programs: key, how to build, queue position
 _replacements: dict[Future, Future] = {}  # a queued program taken out of the queue -> its build in a cohort's thread
 _lock = threading.RLock()  # re-entrant: a done-callback may run in the thread that holds it
+
+
+class _InOrder:
+    """A lock whose waiters go in the order of the programs they build (the order they were
+    queued in: the first cohort's first), whichever thread builds them."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition()
+        self._waiting: list[tuple[float, int]] = []
+        self._tickets = itertools.count()
+        self._busy = False
+
+    def __enter__(self) -> None:
+        entry = (getattr(_building, "order", math.inf), next(self._tickets))
+        with self._turns:
+            heapq.heappush(self._waiting, entry)
+            self._turns.wait_for(lambda: not self._busy and self._waiting[0] == entry)
+            heapq.heappop(self._waiting)
+            self._busy = True
+
+    def __exit__(self, *exc) -> None:
+        with self._turns:
+            self._busy = False
+            self._turns.notify_all()
+
+
 # Tracing is Python holding the GIL: several threads tracing at once only slow each other (and
 # the cohorts that train meanwhile), so programs are traced one at a time, in the order they
-# are asked for; XLA's compilation, which releases the GIL, still runs side by side.
-_tracing = threading.Lock()
+# were queued (a cohort's programs before the next cohort's, so the first cohorts start first);
+# XLA's compilation, which releases the GIL, still runs side by side.
+_tracing = _InOrder()
+_building = threading.local()  # the queue position of the program this thread builds
+_queued = itertools.count()
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -146,27 +178,36 @@ def ready_all(futures: Sequence[Future]) -> list:
     return [future.result() for future in futures]
 
 
-def _take(queued: Future) -> tuple[Future, Callable] | None:
+def _take(queued: Future) -> tuple[Future, Callable, int] | None:
     """Take a queued program out of the compilation queue (call with the lock held); None if a
     compilation thread started it meanwhile."""
-    key, build = _builds[queued]  # read first: cancelling runs the callback that forgets it
+    key, build, order = _builds[queued]  # read first: cancelling runs the callback that forgets it
     if not queued.cancel():
         return None
     inline: Future = Future()
     inline.set_running_or_notify_cancel()
     _programs[key] = _replacements[queued] = inline
-    return inline, build
+    return inline, build, order
 
 
-def _run(inline: Future, build: Callable) -> None:
+def _run(inline: Future, build: Callable, order: int) -> None:
     """Build a program taken out of the queue; an error goes to whoever waits for it (Ctrl-C
     also stops this thread)."""
     try:
-        inline.set_result(build())
+        inline.set_result(_in_order(order, build))
     except BaseException as exc:
         inline.set_exception(exc)
         if not isinstance(exc, Exception):
             raise
+
+
+def _in_order(order: int, build: Callable):
+    """Run ``build`` as the program at queue position ``order`` (its turn to trace)."""
+    _building.order = order
+    try:
+        return build()
+    finally:
+        _building.order = math.inf
 
 
 def _build(function, specs: tuple):
@@ -187,8 +228,9 @@ def _submit(key: tuple, build: Callable) -> Future:
     with _lock:
         future = _programs.get(key)
         if future is None or future.cancelled():
-            future = _programs[key] = _executor().submit(build)
-            _builds[future] = (key, build)
+            order = next(_queued)
+            future = _programs[key] = _executor().submit(_in_order, order, build)
+            _builds[future] = (key, build, order)
             future.add_done_callback(_forget)
     return future
 
