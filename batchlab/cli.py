@@ -126,8 +126,9 @@ def train(
     files = []
     from batchlab.config import score_name
 
+    history = result.history  # built once for both figures
     for metric in (score_name(dataset.task), "loss"):
-        files += save_figure(learning_curves(result.history, metric), out / f"learning_curves_{metric}")
+        files += save_figure(learning_curves(history, metric), out / f"learning_curves_{metric}")
     typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
 
 
