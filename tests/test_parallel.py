@@ -150,3 +150,26 @@ def test_batchlab_threads_sets_the_number_of_threads(monkeypatch):
         monkeypatch.setenv("BATCHLAB_THREADS", bad)
         with pytest.raises(BatchlabError, match="BATCHLAB_THREADS must be a whole number >= 1"):
             parallel.default_threads()
+
+
+def test_programs_are_traced_one_at_a_time_in_queue_order():
+    lock, entered, hold = programs._InOrder(), [], threading.Event()
+
+    def trace(order):
+        programs._building.order = order
+        with lock:
+            entered.append(order)
+            if order == 0:
+                hold.wait(5)  # the others queue up meanwhile
+
+    first = threading.Thread(target=trace, args=(0,))
+    first.start()
+    time.sleep(0.05)
+    later = [threading.Thread(target=trace, args=(order,)) for order in (3, 1, 2)]
+    for thread in later:
+        thread.start()
+        time.sleep(0.02)
+    hold.set()
+    for thread in [first, *later]:
+        thread.join(5)
+    assert entered == [0, 1, 2, 3]  # the waiters went in program order, not in arrival order

@@ -132,7 +132,13 @@ class _InOrder:
         entry = (getattr(_building, "order", math.inf), next(self._tickets))
         with self._turns:
             heapq.heappush(self._waiting, entry)
-            self._turns.wait_for(lambda: not self._busy and self._waiting[0] == entry)
+            try:
+                self._turns.wait_for(lambda: not self._busy and self._waiting[0] == entry)
+            except BaseException:  # Ctrl-C while waiting: leave the queue, so the next caller is not stuck
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+                self._turns.notify_all()
+                raise
             heapq.heappop(self._waiting)
             self._busy = True
 
