@@ -9,11 +9,12 @@ values), so:
   kind, instruments and number of runs, whatever their batch sizes;
 - one epoch program of ``width`` rows serves several batch sizes (:func:`plan_shapes`; the
   extra rows are masked) where padding costs less than compiling another program;
-- each program is compiled once per process (``_programs``), in background threads that
-  start before the first cohort trains (:func:`compile_ahead`): XLA's compiler releases the
-  GIL and training uses one core here, so compilation overlaps training and other
-  compilations. JAX's persistent cache (``runtime.configure_cache``) keeps them across
-  commands.
+- each program is compiled once per process (``_programs``), queued for a background thread
+  before the first cohort trains (:func:`compile_ahead`); a cohort that needs a program not
+  started yet builds it itself (:func:`ready_all`). Programs are traced one at a time in queue
+  order (tracing holds the GIL) and compiled side by side (XLA's compiler releases it), so
+  compilation overlaps training and other compilations. JAX's persistent cache
+  (``runtime.configure_cache``) keeps them across commands.
 """
 
 from __future__ import annotations
