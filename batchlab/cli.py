@@ -334,8 +334,9 @@ def sweep(
     executor: str = typer.Option("auto", "--executor", "--backend",
                                  help="auto (= local), local (threads of this process), processes or ray"),
     address: Optional[str] = typer.Option(None, help="Ray cluster address HOST:PORT (default: a local Ray)"),
-    workers: Optional[int] = typer.Option(None, help="cohorts trained side by side: threads (local), worker processes, or Ray tasks "
-                                                          "(default: one per core; Ray: at most 2)"),
+    workers: Optional[int] = typer.Option(
+        None, help="cohorts trained side by side: threads (local), worker processes, or Ray tasks "
+                   "(default: one per core; Ray: at most 2)"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
 ) -> None:
     """Sweep batch size x learning rate x seeds; re-running the same sweep resumes it."""
