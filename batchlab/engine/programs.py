@@ -288,7 +288,8 @@ def epoch_program(model: Model, cfg: RunConfig, shape: EpochShape, runs: int, da
     start_program(model, cfg, runs, data)  # queued first: every cohort needs it first
 
     def build():
-        specs = (_state_spec(model, cfg, runs, data), jax.ShapeDtypeStruct((runs,), jnp.bool_), jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
+        specs = (_state_spec(model, cfg, runs, data), jax.ShapeDtypeStruct((runs,), jnp.bool_),
+                 jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
                  jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32), _data_spec(data))
         return _build(_epoch_function(model, cfg, shape), specs)
 
