@@ -37,7 +37,7 @@ import statistics
 import tempfile
 import time
 
-from harness import OtherCpu, report_other_cpu, run_worker, save  # benchmarks/harness.py
+from harness import OtherCpu, plain_torch_loop, report_other_cpu, run_worker, save  # benchmarks/harness.py
 
 EPOCHS, BATCH, SEEDS = 30, 32, 16
 LR, MOMENTUM = 0.01, 0.9
@@ -74,23 +74,8 @@ def plain_run(name: str, data, seed: int, epochs: int = EPOCHS) -> float:
     x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test).long()
     torch.manual_seed(seed)
-    model = torch_module(name)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    n = len(x_train)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(n)
-        for i in range(0, n, BATCH):  # the last partial batch is kept
-            rows = order[i:i + BATCH]
-            optimizer.zero_grad()
-            loss_fn(model(x_train[rows]), y_train[rows]).backward()
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            metrics = [(loss_fn(out, y).item(), (out.argmax(1) == y).float().mean().item())
-                       for out, y in ((model(x_train), y_train), (model(x_test), y_test))]
-    return metrics[1][1]
+    return plain_torch_loop(torch_module(name), x_train, y_train, x_test, y_test, batch_size=BATCH, epochs=epochs,
+                            lr=LR, momentum=MOMENTUM)
 
 
 def backend_runs(name: str, data, seeds: int, epochs: int = EPOCHS):
@@ -144,7 +129,6 @@ def time_torch(models: tuple[str, ...], repeat: int) -> dict:
 
 def jax_worker(name: str, seeds: int) -> dict:
     import batchlab
-    import sklearn.datasets  # noqa: F401  (batchlab imports it lazily; keep it out of the timing)
 
     batchlab.data.load_dataset(batchlab.data.resolve_data_config("digits"))  # data loading: not timed
     start = time.perf_counter()

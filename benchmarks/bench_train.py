@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from harness import OtherCpu, report_other_cpu, run_worker, save  # benchmarks/harness.py
+from harness import OtherCpu, plain_torch_loop, report_other_cpu, run_worker, save  # benchmarks/harness.py
 
 EPOCHS = 200
 LR, MOMENTUM = 0.01, 0.9
@@ -67,7 +67,6 @@ def blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def batchlab_worker(batch_size: int, seeds: int) -> dict:
     """One ``batchlab.train`` call, timed; the cache setting comes from the environment."""
     import batchlab
-    import sklearn.datasets  # noqa: F401  (batchlab imports it lazily; keep the import out of the timing)
 
     start = time.perf_counter()
     result = batchlab.train("blobs", "mlp", batch_size=batch_size, epochs=EPOCHS, lr=LR, momentum=MOMENTUM,
@@ -117,22 +116,9 @@ def torch_run(batch_size: int, seed: int, epochs: int) -> tuple[float, float]:
         torch.nn.init.xavier_uniform_(model[2].weight)  # = Keras' glorot_uniform
         model[0].bias.zero_()
         model[2].bias.zero_()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    loss_fn = torch.nn.CrossEntropyLoss()  # softmax cross-entropy, batch mean
-    n = len(x_train)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(n)
-        for i in range(0, n, batch_size):  # the last partial batch is kept
-            rows = order[i:i + batch_size]
-            optimizer.zero_grad()
-            loss_fn(model(x_train[rows]), y_train[rows]).backward()
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            metrics = [(loss_fn(logits, y).item(), (logits.argmax(1) == y).float().mean().item())
-                       for logits, y in ((model(x_train), y_train), (model(x_test), y_test))]
-    return time.perf_counter() - start, metrics[1][1]
+    accuracy = plain_torch_loop(model, x_train, y_train, x_test, y_test, batch_size=batch_size, epochs=epochs,
+                                lr=LR, momentum=MOMENTUM)
+    return time.perf_counter() - start, accuracy
 
 
 class TorchTimer:

@@ -4,6 +4,8 @@
 - ``run_worker``: runs a benchmark script again in a fresh process (its worker mode), which
   prints one JSON line last. Timings in fresh processes include what a user's command pays,
   and spread over processes shows how much of a difference is noise.
+- ``plain_torch_loop``: the training loop a PyTorch user would write, the baseline of the
+  comparisons.
 - ``OtherCpu``: how much CPU other processes used meanwhile; on 2 cores anything else
   running (a test suite, say) distorts the timings.
 """
@@ -74,3 +76,30 @@ def report_other_cpu(phases: dict[str, dict | None]) -> None:
         print(f"Other processes used {m['other_cpu_seconds']:.0f} CPU-s during the {m['wall_seconds']:.0f} s of {name} "
               f"({share:.0%} of a core)" + ("; those timings are distorted, rerun on an idle machine" if share > 0.1
                                             else "."))
+
+
+def plain_torch_loop(model, x_train, y_train, x_test, y_test, *, batch_size: int, epochs: int, lr: float,
+                     momentum: float) -> float:
+    """Train ``model`` as a PyTorch user would: SGD with momentum, softmax cross-entropy (batch
+    mean), a new ``torch.randperm`` order each epoch, the last partial batch kept, then a full
+    evaluation of train and test loss and accuracy in eval mode after every epoch. Returns the
+    final test accuracy."""
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n = len(x_train)
+    metrics = []
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n)
+        for i in range(0, n, batch_size):
+            rows = order[i:i + batch_size]
+            optimizer.zero_grad()
+            loss_fn(model(x_train[rows]), y_train[rows]).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            metrics = [(loss_fn(out, y).item(), (out.argmax(1) == y).float().mean().item())
+                       for out, y in ((model(x_train), y_train), (model(x_test), y_test))]
+    return metrics[1][1]
