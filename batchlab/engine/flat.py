@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from batchlab.models import describe, description
 from batchlab.models.base import Model
 
 
@@ -36,7 +37,9 @@ def flat_model(model: Model) -> tuple[Model, Callable]:
     (or a stack of them, shape (..., P)) back into the model's parameter tree. Made once per
     model and process, so cohorts of one model share compiled programs."""
     if model not in _made:
-        _made[model] = _flatten(model)
+        flat, unravel = _made[model] = _flatten(model)
+        if flat is not model and description(model) is not None:
+            describe(flat, ("flat", description(model)))
     return _made[model]
 
 

@@ -34,11 +34,13 @@ import numpy as np
 
 from batchlab import budget, profiling
 from batchlab.config import RunConfig
+from batchlab.engine import saved_programs
 from batchlab.engine.epoch import EpochData, evaluated, run_epoch
 from batchlab.engine.optim import make_optimizer
 from batchlab.engine.runtime import configure_cache
 from batchlab.engine.step import RunState, masked_loss_sum
 from batchlab.engine.step_stats import NOISE_STATE_SIZE, uses_noise
+from batchlab.models import description
 from batchlab.models.base import Model
 
 # What one more compiled program costs, in flops of padded rows: a digits-MLP epoch program
@@ -111,6 +113,14 @@ def _program_key(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> tu
     """What a start program depends on (an epoch program adds its shape)."""
     return (model, cfg.optimizer.program_kind(), cfg.instruments, cfg.reduction, cfg.micro_batch, runs,
             data.x.shape, str(data.x.dtype), data.y.shape, str(data.y.dtype), data.n_train)
+
+
+def _described(key: tuple) -> tuple | None:
+    """A program ``key`` in plain values (the model as what it is made of), to find the
+    program on disk; None for a model given as code."""
+    model = next(part for part in key if isinstance(part, Model))
+    made_of = description(model)
+    return None if made_of is None else tuple(made_of if part is model else part for part in key)
 
 
 _programs: dict[tuple, Future] = {}
@@ -217,17 +227,29 @@ def _in_order(order: int, build: Callable):
         _building.order = math.inf
 
 
-def _build(function, specs: tuple):
-    """Trace and compile ``function`` for ``specs`` (in whichever thread runs it)."""
+def _build(function, specs: Callable[[], tuple], description: tuple | None = None):
+    """Trace and compile ``function`` for the argument shapes ``specs()`` (in whichever
+    thread runs it), or load it from disk where ``description`` says what it is
+    (``engine/saved_programs.py``; None: a model given as code, never kept)."""
     configure_cache()
+    stored = saved_programs.key(description) if description is not None else None
+    if stored is not None:
+        with profiling.phase("loading programs"):
+            compiled = saved_programs.load(stored)
+        if compiled is not None:
+            return compiled
     # JAX's default "partitionable" threefry makes XLA's CPU compiler take up to 4x longer on
     # random draws of multi-dimensional shapes (weight inits); the classic stream is just as
     # reproducible and keeps the cold start short. It applies to batchlab's programs only.
+    arguments = specs()  # before taking the tracing turn: the state's shapes take one themselves
     with jax.threefry_partitionable(False):
         with _tracing, profiling.phase("tracing"):
-            lowered = jax.jit(function).lower(*specs)
+            lowered = jax.jit(function).lower(*arguments)
         with profiling.phase("compilation"):
-            return lowered.compile()
+            compiled, new = saved_programs.compile_lowered(lowered)
+    if stored is not None and new:
+        saved_programs.save(stored, compiled)
+    return compiled
 
 
 def _submit(key: tuple, build: Callable) -> Future:
@@ -250,7 +272,8 @@ def _forget(future: Future) -> None:
 def start_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Future:
     """The (future) compiled start program for ``runs`` runs of ``cfg``'s kind."""
     key = ("start",) + _program_key(model, cfg, runs, data)
-    return _submit(key, lambda: _build(_start_function(model, cfg.optimizer, cfg.instruments), _start_specs(runs)))
+    return _submit(key, lambda: _build(_start_function(model, cfg.optimizer, cfg.instruments),
+                                       lambda: _start_specs(runs), _described(key)))
 
 
 _state_specs: dict[tuple, object] = {}
@@ -274,12 +297,12 @@ def eval_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Fu
     key = ("eval",) + _program_key(model, cfg, runs, data)
     start_program(model, cfg, runs, data)
 
-    def build():
+    def specs() -> tuple:
         state = _state_spec(model, cfg, runs, data)
-        function = jax.vmap(partial(evaluated, model=model), in_axes=(0, 0, None))
-        return _build(function, (state.params, state.model_state, _data_spec(data)))
+        return state.params, state.model_state, _data_spec(data)
 
-    return _submit(key, build)
+    function = jax.vmap(partial(evaluated, model=model), in_axes=(0, 0, None))
+    return _submit(key, lambda: _build(function, specs, _described(key)))
 
 
 def epoch_program(model: Model, cfg: RunConfig, shape: EpochShape, runs: int, data: EpochData) -> Future:
@@ -287,11 +310,13 @@ def epoch_program(model: Model, cfg: RunConfig, shape: EpochShape, runs: int, da
     key = ("epoch", shape) + _program_key(model, cfg, runs, data)
     start_program(model, cfg, runs, data)  # queued first: every cohort needs it first
 
+    def specs() -> tuple:
+        return (_state_spec(model, cfg, runs, data), jax.ShapeDtypeStruct((runs,), jnp.bool_),
+                jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
+                jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32), _data_spec(data))
+
     def build():
-        specs = (_state_spec(model, cfg, runs, data), jax.ShapeDtypeStruct((runs,), jnp.bool_),
-                 jax.ShapeDtypeStruct((runs, data.n_train), jnp.int32),
-                 jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32), _data_spec(data))
-        return _build(_epoch_function(model, cfg, shape), specs)
+        return _build(_epoch_function(model, cfg, shape), specs, _described(key))
 
     return _submit(key, build)
 

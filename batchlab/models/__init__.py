@@ -13,7 +13,23 @@ from batchlab.models.mlp import mlp
 
 MODELS = ("mlp", "logreg", "cnn")
 
-__all__ = ["Model", "MODELS", "build_model", "check_model_config", "fingerprint"]
+__all__ = ["Model", "MODELS", "build_model", "check_model_config", "description", "fingerprint"]
+
+# What each model batchlab built is made of: its config and the data's shape, classes and task
+# (with this package's source, all that decides its code). Models given as code have none.
+_descriptions: dict[Model, tuple] = {}
+
+
+def description(model: Model) -> tuple | None:
+    """What a built-in model (or a view of one) is made of, as plain values; None for a model
+    given as code. Compiled programs are kept on disk under it (``engine/saved_programs.py``)."""
+    return _descriptions.get(model)
+
+
+def describe(model: Model, made_of: tuple) -> Model:
+    """Record what ``model`` is made of (for models batchlab builds, or derives from one)."""
+    _descriptions[model] = made_of
+    return model
 
 
 def fingerprint(model: Model, dataset) -> str:
@@ -68,4 +84,4 @@ def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: in
         if shape is None:
             raise BatchlabError(f"model 'cnn' needs image samples (HxW or HxWxC); this data has shape {sample_shape}")
         model = cnn(shape, num_classes, cfg.activation, cfg.init, cfg.dropout)
-    return model._replace(task=task)
+    return describe(model._replace(task=task), (cfg, tuple(sample_shape), num_classes, task))

@@ -1,0 +1,103 @@
+"""Compiled programs kept on disk: a later command loads them instead of tracing, and trains
+exactly the same runs; their key changes with everything that changes the program; models
+given as code are never kept; a damaged file is compiled again."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from batchlab.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig
+from batchlab.engine import programs, saved_programs
+from batchlab.engine.cohort import epoch_data
+from batchlab.data import load_dataset
+from batchlab.models import build_model, description
+from batchlab.models.base import Model
+from batchlab.store import Store
+
+TRAIN = ["train", "--data", "blobs", "--batch-size", "8,full", "--lr", "0.05", "--momentum", "0.9",
+         "--epochs", "3", "--seeds", "2", "--hidden", "7"]
+
+
+def _command(tmp_path, name: str) -> tuple[str, list]:
+    env = {**os.environ, "BATCHLAB_CACHE_DIR": str(tmp_path / "cache"), "BATCHLAB_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "batchlab.cli", "--profile", *TRAIN, "--db", str(tmp_path / name),
+                           "--out", str(tmp_path / f"out-{name}")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Store(tmp_path / name) as store:
+        runs = sorted(store.load(), key=lambda r: r.config.run_id)
+    return done.stderr, runs
+
+
+def test_a_later_command_loads_the_programs_and_trains_the_same_runs(tmp_path):
+    first_profile, first = _command(tmp_path, "first.db")
+    saved = list((tmp_path / "cache" / "programs").glob("*.pkl"))
+    # start, evaluation and epoch programs (B=8 and full may share one)
+    assert len(saved) >= 3, first_profile
+    assert "tracing" in first_profile
+    second_profile, second = _command(tmp_path, "second.db")
+    assert "loading programs" in second_profile and "tracing" not in second_profile, second_profile
+    assert [r.config.run_id for r in first] == [r.config.run_id for r in second] and len(first) == 4
+    for a, b in zip(first, second):
+        for series, other in ((a.history, b.history), (a.steps, b.steps)):
+            for name, values in series.items():
+                if name != "wall_time":  # seconds, not results
+                    np.testing.assert_array_equal(values, other[name], err_msg=name)
+        assert a.history.keys() == b.history.keys() and "mb_loss" in a.steps
+
+
+@pytest.fixture
+def blobs_model():
+    dataset = load_dataset(DataConfig("blobs"))
+    cfg = RunConfig(data=DataConfig("blobs"), model=ModelConfig(hidden=(5,)), optimizer=OptimizerConfig(),
+                    batch_size=8, epochs=1)
+    net = build_model(cfg.model, dataset.sample_shape, dataset.num_classes)
+    return cfg, net, epoch_data(dataset)
+
+
+def test_the_key_follows_what_makes_the_program(blobs_model, monkeypatch):
+    cfg, net, data = blobs_model
+    shape = programs.EpochShape(8, 63)
+    described = programs._described(("epoch", shape) + programs._program_key(net, cfg, 4, data))
+    key = saved_programs.key(described)
+    assert key == saved_programs.key(programs._described(("epoch", shape) + programs._program_key(net, cfg, 4, data)))
+    other_width = programs._described(("epoch", shape._replace(width=16)) + programs._program_key(net, cfg, 4, data))
+    other_runs = programs._described(("epoch", shape) + programs._program_key(net, cfg, 5, data))
+    wider = dataclasses.replace(cfg, model=ModelConfig(hidden=(6,)))
+    dataset = load_dataset(cfg.data)
+    other_model = build_model(wider.model, dataset.sample_shape, dataset.num_classes)
+    other_net = programs._described(("epoch", shape) + programs._program_key(other_model, wider, 4, data))
+    keys = {key, saved_programs.key(other_width), saved_programs.key(other_runs), saved_programs.key(other_net)}
+    assert len(keys) == 4
+    # the environment: XLA's flags are part of it
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_math=false")
+    saved_programs._environment.cache_clear()
+    try:
+        assert saved_programs.key(described) != key
+    finally:
+        monkeypatch.undo()
+        saved_programs._environment.cache_clear()
+    monkeypatch.setenv("BATCHLAB_CACHE_DIR", "off")
+    assert saved_programs.key(described) is None
+
+
+def test_a_model_given_as_code_is_not_kept(blobs_model):
+    cfg, net, data = blobs_model
+    assert description(net) is not None
+    as_code = Model(net.init, net.apply, name="mine", task=net.task)  # same functions, but not built here
+    assert description(as_code) is None
+    assert programs._described(("start",) + programs._program_key(as_code, cfg, 2, data)) is None
+
+
+def test_a_damaged_file_is_compiled_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_CACHE_DIR", str(tmp_path))
+    key = saved_programs.key(("a program",))
+    path = tmp_path / "programs" / f"{key}.pkl"
+    path.parent.mkdir()
+    path.write_bytes(b"not a program")
+    assert saved_programs.load(key) is None
+    assert saved_programs.load(saved_programs.key(("another program",))) is None  # no file
