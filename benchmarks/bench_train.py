@@ -50,7 +50,7 @@ HIDDEN = 50
 TARGETS = {(1, 1): 10.0, (1, 16): 50.0, (32, 16): 6.0}
 # batchlab turns XLA's CPU threading off (engine/runtime.py); Keras-on-JAX gets the same flags
 # so that both JAX loops run under the same threading.
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
 
 
 def blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

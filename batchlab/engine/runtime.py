@@ -17,8 +17,9 @@ _configured = False
 
 
 def configure_threads() -> None:
-    """Must run before jax is first imported to take effect."""
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    """Must run before jax is first imported to take effect. (XLA stops reading ``XLA_FLAGS``
+    at the first word that is not one of its flags: keep only flags here.)"""
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 
 def configure_cache() -> None:
