@@ -35,7 +35,7 @@ def _command(tmp_path, name: str) -> tuple[str, list]:
 
 def test_a_later_command_loads_the_programs_and_trains_the_same_runs(tmp_path):
     first_profile, first = _command(tmp_path, "first.db")
-    saved = list((tmp_path / "cache" / "programs").glob("*.pkl"))
+    saved = list((tmp_path / "cache" / "programs").glob("*/*.pkl"))
     # start, evaluation and epoch programs (B=8 and full may share one)
     assert len(saved) >= 3, first_profile
     assert "tracing" in first_profile
@@ -59,30 +59,33 @@ def blobs_model():
     return cfg, net, epoch_data(dataset)
 
 
-def test_the_key_follows_what_makes_the_program(blobs_model, monkeypatch):
+def test_the_file_follows_what_makes_the_program(blobs_model, monkeypatch):
     cfg, net, data = blobs_model
     shape = programs.EpochShape(8, 63)
-    described = programs._described(("epoch", shape) + programs._program_key(net, cfg, 4, data))
-    key = saved_programs.key(described)
-    assert key == saved_programs.key(programs._described(("epoch", shape) + programs._program_key(net, cfg, 4, data)))
-    other_width = programs._described(("epoch", shape._replace(width=16)) + programs._program_key(net, cfg, 4, data))
-    other_runs = programs._described(("epoch", shape) + programs._program_key(net, cfg, 5, data))
+
+    def path(model, config, runs, epoch_shape=shape):
+        return saved_programs._path(programs._described(("epoch", epoch_shape) +
+                                                        programs._program_key(model, config, runs, data)), ".pkl")
+
     wider = dataclasses.replace(cfg, model=ModelConfig(hidden=(6,)))
     dataset = load_dataset(cfg.data)
     other_model = build_model(wider.model, dataset.sample_shape, dataset.num_classes)
-    other_net = programs._described(("epoch", shape) + programs._program_key(other_model, wider, 4, data))
-    keys = {key, saved_programs.key(other_width), saved_programs.key(other_runs), saved_programs.key(other_net)}
-    assert len(keys) == 4
-    # the environment: XLA's flags are part of it
+    files = [path(net, cfg, 4), path(net, cfg, 4, shape._replace(width=16)), path(net, cfg, 5),
+             path(other_model, wider, 4)]
+    assert path(net, cfg, 4) == files[0] and len(set(files)) == 4
+    # the environment: XLA's flags choose the folder
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_math=false")
     saved_programs._environment.cache_clear()
+    saved_programs._environment_folder.cache_clear()
     try:
-        assert saved_programs.key(described) != key
+        assert path(net, cfg, 4).parent != files[0].parent
     finally:
         monkeypatch.undo()
         saved_programs._environment.cache_clear()
+        saved_programs._environment_folder.cache_clear()
+    assert path(net, cfg, 4) == files[0]
     monkeypatch.setenv("BATCHLAB_CACHE_DIR", "off")
-    assert saved_programs.key(described) is None
+    assert path(net, cfg, 4) is None
 
 
 def test_a_model_given_as_code_is_not_kept(blobs_model):
@@ -95,9 +98,8 @@ def test_a_model_given_as_code_is_not_kept(blobs_model):
 
 def test_a_damaged_file_is_compiled_again(tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_CACHE_DIR", str(tmp_path))
-    key = saved_programs.key(("a program",))
-    path = tmp_path / "programs" / f"{key}.pkl"
-    path.parent.mkdir()
+    path = saved_programs._path(("a program",), ".pkl")
+    assert tmp_path in path.parents
     path.write_bytes(b"not a program")
-    assert saved_programs.load(key) is None
-    assert saved_programs.load(saved_programs.key(("another program",))) is None  # no file
+    assert saved_programs.load(("a program",)) is None
+    assert saved_programs.load(("another program",)) is None  # no file

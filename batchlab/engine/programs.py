@@ -227,15 +227,14 @@ def _in_order(order: int, build: Callable):
         _building.order = math.inf
 
 
-def _build(function, specs: Callable[[], tuple], description: tuple | None = None):
+def _build(function, specs: Callable[[], tuple], described: tuple | None = None):
     """Trace and compile ``function`` for the argument shapes ``specs()`` (in whichever
-    thread runs it), or load it from disk where ``description`` says what it is
+    thread runs it), or load it from disk where ``described`` says what it is
     (``engine/saved_programs.py``; None: a model given as code, never kept)."""
     configure_cache()
-    stored = saved_programs.key(description) if description is not None else None
-    if stored is not None:
+    if described is not None:
         with profiling.phase("loading programs"):
-            compiled = saved_programs.load(stored)
+            compiled = saved_programs.load(described)
         if compiled is not None:
             return compiled
     # JAX's default "partitionable" threefry makes XLA's CPU compiler take up to 4x longer on
@@ -247,8 +246,8 @@ def _build(function, specs: Callable[[], tuple], description: tuple | None = Non
             lowered = jax.jit(function).lower(*arguments)
         with profiling.phase("compilation"):
             compiled, new = saved_programs.compile_lowered(lowered)
-    if stored is not None and new:
-        saved_programs.save(stored, compiled)
+    if described is not None and new:
+        saved_programs.save(described, compiled)
     return compiled
 
 
@@ -423,13 +422,17 @@ def _flops_per_row(model: Model, data: EpochData) -> float:
     for a model and data shape, and no compilation (the program is only lowered)."""
     key = (model, data.x.shape[1:], str(data.x.dtype), data.y.shape[1:], str(data.y.dtype))
     if key not in _flops_cache:
-        def loss(params, state, x, y):
-            # Evaluation mode: no dropout key is needed, and dropout's own flops are negligible.
-            return masked_loss_sum(model, params, state, x, y, jnp.ones(1), train=False, key=None)[0]
+        def flops() -> float:
+            def loss(params, state, x, y):
+                # Evaluation mode: no dropout key is needed, and dropout's own flops are negligible.
+                return masked_loss_sum(model, params, state, x, y, jnp.ones(1), train=False, key=None)[0]
 
-        params, state = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-        row_x = jax.ShapeDtypeStruct((1,) + data.x.shape[1:], data.x.dtype)
-        row_y = jax.ShapeDtypeStruct((1,) + data.y.shape[1:], data.y.dtype)
-        cost = jax.jit(jax.grad(loss)).lower(params, state, row_x, row_y).cost_analysis() or {}
-        _flops_cache[key] = max(float(cost.get("flops", 0.0)), 1.0)
+            params, state = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+            row_x = jax.ShapeDtypeStruct((1,) + data.x.shape[1:], data.x.dtype)
+            row_y = jax.ShapeDtypeStruct((1,) + data.y.shape[1:], data.y.dtype)
+            cost = jax.jit(jax.grad(loss)).lower(params, state, row_x, row_y).cost_analysis() or {}
+            return max(float(cost.get("flops", 0.0)), 1.0)
+
+        described = _described(("flops per row",) + key)  # kept on disk: a lowering takes ~0.2 s
+        _flops_cache[key] = flops() if described is None else saved_programs.number(described, flops)
     return _flops_cache[key]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 
-from batchlab.cachedir import cache_dir
-
 _configured = False
 
 
@@ -23,19 +21,19 @@ def configure_threads() -> None:
 
 
 def configure_cache() -> None:
+    """JAX's compilation cache in this environment's folder of compiled programs
+    (``engine/saved_programs.py``), which batchlab's own saved programs share."""
     global _configured
     if _configured:
         return
     _configured = True
     import jax
 
-    where = cache_dir()
-    if where is None:
-        return
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return  # an unwritable cache only costs speed
+    from batchlab.engine.saved_programs import folder
+
+    where = folder()
+    if where is None or not where.is_dir():
+        return  # caching is off, or the folder cannot be made: that only costs speed
     jax.config.update("jax_compilation_cache_dir", str(where))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

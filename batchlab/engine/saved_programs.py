@@ -1,52 +1,55 @@
-"""Compiled programs kept on disk under a key of everything that makes them, so a later
-command loads a program in about 20 ms instead of tracing it again (0.1-0.3 s a program,
-Python holding the GIL, which JAX's own compilation cache still pays to compute its key).
+"""Compiled programs kept on disk by what they are, so a later command loads a program in
+about 20 ms instead of tracing it again (0.1-0.3 s a program, Python holding the GIL, which
+JAX's own compilation cache still pays to compute its key).
 
-A key covers the program's description (what it computes, for which built-in model and
-which shapes: ``engine/programs.py``), the source of the batchlab package, the JAX and
-jaxlib versions, JAX's settings, ``XLA_FLAGS`` and the device (platform, kind, and on a
-CPU its instruction-set flags), so a program is only ever reused where JAX would compile
-the same one. Programs of models given as code are not kept (their code is not part of
-the key); JAX's cache, keyed by the traced program itself, still serves them. Files live
-in ``<BATCHLAB_CACHE_DIR>/programs``; a file that cannot be read is ignored and replaced.
+One folder per *environment* holds them, next to JAX's own cache: the environment is the
+source of the batchlab package, the JAX and jaxlib versions, ``XLA_FLAGS`` and the device
+(platform, kind, and on a CPU its instruction-set flags); an edited or upgraded batchlab
+starts a new folder (folders unused for ``KEEP_DAYS`` are removed). In the folder a
+program's file is named by JAX's settings and its description: what it computes, for which
+built-in model and which shapes (``engine/programs.py``). So a program is only reused where
+JAX would compile the same one. Programs of models given as code are not kept this way (their code
+is not in the environment); JAX's cache, keyed by the traced program, still serves them. A
+file that cannot be read is ignored and written again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import shutil
 import tempfile
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from batchlab.cachedir import cache_dir
 
-_loading = threading.Lock()
-_compiling = threading.local()
-_listening = False
+KEEP_DAYS = 14
 # JAX settings that name files or logging rather than how a program is built.
 _IGNORED_SETTINGS = ("cache", "log", "dump", "traceback", "pprint", "explain")
 
 
-def key(description: tuple) -> str | None:
-    """The file key of a program ``description`` (a tuple of plain values) in this
-    environment; None when caching is off."""
-    if cache_dir() is None:
-        return None
-    return hashlib.sha256(repr((_environment(), description)).encode()).hexdigest()
+def folder() -> Path | None:
+    """This environment's folder of compiled programs (JAX's cache included); None when caching is off."""
+    root = cache_dir()
+    return None if root is None else _environment_folder(root)
 
 
-def load(program_key: str):
-    """The compiled program saved under ``program_key``, or None."""
+def load(description: tuple):
+    """The compiled program saved under ``description``, or None."""
     from jax.experimental import serialize_executable
 
-    path = _path(program_key)
+    path = _path(description, ".pkl")
+    if path is None:
+        return None
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-        with _loading:
-            return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except FileNotFoundError:
         return None
     except Exception:  # a damaged or foreign file: compile again and replace it
@@ -55,9 +58,10 @@ def load(program_key: str):
 
 def compile_lowered(lowered):
     """``lowered.compile()``, and whether XLA compiled it here (rather than JAX loading it from
-    its own cache): only those are saved. A program JAX loaded from its cache, serialized
-    again, failed when loaded in a later command ("Function wrapped_slice not found", jaxlib
-    0.10.2), so it is not kept; the command after the next real compilation keeps it."""
+    its own cache): only those are saved. A program JAX loaded from its cache serializes
+    without part of its code (jaxlib 0.10.2: it failed when loaded, "Function ... not
+    found"); JAX's cache shares this environment's folder, so it only holds programs the
+    same environment compiled, which are saved here already."""
     global _listening
     if not _listening:
         import jax.monitoring
@@ -69,41 +73,92 @@ def compile_lowered(lowered):
     return compiled, not _compiling.cache_hit
 
 
+_compiling = threading.local()
+_listening = False
+
+
 def _note_cache_hit(event: str, **_) -> None:
     if event == "/jax/compilation_cache/cache_hits":  # reported in the thread that compiles
         _compiling.cache_hit = True
 
 
-def save(program_key: str, compiled) -> None:
-    """Keep ``compiled`` under ``program_key`` (written whole or not at all; a folder that
-    cannot be written only costs speed)."""
+def save(description: tuple, compiled) -> None:
+    """Keep ``compiled`` under ``description``."""
     from jax.experimental import serialize_executable
 
-    path = _path(program_key)
+    path = _path(description, ".pkl")
+    if path is None:
+        return
     try:
         data = pickle.dumps(serialize_executable.serialize(compiled))
+    except Exception:
+        return
+    _write(path, data)
+
+
+def number(description: tuple, compute: Callable[[], float]) -> float:
+    """``compute()``, kept on disk under ``description`` like a program (for what takes a
+    lowering to work out, such as XLA's flop count of a model's row)."""
+    path = _path(description, ".json")
+    if path is None:
+        return compute()
+    try:
+        return float(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        value = compute()
+        _write(path, json.dumps(value).encode())
+        return value
+
+
+def _path(description: tuple, suffix: str) -> Path | None:
+    """The file of ``description`` under JAX's settings now (read at each call: a setting
+    changed during a command changes the programs compiled after it)."""
+    where = folder()
+    if where is None:
+        return None
+    import jax
+
+    settings = sorted((name, repr(value)) for name, value in jax.config.values.items()
+                      if not any(word in name for word in _IGNORED_SETTINGS))
+    return where / (hashlib.sha256(repr((settings, description)).encode()).hexdigest() + suffix)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a folder that cannot be written only costs speed)."""
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as part:
             part.write(data)
         os.replace(part.name, path)
-    except Exception:
+    except OSError:
         return
 
 
-def _path(program_key: str) -> Path:
-    return cache_dir() / "programs" / f"{program_key}.pkl"
+@lru_cache(maxsize=4)
+def _environment_folder(root: Path) -> Path:
+    """``root/programs/<environment>``, marked as used now; other environments' folders
+    unused for ``KEEP_DAYS`` are removed."""
+    programs = root / "programs"
+    here = programs / _environment()[:24]
+    try:
+        here.mkdir(parents=True, exist_ok=True)
+        os.utime(here)
+        for other in programs.iterdir():
+            if other != here and other.is_dir() and time.time() - other.stat().st_mtime > KEEP_DAYS * 86400:
+                shutil.rmtree(other, ignore_errors=True)
+    except OSError:
+        pass
+    return here
 
 
 @lru_cache(maxsize=1)
 def _environment() -> str:
-    """Everything outside a program's description that changes what JAX compiles for it."""
+    """What is fixed for a process and changes what JAX compiles for a description."""
     import jax
     import jaxlib
 
     device = jax.devices()[0]
-    settings = sorted((name, repr(value)) for name, value in jax.config.values.items()
-                      if not any(word in name for word in _IGNORED_SETTINGS))
-    parts = (_source_digest(), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""), settings,
+    parts = (_source_digest(), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""),
              device.platform, device.device_kind, getattr(device.client, "platform_version", ""), _cpu_flags())
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
