@@ -192,7 +192,8 @@ def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shap
             pending = dispatch(runs, epoch + 1)
     train_seconds = time.perf_counter() - t0
 
-    final_params = to_tree(best_params if restore_best else runs.params)  # Keras' restore_best_weights
+    # On the host once (indexing a device array per run compiles a slicing program per leaf).
+    final_params = _host_tree(to_tree(best_params if restore_best else runs.params))  # Keras' restore_best_weights
     results = []
     for i, cfg in enumerate(configs):
         history, step_series = recorder.series(i, int(end_epoch[i]))
@@ -205,7 +206,7 @@ def _train(configs, model, to_tree, data, orders, runs, evaluate, compiled, shap
             config=cfg, status=status, history=history, steps=step_series, best_epoch=best,
             diverged_step=int(recorder.diverged_step[i]) if diverged else None,
             compile_seconds=compile_seconds, train_seconds=train_seconds,
-            params=jax.tree.map(lambda a: np.asarray(a[i]), final_params),
+            params=jax.tree.map(lambda a: a[i].copy(), final_params),
             checkpoints={e: jax.tree.map(lambda a: a[i], p) for e, p in saved.items() if e <= end_epoch[i]}))
     return results
 
