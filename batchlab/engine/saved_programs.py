@@ -8,9 +8,9 @@ source of the batchlab package, the JAX and jaxlib versions, ``XLA_FLAGS`` and t
 starts a new folder (folders unused for ``KEEP_DAYS`` are removed). In the folder a
 program's file is named by JAX's settings and its description: what it computes, for which
 built-in model and which shapes (``engine/programs.py``). So a program is only reused where
-JAX would compile the same one. Programs of models given as code are not kept this way (their code
-is not in the environment); JAX's cache, keyed by the traced program, still serves them. A
-file that cannot be read is ignored and written again.
+JAX would compile the same one. Programs of models given as code are not kept this way
+(their code is not in the environment); JAX's cache, keyed by the traced program, still
+serves them. A file that cannot be read is ignored and written again.
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ def load(description: tuple):
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
         return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except FileNotFoundError:
-        return None
-    except Exception:  # a damaged or foreign file: compile again and replace it
+    except Exception:  # none yet, or a damaged or foreign file: compile again and replace it
         return None
 
 
