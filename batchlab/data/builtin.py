@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import os
-import tempfile
 import random
 import threading
 from types import ModuleType
@@ -220,15 +220,14 @@ def prepared_builtin(cfg, prepare: Callable[[], Dataset]) -> Dataset:
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
 
-    from batchlab.cachedir import cache_dir
+    from batchlab.cachedir import cache_dir, files_digest, write_whole
     from batchlab.data.dataset import Dataset
 
     folder = cache_dir()
     if folder is None:
         return prepare()
     key = hashlib.sha256(repr(cfg).encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        key.update(path.read_bytes())
+    key.update(files_digest(Path(__file__).parent.glob("*.py")).encode())
     for package in ("scikit-learn", "numpy", "mlxtend", "mnist1d"):
         try:
             key.update(version(package).encode())
@@ -242,12 +241,8 @@ def prepared_builtin(cfg, prepare: Callable[[], Dataset]) -> Dataset:
     except (OSError, KeyError, ValueError):
         pass
     dataset = prepare()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test,
-                     y_test=dataset.y_test, num_classes=dataset.num_classes, task=dataset.task)
-        os.replace(tmp.name, path)
-    except OSError:
-        pass
+    arrays = io.BytesIO()
+    np.savez(arrays, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test,
+             y_test=dataset.y_test, num_classes=dataset.num_classes, task=dataset.task)
+    write_whole(path, arrays.getvalue())
     return dataset

@@ -20,14 +20,13 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 import threading
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from batchlab.cachedir import cache_dir
+from batchlab.cachedir import cache_dir, files_digest, write_whole
 
 KEEP_DAYS = 14
 # JAX settings that name files or logging rather than how a program is built.
@@ -91,7 +90,7 @@ def save(description: tuple, compiled) -> None:
         data = pickle.dumps(serialize_executable.serialize(compiled))
     except Exception:
         return
-    _write(path, data)
+    write_whole(path, data)
 
 
 def number(description: tuple, compute: Callable[[], float]) -> float:
@@ -104,7 +103,7 @@ def number(description: tuple, compute: Callable[[], float]) -> float:
         return float(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         value = compute()
-        _write(path, json.dumps(value).encode())
+        write_whole(path, json.dumps(value).encode())
         return value
 
 
@@ -119,17 +118,6 @@ def _path(description: tuple, suffix: str) -> Path | None:
     settings = sorted((name, repr(value)) for name, value in jax.config.values.items()
                       if not any(word in name for word in _IGNORED_SETTINGS))
     return where / (hashlib.sha256(repr((settings, description)).encode()).hexdigest() + suffix)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a folder that cannot be written only costs speed)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as part:
-            part.write(data)
-        os.replace(part.name, path)
-    except OSError:
-        return
 
 
 @lru_cache(maxsize=4)
@@ -156,19 +144,9 @@ def _environment() -> str:
     import jaxlib
 
     device = jax.devices()[0]
-    parts = (_source_digest(), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""),
+    parts = (files_digest(Path(__file__).resolve().parents[1].rglob("*.py")), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""),
              device.platform, device.device_kind, getattr(device.client, "platform_version", ""), _cpu_flags())
     return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
-def _source_digest() -> str:
-    """SHA-256 of every Python file of the batchlab package (an edited engine is a new key)."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _cpu_flags() -> str:
