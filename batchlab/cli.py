@@ -97,39 +97,37 @@ def train(
     wide: bool = typer.Option(False, "--wide", help="show every column of the table, whatever the terminal width"),
 ) -> None:
     """Train every batch size x lr x momentum x seed; store the runs; print a table; draw learning curves."""
-    from batchlab.api import prepare, run_configs
-    from batchlab.config import EarlyStopping
-    from batchlab.plots import learning_curves, save_figure
+    from batchlab.figure_helpers import FigureDrawer
 
-    from batchlab.config import check_writable_dir
+    with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
+        from batchlab.api import prepare, run_configs
+        from batchlab.config import EarlyStopping, check_writable_dir, score_name
 
-    early = EarlyStopping(monitor, patience, min_delta, restore_best) if patience is not None else None
-    configs, dataset, net = prepare(
-        data, model, batch_size=batch_size, epochs=epochs, lr=lr, momentum=momentum, seeds=seeds,
-        optimizer=optimizer, nesterov=nesterov, reduction=reduction, drop_last=drop_last, shuffle=shuffle,
-        hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
-        test_fraction=test_fraction, label=label, task=task, early_stopping=early, micro_batch=micro_batch,
-        init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed, instruments=instruments)
-    check_writable_dir(out, "--out folder")
-    _expect_interrupts(db)
-    for note in getattr(dataset, "notes", ()) or ():
-        typer.echo(f"note: {note}", err=True)
-    total = sum(c.epochs for c in configs)
-    bar, advance = _progress_bar(total, f"training {len(configs)} run(s)")
-    start = time.perf_counter()
-    with bar:
-        result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
-    print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
-                                f"{time.perf_counter() - start:.1f} s", wide)
-    if result.skipped:
-        typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
-    files = []
-    from batchlab.config import score_name
-
-    history = result.history  # built once for both figures
-    for metric in (score_name(dataset.task), "loss"):
-        files += save_figure(learning_curves(history, metric), out / f"learning_curves_{metric}")
-    typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
+        early = EarlyStopping(monitor, patience, min_delta, restore_best) if patience is not None else None
+        configs, dataset, net = prepare(
+            data, model, batch_size=batch_size, epochs=epochs, lr=lr, momentum=momentum, seeds=seeds,
+            optimizer=optimizer, nesterov=nesterov, reduction=reduction, drop_last=drop_last, shuffle=shuffle,
+            hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
+            test_fraction=test_fraction, label=label, task=task, early_stopping=early, micro_batch=micro_batch,
+            init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed, instruments=instruments)
+        check_writable_dir(out, "--out folder")
+        _expect_interrupts(db)
+        for note in getattr(dataset, "notes", ()) or ():
+            typer.echo(f"note: {note}", err=True)
+        total = sum(c.epochs for c in configs)
+        bar, advance = _progress_bar(total, f"training {len(configs)} run(s)")
+        start = time.perf_counter()
+        with bar:
+            result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
+        print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
+                                    f"{time.perf_counter() - start:.1f} s", wide)
+        if result.skipped:
+            typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
+        history = result.history  # built once for both figures
+        for metric in (score_name(dataset.task), "loss"):
+            drawer.draw("learning_curves", history, metric, path=out / f"learning_curves_{metric}")
+        files = drawer.files()
+        typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
 
 
 _FILTERS = "--data, --model, --batch-size, --sweep, --status"

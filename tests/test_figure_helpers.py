@@ -1,0 +1,135 @@
+"""Figures drawn by helper processes: the same files as drawn in the command's own process, the
+command never loads matplotlib, errors come back, and no helper outlives a killed command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="helpers are forked on Linux only")
+
+HISTORY = """
+import numpy as np, pandas as pd
+rng = np.random.default_rng(0)
+rows = [dict(run_id=f"{b}-{s}", batch_size=b, lr=0.01, seed=s, epoch=e,
+             train_acc=rng.uniform(), test_acc=rng.uniform(),
+             train_loss=rng.uniform(0.1, 2), test_loss=rng.uniform(0.1, 2))
+        for b in (1, 32) for s in (0, 1) for e in range(6)]
+history = pd.DataFrame(rows)
+"""
+
+
+def _python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env})
+
+
+def test_helpers_draw_the_same_files_and_the_command_never_loads_matplotlib(tmp_path):
+    done = _python(f"""
+        import sys
+        from batchlab.figure_helpers import FigureDrawer
+        with FigureDrawer() as drawer:
+            {HISTORY.strip().replace(chr(10), chr(10) + ' ' * 12)}
+            for metric in ("acc", "loss"):
+                drawer.draw("learning_curves", history, metric, path=f"helped/{{metric}}")
+            print([str(f) for f in drawer.files()])
+            print("matplotlib" in sys.modules)
+        from batchlab.plots import learning_curves, save_figure
+        for metric in ("acc", "loss"):
+            save_figure(learning_curves(history, metric), f"here/{{metric}}")
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    files, loaded = done.stdout.splitlines()
+    assert files == str(["helped/acc.png", "helped/acc.svg", "helped/loss.png", "helped/loss.svg"])
+    assert loaded == "False"  # drawn by the helpers, not in the command's process
+    for metric in ("acc", "loss"):
+        helped = (tmp_path / "helped" / f"{metric}.png").read_bytes()
+        here = (tmp_path / "here" / f"{metric}.png").read_bytes()
+        assert len(helped) > 10_000 and helped == here
+
+
+def test_a_failed_figure_raises_in_the_command_after_the_others_are_written(tmp_path):
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    done = _python(f"""
+        from batchlab.figure_helpers import FigureDrawer
+        {HISTORY.strip().replace(chr(10), chr(10) + ' ' * 8)}
+        with FigureDrawer() as drawer:
+            drawer.draw("learning_curves", history, "acc", path="taken/acc")
+            drawer.draw("learning_curves", history, "loss", path="fine/loss")
+            try:
+                drawer.files()
+            except OSError as exc:
+                print(type(exc).__name__)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("FileExistsError", "NotADirectoryError")
+    assert (tmp_path / "fine" / "loss.png").stat().st_size > 10_000
+
+
+def test_without_helpers_figures_are_drawn_in_process(tmp_path):
+    done = _python(f"""
+        import sys
+        from batchlab.figure_helpers import FigureDrawer
+        {HISTORY.strip().replace(chr(10), chr(10) + ' ' * 8)}
+        with FigureDrawer() as drawer:
+            drawer.draw("learning_curves", history, "acc", path="acc")
+            print(len(drawer.files()), "matplotlib" in sys.modules)
+    """, tmp_path, BATCHLAB_FIGURE_HELPERS="0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "True"]
+    assert (tmp_path / "acc.png").stat().st_size > 10_000
+
+
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent (Linux /proc); None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _alive(pid: int) -> bool:
+    found = _state_and_parent(pid)
+    return found is not None and found[0] != "Z"
+
+
+def _children(pid: int) -> set[int]:
+    """Every living descendant of ``pid``."""
+    parents = {int(entry.name): _state_and_parent(int(entry.name)) for entry in Path("/proc").iterdir()
+               if entry.name.isdigit()}
+    parents = {child: found[1] for child, found in parents.items() if found is not None and found[0] != "Z"}
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_helpers_go_when_the_command_is_killed(tmp_path):
+    command = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import time
+        from batchlab.figure_helpers import FigureDrawer
+        drawer = FigureDrawer()
+        time.sleep(600)
+    """)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(command.pid)) < 2:  # the second helper is forked once imports are done
+            assert time.monotonic() < deadline, "the helpers did not start"
+            time.sleep(0.1)
+        helpers = _children(command.pid)
+    finally:
+        command.send_signal(signal.SIGKILL)
+        command.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in helpers):
+        assert time.monotonic() < deadline, "a helper outlived the command"
+        time.sleep(0.1)
