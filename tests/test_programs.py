@@ -200,3 +200,32 @@ def test_flops_per_row_grow_with_the_model():
     _, _, big = _prepare(32, hidden=(512, 512))
     data = epoch_data(dataset)
     assert 0 < programs._flops_per_row(small, data) < programs._flops_per_row(big, data)
+
+
+@pytest.mark.parametrize("model, settings", [
+    ("mlp", {"init": "he_uniform", "instruments": "full"}),
+    ("mlp", {"init": "he_normal", "hidden": (32, 16), "optimizer": "adam", "momentum": 0.0}),
+    ("mlp", {"init": "glorot_normal", "dropout": 0.3, "nesterov": True}),
+    ("logreg", {"init": "glorot_uniform"}),
+    ("cnn", {"init": "he_normal"}),
+])
+def test_the_start_program_draws_the_same_bits_at_its_lower_optimization_level(model, settings):
+    """``START_OPTIONS`` compile faster; the initial states must be the full optimization's, bit
+    for bit, or every stored run would change."""
+    defaults = dict(hidden=(16,), activation="relu", dropout=0.0, standardize=None, test_fraction=0.2,
+                    label="label", epochs=1, lr="0.05,0.2", momentum=0.9, seeds=3, batch_size=32)
+    configs, _, net = prepare("digits", model, **{**defaults, **settings})
+    cfg = configs[0]
+    net, _ = measuring_model(net, cfg)
+    args = (np.stack([programs.prng_key(c.init_seed) for c in configs]),
+            np.stack([programs.prng_key(c.dropout_seed) for c in configs]),
+            np.array([c.optimizer.lr for c in configs], np.float32),
+            np.array([c.optimizer.momentum for c in configs], np.float32))
+    with jax.threefry_partitionable(False):  # as programs._build lowers it
+        lowered = jax.jit(programs._start_function(net, cfg.optimizer, cfg.instruments)).lower(
+            *programs._start_specs(len(configs)))
+    full = jax.tree.leaves(lowered.compile()(*args))
+    quick = jax.tree.leaves(lowered.compile(compiler_options=programs.START_OPTIONS)(*args))
+    assert len(full) == len(quick) > 4
+    for a, b in zip(full, quick):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

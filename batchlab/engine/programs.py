@@ -50,9 +50,17 @@ from batchlab.models.base import Model
 # (see ``plan_shapes``).
 COMPILE_FLOPS = 5e9
 # An epoch program that also evaluates saves about 0.25 ms per epoch (one call instead of two)
-# and costs about 0.2 s more to compile (digits/blobs MLPs, this CPU): worth it for programs
-# that run this many epochs in a command. Either way the numbers are the same, bit for bit.
-EVALUATES_FROM_EPOCHS = 100
+# and costs about 0.2 s more to compile (digits/blobs MLPs, this CPU), so it pays from about
+# 800 epochs run by the program in a command. Measured on the 18-run 200-epoch train: fused
+# programs made it 0.1 s faster with programs on disk and 0.5 s slower cold. Either way the
+# numbers are the same, bit for bit.
+EVALUATES_FROM_EPOCHS = 800
+# A start program runs once per cohort, and most of it is the random draws of the initial
+# weights, whose loops LLVM's full optimization takes 0.58 s to compile (a blobs MLP, 6 runs);
+# at level 1 it takes 0.29 s and computes the same bits (tests/test_programs.py checks it on the
+# built-in models and inits). Epoch programs keep full optimization: level 1 changes
+# their float results.
+START_OPTIONS = {"xla_backend_optimization_level": 1}
 # Per-step output buffers of a bucket are runs x max_steps x outputs floats; padding is not
 # chosen where that would pass this many bytes.
 BUFFER_LIMIT = 64 * 2 ** 20
@@ -180,18 +188,22 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def ready_all(futures: Sequence[Future]) -> list:
-    """The compiled programs of ``futures``: those not started yet are built in this thread
-    rather than waited for (a cohort waiting for its programs adds a core to the compilation,
-    and builds the next while another thread builds one), then the others are waited for,
-    however they are built."""
-    for future in futures:
+    """The compiled programs of ``futures``. While some of them wait in the queue, this thread
+    builds the first program of the queue (a cohort waiting for its programs adds a core to
+    the compilation), which may be an earlier cohort's: programs are built in queue order
+    whichever thread builds them, so the first cohorts (the longest: the smallest batch
+    sizes) start training first. A thread never builds a later cohort's program meanwhile:
+    its own cohort would then wait for that. Then the others are waited for, however they
+    are built."""
+    while True:
         with _lock:
-            future = _replacements.get(future, future)
-            taken = _take(future) if future in _builds else None
+            futures = [_replacements.get(future, future) for future in futures]
+            if not any(future in _builds and not future.running() for future in futures):
+                break
+            first = min((future for future in _builds if not future.running()), key=lambda f: _builds[f][2])
+            taken = _take(first)
         if taken is not None:
             _run(*taken)
-    with _lock:
-        futures = [_replacements.get(future, future) for future in futures]
     return [future.result() for future in futures]
 
 
@@ -227,10 +239,10 @@ def _in_order(order: int, build: Callable):
         _building.order = math.inf
 
 
-def _build(function, specs: Callable[[], tuple], described: tuple | None = None):
+def _build(function, specs: Callable[[], tuple], described: tuple | None = None, options: dict | None = None):
     """Trace and compile ``function`` for the argument shapes ``specs()`` (in whichever
-    thread runs it), or load it from disk where ``described`` says what it is
-    (``engine/saved_programs.py``; None: a model given as code, never kept)."""
+    thread runs it; ``options``: XLA's), or load it from disk where ``described`` says what
+    it is (``engine/saved_programs.py``; None: a model given as code, never kept)."""
     configure_cache()
     if described is not None:
         with profiling.phase("loading programs"):
@@ -245,7 +257,7 @@ def _build(function, specs: Callable[[], tuple], described: tuple | None = None)
         with _tracing, profiling.phase("tracing"):
             lowered = jax.jit(function).lower(*arguments)
         with profiling.phase("compilation"):
-            compiled, new = saved_programs.compile_lowered(lowered)
+            compiled, new = saved_programs.compile_lowered(lowered, options)
     if described is not None and new:
         saved_programs.save(described, compiled)
     return compiled
@@ -272,7 +284,7 @@ def start_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> F
     """The (future) compiled start program for ``runs`` runs of ``cfg``'s kind."""
     key = ("start",) + _program_key(model, cfg, runs, data)
     return _submit(key, lambda: _build(_start_function(model, cfg.optimizer, cfg.instruments),
-                                       lambda: _start_specs(runs), _described(key)))
+                                       lambda: _start_specs(runs), _described(key), START_OPTIONS))
 
 
 _state_specs: dict[tuple, object] = {}

@@ -53,8 +53,8 @@ def load(description: tuple):
         return None
 
 
-def compile_lowered(lowered):
-    """``lowered.compile()``, and whether XLA compiled it here (rather than JAX loading it from
+def compile_lowered(lowered, options: dict | None = None):
+    """``lowered.compile(options)`` (XLA options, e.g. its optimization level), and whether XLA compiled it here (rather than JAX loading it from
     its own cache): only those are saved. A program JAX loaded from its cache serializes
     without part of its code (jaxlib 0.10.2: it failed when loaded, "Function ... not
     found"); JAX's cache shares this environment's folder, so it only holds programs the
@@ -66,7 +66,7 @@ def compile_lowered(lowered):
         jax.monitoring.register_event_listener(_note_cache_hit)
         _listening = True
     _compiling.cache_hit = False
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=options)
     return compiled, not _compiling.cache_hit
 
 
