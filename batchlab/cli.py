@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def train(
     with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
         from batchlab.api import prepare, run_configs
         from batchlab.config import EarlyStopping, check_writable_dir, score_name
+        from batchlab.store import summary_rows
 
         early = EarlyStopping(monitor, patience, min_delta, restore_best) if patience is not None else None
         configs, dataset, net = prepare(
@@ -119,13 +121,15 @@ def train(
         start = time.perf_counter()
         with bar:
             result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
-        print_runs(result.summary, f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
-                                    f"{time.perf_counter() - start:.1f} s", wide)
+        print_runs(summary_rows(result.runs), f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
+                                              f"{time.perf_counter() - start:.1f} s", wide)
         if result.skipped:
             typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
-        history = result.history  # built once for both figures
+        # The figures need the per-epoch records only (not the parameters); pandas is imported
+        # by the helpers that draw them, not here.
+        records = [dataclasses.replace(run, params=None, steps={}, checkpoints={}) for run in result.runs]
         for metric in (score_name(dataset.task), "loss"):
-            drawer.draw("learning_curves", history, metric, path=out / f"learning_curves_{metric}")
+            drawer.draw("runs_learning_curves", records, metric, path=out / f"learning_curves_{metric}")
         files = drawer.files()
         typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
 
@@ -144,7 +148,7 @@ def _select(store, data: Optional[str], model: Optional[str], batch_size: Option
     frame = summary_frame(results)
     if frame.empty:
         return [], frame
-    frame = frame.assign(seconds_per_run=per_run_seconds(frame))  # over all runs, before filtering
+    frame = frame.assign(seconds_per_run=per_run_seconds(frame.to_dict("records")))  # all runs, before filtering
     keep = frame.run_id == frame.run_id
     if data is not None:
         keep &= frame["data"] == data
@@ -185,7 +189,7 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
         typer.echo(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
         return
     shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
-    print_runs(frame, f"{shown} run(s) in {db}", wide)
+    print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
 
 
 @app.command()
@@ -206,7 +210,7 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
         _, frame = _select(store, data, model, batch_size, sweep_name, status, run_ids)
         if frame.empty:
             raise BatchlabError(f"no run in {db} matches; nothing deleted")
-        print_runs(frame, f"{len(frame)} run(s) to delete from {db}")
+        print_runs(frame.to_dict("records"), f"{len(frame)} run(s) to delete from {db}")
         if not yes:
             if not sys.stdin.isatty():
                 raise BatchlabError("no terminal to confirm on: add --yes to delete these runs")

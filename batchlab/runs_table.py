@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections import Counter
 
 import typer
+
+from batchlab.config import setting_names
 
 # Accuracy for classification runs, R^2 for regression runs (a column shows when any run has it).
 _METRICS = [("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"), ("train R2", "train_r2"),
@@ -23,39 +26,45 @@ _HASHES = ("data.file_sha256", "model.fingerprint")  # shown by their first 8 ch
 _LONGEST_CELL = 16  # longer setting values are cut to this many characters (…)
 _COHORT_FREE = ("lr", "momentum")  # runs of one cohort differ only in these (and the seeds)
 NARROW = 80
+SETTINGS = setting_names()  # every setting of a run's config but its seeds
 
 
-def per_run_seconds(frame) -> "list[float]":
+def per_run_seconds(rows: list[dict]) -> list[float]:
     """Each run's share of its cohort's wall time: the runs of a cohort train together as one
     program and all carry the cohort's seconds, so divide by the number of runs sharing them."""
-    from batchlab.analysis.curves import SETTINGS
-
-    keys = [c for c in SETTINGS if c in frame and c not in _COHORT_FREE] + ["train_seconds"]
-    filled = frame[keys].astype(str)
-    sizes = filled.groupby(keys, dropna=False)[keys[0]].transform("size")
-    return list(frame["train_seconds"].to_numpy(dtype=float) / sizes.to_numpy())
+    keys = [c for c in SETTINGS if c not in _COHORT_FREE] + ["train_seconds"]
+    cohorts = [tuple(str(row.get(k)) for k in keys) for row in rows]
+    sizes = Counter(cohorts)
+    return [float(row["train_seconds"]) / sizes[cohort] for row, cohort in zip(rows, cohorts)]
 
 
-def _run_columns(frame) -> list[tuple[str, str]]:
+def _distinct(rows: list[dict], key: str) -> int:
+    """How many values ``key`` takes over ``rows`` (missing ones, None and NaN count as one)."""
+    return len({"-" if _missing(row.get(key)) else repr(row[key]) for row in rows})
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _run_columns(rows: list[dict]) -> list[tuple[str, str]]:
     """(header, key): run id, the settings that differ between the runs (B and lr always), seed, metrics."""
-    from batchlab.analysis.curves import varying_settings
-
-    varying = [c for c in varying_settings(frame) if c not in ("batch_size", "lr")]
+    varying = [c for c in SETTINGS if c not in ("batch_size", "lr") and any(c in row for row in rows)
+               and _distinct(rows, c) > 1]
     settings = ["batch_size", "lr"] + varying
-    seed = [("seed", "seed")] if frame["seed"].nunique() > 1 or len(frame) == 1 else []
-    metrics = [(h, k) for h, k in _METRICS if k not in _SCORES or (k in frame and frame[k].notna().any())]
+    seed = [("seed", "seed")] if _distinct(rows, "seed") > 1 or len(rows) == 1 else []
+    metrics = [(h, k) for h, k in _METRICS if k not in _SCORES or any(not _missing(row.get(k)) for row in rows)]
     return ([("run", "run_id")] + [(_SHORT_NAMES.get(c, c.rsplit(".", 1)[-1]), c) for c in settings] + seed
             + metrics)
 
 
 def _cell(row: dict, key: str) -> str:
-    value = row[key]
+    value = row.get(key)
     if key == "run_id" or (key in _HASHES and isinstance(value, str)):
         return str(value)[:8]
-    if key == "status" and value == "diverged" and row.get("diverged_step") is not None \
-            and row["diverged_step"] == row["diverged_step"]:
+    if key == "status" and value == "diverged" and not _missing(row.get("diverged_step")):
         return f"diverged@{int(row['diverged_step'])}"
-    if isinstance(value, float) and value != value:
+    if _missing(value):
         return "-"
     if key in ("lr", "momentum") or (isinstance(value, float) and key not in (k for _, k in _METRICS)):
         return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -90,14 +99,15 @@ def _fit_columns(columns: list[tuple[str, str]], rows: list[list[str]], width: i
     return keep
 
 
-def print_runs(frame, title: str, wide: bool = False) -> None:
-    """The runs table, fitted to the terminal (80 columns when not a terminal) unless ``wide``."""
+def print_runs(records: list[dict], title: str, wide: bool = False) -> None:
+    """The runs table of ``records`` (one dict per run, as ``store.summary_rows`` makes them),
+    fitted to the terminal (80 columns when not a terminal) unless ``wide``."""
     from rich.console import Console
     from rich.table import Table
 
-    frame = frame.assign(seconds_per_run=per_run_seconds(frame)) if "seconds_per_run" not in frame else frame
-    columns = _run_columns(frame)
-    records = frame.to_dict("records")
+    if records and "seconds_per_run" not in records[0]:
+        records = [{**row, "seconds_per_run": s} for row, s in zip(records, per_run_seconds(records))]
+    columns = _run_columns(records)
     rows = [[_cell(row, key) for _, key in columns] for row in records]
     console = Console()
     width = None if wide else (console.width if sys.stdout.isatty() else NARROW)

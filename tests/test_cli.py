@@ -128,9 +128,9 @@ def test_tables_fit_80_columns_and_show_what_differs(cli):
 def test_per_run_seconds_divide_the_cohort_time():
     from batchlab.runs_table import per_run_seconds
 
-    frame = pd.DataFrame({"batch_size": [16, 16, 16, 500], "lr": [0.1, 0.1, 0.2, 0.1], "seed": [0, 1, 0, 0],
-                          "train_seconds": [3.0, 3.0, 3.0, 0.5]})
-    assert per_run_seconds(frame) == pytest.approx([1.0, 1.0, 1.0, 0.5])
+    rows = [{"batch_size": b, "lr": lr, "seed": seed, "train_seconds": s}
+            for b, lr, seed, s in [(16, 0.1, 0, 3.0), (16, 0.1, 1, 3.0), (16, 0.2, 0, 3.0), (500, 0.1, 0, 0.5)]]
+    assert per_run_seconds(rows) == pytest.approx([1.0, 1.0, 1.0, 0.5])
 
 
 def test_runs_filters_delete_and_check(cli, tmp_path):

@@ -59,11 +59,9 @@ def run_columns(res: RunResult) -> dict:
     return {"run_id": res.run_id, **flat_settings(res.config)}
 
 
-def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
-    """One row per run: settings, status, final metrics (of the returned parameters), best epoch,
-    updates, samples, times."""
-    import pandas as pd
-
+def summary_rows(results: Iterable[RunResult]) -> list[dict]:
+    """One dict per run: settings, status, final metrics (of the returned parameters), best
+    epoch, updates, samples, times (the rows of :func:`summary_frame`, without pandas)."""
     rows = []
     for res in results:
         h = res.history
@@ -78,7 +76,14 @@ def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             "samples_seen": int(h["samples_seen"][-1]), "diverged_step": res.diverged_step,
             "train_seconds": res.train_seconds, "compile_seconds": res.compile_seconds,
         })
-    return pd.DataFrame(rows)
+    return rows
+
+
+def summary_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    """One row per run (:func:`summary_rows`) as a DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(summary_rows(results))
 
 
 def series_frame(results: Iterable[RunResult], level: str) -> pd.DataFrame:
