@@ -59,7 +59,7 @@ EVALUATES_FROM_EPOCHS = 800
 # weights, whose loops LLVM's full optimization takes 0.58 s to compile (a blobs MLP, 6 runs);
 # at level 1 it takes 0.29 s and computes the same bits (tests/test_programs.py checks it on the
 # built-in models and inits). Epoch programs keep full optimization: level 1 changes
-# their float results.
+# their float results. On other devices (not measured) XLA's defaults stay.
 START_OPTIONS = {"xla_backend_optimization_level": 1}
 # Per-step output buffers of a bucket are runs x max_steps x outputs floats; padding is not
 # chosen where that would pass this many bytes.
@@ -280,11 +280,16 @@ def _forget(future: Future) -> None:
         _builds.pop(future, None)
 
 
+def _start_options() -> dict | None:
+    """``START_OPTIONS`` on a CPU (where they were measured and tested), XLA's defaults elsewhere."""
+    return START_OPTIONS if jax.default_backend() == "cpu" else None
+
+
 def start_program(model: Model, cfg: RunConfig, runs: int, data: EpochData) -> Future:
     """The (future) compiled start program for ``runs`` runs of ``cfg``'s kind."""
     key = ("start",) + _program_key(model, cfg, runs, data)
     return _submit(key, lambda: _build(_start_function(model, cfg.optimizer, cfg.instruments),
-                                       lambda: _start_specs(runs), _described(key), START_OPTIONS))
+                                       lambda: _start_specs(runs), _described(key), _start_options()))
 
 
 _state_specs: dict[tuple, object] = {}
