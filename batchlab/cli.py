@@ -130,8 +130,8 @@ def train(
         records = [dataclasses.replace(run, params=None, steps={}, checkpoints={}) for run in result.runs]
         for metric in (score_name(dataset.task), "loss"):
             drawer.draw("runs_learning_curves", records, metric, path=out / f"learning_curves_{metric}")
-        files = drawer.files()
-        typer.echo(f"runs stored in {db}; figures: {', '.join(str(f) for f in files if f.suffix == '.png')}")
+        pngs = [str(f) for figure in drawer.files() for f in figure if f.suffix == ".png"]
+        typer.echo(f"runs stored in {db}; figures: {', '.join(pngs)}")
 
 
 _FILTERS = "--data, --model, --batch-size, --sweep, --status"
@@ -448,7 +448,8 @@ def _list_studies() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def _run_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool) -> None:
+def _run_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool,
+                   drawer) -> None:
     from batchlab.studies import get_study
     from batchlab.studies.runner import run_study
 
@@ -456,7 +457,7 @@ def _run_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Op
     bar, advance = _progress_bar(1, f"study {name}" + (" (quick)" if quick else ""))
     with bar:
         result = run_study(st, quick=quick, overrides=overrides, db=db, out=out, force=force, progress=advance,
-                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)))
+                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)), drawer=drawer)
     typer.echo(f"# {name}: {st.question}  ({result.seconds:.1f} s, {len(result.run_ids)} runs)")
     for finding in result.findings:
         typer.echo(finding.markdown())
@@ -475,6 +476,7 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
           db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
           force: bool = typer.Option(False, help="recompute runs already in the store")) -> None:
     """Reproduce a published experiment: train what is missing, then figures, tables and findings.md."""
+    from batchlab.figure_helpers import FigureDrawer
     from batchlab.studies import available
 
     if name == "list":
@@ -486,10 +488,11 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
         raise BatchlabError("settings (--set, --seeds, --epochs) apply to one study; 'all' runs each at its own")
     names = available() if name == "all" else [name]
     _expect_interrupts(db)
-    for each in names:
-        where = (out / each if name == "all" else out) if out is not None else None
-        _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
-                       force=force)
+    with FigureDrawer() as drawer:  # before JAX is imported: its helpers are forked now
+        for each in names:
+            where = (out / each if name == "all" else out) if out is not None else None
+            _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
+                           force=force, drawer=drawer)
 
 
 @app.command()
@@ -497,6 +500,7 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
          out: Path = typer.Option(Path("results"), help="folder for each study's figures and findings"),
          report_dir: Path = typer.Option(Path("report"), "--report", help="folder for the HTML report")) -> None:
     """Every study at --quick size, then the report: the whole of batchlab in a few minutes."""
+    from batchlab.figure_helpers import FigureDrawer
     from batchlab.report import build_report
     from batchlab.studies import available, get_study
     from batchlab.studies.runner import run_study
@@ -505,12 +509,12 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     bar, advance = _progress_bar(1, "tour")
     task = bar.task_ids[0]
     summary = []
-    with bar:
+    with FigureDrawer() as drawer, bar:  # the helpers are forked first: before JAX and any thread
         for i, name in enumerate(names, 1):
             bar.update(task, description=f"study {i}/{len(names)}: {name}")
             done = bar.tasks[0].completed
             result = run_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
-                               on_start=lambda total: bar.update(task, total=done + max(total, 1)))
+                               on_start=lambda total: bar.update(task, total=done + max(total, 1)), drawer=drawer)
             verdicts = [f.verdict for f in result.findings]
             summary.append(f"{name:<15} {result.seconds:5.1f} s  " + ", ".join(
                 f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))

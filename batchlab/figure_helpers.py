@@ -24,16 +24,19 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from batchlab import profiling
 
-FIGURES_MODULE = "batchlab.plots"  # figures are named by their function in this module
+FIGURES_MODULE = "batchlab.plots"  # a figure named without a module is a function of this one
 
 
-def _draw(figure: str, args: tuple, kwargs: dict, path: Path) -> list[Path]:
+def _draw(figure: str | Callable, args: tuple, kwargs: dict, path: Path) -> list[Path]:
     plots = importlib.import_module(FIGURES_MODULE)
-    return plots.save_figure(getattr(plots, figure)(*args, **kwargs), path)
+    if isinstance(figure, str):
+        module, _, name = figure.rpartition(":")
+        figure = getattr(importlib.import_module(module) if module else plots, name)
+    return plots.save_figure(figure(*args, **kwargs), path)
 
 
 def _start_helpers(theirs: list[Connection], ours: list[Connection]) -> None:
@@ -90,7 +93,7 @@ class FigureDrawer:
 
     >>> drawer = FigureDrawer()            # first thing in a command: before JAX is imported
     >>> drawer.draw("learning_curves", history, "acc", path=out / "learning_curves_acc")
-    >>> files = drawer.files()             # waits; the PNG and SVG of each figure, in order
+    >>> drawer.files()                     # waits: [[PNG, SVG] of each figure], in order
     """
 
     def __init__(self, helpers: int = 2) -> None:
@@ -108,10 +111,15 @@ class FigureDrawer:
             for end in theirs:
                 end.close()
 
-    def draw(self, figure: str, *args: Any, path: str | Path, **kwargs: Any) -> None:
-        """Ask for the figure ``batchlab.plots.<figure>(*args, **kwargs)`` written to ``path``."""
+    def draw(self, figure: str | Callable, *args: Any, path: str | Path, **kwargs: Any) -> None:
+        """Ask for the figure ``figure(*args, **kwargs)`` written to ``path`` (PNG and SVG).
+
+        ``figure`` names a function of ``batchlab.plots`` or ``"module:function"``: a helper
+        imports it. A function given as such (a closure cannot travel) is drawn here, when
+        :meth:`files` is called."""
         job = (figure, args, kwargs, Path(path))
-        helper = len(self._jobs) % len(self._pipes) if self._pipes else None
+        sent = sum(helper is not None for helper, _ in self._jobs)
+        helper = sent % len(self._pipes) if self._pipes and isinstance(figure, str) else None
         if helper is not None:
             try:
                 self._pipes[helper].send(job)
@@ -119,16 +127,16 @@ class FigureDrawer:
                 helper = None
         self._jobs.append((helper, job))
 
-    def files(self) -> list[Path]:
-        """Every file asked for, in the order asked; raises the first failed figure's error once
-        all are done."""
+    def files(self) -> list[list[Path]]:
+        """The files of each figure asked for, in the order asked; raises the first failed
+        figure's error once all are done."""
         with profiling.phase("figures"):
             results = [self._result(helper, job) for helper, job in self._jobs]
         self._jobs.clear()
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return [file for result in results for file in result]
+        return results
 
     def _result(self, helper: int | None, job: tuple) -> list[Path] | Exception:
         if helper is not None:

@@ -39,7 +39,7 @@ def test_helpers_draw_the_same_files_and_the_command_never_loads_matplotlib(tmp_
             {HISTORY.strip().replace(chr(10), chr(10) + ' ' * 12)}
             for metric in ("acc", "loss"):
                 drawer.draw("learning_curves", history, metric, path=f"helped/{{metric}}")
-            print([str(f) for f in drawer.files()])
+            print([[str(f) for f in figure] for figure in drawer.files()])
             print("matplotlib" in sys.modules)
         from batchlab.plots import learning_curves, save_figure
         for metric in ("acc", "loss"):
@@ -47,7 +47,7 @@ def test_helpers_draw_the_same_files_and_the_command_never_loads_matplotlib(tmp_
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     files, loaded = done.stdout.splitlines()
-    assert files == str(["helped/acc.png", "helped/acc.svg", "helped/loss.png", "helped/loss.svg"])
+    assert files == str([["helped/acc.png", "helped/acc.svg"], ["helped/loss.png", "helped/loss.svg"]])
     assert loaded == "False"  # drawn by the helpers, not in the command's process
     for metric in ("acc", "loss"):
         helped = (tmp_path / "helped" / f"{metric}.png").read_bytes()
@@ -73,6 +73,34 @@ def test_a_failed_figure_raises_in_the_command_after_the_others_are_written(tmp_
     assert (tmp_path / "fine" / "loss.png").stat().st_size > 10_000
 
 
+def test_figures_named_by_module_go_to_helpers_and_functions_are_drawn_here(tmp_path):
+    (tmp_path / "my_figures.py").write_text(textwrap.dedent("""
+        import os
+        import matplotlib.pyplot as plt
+
+        def marked(label):
+            fig, ax = plt.subplots()
+            ax.set_title(f"{label} drawn by {os.getpid()}")
+            return fig
+    """))
+    done = _python("""
+        import os, sys
+        sys.path.insert(0, ".")
+        from batchlab.figure_helpers import FigureDrawer
+        with FigureDrawer() as drawer:
+            drawer.draw("my_figures:marked", "named", path="named")
+            drawer.draw(lambda: __import__("my_figures").marked("closure"), path="closure")
+            print(len(drawer.files()), os.getpid())
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    count, command = done.stdout.split()
+    named = (tmp_path / "named.svg").read_text()
+    closure = (tmp_path / "closure.svg").read_text()
+    assert count == "2"
+    assert f"drawn by {command}" not in named and "named drawn by" in named  # a helper drew it
+    assert f"closure drawn by {command}" in closure  # a function cannot travel: drawn in the command
+
+
 def test_without_helpers_figures_are_drawn_in_process(tmp_path):
     done = _python(f"""
         import sys
@@ -80,7 +108,7 @@ def test_without_helpers_figures_are_drawn_in_process(tmp_path):
         {HISTORY.strip().replace(chr(10), chr(10) + ' ' * 8)}
         with FigureDrawer() as drawer:
             drawer.draw("learning_curves", history, "acc", path="acc")
-            print(len(drawer.files()), "matplotlib" in sys.modules)
+            print(len(drawer.files()[0]), "matplotlib" in sys.modules)
     """, tmp_path, BATCHLAB_FIGURE_HELPERS="0")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "True"]

@@ -7,12 +7,17 @@ table, figure and finding of a recorded study without JAX or the engine.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from batchlab.analysis.findings import Finding
+from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store, series_frame, summary_frame
 from batchlab.studies.base import Study, StudyData, Tables
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 
 def membership_frame(groups: dict[str, list[str]]) -> pd.DataFrame:
@@ -51,17 +56,32 @@ def load_study_data(db: str | Path, membership: pd.DataFrame, *, steps: bool = F
     return StudyData(*frames, runs=runs)
 
 
-def write_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
-                  quick: bool) -> list[Path]:
-    """Figures (PNG + SVG), the table behind each (CSV), every table, and ``findings.md``."""
-    from batchlab.plots import save_figure
+def study_figure(study_name: str, figure_name: str, tables: Tables, settings: dict) -> "plt.Figure":
+    """The figure ``figure_name`` of the registered study ``study_name`` (how a figure helper
+    process, which cannot be handed the study's drawing function, draws it)."""
+    from batchlab.studies import get_study
 
-    files: list[Path] = []
+    return next(spec for spec in get_study(study_name).figures if spec.name == figure_name).draw(tables, settings)
+
+
+def write_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
+                  quick: bool, drawer: FigureDrawer | None = None) -> list[Path]:
+    """Figures (PNG + SVG; by ``drawer``'s helper processes where the study is registered), the
+    table behind each (CSV), every table, and ``findings.md``."""
+    from batchlab.studies import REGISTRY, get_study
+
+    drawer = drawer or FigureDrawer()
+    registered = study.name in REGISTRY and get_study(study.name) is study
+    csvs = []
     for spec in study.figures:
-        files += save_figure(spec.draw(tables, settings), out / spec.name)
-        csv = out / f"{spec.name}.csv"
-        tables[spec.table].to_csv(csv, index=False)
-        files.append(csv)
+        if registered:
+            drawer.draw(f"{__name__}:study_figure", study.name, spec.name, tables, settings, path=out / spec.name)
+        else:
+            drawer.draw(spec.draw, tables, settings, path=out / spec.name)
+        csvs.append(out / f"{spec.name}.csv")
+        csvs[-1].parent.mkdir(parents=True, exist_ok=True)
+        tables[spec.table].to_csv(csvs[-1], index=False)
+    files = [f for figure, csv in zip(drawer.files(), csvs) for f in (*figure, csv)]
     figure_tables = {spec.table for spec in study.figures}
     for name, table in tables.items():
         if name not in figure_tables:

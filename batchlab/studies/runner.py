@@ -27,6 +27,7 @@ from batchlab import __version__
 from batchlab.analysis.findings import Finding
 from batchlab.api import check_store_writable, check_writable_dir, prepare, run_configs, train
 from batchlab.errors import BatchlabError
+from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store
 from batchlab.studies.base import Checkpoint, Grid, Study, Tables
 from batchlab.studies.outputs import analyse_stored, write_outputs
@@ -49,9 +50,10 @@ class StudyResult:
 
 def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | None = None,
               db: str | Path = "batchlab.db", out: str | Path | None = None, force: bool = False,
-              progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None
-              ) -> StudyResult:
-    """Run ``study`` end to end (see the module docstring); returns its tables and findings."""
+              progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
+              drawer: FigureDrawer | None = None) -> StudyResult:
+    """Run ``study`` end to end (see the module docstring); returns its tables and findings.
+    ``drawer``: who draws the figures (a command's helper processes); by default this process."""
     start = time.perf_counter()
     settings = study.settings(quick, overrides)
     out = Path(out) if out is not None else Path("results") / study.name
@@ -99,7 +101,7 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
     membership = pd.DataFrame([(c.run_id, grid.label) for grid, configs, *_ in prepared for c in configs],
                               columns=["run_id", "group"]).drop_duplicates()
     tables, findings = analyse_stored(study, settings, db, membership)
-    files = write_outputs(study, settings, tables, findings, out, quick)
+    files = write_outputs(study, settings, tables, findings, out, quick, drawer)
     seconds = time.perf_counter() - start
     with Store(db) as store:
         store.write_study(study.name, {
