@@ -10,10 +10,10 @@ values), so:
 - one epoch program of ``width`` rows serves several batch sizes (:func:`plan_shapes`; the
   extra rows are masked) where padding costs less than compiling another program;
 - each program is compiled once per process (``_programs``), queued for a background thread
-  before the first cohort trains (:func:`compile_ahead`); a cohort that needs a program not
-  started yet builds it itself (:func:`ready_all`). Programs are traced one at a time in queue
-  order (tracing holds the GIL) and compiled side by side (XLA's compiler releases it), so
-  compilation overlaps training and other compilations. JAX's persistent cache
+  before the first cohort trains (:func:`compile_ahead`); a cohort whose programs are still
+  queued builds the first queued program itself (:func:`ready_all`). Programs are traced one
+  at a time in queue order (tracing holds the GIL) and compiled side by side (XLA's compiler
+  releases it), so compilation overlaps training and other compilations. JAX's persistent cache
   (``runtime.configure_cache``) keeps them across commands.
 """
 
