@@ -49,12 +49,13 @@ from batchlab.models.base import Model
 # 0.5 s is 5 GFLOP. A constant rather than a timing, so a grid always gets the same programs
 # (see ``plan_shapes``).
 COMPILE_FLOPS = 5e9
-# An epoch program that also evaluates saves about 0.25 ms per epoch (one call instead of two)
-# and costs about 0.2 s more to compile (digits/blobs MLPs, this CPU), so it pays from about
-# 800 epochs run by the program in a command. Measured on the 18-run 200-epoch train: fused
-# programs made it 0.1 s faster with programs on disk and 0.5 s slower cold. Either way the
-# numbers are the same, bit for bit.
-EVALUATES_FROM_EPOCHS = 800
+# An epoch program that also evaluates saves 0.6-0.75 ms per epoch (one program run instead
+# of two; blobs MLP, 16 runs: 200 epochs train in 0.6 s instead of 0.75 s) and costs about 0.2 s
+# more to compile (digits/blobs MLPs, this CPU), paid once: its compiled program is kept on
+# disk. So programs that run this many epochs in a command evaluate themselves, although the
+# first (cold) run of the 18-run 200-epoch train is then 0.5 s slower. Either way the numbers
+# are the same, bit for bit.
+EVALUATES_FROM_EPOCHS = 100
 # A start program runs once per cohort, and most of it is the random draws of the initial
 # weights, whose loops LLVM's full optimization takes 0.58 s to compile (a blobs MLP, 6 runs);
 # at level 1 it takes 0.29 s and computes the same bits (tests/test_programs.py checks it on the
