@@ -334,11 +334,7 @@ def test_hash_chooses_the_starting_axis(built, browser):
 
 
 def test_report_command(built, cli):
-    """``batchlab report`` prints the page's path (runs once cli.py has the command)."""
-    from batchlab import cli as commands
-
-    if not hasattr(commands, "report"):
-        pytest.skip("the report command is not wired into batchlab/cli.py yet")
+    """``batchlab report`` prints the page's path."""
     code, out, err = cli("report", "--db", built["db"], "--out", "site")
     assert code == 0, err
     assert Path(out.strip().splitlines()[-1]).read_bytes() == built["path"].read_bytes()

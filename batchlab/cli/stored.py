@@ -1,0 +1,195 @@
+"""Commands on what a store holds: ``runs``, ``delete``, ``check``, ``export``, ``report``, ``analyze``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from batchlab.cli import DEFAULT_DB, app
+from batchlab.errors import BatchlabError
+from batchlab.runs_table import per_run_seconds, print_runs
+
+
+_FILTERS = "--data, --model, --batch-size, --sweep, --status"
+
+
+def _select(store, data: Optional[str], model: Optional[str], batch_size: Optional[str], sweep_name: Optional[str],
+            status: Optional[str], run_ids: Optional[list[str]] = None):
+    """The stored runs matching every filter given (run ids may be 8-character prefixes), as
+    (results, summary frame with per-run seconds)."""
+    from batchlab.config import parse_batch_sizes
+    from batchlab.store import summary_frame
+
+    results = store.load(steps=False)
+    frame = summary_frame(results)
+    if frame.empty:
+        return [], frame
+    frame = frame.assign(seconds_per_run=per_run_seconds(frame.to_dict("records")))  # all runs, before filtering
+    keep = frame.run_id == frame.run_id
+    if data is not None:
+        keep &= frame["data"] == data
+    if model is not None:
+        keep &= frame["model"] == model
+    if batch_size is not None:
+        sizes = parse_batch_sizes(batch_size)
+        if "full" in sizes:
+            raise BatchlabError("filter by an integer batch size (the N of 'full' depends on the data)")
+        keep &= frame.batch_size.isin(sizes)
+    if sweep_name is not None:
+        if sweep_name not in store.sweeps():
+            raise BatchlabError(f"no sweep named {sweep_name!r} in {store.path}")
+        keep &= frame.run_id.isin(store.sweep_run_ids(sweep_name))
+    if status is not None:
+        keep &= frame.status == status
+    if run_ids:
+        keep &= frame.run_id.map(lambda r: any(r.startswith(p) for p in run_ids))
+    chosen = set(frame.run_id[keep])
+    return [r for r in results if r.run_id in chosen], frame[keep]
+
+
+@app.command()
+def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+         data: Optional[str] = typer.Option(None, help="only runs on this data"),
+         model: Optional[str] = typer.Option(None, help="only runs of this model"),
+         batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="only these batch sizes"),
+         sweep_name: Optional[str] = typer.Option(None, "--sweep", help="only the runs of this sweep"),
+         status: Optional[str] = typer.Option(None, help="only runs with this status (finished, diverged, ...)"),
+         wide: bool = typer.Option(False, "--wide", help="show every column, whatever the terminal width")) -> None:
+    """List stored runs: id, the settings that differ, status, final metrics."""
+    from batchlab.store import Store
+
+    with Store(db, create=False) as store:
+        total = len(store.run_ids())
+        _, frame = _select(store, data, model, batch_size, sweep_name, status)
+    if frame.empty:
+        typer.echo(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
+        return
+    shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
+    print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
+
+
+@app.command()
+def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or their first 8 characters)"),
+           db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+           data: Optional[str] = typer.Option(None, help="runs on this data"),
+           model: Optional[str] = typer.Option(None, help="runs of this model"),
+           batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="runs of these batch sizes"),
+           sweep_name: Optional[str] = typer.Option(None, "--sweep", help="the runs of this sweep"),
+           status: Optional[str] = typer.Option(None, help="runs with this status"),
+           yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking")) -> None:
+    """Delete chosen runs from the store in one transaction, after showing them and asking."""
+    from batchlab.store import Store
+
+    if not run_ids and all(v is None for v in (data, model, batch_size, sweep_name, status)):
+        raise BatchlabError(f"say which runs to delete: run ids or a filter ({_FILTERS})")
+    with Store(db, create=False) as store:
+        _, frame = _select(store, data, model, batch_size, sweep_name, status, run_ids)
+        if frame.empty:
+            raise BatchlabError(f"no run in {db} matches; nothing deleted")
+        print_runs(frame.to_dict("records"), f"{len(frame)} run(s) to delete from {db}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise BatchlabError("no terminal to confirm on: add --yes to delete these runs")
+            if not typer.confirm(f"delete these {len(frame)} run(s)?", default=False):
+                typer.echo("nothing deleted")
+                return
+        store.check_writable()
+        deleted = store.delete(list(frame.run_id))
+    typer.echo(f"deleted {deleted} run(s) from {db}")
+
+
+@app.command()
+def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """SQLite's integrity check of a store, and which runs are intact (exit 0 if sound, 1 if damaged)."""
+    from batchlab.store import check_integrity
+
+    if not db.is_file():
+        raise BatchlabError(f"no batchlab store at {db}")
+    report = check_integrity(db)  # read-only: works on a file that Store refuses to open
+    for message in report.messages:
+        typer.echo(f"sqlite integrity_check: {message}")
+    typer.echo(report.readable())
+    if report.damaged:
+        typer.echo(f"damaged run(s): {', '.join(r[:8] for r in report.damaged)}")
+    if report.intact and not report.ok:
+        typer.echo(f"intact run(s): {', '.join(r[:8] for r in report.intact)}")
+    typer.echo(f"{db}: " + ("ok" if report.ok else "damaged; batchlab never writes to it (export what is "
+                                                    "readable, or re-run the damaged runs into a new --db)"))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+           out: Path = typer.Option(..., help="folder to write runs, epochs and steps tables into"),
+           db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """Write the store as tables: runs (settings, status, config, version), epochs, steps."""
+    from batchlab.store.export import export_store
+
+    from batchlab.config import check_writable_dir
+
+    if fmt not in ("csv", "parquet"):
+        raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")
+    from batchlab.store import Store
+
+    Store(db, create=False).close()  # a missing or foreign store is named before any folder is made
+    check_writable_dir(out, "--out folder")
+    for path in export_store(db, out, fmt):
+        typer.echo(str(path))
+
+
+@app.command()
+def report(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+           out: Path = typer.Option(Path("report"), help="folder for the HTML page"),
+           study: Optional[str] = typer.Option(None, help="one study's page only, e.g. gradient-norm")) -> None:
+    """One self-contained HTML page (works offline) of every study, sweep and group of runs in the store."""
+    import warnings
+
+    from batchlab.report import build_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = build_report(db, out, study)
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    typer.echo(str(path))
+
+
+@app.command()
+def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="sweep name (default: the last one)"),
+            target: Optional[str] = typer.Option(None, help="override the sweep's target, e.g. test_acc>=0.9"),
+            out: Path = typer.Option(Path("results/analysis"), help="folder for tables and figures"),
+            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+    """Best lr per batch size, steps/samples/time to target, and the critical batch size fit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchlab.studies.scaling import analyze as analyze_sweep
+
+    result = analyze_sweep(db, out, sweep_name, target)
+    table = Table(title=f"sweep {result.name!r}: to reach {result.target} (best lr per B; mean ± std over seeds)")
+    for column in ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime"):
+        table.add_column(column, justify="right")
+    for row in result.best.to_dict("records"):
+        def cell(key, fmt="{:,.0f}"):
+            value, std = row[key], row.get(f"{key}_std")
+            if value != value:  # NaN
+                return "-"
+            return fmt.format(value) + ("" if std is None or std != std else " ± " + fmt.format(std))
+        steps = cell("steps") if row["reached"] == 1.0 or row["steps"] == row["steps"] else "not reached"
+        table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", steps,
+                      cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
+                      cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if result.fit is not None:
+        f = result.fit
+        typer.echo(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
+                   f"steps, B_crit = {f.b_crit:,.1f} ± {f.b_crit_se:,.1f}, E_min = {f.e_min:,.0f} samples")
+    else:
+        typer.echo("fewer than 3 batch sizes reached the target with every seed: no critical-batch fit")
+    if result.missing:
+        typer.echo(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
+    typer.echo("wrote: " + ", ".join(str(p) for p in result.files if p.suffix != ".svg"))

@@ -1,0 +1,116 @@
+"""Commands that run the named studies: ``study`` and ``tour``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from batchlab.cli import DEFAULT_DB, app, expect_interrupts, progress_bar
+from batchlab.errors import BatchlabError
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    """``["seeds=5", "data=mnist1d"]`` -> {"seeds": "5", "data": "mnist1d"}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BatchlabError(f"--set takes key=value, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _list_studies() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchlab.studies import available, get_study
+    from batchlab.studies.runner import count_runs
+
+    table = Table(title="batchlab studies (batchlab study NAME [--quick] [--set key=value])")
+    for column in ("study", "question", "source", "runs (faithful)", "est. time"):
+        table.add_column(column)
+    for name in available():
+        st = get_study(name)
+        table.add_row(name, st.question, st.source.split(",")[0].split(" (")[0],
+                      f"{count_runs(st, st.settings())}", f"{st.minutes[0]:g} min (quick {st.minutes[1] * 60:.0f} s)")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _run_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool,
+                   drawer) -> None:
+    from batchlab.studies import get_study
+    from batchlab.studies.runner import run_study
+
+    st = get_study(name)
+    bar, advance = progress_bar(1, f"study {name}" + (" (quick)" if quick else ""))
+    with bar:
+        result = run_study(st, quick=quick, overrides=overrides, db=db, out=out, force=force, progress=advance,
+                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)), drawer=drawer)
+    typer.echo(f"# {name}: {st.question}  ({result.seconds:.1f} s, {len(result.run_ids)} runs)")
+    for finding in result.findings:
+        typer.echo(finding.markdown())
+    typer.echo("wrote: " + ", ".join(str(f) for f in result.files if f.suffix in (".png", ".md")) + "\n")
+
+
+@app.command()
+def study(name: str = typer.Argument(..., help="a study name, 'list' to see them all, or 'all'"),
+          quick: bool = typer.Option(False, "--quick", help="the same study at reduced size (tests, demos)"),
+          settings: list[str] = typer.Option([], "--set", help="override a setting: key=value (repeatable; "
+                                                               "lists as a,b,c); see findings.md for the keys"),
+          seeds: Optional[int] = typer.Option(None, help="shorthand for --set seeds=N"),
+          epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="shorthand for --set epochs=N"),
+          out: Optional[Path] = typer.Option(None, help="output folder (default results/NAME; with 'all', "
+                                                        "one subfolder per study)"),
+          db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+          force: bool = typer.Option(False, help="recompute runs already in the store")) -> None:
+    """Reproduce a published experiment: train what is missing, then figures, tables and findings.md."""
+    from batchlab.figure_helpers import FigureDrawer
+    from batchlab.studies import available
+
+    if name == "list":
+        _list_studies()
+        return
+    overrides = _parse_sets(settings)
+    overrides.update({k: v for k, v in (("seeds", seeds), ("epochs", epochs)) if v is not None})
+    if name == "all" and overrides:
+        raise BatchlabError("settings (--set, --seeds, --epochs) apply to one study; 'all' runs each at its own")
+    names = available() if name == "all" else [name]
+    expect_interrupts(db)
+    with FigureDrawer() as drawer:  # before JAX is imported: its helpers are forked now
+        for each in names:
+            where = (out / each if name == "all" else out) if out is not None else None
+            _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
+                           force=force, drawer=drawer)
+
+
+@app.command()
+def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+         out: Path = typer.Option(Path("results"), help="folder for each study's figures and findings"),
+         report_dir: Path = typer.Option(Path("report"), "--report", help="folder for the HTML report")) -> None:
+    """Every study at --quick size, then the report: the whole of batchlab in a few minutes."""
+    from batchlab.figure_helpers import FigureDrawer
+    from batchlab.report import build_report
+    from batchlab.studies import available, get_study
+    from batchlab.studies.runner import run_study
+
+    names = available()
+    bar, advance = progress_bar(1, "tour")
+    task = bar.task_ids[0]
+    summary = []
+    with FigureDrawer() as drawer, bar:  # the helpers are forked first: before JAX and any thread
+        for i, name in enumerate(names, 1):
+            bar.update(task, description=f"study {i}/{len(names)}: {name}")
+            done = bar.tasks[0].completed
+            result = run_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
+                               on_start=lambda total: bar.update(task, total=done + max(total, 1)), drawer=drawer)
+            verdicts = [f.verdict for f in result.findings]
+            summary.append(f"{name:<15} {result.seconds:5.1f} s  " + ", ".join(
+                f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
+        bar.update(task, description="report")
+        path = build_report(db, report_dir)
+    typer.echo("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
+    typer.echo(f"report: {path}")

@@ -1,0 +1,216 @@
+"""Commands that train: ``plan`` (what N, B and epochs make), ``train``, ``noise``, ``sweep``."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from batchlab.cli import DEFAULT_DB, DEFAULT_OUT, MODEL_HELP, app, expect_interrupts, progress_bar
+from batchlab.errors import BatchlabError
+from batchlab.runs_table import print_runs
+
+
+@app.command()
+def plan(n: int = typer.Option(..., "--n", help="training samples N"),
+         batch_size: str = typer.Option(..., "--batch-size", "-b", help="B, 'full', or a list '1,32,full'"),
+         epochs: int = typer.Option(..., "--epochs", "-e"),
+         drop_last: bool = typer.Option(False, "--drop-last", help="drop the last partial batch (MATLAB)")) -> None:
+    """How N, B and epochs turn into updates and samples seen."""
+    from batchlab.budget import plan as make_plan
+    from batchlab.config import parse_batch_sizes, resolve_batch_size
+
+    if n < 1:
+        raise BatchlabError(f"N must be >= 1, got {n}")
+    for b in parse_batch_sizes(batch_size):
+        p = make_plan(n, resolve_batch_size(b, n), epochs, drop_last)
+        prefix = f"B={p.batch_size}: " if "," in batch_size or ":" in batch_size else ""
+        typer.echo(prefix + p.describe())
+
+
+@app.command()
+def train(
+    data: str = typer.Option("blobs", help="built-in name (blobs, moons, classification, digits, iris, wine, "
+                                           "breast_cancer) or a .npz/.csv file"),
+    model: str = typer.Option("mlp", help="mlp, logreg, cnn, or " + MODEL_HELP),
+    batch_size: str = typer.Option("32", "--batch-size", "-b", help="B in [1, N], 'full', lists '1,32,full', "
+                                                                    "ranges '1:1024' (powers of two)"),
+    epochs: int = typer.Option(10, "--epochs", "-e"),
+    lr: str = typer.Option("0.01", help="learning rate(s), e.g. 0.001,0.01"),
+    momentum: str = typer.Option("0", help="SGD momentum value(s) in [0, 1)"),
+    seeds: str = typer.Option("1", help="number of seeds (5 -> 0..4) or a list '3,7'"),
+    optimizer: str = typer.Option("sgd", help="sgd or adam"),
+    nesterov: bool = typer.Option(False, help="Nesterov momentum"),
+    reduction: str = typer.Option("mean", help="loss over the batch: mean (Keras/PyTorch) or sum"),
+    drop_last: bool = typer.Option(False, "--drop-last", help="drop the last partial batch (MATLAB)"),
+    shuffle: str = typer.Option("every-epoch", help="every-epoch, once or never"),
+    hidden: str = typer.Option("50", help="MLP hidden widths, e.g. 256,256"),
+    activation: str = typer.Option("relu"),
+    init: str = typer.Option("he_uniform", help="hidden-layer init: he_uniform, glorot_uniform, he_normal, ..."),
+    dropout: float = typer.Option(0.0, help="dropout rate after hidden layers"),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize",
+                                               help="standardize features (default: per dataset)"),
+    test_fraction: float = typer.Option(0.2, help="test split when the data has none"),
+    label: str = typer.Option("label", help="label column of a CSV file"),
+    task: Optional[str] = typer.Option(None, help="classification or regression (float targets, mean squared "
+                                                   "error, R^2 instead of accuracy); default: the data's own"),
+    patience: Optional[int] = typer.Option(None, help="early stopping after this many epochs without improvement"),
+    monitor: str = typer.Option("test_loss", help="metric early stopping watches"),
+    min_delta: float = typer.Option(0.0, help="smallest change that counts as an improvement"),
+    restore_best: bool = typer.Option(True, help="early stopping keeps the best epoch's parameters"),
+    micro_batch: Optional[int] = typer.Option(None, help="largest forward pass; larger batches accumulate "
+                                                         "gradients (same update)"),
+    init_seed: Optional[int] = typer.Option(None, help="fix the init seed across runs"),
+    data_seed: Optional[int] = typer.Option(None, help="fix the data-order seed across runs"),
+    dropout_seed: Optional[int] = typer.Option(None, help="fix the dropout seed across runs"),
+    instruments: Optional[str] = typer.Option(None, help="per-step measurements: cheap, standard, full, or names "
+                                                         "(grad_norm, update_norm, dist_init, weight_norm, "
+                                                         "noise_scale)"),
+    db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+    out: Path = typer.Option(Path(DEFAULT_OUT), help="folder for figures and tables"),
+    force: bool = typer.Option(False, help="recompute runs already in the store"),
+    wide: bool = typer.Option(False, "--wide", help="show every column of the table, whatever the terminal width"),
+) -> None:
+    """Train every batch size x lr x momentum x seed; store the runs; print a table; draw learning curves."""
+    from batchlab.figure_helpers import FigureDrawer
+
+    with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
+        from batchlab.api import prepare, run_configs
+        from batchlab.config import EarlyStopping, check_writable_dir, score_name
+        from batchlab.store import summary_rows
+
+        early = EarlyStopping(monitor, patience, min_delta, restore_best) if patience is not None else None
+        configs, dataset, net = prepare(
+            data, model, batch_size=batch_size, epochs=epochs, lr=lr, momentum=momentum, seeds=seeds,
+            optimizer=optimizer, nesterov=nesterov, reduction=reduction, drop_last=drop_last, shuffle=shuffle,
+            hidden=hidden, activation=activation, init=init, dropout=dropout, standardize=standardize,
+            test_fraction=test_fraction, label=label, task=task, early_stopping=early, micro_batch=micro_batch,
+            init_seed=init_seed, data_seed=data_seed, dropout_seed=dropout_seed, instruments=instruments)
+        check_writable_dir(out, "--out folder")
+        expect_interrupts(db)
+        for note in getattr(dataset, "notes", ()) or ():
+            typer.echo(f"note: {note}", err=True)
+        total = sum(c.epochs for c in configs)
+        bar, advance = progress_bar(total, f"training {len(configs)} run(s)")
+        start = time.perf_counter()
+        with bar:
+            result = run_configs(configs, dataset, net, db=db, force=force, progress=advance)
+        print_runs(summary_rows(result.runs), f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
+                                              f"{time.perf_counter() - start:.1f} s", wide)
+        if result.skipped:
+            typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
+        # The figures need the per-epoch records only (not the parameters); pandas is imported
+        # by the helpers that draw them, not here.
+        records = [dataclasses.replace(run, params=None, steps={}, checkpoints={}) for run in result.runs]
+        for metric in (score_name(dataset.task), "loss"):
+            drawer.draw("runs_learning_curves", records, metric, path=out / f"learning_curves_{metric}")
+        pngs = [str(f) for figure in drawer.files() for f in figure if f.suffix == ".png"]
+        typer.echo(f"runs stored in {db}; figures: {', '.join(pngs)}")
+
+
+@app.command()
+def noise(
+    data: str = typer.Option("digits", help="built-in name or a .npz/.csv file"),
+    model: str = typer.Option("mlp", help="mlp, logreg, cnn, or " + MODEL_HELP),
+    batch_size: str = typer.Option("64", "--batch-size", "-b", help="batch size of the training run"),
+    lr: float = typer.Option(0.01, help="learning rate of the training run"),
+    momentum: float = typer.Option(0.0, help="SGD momentum of the training run"),
+    hidden: str = typer.Option("50", help="MLP hidden widths"),
+    at_epochs: str = typer.Option("2,30", help="checkpoint epochs: '2,30' (0 = before training), 'every:10' "
+                                               "or 'log:6' (the last two with --epochs)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="length of the training run "
+                                                                      "(default: the last checkpoint)"),
+    batch_sizes: str = typer.Option("1:1024", help="batch sizes to measure: list, a:b powers of two, full"),
+    trials: int = typer.Option(1000, help="random batches per batch size"),
+    reduction: str = typer.Option("sum,mean", help="loss over the batch: sum, mean or both"),
+    sampling: str = typer.Option("without", help="batches drawn without or with replacement, or both"),
+    pool: Optional[int] = typer.Option(None, help="a random pool of this many training rows (default: all, at most 4096)"),
+    seed: int = typer.Option(0),
+    sharpness: Optional[bool] = typer.Option(None, "--sharpness/--no-sharpness",
+                                             help="also measure Hessian lambda_max and trace (default: yes, "
+                                                  "except for PyTorch models)"),
+    task: Optional[str] = typer.Option(None, help="classification or regression; default: the data's own"),
+    label: str = typer.Option("label", help="label column of a CSV file"),
+    out: Path = typer.Option(Path("results/noise"), help="folder for the figure, CSVs and table"),
+    db: Path = typer.Option(Path(DEFAULT_DB), help="run store for the training run"),
+) -> None:
+    """Gradient noise at checkpoints of a real run: batch-gradient norm vs B, ||G||^2, tr(Sigma), B_simple."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchlab.instruments.base import parse_epoch_schedule
+    from batchlab.studies import gradient_noise
+
+    checkpoints = parse_epoch_schedule(at_epochs, epochs)
+    output = gradient_noise.run(out, data=data, model=model, batch_size=batch_size, lr=lr, momentum=momentum,
+                                at_epochs=checkpoints, epochs=epochs, batch_sizes=batch_sizes, trials=trials,
+                                reductions=tuple(r.strip() for r in reduction.split(",")), sampling=sampling,
+                                pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db, task=task,
+                                label=label)
+    table = Table(title=f"gradient noise of {data} {model} (pool of {int(output.table['pool'].iloc[0])} rows)")
+    columns = [("epoch", "epoch", "{:.0f}"), ("||G||^2", "grad_sq", "{:.4g}"), ("tr(Sigma)", "trace", "{:.4g}"),
+               ("B_simple", "noise_scale", "{:.4g}"), ("mean ||g_i||", "mean_sample_norm", "{:.4g}"),
+               ("mean cos(g_i,g_j)", "mean_cosine", "{:.4f}"), ("exponent |g_B|^2 ~ B^k", "sq_norm_exponent", "{:.3f}")]
+    if "lambda_max" in output.table:
+        columns += [("lambda_max", "lambda_max", "{:.4g}"), ("tr(H)", "hessian_trace", "{:.4g}")]
+    for name, _, _ in columns:
+        table.add_column(name, justify="right")
+    for row in output.table.to_dict("records"):
+        table.add_row(*[fmt.format(row[key]) for _, key, fmt in columns])
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Option(None, help="TOML file with the sweep's settings (options below override it)"),
+    name: Optional[str] = typer.Option(None, help="sweep name in the store (default 'sweep')"),
+    data: Optional[str] = typer.Option(None, help="built-in name or a .npz/.csv file (default digits)"),
+    model: Optional[str] = typer.Option(None, help="mlp (default), logreg, cnn, or " + MODEL_HELP),
+    hidden: Optional[str] = typer.Option(None, help="MLP hidden widths (default 50)"),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help="e.g. 1,2,4,...,1024,full or 1:1024,full"),
+    lr: Optional[str] = typer.Option(None, help="learning rates tried at every B (default 0.01)"),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (default 0)"),
+    seeds: Optional[int] = typer.Option(None, help="seeds per setting (default 3)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="shorthand for --budget epochs=N"),
+    budget: Optional[str] = typer.Option(None, help="epochs=N, steps=N or samples=N (default epochs=30)"),
+    target: Optional[str] = typer.Option(None, help="e.g. test_acc>=0.95 (default) or test_loss<=0.2"),
+    lr_scaling: Optional[str] = typer.Option(None, help="one lr per B: linear or sqrt in B/base-batch"),
+    base_lr: Optional[float] = typer.Option(None, help="lr at the base batch size, for --lr-scaling"),
+    base_batch: Optional[int] = typer.Option(None, help="base batch size, for --lr-scaling"),
+    warmup_epochs: Optional[float] = typer.Option(None, help="linear lr warmup over the first epochs"),
+    executor: str = typer.Option("auto", "--executor", "--backend",
+                                 help="auto (= local), local (threads of this process), processes or ray"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address HOST:PORT (default: a local Ray)"),
+    workers: Optional[int] = typer.Option(
+        None, help="cohorts trained side by side: threads (local), worker processes, or Ray tasks "
+                   "(default: one per core; Ray: at most 2)"),
+    db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+) -> None:
+    """Sweep batch size x learning rate x seeds; re-running the same sweep resumes it."""
+    import dataclasses
+
+    from batchlab.sweep.grid import SweepSpec, read_spec
+    from batchlab.sweep.run import run_sweep
+
+    if epochs is not None and budget is not None:
+        raise BatchlabError("give --epochs or --budget, not both")
+    overrides = dict(name=name, data=data, model=model, hidden=hidden, batch_sizes=batch_sizes, lr=lr,
+                     momentum=momentum, seeds=seeds, budget=f"epochs={epochs}" if epochs is not None else budget,
+                     target=target, lr_scaling=lr_scaling, base_lr=base_lr, base_batch=base_batch,
+                     warmup_epochs=warmup_epochs)
+    if config is not None:
+        spec = read_spec(config, **overrides)
+    else:
+        spec = dataclasses.replace(SweepSpec(), **{k: v for k, v in overrides.items() if v is not None})
+    expect_interrupts(db)
+    bar, advance = progress_bar(1, f"sweep {spec.name}")
+    with bar:
+        result = run_sweep(spec, db, executor=executor, workers=workers, address=address, progress=advance,
+                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)))
+    typer.echo(f"sweep {result.name!r}: {len(result.run_ids)} runs, {result.trained} trained now, "
+               f"{result.skipped} already stored in {db}. Next: batchlab analyze --sweep {result.name}")
