@@ -1,7 +1,5 @@
 """Figures drawn in helper processes, so that drawing overlaps the command's own work.
 
-(Outside ``plots/``: importing anything there loads matplotlib, which is what helpers avoid.)
-
 A command that trains needs matplotlib and pandas only at its end, yet importing them takes
 about 0.5 s and drawing and writing a figure (PNG and SVG) about 0.45 s on a 2-core machine,
 all holding the GIL. Helpers forked when the command starts import them on the core that is
@@ -12,6 +10,9 @@ can deadlock the child) and only where ``fork`` exists (Linux); otherwise, or wi
 ``BATCHLAB_FIGURE_HELPERS=0``, figures are drawn in this process, with the same files. A
 helper ignores Ctrl-C (the command handles it), exits when the command does, and a helper
 that died is replaced by drawing in this process.
+
+This module stands outside ``plots/``: importing anything there loads matplotlib, which the
+command's own process is to be spared.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def _start_helpers(theirs: list[Connection], ours: list[Connection]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
     for conn in ours:
         conn.close()
-    importlib.import_module(FIGURES_MODULE)
+    try:
+        importlib.import_module(FIGURES_MODULE)
+    except Exception:  # noqa: BLE001 - the command then draws its figures itself and reports what fails
+        return
     others = []
     for index in range(1, len(theirs)):
         pid = os.fork()

@@ -70,7 +70,7 @@ def write_outputs(study: Study, settings: dict, tables: Tables, findings: list[F
     table behind each (CSV), every table, and ``findings.md``."""
     from batchlab.studies import REGISTRY, get_study
 
-    drawer = drawer or FigureDrawer()
+    drawer = drawer or FigureDrawer(helpers=0)  # no helpers given: drawn in this process
     registered = study.name in REGISTRY and get_study(study.name) is study
     csvs = []
     for spec in study.figures:
