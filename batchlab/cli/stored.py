@@ -167,9 +167,11 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     from rich.console import Console
     from rich.table import Table
 
+    from batchlab.figure_helpers import FigureDrawer
     from batchlab.studies.scaling import analyze as analyze_sweep
 
-    result = analyze_sweep(db, out, sweep_name, target)
+    with FigureDrawer() as drawer:  # first: its helpers import matplotlib while this process analyses
+        result = analyze_sweep(db, out, sweep_name, target, drawer)
     table = Table(title=f"sweep {result.name!r}: to reach {result.target} (best lr per B; mean ± std over seeds)")
     for column in ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime"):
         table.add_column(column, justify="right")

@@ -12,8 +12,7 @@ from batchlab.analysis.scaling import CriticalBatchFit, best_per_batch, fit_crit
 from batchlab.analysis.targets import Target, parse_target
 from batchlab.config import check_writable_dir
 from batchlab.errors import BatchlabError
-from batchlab.plots import learning_curves, save_figure
-from batchlab.plots.scaling import final_metrics_figure, heatmap_figure, to_target_figure
+from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store, series_frame, summary_frame
 
 
@@ -28,8 +27,10 @@ class SweepAnalysis:
     missing: int  # runs of the sweep not (yet) in the store
 
 
-def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: str | None = None) -> SweepAnalysis:
-    """Analyse a stored sweep into ``out``; the target and the folder are checked before any work."""
+def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: str | None = None,
+            drawer: FigureDrawer | None = None) -> SweepAnalysis:
+    """Analyse a stored sweep into ``out``; the target and the folder are checked before any work.
+    ``drawer``: who draws the figures (a command's helper processes); by default this process."""
     if target is not None:
         parse_target(target)
     with Store(db, create=False) as store:
@@ -57,10 +58,14 @@ def analyze(db: str | Path, out: str | Path, sweep: str | None = None, target: s
     files = [out / "settings.csv", out / "best_per_batch.csv"]
     settings.to_csv(files[0], index=False)
     best.to_csv(files[1], index=False)
-    files += save_figure(to_target_figure(best, fit, str(goal)), out / "to_target_vs_batch")
-    files += save_figure(final_metrics_figure(best), out / "final_metrics_vs_batch")
-    files += save_figure(heatmap_figure(settings, best=best, title=f"sweep {sweep!r}: final test accuracy"), out / "lr_batch_heatmap")
+    drawer = drawer or FigureDrawer(helpers=0)
+    figures = "batchlab.plots.scaling:"
+    drawer.draw(figures + "to_target_figure", best, fit, str(goal), path=out / "to_target_vs_batch")
+    drawer.draw(figures + "final_metrics_figure", best, path=out / "final_metrics_vs_batch")
+    drawer.draw(figures + "heatmap_figure", settings, best=best, title=f"sweep {sweep!r}: final test accuracy",
+                path=out / "lr_batch_heatmap")
     at_best = history.merge(best[["batch_size", "lr"]], on=["batch_size", "lr"])
-    files += save_figure(learning_curves(at_best, "acc", title="Learning curves at each batch size's best lr"),
-                         out / "learning_curves_best_lr")
+    drawer.draw("learning_curves", at_best, "acc", title="Learning curves at each batch size's best lr",
+                path=out / "learning_curves_best_lr")
+    files += [file for figure in drawer.files() for file in figure]
     return SweepAnalysis(sweep, goal, settings, best, fit, files, len(wanted) - len(runs))
