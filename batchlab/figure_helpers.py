@@ -3,13 +3,14 @@
 A command that trains needs matplotlib and pandas only at its end, yet importing them takes
 about 0.5 s and drawing and writing a figure (PNG and SVG) about 0.45 s on a 2-core machine,
 all holding the GIL. Helpers forked when the command starts import them on the core that is
-idle while the command imports JAX, then draw one figure each at a time, side by side.
+idle while the command imports JAX, then draw one figure each at a time, side by side. The
+report has them build its studies' sections (analyses and figures) the same way.
 
-Helpers are forked only before JAX is imported (forking a process that runs JAX's threads
-can deadlock the child) and only where ``fork`` exists (Linux); otherwise, or with
-``BATCHLAB_FIGURE_HELPERS=0``, figures are drawn in this process, with the same files. A
-helper ignores Ctrl-C (the command handles it), exits when the command does, and a helper
-that died is replaced by drawing in this process.
+Helpers are forked only from a process that runs one thread and has not imported JAX (forking
+a process that runs JAX's threads can deadlock the child), and only where ``fork`` exists
+(Linux); otherwise, or with ``BATCHLAB_FIGURE_HELPERS=0``, the jobs run in this process, with
+the same results. A helper ignores Ctrl-C (the command handles it), exits when the command
+does, and a job of a helper that died runs in this process.
 
 This module stands outside ``plots/``: importing anything there loads matplotlib, which the
 command's own process is to be spared.
@@ -23,6 +24,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable
@@ -32,12 +34,18 @@ from batchlab import profiling
 FIGURES_MODULE = "batchlab.plots"  # a figure named without a module is a function of this one
 
 
-def _draw(figure: str | Callable, args: tuple, kwargs: dict, path: Path) -> list[Path]:
+def _resolve(function: str | Callable) -> Callable:
+    """``"module:function"``, a bare name of ``batchlab.plots``, or a function itself."""
+    if not isinstance(function, str):
+        return function
+    module, _, name = function.rpartition(":")
+    return getattr(importlib.import_module(module or FIGURES_MODULE), name)
+
+
+def draw_figure(figure: str | Callable, args: tuple, kwargs: dict, path: Path) -> list[Path]:
+    """Draw ``figure(*args, **kwargs)`` and write it to ``path`` (PNG and SVG)."""
     plots = importlib.import_module(FIGURES_MODULE)
-    if isinstance(figure, str):
-        module, _, name = figure.rpartition(":")
-        figure = getattr(importlib.import_module(module) if module else plots, name)
-    return plots.save_figure(figure(*args, **kwargs), path)
+    return plots.save_figure(_resolve(figure)(*args, **kwargs), path)
 
 
 def _start_helpers(theirs: list[Connection], ours: list[Connection]) -> None:
@@ -69,7 +77,7 @@ def _start_helpers(theirs: list[Connection], ours: list[Connection]) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    """Draw each figure asked for on ``conn`` until told to stop or the command is gone."""
+    """Do each job asked for on ``conn`` until told to stop or the command is gone."""
     while True:
         try:
             job = conn.recv()
@@ -78,7 +86,7 @@ def _serve(conn: Connection) -> None:
         if job is None:
             return
         try:
-            reply: list[Path] | Exception = _draw(*job)
+            reply: Any = _run(*job)
         except Exception as exc:  # noqa: BLE001 - handed to the command, which reports it
             reply = exc
         try:
@@ -87,13 +95,21 @@ def _serve(conn: Connection) -> None:
             conn.send(RuntimeError(f"{type(reply).__name__}: {reply}"))
 
 
+def _run(function: str | Callable, args: tuple, kwargs: dict) -> Any:
+    return _resolve(function)(*args, **kwargs)
+
+
 def _helpers_wanted() -> bool:
-    return (sys.platform == "linux" and "jax" not in sys.modules
+    """Fork only a process that runs one thread (forking while another thread holds a lock can
+    leave that lock held forever in the child) and has not imported JAX (its threads start on
+    first use)."""
+    return (sys.platform == "linux" and "jax" not in sys.modules and threading.active_count() == 1
             and os.environ.get("BATCHLAB_FIGURE_HELPERS", "1") != "0")
 
 
 class FigureDrawer:
-    """Draws ``batchlab.plots`` figures to files, in helper processes where it can.
+    """Draws ``batchlab.plots`` figures to files, in helper processes where it can (and runs
+    other named functions there: :meth:`call`).
 
     >>> drawer = FigureDrawer()            # first thing in a command: before JAX is imported
     >>> drawer.draw("learning_curves", history, "acc", path=out / "learning_curves_acc")
@@ -103,7 +119,7 @@ class FigureDrawer:
     def __init__(self, helpers: int = 2) -> None:
         self._pipes: list[Connection] = []  # the command's end of each helper's pipe
         self._process: multiprocessing.Process | None = None  # the first helper
-        self._jobs: list[tuple[int | None, tuple]] = []  # (helper index or None: drawn here, job)
+        self._jobs: list[tuple[int | None, tuple]] = []  # (helper index or None: run here, job)
         if helpers > 0 and _helpers_wanted():
             context = multiprocessing.get_context("fork")
             pairs = [context.Pipe() for _ in range(helpers)]
@@ -122,8 +138,19 @@ class FigureDrawer:
         imports it. A function given as such (a closure cannot travel) is drawn here, when
         :meth:`files` is called."""
         job = (figure, args, kwargs, Path(path))
+        if isinstance(figure, str):
+            self._submit((f"{__name__}:draw_figure", job, {}))
+        else:
+            self._jobs.append((None, (draw_figure, job, {})))
+
+    def call(self, function: str, *args: Any, **kwargs: Any) -> None:
+        """Ask for ``function(*args, **kwargs)`` (``"module:function"``; arguments and result
+        must pickle), e.g. a report section full of figures; :meth:`results` has its result."""
+        self._submit((function, args, kwargs))
+
+    def _submit(self, job: tuple) -> None:
         sent = sum(helper is not None for helper, _ in self._jobs)
-        helper = sent % len(self._pipes) if self._pipes and isinstance(figure, str) else None
+        helper = sent % len(self._pipes) if self._pipes else None
         if helper is not None:
             try:
                 self._pipes[helper].send(job)
@@ -131,26 +158,31 @@ class FigureDrawer:
                 helper = None
         self._jobs.append((helper, job))
 
-    def files(self) -> list[list[Path]]:
-        """The files of each figure asked for, in the order asked; raises the first failed
-        figure's error once all are done."""
+    def results(self) -> list[Any]:
+        """What each job asked for returned, in the order asked (its exception where it failed)."""
         with profiling.phase("figures"):
             results = [self._result(helper, job) for helper, job in self._jobs]
         self._jobs.clear()
+        return results
+
+    def files(self) -> list[list[Path]]:
+        """The files of each figure asked for, in the order asked; raises the first failed
+        figure's error once all are done."""
+        results = self.results()
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return results
 
-    def _result(self, helper: int | None, job: tuple) -> list[Path] | Exception:
+    def _result(self, helper: int | None, job: tuple) -> Any:
         if helper is not None:
             try:
                 return self._pipes[helper].recv()
-            except (EOFError, OSError):  # the helper died: draw it here
+            except (EOFError, OSError):  # the helper died: do it here
                 pass
         try:
-            return _draw(*job)
-        except Exception as exc:  # noqa: BLE001 - raised by files() after the other figures
+            return _run(*job)
+        except Exception as exc:  # noqa: BLE001 - returned in its place, after the other jobs
             return exc
 
     def close(self, wait: bool = True) -> None:

@@ -161,3 +161,25 @@ def test_helpers_go_when_the_command_is_killed(tmp_path):
     while any(_alive(pid) for pid in helpers):
         assert time.monotonic() < deadline, "a helper outlived the command"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("command", [["train"], ["study", "brownlee", "--quick"], ["study", "all", "--quick"],
+                                     ["tour"], ["analyze"], ["report"]], ids="-".join)
+def test_each_command_that_draws_starts_its_helpers_before_jax(command, tmp_path):
+    """A command that imports JAX before it makes its FigureDrawer gets no helpers (silently
+    slower): each command's drawer is made first, in a process that runs one thread."""
+    done = _python(f"""
+        import sys, threading
+        import batchlab.figure_helpers as helpers
+
+        def made(self, *args, **kwargs):
+            print("jax" in sys.modules, threading.active_count())
+            raise SystemExit(0)
+
+        helpers.FigureDrawer.__init__ = made
+        sys.argv = ["batchlab", *{command!r}, "--db", "store.db"]
+        from batchlab.cli import main
+        main()
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "1"]

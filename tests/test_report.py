@@ -71,6 +71,15 @@ def test_rebuilt_by_another_process_is_identical(built):
     assert built["first"].read_bytes() == built["path"].read_bytes()
 
 
+def test_the_command_builds_the_same_page_with_its_figure_helpers(built, tmp_path):
+    """``batchlab report`` (a fresh process) builds the studies' sections in helper processes."""
+    done = subprocess.run([sys.executable, "-m", "batchlab.cli", "report", "--db", str(built["db"]), "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "BATCHLAB_FIGURE_HELPERS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == built["path"].read_bytes()
+
+
 def test_every_study_sweep_and_run_group_is_on_the_page(built):
     text = built["text"]
     with Store(built["db"], create=False) as store:

@@ -148,11 +148,14 @@ def report(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite fil
     """One self-contained HTML page (works offline) of every study, sweep and group of runs in the store."""
     import warnings
 
-    from batchlab.report import build_report
+    from batchlab.figure_helpers import FigureDrawer
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        path = build_report(db, out, study)
+    with FigureDrawer() as drawer:  # first: its helpers build the studies' sections side by side
+        from batchlab.report import build_report
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = build_report(db, out, study, drawer)
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     typer.echo(str(path))

@@ -93,24 +93,27 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
          report_dir: Path = typer.Option(Path("report"), "--report", help="folder for the HTML report")) -> None:
     """Every study at --quick size, then the report: the whole of batchlab in a few minutes."""
     from batchlab.figure_helpers import FigureDrawer
-    from batchlab.report import build_report
-    from batchlab.studies import available, get_study
-    from batchlab.studies.runner import run_study
 
-    names = available()
-    bar, advance = progress_bar(1, "tour")
-    task = bar.task_ids[0]
-    summary = []
-    with FigureDrawer() as drawer, bar:  # the helpers are forked first: before JAX and any thread
-        for i, name in enumerate(names, 1):
-            bar.update(task, description=f"study {i}/{len(names)}: {name}")
-            done = bar.tasks[0].completed
-            result = run_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
-                               on_start=lambda total: bar.update(task, total=done + max(total, 1)), drawer=drawer)
-            verdicts = [f.verdict for f in result.findings]
-            summary.append(f"{name:<15} {result.seconds:5.1f} s  " + ", ".join(
-                f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
-        bar.update(task, description="report")
-        path = build_report(db, report_dir)
+    with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
+        from batchlab.report import build_report
+        from batchlab.studies import available, get_study
+        from batchlab.studies.runner import run_study
+
+        names = available()
+        bar, advance = progress_bar(1, "tour")
+        task = bar.task_ids[0]
+        summary = []
+        with bar:
+            for i, name in enumerate(names, 1):
+                bar.update(task, description=f"study {i}/{len(names)}: {name}")
+                done = bar.tasks[0].completed
+                result = run_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
+                                   on_start=lambda total: bar.update(task, total=done + max(total, 1)),
+                                   drawer=drawer)
+                verdicts = [f.verdict for f in result.findings]
+                summary.append(f"{name:<15} {result.seconds:5.1f} s  " + ", ".join(
+                    f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
+            bar.update(task, description="report")
+            path = build_report(db, report_dir, drawer=drawer)
     typer.echo("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
     typer.echo(f"report: {path}")

@@ -13,17 +13,21 @@ import warnings
 from pathlib import Path
 
 from batchlab.errors import BatchlabError
+from batchlab.figure_helpers import FigureDrawer
 from batchlab.report import html as h
 from batchlab.report.concepts import CONCEPTS
 from batchlab.report.html import Section
 
 
-def build_report(db: str | Path, out_dir: str | Path, study: str | None = None) -> Path:
+def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
+                 drawer: FigureDrawer | None = None) -> Path:
     """Write the report of store ``db`` into ``out_dir`` and return the file's path.
 
     Without ``study``: ``out_dir/index.html`` with every study, sweep and group of training
     runs. With ``study``: ``out_dir/<study>.html``, that study's page alone. Sections whose
     figures cannot be rebuilt say why on the page (and in a warning) instead of failing.
+    ``drawer``: a command's figure helpers, which then build the studies' sections (their
+    analyses and figures) side by side while this process builds the others.
     """
     from batchlab.store import Store
 
@@ -52,10 +56,18 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None) 
     from batchlab.report.runs import runs_sections
     from batchlab.report.sweeps import sweep_section
 
-    sections = [_study(name, studies[name], db) for name in sorted(studies)]
-    sections += [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
-                 for name, (spec, ids) in sorted(sweeps.items())]
-    sections += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
+    drawer = drawer or FigureDrawer(helpers=0)
+    for name in sorted(studies):
+        drawer.call("batchlab.report.studies:study_section", name, studies[name], db)
+    later = [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
+             for name, (spec, ids) in sorted(sweeps.items())]
+    later += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
+    sections = []
+    for section in drawer.results():  # study_section turns a study's failures into notices
+        if isinstance(section, Exception):
+            raise section
+        sections.append(section)
+    sections += later
     for section in sections:
         for problem in section.problems:
             warnings.warn(f"report, {section.title}: {problem}", stacklevel=2)
