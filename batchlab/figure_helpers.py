@@ -22,6 +22,7 @@ import importlib
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
@@ -77,22 +78,34 @@ def _start_helpers(theirs: list[Connection], ours: list[Connection]) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    """Do each job asked for on ``conn`` until told to stop or the command is gone."""
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
+    """Do each job asked for on ``conn`` until told to stop or the command is gone. A thread
+    takes the jobs as they come, so that a helper busy sending a large result still reads
+    the next job: the command, sending it, would otherwise wait for the helper, which waits
+    for the command to read its result."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):
+                job = None
+            jobs.put(job)
+            if job is None:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    while (job := jobs.get()) is not None:
         try:
             reply: Any = _run(*job)
         except Exception as exc:  # noqa: BLE001 - handed to the command, which reports it
             reply = exc
         try:
             conn.send(reply)
-        except (pickle.PicklingError, TypeError, AttributeError):  # an exception that does not pickle
+        except (pickle.PicklingError, TypeError, AttributeError):  # a result that does not pickle
             conn.send(RuntimeError(f"{type(reply).__name__}: {reply}"))
+        except OSError:  # the command is gone
+            return
 
 
 def _run(function: str | Callable, args: tuple, kwargs: dict) -> Any:

@@ -183,3 +183,18 @@ def test_each_command_that_draws_starts_its_helpers_before_jax(command, tmp_path
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "1"]
+
+
+def test_large_jobs_and_results_never_block_each_other(tmp_path):
+    """Two jobs of 4 MB each way per helper: a helper busy sending a result must still take the
+    next job, or the command (sending) and the helper (replying) would wait for each other."""
+    done = _python("""
+        import numpy as np
+        from batchlab.figure_helpers import FigureDrawer
+        with FigureDrawer() as drawer:
+            for k in range(4):
+                drawer.call("numpy:add", np.full(500_000, float(k)), 1.0)
+            print([float(r.sum()) for r in drawer.results()])
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([500_000.0 * (k + 1) for k in range(4)])
