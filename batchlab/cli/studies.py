@@ -94,6 +94,7 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     """Every study at --quick size, then the report: the whole of batchlab in a few minutes."""
     from batchlab.figure_helpers import FigureDrawer
 
+    expect_interrupts(db)
     with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
         from batchlab.report import build_report
         from batchlab.studies import available, get_study
