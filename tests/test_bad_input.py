@@ -144,11 +144,10 @@ def test_ray_address_where_no_cluster_answers_fails_fast(store, tmp_path):
     assert dump(store) == before
 
 
-def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
-    db = tmp_path / "k.db"
-    args = ["sweep", "--name", "k", "--data", "blobs", "--hidden", "8", "--batch-sizes", "100,1", "--lr", "0.05",
-            "--seeds", "1", "--epochs", "1000", "--executor", "local", "--db", str(db)]
-    proc = subprocess.Popen([sys.executable, "-m", "batchlab.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+def _ctrl_c_once_a_run_is_stored(args: list[str], db, cwd) -> list[str]:
+    """Start ``batchlab ARGS``, press Ctrl-C once a run is in ``db``; its exit status must be 130
+    and its stderr one line without a traceback: returns that stderr's lines."""
+    proc = subprocess.Popen([sys.executable, "-m", "batchlab.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while count_stored_runs(db) == 0 and proc.poll() is None and time.time() < deadline:
@@ -157,7 +156,15 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines
+
+
+def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
+    db = tmp_path / "k.db"
+    args = ["sweep", "--name", "k", "--data", "blobs", "--hidden", "8", "--batch-sizes", "100,1", "--lr", "0.05",
+            "--seeds", "1", "--epochs", "1000", "--executor", "local", "--db", str(db)]
+    lines = _ctrl_c_once_a_run_is_stored(args, db, tmp_path)
     assert lines[0].startswith("interrupted: 1 run(s) finished and were stored in")
     assert lines[0].endswith("resume with: batchlab " + " ".join(args))
     assert count_stored_runs(db) == 1
@@ -166,16 +173,7 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
 def test_ctrl_c_in_the_tour_says_what_was_saved_and_how_to_resume(tmp_path):
     db = tmp_path / "t.db"
     args = ["tour", "--db", str(db), "--out", str(tmp_path / "results"), "--report", str(tmp_path / "report")]
-    proc = subprocess.Popen([sys.executable, "-m", "batchlab.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while count_stored_runs(db) == 0 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err  # the figure helpers print nothing either
+    lines = _ctrl_c_once_a_run_is_stored(args, db, tmp_path)  # the figure helpers print nothing either
     stored = count_stored_runs(db)
     assert stored >= 1 and lines[0].startswith(f"interrupted: {stored} run(s) finished and were stored in")
     assert lines[0].endswith(f"({stored} in all); resume with: batchlab " + " ".join(args))
