@@ -7,7 +7,7 @@ import textwrap
 
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 import numpy as np
 import pandas as pd
 
@@ -18,7 +18,7 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
     """Steps and samples to the target vs B (log-log) at each B's best lr, with the fit.
 
     Batch sizes that did not reach the target with every seed are not dropped: they are drawn
-    as open triangles at the top edge, labelled "not reached", and counted in the title.
+    as open triangles at the top edge (the legend says what they mean) and named in the title.
     """
     best = best.sort_values("batch_size")
     reached = best[best.reached == 1.0]
@@ -31,11 +31,15 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
             _scaling_lines(ax, reached, key, fit)
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 100, not 10^2
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
             low, high = ax.get_ylim()
             if high < 4 * low:  # one point (or equal ones): give the log axis a readable span
                 middle = (low * high) ** 0.5
                 ax.set_ylim(middle / 3, middle * 3)
+            # Minor ticks are numbered at 2 and 5 (x a power of ten) on an axis under two decades,
+            # all of them under one: numbering every one ran them into each other (200, ..., 900).
+            low, high = ax.get_ylim()
+            ax.yaxis.set_minor_formatter(NullFormatter() if high >= 100 * low else FuncFormatter(
+                lambda v, _, every=high < 10 * low: f"{v:,.0f}" if every or _leading_digit(v) in (2, 5) else ""))
         else:
             ax.set_yticks([])
             ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", fontsize=9)
@@ -45,12 +49,16 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
         ax.set_xlabel("batch size B")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-        if len(reached) or len(missed):
-            ax.legend(fontsize=7)
+        if len(reached) or len(missed):  # where the data are not, below the triangles at the top edge
+            ax.legend(fontsize=7, loc="best", bbox_to_anchor=(0, 0, 1, 0.92))
     note = f"; not reached at B = {', '.join(str(int(b)) for b in missed.batch_size)}" if len(missed) else ""
     fig.suptitle(f"To reach {target}{note}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _leading_digit(value: float) -> int:
+    return round(value / 10 ** np.floor(np.log10(value))) if value > 0 else 0
 
 
 def _scaling_lines(ax, reached: pd.DataFrame, key: str, fit) -> None:
@@ -71,9 +79,6 @@ def _not_reached(ax, missed: pd.DataFrame) -> None:
     transform = ax.get_xaxis_transform()  # x in data, y in axes fraction
     ax.plot(missed.batch_size, np.full(len(missed), 0.97), "^", mfc="none", color="tab:red", ms=6,
             transform=transform, clip_on=False, label="not reached (with every seed)")
-    for b in missed.batch_size:
-        ax.annotate("not reached", (b, 0.97), xycoords=transform, xytext=(0, -10), textcoords="offset points",
-                    ha="center", fontsize=6, color="tab:red")
 
 
 def final_metrics_figure(best: pd.DataFrame) -> plt.Figure:
