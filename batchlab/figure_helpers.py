@@ -19,6 +19,7 @@ command's own process is to be spared.
 from __future__ import annotations
 
 import importlib
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -28,7 +29,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from batchlab import profiling
 
@@ -132,7 +133,10 @@ class FigureDrawer:
     def __init__(self, helpers: int = 2) -> None:
         self._pipes: list[Connection] = []  # the command's end of each helper's pipe
         self._process: multiprocessing.Process | None = None  # the first helper
-        self._jobs: list[tuple[int | None, tuple]] = []  # (helper index or None: run here, job)
+        self._asked: list[tuple[int, int | None, tuple]] = []  # (ticket, helper or None: run here, job)
+        self._returned: dict[int, Any] = {}  # ticket -> result, collected while waiting for a later job
+        self._tickets = itertools.count()
+        self._sent = 0
         if helpers > 0 and _helpers_wanted():
             context = multiprocessing.get_context("fork")
             pairs = [context.Pipe() for _ in range(helpers)]
@@ -144,44 +148,55 @@ class FigureDrawer:
             for end in theirs:
                 end.close()
 
-    def draw(self, figure: str | Callable, *args: Any, path: str | Path, **kwargs: Any) -> None:
-        """Ask for the figure ``figure(*args, **kwargs)`` written to ``path`` (PNG and SVG).
+    def draw(self, figure: str | Callable, *args: Any, path: str | Path, **kwargs: Any) -> int:
+        """Ask for the figure ``figure(*args, **kwargs)`` written to ``path`` (PNG and SVG);
+        returns the job's ticket (for :meth:`files`).
 
         ``figure`` names a function of ``batchlab.plots`` or ``"module:function"``: a helper
         imports it. A function given as such (a closure cannot travel) is drawn here, when
-        :meth:`files` is called."""
+        :meth:`files` waits for it."""
         job = (figure, args, kwargs, Path(path))
         if isinstance(figure, str):
-            self._submit((f"{__name__}:draw_figure", job, {}))
-        else:
-            self._jobs.append((None, (draw_figure, job, {})))
+            return self._submit((f"{__name__}:draw_figure", job, {}))
+        return self._ask(None, (draw_figure, job, {}))
 
-    def call(self, function: str, *args: Any, **kwargs: Any) -> None:
+    def call(self, function: str, *args: Any, **kwargs: Any) -> int:
         """Ask for ``function(*args, **kwargs)`` (``"module:function"``; arguments and result
         must pickle), e.g. a report section full of figures; :meth:`results` has its result."""
-        self._submit((function, args, kwargs))
+        return self._submit((function, args, kwargs))
 
-    def _submit(self, job: tuple) -> None:
-        sent = sum(helper is not None for helper, _ in self._jobs)
-        helper = sent % len(self._pipes) if self._pipes else None
+    def _submit(self, job: tuple) -> int:
+        helper = self._sent % len(self._pipes) if self._pipes else None
         if helper is not None:
             try:
                 self._pipes[helper].send(job)
+                self._sent += 1
             except (BrokenPipeError, OSError):
                 helper = None
-        self._jobs.append((helper, job))
+        return self._ask(helper, job)
 
-    def results(self) -> list[Any]:
-        """What each job asked for returned, in the order asked (its exception where it failed)."""
+    def _ask(self, helper: int | None, job: tuple) -> int:
+        ticket = next(self._tickets)
+        self._asked.append((ticket, helper, job))
+        return ticket
+
+    def results(self, tickets: Sequence[int] | None = None) -> list[Any]:
+        """What the jobs of ``tickets`` (by default every job not yet collected) returned, in
+        the order asked, each failed job's exception in its place. Waits for those jobs only
+        (and for the ones asked before them): later jobs go on being done meanwhile."""
+        if tickets is None:
+            tickets = sorted([*self._returned, *(ticket for ticket, _, _ in self._asked)])
+        last = max(tickets, default=-1)
         with profiling.phase("figures"):
-            results = [self._result(helper, job) for helper, job in self._jobs]
-        self._jobs.clear()
-        return results
+            while self._asked and self._asked[0][0] <= last:  # replies come in the order asked
+                ticket, helper, job = self._asked.pop(0)
+                self._returned[ticket] = self._result(helper, job)
+        return [self._returned.pop(ticket) for ticket in tickets]
 
-    def files(self) -> list[list[Path]]:
-        """The files of each figure asked for, in the order asked; raises the first failed
-        figure's error once all are done."""
-        results = self.results()
+    def files(self, tickets: Sequence[int] | None = None) -> list[list[Path]]:
+        """The files of the figures of ``tickets`` (by default every one not yet collected), in
+        the order asked; raises the first failed figure's error once they are all done."""
+        results = self.results(tickets)
         for result in results:
             if isinstance(result, Exception):
                 raise result

@@ -198,3 +198,36 @@ def test_large_jobs_and_results_never_block_each_other(tmp_path):
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str([500_000.0 * (k + 1) for k in range(4)])
+
+
+@pytest.mark.parametrize("helpers", ["1", "0"])
+def test_waiting_for_some_jobs_leaves_the_later_ones_running(tmp_path, helpers):
+    """``results(tickets)`` returns once those jobs are done, while a job asked later is still
+    running (it waits for a file written only after that return: were it waited for, it would
+    time out instead)."""
+    (tmp_path / "jobs.py").write_text(textwrap.dedent("""
+        import os, time
+
+        def quick(value):
+            return value * 2
+
+        def waits_for(path):
+            for _ in range(400):
+                if os.path.exists(path):
+                    return "released"
+                time.sleep(0.05)
+            return "timed out"
+    """))
+    done = _python("""
+        import sys
+        sys.path.insert(0, ".")
+        from batchlab.figure_helpers import FigureDrawer
+        with FigureDrawer() as drawer:
+            first = drawer.call("jobs:quick", 21)
+            later = drawer.call("jobs:waits_for", "go")
+            print(drawer.results([first]))
+            open("go", "w").close()
+            print(drawer.results())
+    """, tmp_path, BATCHLAB_FIGURE_HELPERS=helpers)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[42]", "['released']"]

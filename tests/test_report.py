@@ -80,6 +80,63 @@ def test_the_command_builds_the_same_page_with_its_figure_helpers(built, tmp_pat
     assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == built["path"].read_bytes()
 
 
+REBUILD = textwrap.dedent("""
+    import sys
+    from batchlab.report import build_report
+
+    print(build_report(sys.argv[1], sys.argv[2]))
+""")
+KEPT_FIGURES_ONLY = textwrap.dedent("""
+    import sys
+    from batchlab.report import build_report
+    from batchlab.studies import get_study
+
+    def drawn_again(*args):
+        raise RuntimeError("drawn again")
+
+    for spec in get_study("brownlee").figures:
+        object.__setattr__(spec, "draw", drawn_again)
+    print(build_report(sys.argv[1], sys.argv[2]))
+""")
+
+
+def test_the_report_uses_the_figures_its_study_kept_and_they_are_the_ones_it_would_draw(built, tmp_path):
+    """The study kept its figures' SVG (``plots/memo.py``): a report whose study figure functions
+    all fail still shows every figure, and with caching off (every figure drawn again) the page
+    is the same, byte for byte."""
+    for name, script, env in (("kept", KEPT_FIGURES_ONLY, {}), ("drawn", REBUILD, {"BATCHLAB_CACHE_DIR": "off"})):
+        done = subprocess.run([sys.executable, "-c", script, str(built["db"]), str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr
+        assert "drawn again" not in done.stderr
+        assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == built["path"].read_bytes(), name
+
+
+def test_a_kept_figure_is_found_only_by_exactly_what_it_was_drawn_from():
+    import pickle
+
+    import numpy as np
+    import pandas as pd
+
+    from batchlab.plots.memo import figure_key
+
+    tables = {"curve": pd.DataFrame({"epoch": [0, 1, 2], "acc": [0.5, 0.75, 0.8], "group": ["a", "a", "b"]})}
+    settings = {"seeds": 2, "batch_sizes": (1, 32)}
+    key = figure_key("brownlee", "learning_curves_acc", tables, settings)
+    assert key == figure_key("brownlee", "learning_curves_acc", pickle.loads(pickle.dumps(tables)), dict(settings))
+    nudged = tables["curve"].copy()
+    nudged.loc[2, "acc"] = np.nextafter(0.8, 1.0)
+    relabelled = tables["curve"].copy()
+    relabelled.loc[2, "group"] = "c"
+    others = [figure_key("brownlee", "learning_curves_acc", {"curve": nudged}, settings),
+              figure_key("brownlee", "learning_curves_acc", {"curve": relabelled}, settings),
+              figure_key("brownlee", "learning_curves_acc", {"curve": tables["curve"].astype({"epoch": float})}, settings),
+              figure_key("brownlee", "learning_curves_acc", tables, {**settings, "seeds": 3}),
+              figure_key("brownlee", "learning_curves_loss", tables, settings),
+              figure_key("distance", "learning_curves_acc", tables, settings)]
+    assert len({key, *others}) == 7
+
+
 def test_every_study_sweep_and_run_group_is_on_the_page(built):
     text = built["text"]
     with Store(built["db"], create=False) as store:

@@ -1,4 +1,5 @@
-"""The study runner: settings, resumption after SIGKILL, the CLI, findings' statistics, store upgrades."""
+"""The study runner: settings, resumption after SIGKILL, the CLI, findings' statistics, store upgrades,
+and the order in which a command finishes several studies."""
 
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from batchlab.analysis.findings import compare, interval, trend
 from batchlab.errors import BatchlabError
 from batchlab.store import Store
 from batchlab.studies import REGISTRY, available, get_study
+from batchlab.studies.runner import finish_in_turn
 
 
 def test_every_registered_study_exists_and_declares_its_sizes():
@@ -97,3 +99,42 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     with Store(db) as store:
         store.write_study("x", {"settings": {}})
         assert store.studies() == {"x": {"settings": {}}}
+
+
+# Several studies in one command: each is finished (its figures waited for, findings.md written,
+# the study recorded) after the next one has trained.
+class _Pending:
+    def __init__(self, name: str, events: list[str]):
+        self.name, self.events = name, events
+
+    def finish(self) -> str:
+        self.events.append(f"finish {self.name}")
+        return self.name
+
+
+def _started(names: list[str], events: list[str], fails: str | None = None):
+    for name in names:
+        events.append(f"start {name}")
+        if name == fails:
+            raise BatchlabError(f"{name} cannot start")
+        yield _Pending(name, events)
+
+
+def test_each_study_is_finished_once_the_next_one_has_started():
+    events: list[str] = []
+    assert list(finish_in_turn(_started(["a", "b", "c"], events))) == ["a", "b", "c"]
+    assert events == ["start a", "start b", "finish a", "start c", "finish b", "finish c"]
+
+
+def test_a_study_that_cannot_start_still_lets_the_one_before_it_finish():
+    events: list[str] = []
+    finished = []
+    with pytest.raises(BatchlabError, match="b cannot start"):
+        for result in finish_in_turn(_started(["a", "b", "c"], events, fails="b")):
+            finished.append(result)
+    assert events == ["start a", "start b", "finish a"]
+    assert finished == []  # finished for its files and record; the error is what the command reports
+
+
+def test_no_studies_finish_nothing():
+    assert list(finish_in_turn(iter([]))) == []

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from batchlab.cli import DEFAULT_DB, app, expect_interrupts, progress_bar
 from batchlab.errors import BatchlabError
+
+if TYPE_CHECKING:
+    from batchlab.figure_helpers import FigureDrawer
+    from batchlab.studies.runner import PendingStudy, StudyResult
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -40,17 +44,23 @@ def _list_studies() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def _run_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool,
-                   drawer) -> None:
+def _start_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool,
+                     drawer: "FigureDrawer") -> "PendingStudy":
     from batchlab.studies import get_study
-    from batchlab.studies.runner import run_study
+    from batchlab.studies.runner import start_study
 
-    st = get_study(name)
     bar, advance = progress_bar(1, f"study {name}" + (" (quick)" if quick else ""))
     with bar:
-        result = run_study(st, quick=quick, overrides=overrides, db=db, out=out, force=force, progress=advance,
-                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)), drawer=drawer)
-    typer.echo(f"# {name}: {st.question}  ({result.seconds:.1f} s, {len(result.run_ids)} runs)")
+        return start_study(get_study(name), quick=quick, overrides=overrides, db=db, out=out, force=force,
+                           progress=advance, drawer=drawer,
+                           on_start=lambda total: bar.update(bar.task_ids[0], total=max(total, 1)))
+
+
+def _print_study(result: "StudyResult") -> None:
+    from batchlab.studies import get_study
+
+    typer.echo(f"# {result.name}: {get_study(result.name).question}  ({result.seconds:.1f} s, "
+               f"{len(result.run_ids)} runs)")
     for finding in result.findings:
         typer.echo(finding.markdown())
     typer.echo("wrote: " + ", ".join(str(f) for f in result.files if f.suffix in (".png", ".md")) + "\n")
@@ -81,10 +91,13 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
     names = available() if name == "all" else [name]
     expect_interrupts(db)
     with FigureDrawer() as drawer:  # before JAX is imported: its helpers are forked now
-        for each in names:
-            where = (out / each if name == "all" else out) if out is not None else None
-            _run_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db, out=where,
-                           force=force, drawer=drawer)
+        from batchlab.studies.runner import finish_in_turn
+
+        started = (_start_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db,
+                                    out=(out / each if name == "all" else out) if out is not None else None,
+                                    force=force, drawer=drawer) for each in names)
+        for result in finish_in_turn(started):  # each study's figures are drawn while the next one trains
+            _print_study(result)
 
 
 @app.command()
@@ -98,21 +111,25 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
         from batchlab.report import build_report
         from batchlab.studies import available, get_study
-        from batchlab.studies.runner import run_study
+        from batchlab.studies.runner import finish_in_turn, start_study
 
         names = available()
         bar, advance = progress_bar(1, "tour")
         task = bar.task_ids[0]
-        summary = []
-        with bar:
+
+        def started():
             for i, name in enumerate(names, 1):
                 bar.update(task, description=f"study {i}/{len(names)}: {name}")
                 done = bar.tasks[0].completed
-                result = run_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
-                                   on_start=lambda total: bar.update(task, total=done + max(total, 1)),
-                                   drawer=drawer)
+                yield start_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
+                                  on_start=lambda total: bar.update(task, total=done + max(total, 1)),
+                                  drawer=drawer)
+
+        summary = []
+        with bar:
+            for result in finish_in_turn(started()):  # a study's figures are drawn while the next one trains
                 verdicts = [f.verdict for f in result.findings]
-                summary.append(f"{name:<15} {result.seconds:5.1f} s  " + ", ".join(
+                summary.append(f"{result.name:<15} {result.seconds:5.1f} s  " + ", ".join(
                     f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
             bar.update(task, description="report")
             path = build_report(db, report_dir, drawer=drawer)

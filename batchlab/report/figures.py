@@ -3,14 +3,13 @@
 A saved SVG carries an XML prolog, a DOCTYPE that names an http URL, a metadata block, ids
 that repeat across figures (``figure_1``, glyph ids such as ``DejaVuSans-14`` that mean a
 different glyph in each figure) and a ``<style>`` whose ``*`` rule would apply to the whole
-page. Each is removed or rewritten here; ids get a per-figure prefix. ``svg.hashsalt`` fixes
-matplotlib's otherwise random clip-path and marker ids, and ``Date: None`` drops the date, so
-rebuilding from the same store gives the same bytes.
+page. Each is removed or rewritten here; ids get a per-figure prefix. Figures are saved with
+fixed ids and no date (``plots.memo.svg_text``), so rebuilding from the same store gives the
+same bytes, and a study's figure kept when ``batchlab study`` drew it is used as it is.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Callable
 
@@ -19,7 +18,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-HASH_SALT = "batchlab-report"
+from batchlab.plots import memo  # noqa: E402
+
 MIN_PX = 560
 
 _PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
@@ -30,19 +30,22 @@ _ID = re.compile(r'\bid="([^"]+)"')
 _REF = re.compile(r'(href="#|url\(#)([^")]+)')
 
 
-def draw_svg(draw: Callable[[], "plt.Figure"], prefix: str, label: str) -> str:
+def draw_svg(draw: Callable[[], "plt.Figure"], prefix: str, label: str, key: str | None = None) -> str:
     """Call ``draw`` (which returns a matplotlib Figure) and return it as inline SVG markup.
 
-    ``prefix`` makes the figure's ids unique on the page; ``label`` is its accessible name.
+    ``prefix`` makes the figure's ids unique on the page; ``label`` is its accessible name;
+    ``key`` (``plots.memo.figure_key``) names what it is drawn from: a figure kept under it is
+    used instead of drawing, and a figure drawn is kept.
     """
-    with plt.rc_context({"svg.hashsalt": HASH_SALT}):
+    text = memo.recall(key)
+    if text is None:
         fig = draw()
         try:
-            buf = io.StringIO()
-            fig.savefig(buf, format="svg", metadata={"Date": None})
+            text = memo.svg_text(fig)
         finally:
             plt.close(fig)
-    return inline_svg(buf.getvalue(), prefix, label)
+        memo.remember(key, text)
+    return inline_svg(text, prefix, label)
 
 
 def inline_svg(text: str, prefix: str, label: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from batchlab.plots.memo import figure_key
 from batchlab.report import html as h
 from batchlab.report.concepts import concepts_for_study, concepts_html
 from batchlab.report.curves import chart_data
@@ -51,7 +52,8 @@ def study_section(name: str, record: dict, db: str | Path, *, alone: bool = Fals
             for k, spec in enumerate(study.figures):
                 caption = _caption(spec.name)
                 try:
-                    svg = draw_svg(lambda spec=spec: spec.draw(tables, settings), f"{anchor}-f{k}", caption)
+                    svg = draw_svg(lambda spec=spec: spec.draw(tables, settings), f"{anchor}-f{k}", caption,
+                                   figure_key(name, spec.name, tables, settings))
                 except Exception as exc:  # noqa: BLE001 - show the other figures
                     problems.append(f"figure {spec.name} could not be drawn: {type(exc).__name__}: {exc}")
                     continue

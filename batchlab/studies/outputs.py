@@ -7,7 +7,7 @@ table, figure and finding of a recorded study without JAX or the engine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import pandas as pd
 
@@ -15,9 +15,6 @@ from batchlab.analysis.findings import Finding
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store, series_frame, summary_frame
 from batchlab.studies.base import Study, StudyData, Tables
-
-if TYPE_CHECKING:
-    import matplotlib.pyplot as plt
 
 
 def membership_frame(groups: dict[str, list[str]]) -> pd.DataFrame:
@@ -56,41 +53,55 @@ def load_study_data(db: str | Path, membership: pd.DataFrame, *, steps: bool = F
     return StudyData(*frames, runs=runs)
 
 
-def study_figure(study_name: str, figure_name: str, tables: Tables, settings: dict) -> "plt.Figure":
-    """The figure ``figure_name`` of the registered study ``study_name`` (how a figure helper
-    process, which cannot be handed the study's drawing function, draws it)."""
+def write_study_figure(study_name: str, figure_name: str, tables: Tables, settings: dict, path: Path) -> list[Path]:
+    """Draw the figure ``figure_name`` of the registered study ``study_name`` to ``path`` (PNG
+    and SVG) and keep its SVG for the report (``plots/memo.py``); run by a figure helper
+    process, which cannot be handed the study's drawing function itself."""
+    from batchlab.plots import memo, save_figure
     from batchlab.studies import get_study
 
-    return next(spec for spec in get_study(study_name).figures if spec.name == figure_name).draw(tables, settings)
+    spec = next(spec for spec in get_study(study_name).figures if spec.name == figure_name)
+    key = memo.figure_key(study_name, figure_name, tables, settings)
+    files = save_figure(spec.draw(tables, settings), path)
+    memo.remember(key, files[1].read_text(encoding="utf-8"))
+    return files
 
 
-def write_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
-                  quick: bool, drawer: FigureDrawer | None = None) -> list[Path]:
-    """Figures (PNG + SVG; by ``drawer``'s helper processes where the study is registered), the
-    table behind each (CSV), every table, and ``findings.md``."""
+def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
+                quick: bool, drawer: FigureDrawer | None = None) -> Callable[[], list[Path]]:
+    """Ask for the figures (PNG + SVG; by ``drawer``'s helper processes where the study is
+    registered) and write every table (CSV, the one behind each figure included). Returns the
+    function that waits for those figures, writes ``findings.md`` (which lists them) and
+    returns every file written: the command can train the next study meanwhile."""
     from batchlab.studies import REGISTRY, get_study
 
     drawer = drawer or FigureDrawer(helpers=0)  # no helpers given: drawn in this process
     registered = study.name in REGISTRY and get_study(study.name) is study
-    csvs = []
+    tickets, csvs = [], []
     for spec in study.figures:
         if registered:
-            drawer.draw(f"{__name__}:study_figure", study.name, spec.name, tables, settings, path=out / spec.name)
+            tickets.append(drawer.call(f"{__name__}:write_study_figure", study.name, spec.name, tables, settings,
+                                       out / spec.name))
         else:
-            drawer.draw(spec.draw, tables, settings, path=out / spec.name)
+            tickets.append(drawer.draw(spec.draw, tables, settings, path=out / spec.name))
         csvs.append(out / f"{spec.name}.csv")
         csvs[-1].parent.mkdir(parents=True, exist_ok=True)
         tables[spec.table].to_csv(csvs[-1], index=False)
-    files = [f for figure, csv in zip(drawer.files(), csvs) for f in (*figure, csv)]
     figure_tables = {spec.table for spec in study.figures}
+    others = []
     for name, table in tables.items():
         if name not in figure_tables:
-            path = out / f"{name}.csv"
-            table.to_csv(path, index=False)
-            files.append(path)
-    md = out / "findings.md"
-    md.write_text(findings_markdown(study, settings, findings, files, quick, study.notes(tables, settings)))
-    return files + [md]
+            others.append(out / f"{name}.csv")
+            table.to_csv(others[-1], index=False)
+    notes = study.notes(tables, settings)
+
+    def finish() -> list[Path]:
+        files = [f for figure, csv in zip(drawer.files(tickets), csvs) for f in (*figure, csv)] + others
+        md = out / "findings.md"
+        md.write_text(findings_markdown(study, settings, findings, files, quick, notes))
+        return files + [md]
+
+    return finish
 
 
 def findings_markdown(study: Study, settings: dict, findings: list[Finding], files: list[Path], quick: bool,

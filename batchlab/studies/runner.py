@@ -7,10 +7,12 @@
 3. The other runs train unless already stored (one transaction per cohort), so an
    interrupted study resumes where it stopped.
 4. The analysis reads the study's runs and measurements back from the store only
-   (``studies/outputs.py``, which imports no training code), draws the figures (PNG + SVG,
-   and the table behind each as CSV), computes the findings, writes ``findings.md`` and
-   records the study (settings, version, groups of runs, outputs, findings) in the store, so
-   a report can be rebuilt later from the store alone.
+   (``studies/outputs.py``, which imports no training code), computes the findings and
+   asks for the figures (PNG + SVG, and the table behind each as CSV).
+5. Once the figures are drawn, ``findings.md`` is written and the study recorded in the store
+   (settings, version, groups of runs, outputs, findings), so a report can be rebuilt later
+   from the store alone. :func:`finish_in_turn` lets a command train the next study while
+   the figures of one are drawn (by helper processes, ``figure_helpers.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -30,7 +32,7 @@ from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store
 from batchlab.studies.base import Checkpoint, Grid, Study, Tables
-from batchlab.studies.outputs import analyse_stored, write_outputs
+from batchlab.studies.outputs import analyse_stored, ask_outputs
 
 # Keyword arguments of batchlab.train that a grid may set, with train's defaults.
 _TRAIN_DEFAULTS = {name: p.default for name, p in inspect.signature(train).parameters.items()
@@ -48,12 +50,68 @@ class StudyResult:
     seconds: float
 
 
-def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | None = None,
-              db: str | Path = "batchlab.db", out: str | Path | None = None, force: bool = False,
-              progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
-              drawer: FigureDrawer | None = None) -> StudyResult:
-    """Run ``study`` end to end (see the module docstring); returns its tables and findings.
-    ``drawer``: who draws the figures (a command's helper processes); by default this process."""
+@dataclass
+class PendingStudy:
+    """A study trained and analysed whose figures are being drawn; :meth:`finish` waits for
+    them, writes ``findings.md`` and records the study."""
+
+    study: Study
+    settings: dict[str, Any]
+    quick: bool
+    db: str | Path
+    membership: pd.DataFrame
+    tables: Tables
+    findings: list[Finding]
+    outputs: Callable[[], list[Path]]  # waits for the figures, writes findings.md: every file
+    seconds: float  # so far
+
+    def finish(self) -> StudyResult:
+        start = time.perf_counter()
+        files = self.outputs()
+        seconds = self.seconds + time.perf_counter() - start
+        with Store(self.db) as store:
+            store.write_study(self.study.name, {
+                "settings": self.settings, "quick": self.quick, "version": __version__,
+                "groups": self.membership.groupby("group", sort=False).run_id.apply(list).to_dict(),
+                "outputs": [str(f) for f in files], "findings": [f.to_dict() for f in self.findings],
+                "seconds": seconds, "created": time.time()})
+        return StudyResult(self.study.name, self.settings, self.tables, self.findings, files,
+                           list(dict.fromkeys(self.membership.run_id)), seconds)
+
+
+def run_study(study: Study, **options: Any) -> StudyResult:
+    """Run ``study`` end to end (see the module docstring; ``options``: :func:`start_study`'s);
+    returns its tables, findings and files."""
+    return start_study(study, **options).finish()
+
+
+def finish_in_turn(started: Iterable[PendingStudy]) -> Iterator[StudyResult]:
+    """The results of studies started one after another (``started`` starts each when asked
+    for it), each finished once the next one has trained: its figures are drawn meanwhile.
+    If starting one fails, the one before it is still finished (its files and record kept)."""
+    studies = iter(started)
+    previous = None
+    while True:
+        try:
+            current = next(studies, None)
+        except Exception:
+            if previous is not None:
+                previous.finish()
+            raise
+        if previous is not None:
+            yield previous.finish()
+        if current is None:
+            return
+        previous = current
+
+
+def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | None = None,
+                db: str | Path = "batchlab.db", out: str | Path | None = None, force: bool = False,
+                progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
+                drawer: FigureDrawer | None = None) -> PendingStudy:
+    """Train, measure and analyse ``study`` and ask for its figures (steps 1-4 of the module
+    docstring); :meth:`PendingStudy.finish` does the rest. ``drawer``: who draws the figures
+    (a command's helper processes); by default this process, when finishing."""
     start = time.perf_counter()
     settings = study.settings(quick, overrides)
     out = Path(out) if out is not None else Path("results") / study.name
@@ -101,15 +159,9 @@ def run_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | 
     membership = pd.DataFrame([(c.run_id, grid.label) for grid, configs, *_ in prepared for c in configs],
                               columns=["run_id", "group"]).drop_duplicates()
     tables, findings = analyse_stored(study, settings, db, membership)
-    files = write_outputs(study, settings, tables, findings, out, quick, drawer)
-    seconds = time.perf_counter() - start
-    with Store(db) as store:
-        store.write_study(study.name, {
-            "settings": settings, "quick": quick, "version": __version__,
-            "groups": membership.groupby("group", sort=False).run_id.apply(list).to_dict(),
-            "outputs": [str(f) for f in files], "findings": [f.to_dict() for f in findings],
-            "seconds": seconds, "created": time.time()})
-    return StudyResult(study.name, settings, tables, findings, files, list(dict.fromkeys(membership.run_id)), seconds)
+    outputs = ask_outputs(study, settings, tables, findings, out, quick, drawer)
+    return PendingStudy(study, settings, quick, db, membership, tables, findings, outputs,
+                        time.perf_counter() - start)
 
 
 def count_runs(study: Study, settings: dict) -> int:
