@@ -164,7 +164,7 @@ def test_helpers_go_when_the_command_is_killed(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["train"], ["study", "brownlee", "--quick"], ["study", "all", "--quick"],
-                                     ["tour"], ["analyze"], ["report"]], ids="-".join)
+                                     ["tour"], ["analyze"], ["report"], ["noise"]], ids="-".join)
 def test_each_command_that_draws_starts_its_helpers_before_jax(command, tmp_path):
     """A command that imports JAX before it makes its FigureDrawer gets no helpers (silently
     slower): each command's drawer is made first, in a process that runs one thread."""

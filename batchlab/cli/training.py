@@ -142,15 +142,18 @@ def noise(
     from rich.console import Console
     from rich.table import Table
 
-    from batchlab.instruments.base import parse_epoch_schedule
-    from batchlab.studies import gradient_noise
+    from batchlab.figure_helpers import FigureDrawer
 
-    checkpoints = parse_epoch_schedule(at_epochs, epochs)
-    output = gradient_noise.run(out, data=data, model=model, batch_size=batch_size, lr=lr, momentum=momentum,
-                                at_epochs=checkpoints, epochs=epochs, batch_sizes=batch_sizes, trials=trials,
-                                reductions=tuple(r.strip() for r in reduction.split(",")), sampling=sampling,
-                                pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db, task=task,
-                                label=label)
+    with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
+        from batchlab.instruments.base import parse_epoch_schedule
+        from batchlab.studies import gradient_noise
+
+        checkpoints = parse_epoch_schedule(at_epochs, epochs)
+        output = gradient_noise.run(out, data=data, model=model, batch_size=batch_size, lr=lr, momentum=momentum,
+                                    at_epochs=checkpoints, epochs=epochs, batch_sizes=batch_sizes, trials=trials,
+                                    reductions=tuple(r.strip() for r in reduction.split(",")), sampling=sampling,
+                                    pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db, task=task,
+                                    label=label, drawer=drawer)
     table = Table(title=f"gradient noise of {data} {model} (pool of {int(output.table['pool'].iloc[0])} rows)")
     columns = [("epoch", "epoch", "{:.0f}"), ("||G||^2", "grad_sq", "{:.4g}"), ("tr(Sigma)", "trace", "{:.4g}"),
                ("B_simple", "noise_scale", "{:.4g}"), ("mean ||g_i||", "mean_sample_norm", "{:.4g}"),

@@ -23,6 +23,7 @@ import pandas as pd
 from batchlab.api import check_writable_dir, prepare, run_configs
 from batchlab.config import FULL, parse_batch_sizes
 from batchlab.errors import BatchlabError
+from batchlab.figure_helpers import FigureDrawer
 from batchlab.engine.step import masked_loss_sum
 from batchlab.instruments import gradients, hessian
 from batchlab.store import Store
@@ -53,7 +54,7 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
         momentum: float = 0.0, at_epochs=(2, 30), batch_sizes="1:1024", trials: int = 1000,
         reductions=("sum", "mean"), sampling: str = "without", pool: int | None = None, seed: int = 0,
         hidden=(50,), sharpness: bool | None = None, epochs: int | None = None, db=None, progress=None,
-        task: str | None = None, label: str = "label") -> NoiseOutput:
+        task: str | None = None, label: str = "label", drawer: FigureDrawer | None = None) -> NoiseOutput:
     at_epochs = tuple(sorted({int(e) for e in at_epochs}))
     if not at_epochs or at_epochs[0] < 0:
         raise BatchlabError(f"checkpoint epochs must be >= 0, got {at_epochs}")
@@ -98,7 +99,7 @@ def run(out: str | Path, *, data: str = "digits", model: str = "mlp", batch_size
     table_frame, points_frame = pd.DataFrame(table), pd.DataFrame(points)
     files = write(Path(out), table_frame, points_frame,
                   title=f"{dataset.name} {model}, trained at B={configs[0].batch_size}, lr={lr}",
-                  loss_unit="squared target units" if dataset.task == "regression" else "nats")
+                  loss_unit="squared target units" if dataset.task == "regression" else "nats", drawer=drawer)
     return NoiseOutput(table_frame, points_frame, files)
 
 
@@ -159,13 +160,14 @@ def measure_checkpoint(net, params, x, y, sizes: list[int], *, trials: int, redu
     return row, points
 
 
-def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str, loss_unit: str = "nats") -> list[Path]:
-    from batchlab.plots.gradient_noise import gradient_norm_figure
-    from batchlab.plots import save_figure
-
+def write(out: Path, table: pd.DataFrame, points: pd.DataFrame, title: str, loss_unit: str = "nats",
+          drawer: FigureDrawer | None = None) -> list[Path]:
+    """The two tables (CSV) and the figure (PNG + SVG; by ``drawer``'s helper processes, if given)."""
+    drawer = drawer or FigureDrawer(helpers=0)
     out.mkdir(parents=True, exist_ok=True)
     table_path, points_path = out / "noise_table.csv", out / "noise_points.csv"
     table.to_csv(table_path, index=False)
     points.to_csv(points_path, index=False)
-    return [table_path, points_path, *save_figure(gradient_norm_figure(points, title, loss_unit),
-                                                    out / "gradient_norm_vs_batch")]
+    figure = drawer.draw("batchlab.plots.gradient_noise:gradient_norm_figure", points, title, loss_unit,
+                         path=out / "gradient_norm_vs_batch")
+    return [table_path, points_path, *drawer.files([figure])[0]]
