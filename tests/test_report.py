@@ -112,6 +112,29 @@ def test_the_report_uses_the_figures_its_study_kept_and_they_are_the_ones_it_wou
         assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == built["path"].read_bytes(), name
 
 
+def test_a_damaged_kept_figure_is_drawn_again(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from batchlab.report.figures import draw_svg
+
+    monkeypatch.setenv("BATCHLAB_CACHE_DIR", str(tmp_path))
+    drawn = []
+
+    def figure():
+        drawn.append(1)
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        return fig
+
+    key = "0" * 64
+    first = draw_svg(figure, "fig", "a line", key)
+    kept = tmp_path / "figures" / f"{key}.svg"
+    assert drawn == [1] and kept.read_text().startswith("<?xml")
+    assert draw_svg(figure, "fig", "a line", key) == first and drawn == [1]  # kept: not drawn again
+    kept.write_text(kept.read_text()[:2000])  # cut short, as by a full disk
+    assert draw_svg(figure, "fig", "a line", key) == first and drawn == [1, 1]
+
+
 def test_a_kept_figure_is_found_only_by_exactly_what_it_was_drawn_from():
     import pickle
 

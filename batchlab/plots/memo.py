@@ -65,16 +65,16 @@ def _digest_table(digest, name: str, table: pd.DataFrame) -> None:
 
 
 def recall(key: str | None) -> str | None:
-    """The SVG kept under ``key``, or None."""
+    """The SVG kept under ``key``, or None (also for a file that is not a whole SVG document)."""
     path = _path(key)
     if path is None:
         return None
     try:
         text = path.read_text(encoding="utf-8")
         os.utime(path)  # in use: not to be removed
-        return text
     except (OSError, UnicodeDecodeError):
         return None
+    return text if text.startswith("<?xml") and text.rstrip().endswith("</svg>") else None
 
 
 def remember(key: str | None, svg: str) -> None:
