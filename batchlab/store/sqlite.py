@@ -11,7 +11,8 @@ saved parameters: a list of records as JSON per instrument and epoch), ``sweeps`
 retraining). A killed process loses at most the cohort in flight; finished runs are never
 touched again unless re-run with ``force``.
 
-Damage and faults: every reading method turns an SQLite error (or a record that no longer
+The file format is ``schema.py``; the queries are ``reading.py``; opening, health and writes
+are here. Damage and faults: every reading method turns an SQLite error (or a record that no longer
 decodes) into one :class:`StoreError` line that names the file and how many runs can still be
 read; :meth:`Store.integrity` lists them from a read-only connection. Nothing writes to a file
 whose ``PRAGMA quick_check`` fails (not even the schema upgrade on open), and a write that fails
@@ -20,82 +21,19 @@ because the file became unwritable says that the runs stored so far are kept and
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-
-from batchlab.results import RunResult
 from batchlab.errors import StoreError
 from batchlab.profiling import timed
-from batchlab.store.integrity import (RUN_COLUMNS, Damaged, IntegrityReport, check_integrity, decode_run,
-                                      first_line, is_busy, read_json)
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-FORMAT = "batchlab-store"
-SCHEMA_VERSION = "4"
-# Additive upgrades: a store of an older schema gets these statements on first open (a healthy,
-# writable one only; a damaged or read-only store is read as it is).
-MIGRATIONS = {
-    "2": "CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);\n"
-         "ALTER TABLE runs ADD COLUMN notes TEXT;",
-    "3": "ALTER TABLE runs ADD COLUMN notes TEXT;",
-}
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    config TEXT NOT NULL,
-    version TEXT NOT NULL,
-    created REAL NOT NULL,
-    best_epoch INTEGER,
-    diverged_step INTEGER,
-    compile_seconds REAL,
-    train_seconds REAL,
-    notes TEXT
-);
-CREATE TABLE series (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    level TEXT NOT NULL,
-    name TEXT NOT NULL,
-    dtype TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (run_id, level, name)
-);
-CREATE TABLE measurements (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    instrument TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    rows TEXT NOT NULL,
-    PRIMARY KEY (run_id, instrument, epoch)
-);
-CREATE TABLE sweeps (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
-CREATE TABLE sweep_runs (sweep TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (sweep, run_id));
-CREATE TABLE studies (name TEXT PRIMARY KEY, record TEXT NOT NULL);
-"""
-
-
-def _reading(method: Callable) -> Callable:
-    """Turn SQLite errors and undecodable records met while reading into one StoreError line."""
-
-    @functools.wraps(method)
-    def wrapper(self: "Store", *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except (sqlite3.DatabaseError, Damaged) as exc:
-            raise self._read_error(exc) from None
-
-    return wrapper
-
+from batchlab.results import RunResult
+from batchlab.store.integrity import IntegrityReport, check_integrity, first_line, is_busy
+from batchlab.store.reading import StoreReading
+from batchlab.store.schema import FORMAT, MIGRATIONS, SCHEMA, SCHEMA_VERSION, SQLITE_MAGIC
 
 # Files found healthy (path -> (size, mtime_ns)) in this process, so a sweep that opens the store
 # once per cohort runs the quick check once, not per cohort.
@@ -110,7 +48,7 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-class Store:
+class Store(StoreReading):
     """A batchlab SQLite store. ``Store(path)`` opens or creates it; foreign files are refused."""
 
     def __init__(self, path: str | Path, *, create: bool = True):
@@ -353,71 +291,3 @@ class Store:
                 self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
             removed = self._db.executemany("DELETE FROM runs WHERE run_id = ?", ids).rowcount
         return max(removed, 0)
-
-    # ------------------------------------------------------------------ reading
-
-    @_reading
-    def studies(self) -> dict[str, dict]:
-        """Recorded studies by name (see :meth:`write_study`)."""
-        return {name: read_json(record) for name, record in self._db.execute("SELECT name, record FROM studies")}
-
-    @_reading
-    def measured(self, instrument: str) -> set[tuple[str, int]]:
-        """(run_id, epoch) pairs that hold records of ``instrument``."""
-        return set(self._db.execute("SELECT run_id, epoch FROM measurements WHERE instrument = ?", (instrument,)))
-
-    @_reading
-    def sweeps(self) -> dict[str, dict]:
-        """Recorded sweeps by name: their specs (see :meth:`write_sweep`)."""
-        return {name: read_json(spec) for name, spec in self._db.execute("SELECT name, spec FROM sweeps")}
-
-    @_reading
-    def sweep_run_ids(self, name: str) -> list[str]:
-        """The runs sweep ``name`` is made of, in the order they were recorded."""
-        return [r for (r,) in self._db.execute("SELECT run_id FROM sweep_runs WHERE sweep = ? ORDER BY rowid", (name,))]
-
-    @_reading
-    def measurements(self, instrument: str | None = None) -> "pd.DataFrame":
-        """Checkpoint measurements as one DataFrame (run_id, instrument, epoch, then the record's keys)."""
-        import pandas as pd
-
-        query = "SELECT run_id, instrument, epoch, rows FROM measurements"
-        args: tuple = ()
-        if instrument is not None:
-            query += " WHERE instrument = ?"
-            args = (instrument,)
-        records = []
-        for run_id, name, epoch, rows in self._db.execute(query + " ORDER BY rowid", args):
-            decoded = read_json(rows)
-            if not isinstance(decoded, list) or not all(isinstance(row, dict) for row in decoded):
-                raise Damaged(f"the {name} measurements of run {run_id} are not a list of records")
-            records += [{"run_id": run_id, "instrument": name, "epoch": epoch, **row} for row in decoded]
-        return pd.DataFrame(records)
-
-    @_reading
-    def run_ids(self) -> set[str]:
-        """Ids of every stored run."""
-        return {row[0] for row in self._db.execute("SELECT run_id FROM runs")}
-
-    @_reading
-    def notes(self, run_ids: Iterable[str] | None = None) -> dict[str, list[str]]:
-        """What batchlab changed in each run's data (see :meth:`write`), by run id: every stored run
-        (or those of ``run_ids`` that are stored), an empty list where nothing was changed."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        query = "SELECT run_id, notes FROM runs" if "notes" in columns else "SELECT run_id, NULL FROM runs"
-        wanted = None if run_ids is None else set(run_ids)
-        found = {}
-        for run_id, text in self._db.execute(query + " ORDER BY rowid"):
-            if wanted is None or run_id in wanted:
-                lines = [] if text is None else read_json(text)
-                if not isinstance(lines, list):
-                    raise Damaged(f"the notes of run {run_id} are not a list")
-                found[run_id] = [str(line) for line in lines]
-        return found
-
-    @_reading
-    def load(self, run_ids: Iterable[str] | None = None, *, steps: bool = True) -> list[RunResult]:
-        """Stored runs as :class:`RunResult` (without parameters), in insertion order."""
-        rows = list(self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY rowid"))
-        wanted = None if run_ids is None else set(run_ids)
-        return [decode_run(self._db, row, steps) for row in rows if wanted is None or row[0] in wanted]
