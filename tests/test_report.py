@@ -112,6 +112,20 @@ def test_the_report_uses_the_figures_its_study_kept_and_they_are_the_ones_it_wou
         assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == built["path"].read_bytes(), name
 
 
+def test_the_page_shows_the_very_figures_the_study_wrote(built):
+    """Each figure file ``batchlab study`` wrote is, inlined, the report's figure: the study
+    analyses its groups of runs in the order its record keeps them."""
+    from batchlab.report.figures import inline_svg
+    from batchlab.report.studies import _caption
+    from batchlab.studies import get_study
+
+    figures = get_study("brownlee").figures
+    assert len(figures) >= 3
+    for k, spec in enumerate(figures):
+        written = (built["root"] / "brownlee" / f"{spec.name}.svg").read_text(encoding="utf-8")
+        assert inline_svg(written, f"study-brownlee-f{k}", _caption(spec.name)) in built["text"], spec.name
+
+
 def test_a_damaged_kept_figure_is_drawn_again(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 

@@ -70,3 +70,11 @@ def test_corrupt_store_is_refused(tmp_path):
         with Store(db) as store:
             store.load()
     assert db.read_bytes() == before
+
+
+def test_a_study_record_keeps_its_groups_in_the_order_given(tmp_path):
+    groups = {"B=32": ["a"], "B=256": ["b"], "B=1024": ["c"]}  # sorted, B=1024 would come first
+    with Store(tmp_path / "s.db") as store:
+        store.write_study("x", {"groups": groups, "settings": {"seeds": 3, "batch_sizes": [32, 256, 1024]}})
+    with Store(tmp_path / "s.db") as store:
+        assert list(store.studies()["x"]["groups"]) == ["B=32", "B=256", "B=1024"]

@@ -277,10 +277,11 @@ class Store(StoreReading):
             self._db.executemany("INSERT INTO sweep_runs VALUES (?, ?)", [(name, r) for r in run_ids])
 
     def write_study(self, name: str, record: dict) -> None:
-        """Record (replace) a study's last run: its settings, version, run ids and outputs."""
+        """Record (replace) a study's last run: its settings, version, run ids and outputs. Keys
+        keep their order: a report analyses the groups of runs in the study's own order, as the
+        study's files were drawn (sorted, "B=1024" came before "B=256")."""
         with self._writing(self._unwritten(f"study {name!r}")):
-            self._db.execute("INSERT OR REPLACE INTO studies VALUES (?, ?)",
-                             (name, json.dumps(record, sort_keys=True, default=str)))
+            self._db.execute("INSERT OR REPLACE INTO studies VALUES (?, ?)", (name, json.dumps(record, default=str)))
 
     def delete(self, run_ids: Iterable[str]) -> int:
         """Remove runs with their series, measurements and sweep memberships, all in one

@@ -32,7 +32,7 @@ from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store
 from batchlab.studies.base import Checkpoint, Grid, Study, Tables
-from batchlab.studies.outputs import analyse_stored, ask_outputs
+from batchlab.studies.outputs import analyse_stored, ask_outputs, membership_frame
 
 # Keyword arguments of batchlab.train that a grid may set, with train's defaults.
 _TRAIN_DEFAULTS = {name: p.default for name, p in inspect.signature(train).parameters.items()
@@ -156,8 +156,11 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
         if rest:
             run_configs(rest, dataset, net, db=db, force=force, progress=progress)
 
-    membership = pd.DataFrame([(c.run_id, grid.label) for grid, configs, *_ in prepared for c in configs],
-                              columns=["run_id", "group"]).drop_duplicates()
+    # The groups as the study's record keeps them (``PendingStudy.finish``), in that order: the
+    # analysis here is then the one a report makes from the record, figures included.
+    groups = [(grid.label, c.run_id) for grid, configs, *_ in prepared for c in configs]
+    membership = membership_frame({label: list(dict.fromkeys(r for g, r in groups if g == label))
+                                   for label in dict.fromkeys(g for g, _ in groups)})
     tables, findings = analyse_stored(study, settings, db, membership)
     outputs = ask_outputs(study, settings, tables, findings, out, quick, drawer)
     return PendingStudy(study, settings, quick, db, membership, tables, findings, outputs,
