@@ -193,6 +193,25 @@ class FigureDrawer:
                 self._returned[ticket] = self._result(helper, job)
         return [self._returned.pop(ticket) for ticket in tickets]
 
+    def ready(self, tickets: Sequence[int]) -> bool:
+        """Whether the jobs of ``tickets`` are done (those to be run in this process count as
+        done: they run when collected), without waiting: takes the replies already sent."""
+        for helper, conn in enumerate(self._pipes):
+            for ticket, job in [(t, j) for t, h, j in self._asked if h == helper]:  # its replies' order
+                if not self._has_reply(conn):
+                    break
+                self._asked.remove((ticket, helper, job))
+                self._returned[ticket] = self._result(helper, job)
+        waiting = {ticket for ticket, helper, _ in self._asked if helper is not None}
+        return not waiting.intersection(tickets)
+
+    @staticmethod
+    def _has_reply(conn: Connection) -> bool:
+        try:
+            return conn.poll()
+        except (EOFError, OSError):  # closed: ``_result`` runs the job here
+            return True
+
     def files(self, tickets: Sequence[int] | None = None) -> list[list[Path]]:
         """The files of the figures of ``tickets`` (by default every one not yet collected), in
         the order asked; raises the first failed figure's error once they are all done."""

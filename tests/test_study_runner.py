@@ -101,39 +101,48 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
         assert store.studies() == {"x": {"settings": {}}}
 
 
-# Several studies in one command: each is finished (its figures waited for, findings.md written,
-# the study recorded) after the next one has trained.
+# Several studies in one command: each is finished (findings.md written, the study recorded) once
+# its figures are drawn, looked at after each next study has trained; all at the end.
 class _Pending:
-    def __init__(self, name: str, events: list[str]):
-        self.name, self.events = name, events
+    def __init__(self, name: str, events: list[str], drawn: bool):
+        self.name, self.events, self.drawn = name, events, drawn
+
+    def ready(self) -> bool:
+        return self.drawn
 
     def finish(self) -> str:
         self.events.append(f"finish {self.name}")
         return self.name
 
 
-def _started(names: list[str], events: list[str], fails: str | None = None):
+def _started(names: list[str], events: list[str], drawn: bool = True, fails: str | None = None):
     for name in names:
         events.append(f"start {name}")
         if name == fails:
             raise BatchlabError(f"{name} cannot start")
-        yield _Pending(name, events)
+        yield _Pending(name, events, drawn)
 
 
-def test_each_study_is_finished_once_the_next_one_has_started():
+def test_a_study_whose_figures_are_drawn_is_finished_once_the_next_one_has_trained():
     events: list[str] = []
     assert list(finish_in_turn(_started(["a", "b", "c"], events))) == ["a", "b", "c"]
     assert events == ["start a", "start b", "finish a", "start c", "finish b", "finish c"]
 
 
-def test_a_study_that_cannot_start_still_lets_the_one_before_it_finish():
+def test_figures_still_being_drawn_are_waited_for_only_after_the_last_study():
+    events: list[str] = []
+    assert list(finish_in_turn(_started(["a", "b", "c"], events, drawn=False))) == ["a", "b", "c"]
+    assert events == ["start a", "start b", "start c", "finish a", "finish b", "finish c"]
+
+
+def test_a_study_that_cannot_start_still_lets_those_before_it_finish():
     events: list[str] = []
     finished = []
-    with pytest.raises(BatchlabError, match="b cannot start"):
-        for result in finish_in_turn(_started(["a", "b", "c"], events, fails="b")):
+    with pytest.raises(BatchlabError, match="c cannot start"):
+        for result in finish_in_turn(_started(["a", "b", "c"], events, drawn=False, fails="c")):
             finished.append(result)
-    assert events == ["start a", "start b", "finish a"]
-    assert finished == []  # finished for its files and record; the error is what the command reports
+    assert events == ["start a", "start b", "start c", "finish a", "finish b"]
+    assert finished == []  # finished for their files and records; the error is what the command reports
 
 
 def test_no_studies_finish_nothing():

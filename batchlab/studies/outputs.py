@@ -7,7 +7,7 @@ table, figure and finding of a recorded study without JAX or the engine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pandas as pd
 
@@ -67,12 +67,19 @@ def write_study_figure(study_name: str, figure_name: str, tables: Tables, settin
     return files
 
 
+class AskedOutputs(NamedTuple):
+    """A study's outputs, asked for: ``ready()`` says (without waiting) whether its figures are
+    drawn; ``write()`` waits for them, writes ``findings.md`` and returns every file written."""
+
+    ready: Callable[[], bool]
+    write: Callable[[], list[Path]]
+
+
 def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Finding], out: Path,
-                quick: bool, drawer: FigureDrawer | None = None) -> Callable[[], list[Path]]:
+                quick: bool, drawer: FigureDrawer | None = None) -> AskedOutputs:
     """Ask for the figures (PNG + SVG; by ``drawer``'s helper processes where the study is
-    registered) and write every table (CSV, the one behind each figure included). Returns the
-    function that waits for those figures, writes ``findings.md`` (which lists them) and
-    returns every file written: the command can train the next study meanwhile."""
+    registered) and write every table (CSV, the one behind each figure included); the figures
+    are drawn while the command goes on (it can train the next study meanwhile)."""
     from batchlab.studies import REGISTRY, get_study
 
     drawer = drawer or FigureDrawer(helpers=0)  # no helpers given: drawn in this process
@@ -95,13 +102,13 @@ def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Fin
             table.to_csv(others[-1], index=False)
     notes = study.notes(tables, settings)
 
-    def finish() -> list[Path]:
+    def write() -> list[Path]:
         files = [f for figure, csv in zip(drawer.files(tickets), csvs) for f in (*figure, csv)] + others
         md = out / "findings.md"
         md.write_text(findings_markdown(study, settings, findings, files, quick, notes))
         return files + [md]
 
-    return finish
+    return AskedOutputs(lambda: drawer.ready(tickets), write)
 
 
 def findings_markdown(study: Study, settings: dict, findings: list[Finding], files: list[Path], quick: bool,

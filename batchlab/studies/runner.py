@@ -11,7 +11,7 @@
    asks for the figures (PNG + SVG, and the table behind each as CSV).
 5. Once the figures are drawn, ``findings.md`` is written and the study recorded in the store
    (settings, version, groups of runs, outputs, findings), so a report can be rebuilt later
-   from the store alone. :func:`finish_in_turn` lets a command train the next study while
+   from the store alone. :func:`finish_in_turn` lets a command train the next studies while
    the figures of one are drawn (by helper processes, ``figure_helpers.py``).
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -32,7 +33,7 @@ from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store
 from batchlab.studies.base import Checkpoint, Grid, Study, Tables
-from batchlab.studies.outputs import analyse_stored, ask_outputs, membership_frame
+from batchlab.studies.outputs import AskedOutputs, analyse_stored, ask_outputs, membership_frame
 
 # Keyword arguments of batchlab.train that a grid may set, with train's defaults.
 _TRAIN_DEFAULTS = {name: p.default for name, p in inspect.signature(train).parameters.items()
@@ -62,12 +63,16 @@ class PendingStudy:
     membership: pd.DataFrame
     tables: Tables
     findings: list[Finding]
-    outputs: Callable[[], list[Path]]  # waits for the figures, writes findings.md: every file
+    outputs: AskedOutputs
     seconds: float  # so far
+
+    def ready(self) -> bool:
+        """Whether its figures are drawn (:meth:`finish` would not wait)."""
+        return self.outputs.ready()
 
     def finish(self) -> StudyResult:
         start = time.perf_counter()
-        files = self.outputs()
+        files = self.outputs.write()
         seconds = self.seconds + time.perf_counter() - start
         with Store(self.db) as store:
             store.write_study(self.study.name, {
@@ -87,22 +92,24 @@ def run_study(study: Study, **options: Any) -> StudyResult:
 
 def finish_in_turn(started: Iterable[PendingStudy]) -> Iterator[StudyResult]:
     """The results of studies started one after another (``started`` starts each when asked
-    for it), each finished once the next one has trained: its figures are drawn meanwhile.
-    If starting one fails, the one before it is still finished (its files and record kept)."""
+    for it), in that order. A study is finished once its figures are drawn, which is looked at
+    after each next study has trained, and the command never waits for them before its last
+    study: they are drawn meanwhile. If starting one fails, those started before it are still
+    finished (their files and records kept)."""
     studies = iter(started)
-    previous = None
+    pending: deque[PendingStudy] = deque()
     while True:
         try:
             current = next(studies, None)
         except Exception:
-            if previous is not None:
-                previous.finish()
+            for study in pending:
+                study.finish()
             raise
-        if previous is not None:
-            yield previous.finish()
+        while pending and (current is None or pending[0].ready()):
+            yield pending.popleft().finish()
         if current is None:
             return
-        previous = current
+        pending.append(current)
 
 
 def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] | None = None,
