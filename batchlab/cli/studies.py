@@ -96,7 +96,7 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
         started = (_start_one_study(each, quick=quick, overrides=overrides if name != "all" else {}, db=db,
                                     out=(out / each if name == "all" else out) if out is not None else None,
                                     force=force, drawer=drawer) for each in names)
-        for result in finish_in_turn(started):  # each study's figures are drawn while the next one trains
+        for result in finish_in_turn(started):  # a study's figures are drawn while the next ones train
             _print_study(result)
 
 
@@ -127,7 +127,7 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
 
         summary = []
         with bar:
-            for result in finish_in_turn(started()):  # a study's figures are drawn while the next one trains
+            for result in finish_in_turn(started()):  # a study's figures are drawn while the next ones train
                 verdicts = [f.verdict for f in result.findings]
                 summary.append(f"{result.name:<15} {result.seconds:5.1f} s  " + ", ".join(
                     f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))

@@ -35,7 +35,6 @@ class StoreReading:
     _db: sqlite3.Connection
     _read_error: Callable[[BaseException], Exception]
 
-
     @_reading
     def studies(self) -> dict[str, dict]:
         """Recorded studies by name (see :meth:`write_study`)."""
