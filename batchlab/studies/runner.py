@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import pandas as pd
-
 from batchlab import __version__
 from batchlab.analysis.findings import Finding
 from batchlab.api import check_store_writable, check_writable_dir, prepare, run_configs, train
@@ -60,7 +58,7 @@ class PendingStudy:
     settings: dict[str, Any]
     quick: bool
     db: str | Path
-    membership: pd.DataFrame
+    groups: dict[str, list[str]]  # label -> run ids, in the study's order
     tables: Tables
     findings: list[Finding]
     outputs: AskedOutputs
@@ -77,11 +75,11 @@ class PendingStudy:
         with Store(self.db) as store:
             store.write_study(self.study.name, {
                 "settings": self.settings, "quick": self.quick, "version": __version__,
-                "groups": self.membership.groupby("group", sort=False).run_id.apply(list).to_dict(),
+                "groups": self.groups,
                 "outputs": [str(f) for f in files], "findings": [f.to_dict() for f in self.findings],
                 "seconds": seconds, "created": time.time()})
         return StudyResult(self.study.name, self.settings, self.tables, self.findings, files,
-                           list(dict.fromkeys(self.membership.run_id)), seconds)
+                           list(dict.fromkeys(r for ids in self.groups.values() for r in ids)), seconds)
 
 
 def run_study(study: Study, **options: Any) -> StudyResult:
@@ -165,12 +163,13 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
 
     # The groups as the study's record keeps them (``PendingStudy.finish``), in that order: the
     # analysis here is then the one a report makes from the record, figures included.
-    groups = [(grid.label, c.run_id) for grid, configs, *_ in prepared for c in configs]
-    membership = membership_frame({label: list(dict.fromkeys(r for g, r in groups if g == label))
-                                   for label in dict.fromkeys(g for g, _ in groups)})
-    tables, findings = analyse_stored(study, settings, db, membership)
+    groups: dict[str, list[str]] = {}
+    for grid, configs, *_ in prepared:
+        ids = groups.setdefault(grid.label, [])
+        ids += [r for r in dict.fromkeys(c.run_id for c in configs) if r not in ids]
+    tables, findings = analyse_stored(study, settings, db, membership_frame(groups))
     outputs = ask_outputs(study, settings, tables, findings, out, quick, drawer)
-    return PendingStudy(study, settings, quick, db, membership, tables, findings, outputs,
+    return PendingStudy(study, settings, quick, db, groups, tables, findings, outputs,
                         time.perf_counter() - start)
 
 
