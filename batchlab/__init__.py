@@ -1,12 +1,11 @@
 """batchlab: see, measure and choose batch size, epochs and learning rate."""
 
-from batchlab.engine.runtime import configure_threads
+from batchlab.runtime import configure_threads
 
 configure_threads()  # before jax is imported anywhere in batchlab
 
-__version__ = "0.2.0"
-
 from batchlab.errors import BatchlabError  # noqa: E402
+from batchlab.version import __version__  # noqa: E402
 
 # The training API (and with it JAX) is imported on first use, so code that only reads a store
 # (``batchlab runs``, ``export``, ``analyze``, ``report``, ``batchlab.store``) never loads it.

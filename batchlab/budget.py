@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from batchlab.errors import BatchlabError
 
@@ -27,6 +28,29 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
     """Optimizer updates in one epoch: ceil(N/B) when the partial batch is kept, floor(N/B) when dropped."""
     check_batch_size(batch_size, n)
     return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def updates_after(n: int, batch_size: int, phases: Sequence[Any] = (), drop_last: bool = False
+                  ) -> Callable[[int], int]:
+    """Updates done after ``e`` epochs of a run that starts at ``batch_size`` and switches at
+    ``phases`` (each with ``.epoch``, after which it starts, and ``.batch_size``, None to keep it).
+
+    Counted per phase (epochs x updates per epoch), so a huge ``e`` costs no loop over epochs.
+    """
+    starts = [0] + [p.epoch for p in phases]  # phase k covers epochs starts[k]+1 .. starts[k+1]
+    sizes = [batch_size]
+    for phase in phases:
+        sizes.append(phase.batch_size if phase.batch_size is not None else sizes[-1])
+
+    def updates(e: int) -> int:
+        total = 0
+        for k, size in enumerate(sizes):
+            end = min(e, starts[k + 1]) if k + 1 < len(starts) else e
+            if end > starts[k]:
+                total += (end - starts[k]) * steps_per_epoch(n, size, drop_last)
+        return total
+
+    return updates
 
 
 def samples_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
+
+KEEP_DAYS = 14  # a folder of compiled programs unused this long is removed
 
 
 def cache_dir() -> Path | None:
@@ -35,3 +40,53 @@ def write_whole(path: Path, data: bytes) -> None:
         os.replace(part.name, path)
     except OSError:
         return
+
+
+def programs_folder() -> Path | None:
+    """This environment's folder of compiled programs (JAX's own cache included; what is in
+    it: ``engine/saved_programs.py``); None when caching is off."""
+    root = cache_dir()
+    return None if root is None else _environment_folder(root)
+
+
+@lru_cache(maxsize=4)
+def _environment_folder(root: Path) -> Path:
+    """``root/programs/<environment>``, marked as used now; other environments' folders
+    unused for ``KEEP_DAYS`` are removed."""
+    programs = root / "programs"
+    here = programs / _environment()[:24]
+    try:
+        here.mkdir(parents=True, exist_ok=True)
+        os.utime(here)
+        for other in programs.iterdir():
+            if other != here and other.is_dir() and time.time() - other.stat().st_mtime > KEEP_DAYS * 86400:
+                shutil.rmtree(other, ignore_errors=True)
+    except OSError:
+        pass
+    return here
+
+
+@lru_cache(maxsize=1)
+def _environment() -> str:
+    """What is fixed for a process and changes what JAX compiles for a description."""
+    import jax
+    import jaxlib
+
+    device = jax.devices()[0]
+    parts = (files_digest(Path(__file__).resolve().parent.rglob("*.py")), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""),
+             device.platform, device.device_kind, getattr(device.client, "platform_version", ""), _cpu_flags())
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _cpu_flags() -> str:
+    """The CPU's instruction-set flags (code compiled for one CPU may not run on another)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

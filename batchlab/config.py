@@ -1,7 +1,9 @@
-"""Frozen, typed run settings and the parsing of list specs such as ``"1,32,full"`` and ``"1:1024"``.
+"""A run's resolved configuration: frozen, typed, and hashed into the run's id.
 
-A :class:`RunConfig` is *resolved*: every default is filled in and ``batch_size`` is an
-integer (``"full"`` already turned into N), so its hash identifies the run's numbers.
+A :class:`RunConfig` is *resolved*: every default is filled in, ``batch_size`` is an integer
+(``"full"`` already turned into N) and schedules are counted in updates, so its hash
+identifies the run's numbers. What users type is declared in ``settings.py`` and turned into
+these configs by ``grid.py``.
 """
 
 from __future__ import annotations
@@ -10,18 +12,17 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from batchlab.errors import BatchlabError
+from batchlab.budget import updates_after
 
 FULL = "full"
 SHUFFLE_MODES = ("every-epoch", "once", "never")
 REDUCTIONS = ("mean", "sum")
-OPTIMIZERS = ("sgd", "adam")
-TASKS = ("classification", "regression")  # the losses: engine/losses.py
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "linear")
+TASKS = ("classification", "regression")  # the losses: models/losses.py
 
 
 def score_name(task: str) -> str:
@@ -33,6 +34,11 @@ def eval_names(task: str) -> tuple[str, str, str, str]:
     """Full-pass metrics in the engine's order: train loss, train score, test loss, test score."""
     s = score_name(task)
     return ("train_loss", f"train_{s}", "test_loss", f"test_{s}")
+
+
+def monitorable(task: str) -> tuple[str, ...]:
+    """Metrics early stopping can watch, for a model of ``task``."""
+    return eval_names(task) + ("train_loss_running", f"train_{score_name(task)}_running")
 
 
 @dataclass(frozen=True)
@@ -63,33 +69,37 @@ class ModelConfig:
     fingerprint: str | None = None
 
 
-SCHEDULES = ("constant", "step", "cosine")
-
-
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """Optimizer through optax; ``lr`` and ``momentum`` may differ between runs of one cohort."""
+    """Optimizer through optax (``engine/optim.py``; the torch backend mirrors it). ``lr``,
+    ``momentum`` and ``weight_decay`` may differ between the runs of one compiled cohort."""
 
     name: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.0
     nesterov: bool = False
-    b1: float = 0.9  # Adam
+    b1: float = 0.9  # Adam, AdamW
     b2: float = 0.999
     eps: float = 1e-7  # Keras' Adam default (PyTorch uses 1e-8)
     warmup_steps: int = 0  # linear warmup of the learning rate over the first updates
     # Learning-rate decay, in updates: "step" multiplies lr by ``decay`` at each update count in
-    # ``schedule_steps``; "cosine" follows a half cosine from lr to ``decay`` x lr over
-    # ``schedule_steps[0]`` updates, then stays there.
+    # ``schedule_steps``; "cosine" follows a half cosine and "linear" a straight line from lr to
+    # ``decay`` x lr over ``schedule_steps[0]`` updates, then stays there.
     schedule: str = "constant"
     schedule_steps: tuple[int, ...] = ()
     decay: float = 0.1
+    # L2 added to the gradient for sgd and adam (PyTorch's ``weight_decay``); decoupled from the
+    # gradient for adamw (optax's ``adamw``, ``torch.optim.AdamW``).
+    weight_decay: float = 0.0
+    clip_norm: float | None = None  # the gradient's global L2 norm is clipped to this before the update
 
     def program_kind(self) -> "OptimizerConfig":
-        """What a compiled program of this optimizer depends on: not the learning rate or
-        momentum values (runs of one program carry their own), but whether there is momentum
-        (SGD without it keeps no momentum buffer, which halves a small-batch step's time here)."""
-        return dataclasses.replace(self, lr=0.0, momentum=float(self.momentum != 0))
+        """What a compiled program of this optimizer depends on: not the learning rate, momentum
+        or weight decay values (runs of one program carry their own), but whether there is
+        momentum and weight decay at all (SGD without momentum keeps no momentum buffer, which
+        halves a small-batch step's time here)."""
+        return dataclasses.replace(self, lr=0.0, momentum=float(self.momentum != 0),
+                                   weight_decay=float(self.weight_decay != 0))
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class RunConfig:
     shuffle: str = "every-epoch"
     early_stopping: EarlyStopping | None = None
     micro_batch: int | None = None  # largest forward pass; bigger batches accumulate gradients
-    instruments: tuple[str, ...] = ()  # per-step instruments recorded with the run
+    instruments: tuple[str, ...] = ()  # per-step instruments recorded with the run ("name" or "name@k")
     phases: tuple[Phase, ...] = ()  # changes of batch size / lr at given epochs, in order
 
     def batch_size_at(self, epoch: int) -> int:
@@ -145,25 +155,59 @@ class RunConfig:
                 size = phase.batch_size
         return size
 
+    def lr_set_at(self, epoch: int) -> float | None:
+        """The learning rate a phase sets at the start of epoch ``epoch`` (1-based), if any."""
+        return next((p.lr for p in self.phases if p.epoch == epoch - 1 and p.lr is not None), None)
+
+    def updates_after(self, n: int, epochs: int) -> int:
+        """Updates made in the first ``epochs`` epochs on ``n`` training rows, phases included."""
+        return updates_after(n, self.batch_size, self.phases, self.drop_last)(epochs)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @functools.cached_property
     def run_id(self) -> str:
-        """Hash of the resolved configuration: the run's identity in the store. A setting
-        added later is left out while it has its default, so earlier runs keep their ids.
-        (Computed once per config: it is asked for often, and the config is frozen.)"""
-        identity = self.to_dict()
-        if identity["data"]["task"] == "classification":
-            del identity["data"]["task"]
-        text = json.dumps(identity, sort_keys=True, default=list)
+        """Hash of the resolved configuration (:func:`identity`): the run's identity in the
+        store. (Computed once per config: it is asked for often, and the config is frozen.)"""
+        text = json.dumps(identity(self), sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def cohort_key(self) -> tuple:
-        """Runs with equal keys share one compiled program (they differ in lr, momentum, seeds)."""
+        """Runs with equal keys share one compiled program (they differ in lr, momentum, weight
+        decay and seeds)."""
         return (self.data, self.model, self.optimizer.program_kind(), self.batch_size, self.epochs, self.reduction,
                 self.drop_last, self.shuffle, self.early_stopping, self.micro_batch, self.instruments,
                 self.phases)
+
+
+# The fields the first stores (batchlab 0.2.0) hashed into every id, whatever their value: they
+# stay hashed so those ids stay. Every other field, i.e. every setting added since, is left out
+# of the id while it has its default, so adding a setting never changes a stored run's id.
+FIRST_FIELDS = frozenset(
+    [f"data.{k}" for k in ("name", "standardize", "test_fraction", "split_seed", "label", "file_sha256")]
+    + [f"model.{k}" for k in ("name", "hidden", "activation", "init", "dropout", "fingerprint")]
+    + [f"optimizer.{k}" for k in ("name", "lr", "momentum", "nesterov", "b1", "b2", "eps", "warmup_steps",
+                                  "schedule", "schedule_steps", "decay")]
+    + [f"early_stopping.{k}" for k in ("monitor", "patience", "min_delta", "restore_best")]
+    + [f"phases.{k}" for k in ("epoch", "batch_size", "lr")]
+    + ["batch_size", "epochs", "seed", "init_seed", "data_seed", "dropout_seed", "reduction", "drop_last",
+       "shuffle", "early_stopping", "micro_batch", "instruments", "phases"])
+
+
+def identity(config: Any, prefix: str = "") -> Any:
+    """What a run's id hashes: the config as plain values (dataclasses as dicts, tuples as
+    lists), without the fields outside :data:`FIRST_FIELDS` that have their default."""
+    if isinstance(config, (list, tuple)):
+        return [identity(item, prefix) for item in config]
+    if not dataclasses.is_dataclass(config):
+        return config
+    out = {}
+    for f in dataclasses.fields(config):
+        path, value = f"{prefix}{f.name}", getattr(config, f.name)
+        if path in FIRST_FIELDS or value != f.default:
+            out[f.name] = identity(value, path + ".")
+    return out
 
 
 SEED_SETTINGS = ("seed", "init_seed", "data_seed", "dropout_seed")
@@ -203,7 +247,8 @@ def setting_names() -> tuple[str, ...]:
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
-    """Inverse of :meth:`RunConfig.to_dict` (used when reading the store)."""
+    """Inverse of :meth:`RunConfig.to_dict` (used when reading the store); fields a config of
+    an earlier version lacks take their defaults."""
     es = d.get("early_stopping")
     model = dict(d["model"])
     model["hidden"] = tuple(model.get("hidden", ()))
@@ -218,156 +263,3 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
         early_stopping=EarlyStopping(**es) if es else None,
         **{k: v for k, v in d.items() if k not in ("data", "model", "optimizer", "early_stopping")},
     )
-
-
-# ---------------------------------------------------------------- parsing of list specs
-
-SEED_LIMIT = 2 ** 63  # seeds are 64-bit (JAX's PRNGKey and NumPy take any value in [0, 2**63))
-MAX_SEEDS = 10_000  # a seed count above this is a typo, not an experiment (it would build the list first)
-
-
-def _parse_int(text: str, what: str) -> int:
-    """An integer from ``"12"``, ``"1e3"`` or ``"12.0"``; exact for integers of any size."""
-    text = str(text).strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise BatchlabError(f"{what} must be an integer, got {text!r}") from None
-    if not math.isfinite(value) or value != int(value):
-        raise BatchlabError(f"{what} must be an integer, got {text!r}")
-    return int(value)
-
-
-def check_seed(value: int, what: str = "seed") -> int:
-    """A seed must be an integer in [0, 2**63): what the random generators accept."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
-        raise BatchlabError(f"{what} must be an integer in [0, 2**63), got {value!r}")
-    return value
-
-
-def parse_batch_sizes(spec: str | int | list) -> list[int | str]:
-    """``"1,32,full"`` -> [1, 32, 'full']; ``"1:1024"`` -> powers of two 1..1024; ints pass through.
-
-    Values are checked against N later (:func:`resolve_batch_size`); here only their form.
-    """
-    if isinstance(spec, (list, tuple)):
-        items: list[Any] = list(spec)
-    elif isinstance(spec, int) and not isinstance(spec, bool):
-        items = [spec]
-    else:
-        items = [p.strip() for p in str(spec).split(",")]
-    out: list[int | str] = []
-    for item in items:
-        if isinstance(item, str) and item.lower() == FULL:
-            out.append(FULL)
-        elif isinstance(item, str) and ":" in item:
-            lo_text, hi_text = item.split(":", 1)
-            lo, hi = _parse_int(lo_text, "batch size"), _parse_int(hi_text, "batch size")
-            if lo < 1 or hi < lo:
-                raise BatchlabError(f"batch-size range {item!r} must be a:b with 1 <= a <= b")
-            b = lo
-            while b <= hi:
-                out.append(b)
-                b *= 2
-        elif isinstance(item, str):
-            if not item:
-                raise BatchlabError(f"empty entry in batch sizes {spec!r}")
-            out.append(_parse_int(item, "batch size"))
-        elif isinstance(item, int) and not isinstance(item, bool):
-            out.append(item)
-        else:
-            raise BatchlabError(f"batch size must be an integer or 'full', got {item!r}")
-    for b in out:
-        if b != FULL and b < 1:
-            raise BatchlabError(f"batch size must be >= 1, got {b}")
-    if not out:
-        raise BatchlabError("no batch size given")
-    return out
-
-
-def resolve_batch_size(b: int | str, n: int) -> int:
-    """'full' -> N; an integer must lie in [1, N] (an error names it otherwise)."""
-    from batchlab.budget import check_batch_size
-
-    return n if b == FULL else check_batch_size(b, n)
-
-
-def parse_floats(spec: str | float | list, what: str, *, positive: bool = False,
-                 low: float | None = None, high: float | None = None) -> list[float]:
-    """``"0.001,0.01"`` -> [0.001, 0.01], each finite and (if asked) > 0 or within [low, high)."""
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    out = []
-    for item in items:
-        try:
-            value = float(item)
-        except (TypeError, ValueError):
-            raise BatchlabError(f"{what} must be a number, got {item!r}") from None
-        if not math.isfinite(value):
-            raise BatchlabError(f"{what} must be finite, got {item!r}")
-        if positive and value <= 0:
-            raise BatchlabError(f"{what} must be > 0, got {item!r}")
-        if low is not None and value < low or high is not None and value >= high:
-            raise BatchlabError(f"{what} must lie in [{low}, {high}), got {item!r}")
-        out.append(value)
-    if not out:
-        raise BatchlabError(f"no {what} given")
-    return out
-
-
-def parse_seeds(spec: str | int | list) -> list[int]:
-    """``5`` -> seeds 0..4; ``"3,7"`` -> [3, 7]; each seed in [0, 2**63), at most 10,000 of them."""
-    if isinstance(spec, (list, tuple)):
-        seeds = [_parse_int(str(s), "seed") for s in spec]
-    elif "," in str(spec):
-        seeds = [_parse_int(p, "seed") for p in str(spec).split(",")]
-    else:
-        count = _parse_int(str(spec), "number of seeds")
-        if not 1 <= count <= MAX_SEEDS:
-            raise BatchlabError(f"number of seeds must lie in [1, {MAX_SEEDS:,}], got {count}")
-        return list(range(count))
-    if not 1 <= len(seeds) <= MAX_SEEDS:
-        raise BatchlabError(f"give 1 to {MAX_SEEDS:,} seeds, got {len(seeds)}")
-    return [check_seed(s) for s in seeds]
-
-
-def parse_ints(spec: str | int | list, what: str, low: int = 0) -> list[int]:
-    """``"2,30"`` -> [2, 30]; each an integer >= ``low``."""
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    values = [_parse_int(str(item).strip(), what) for item in items]
-    if not values or any(v < low for v in values):
-        raise BatchlabError(f"{what} must be integers >= {low}, got {spec!r}")
-    return values
-
-
-def parse_widths(spec: str | int | list | tuple) -> tuple[int, ...]:
-    """``"256,256"`` -> (256, 256); ``""`` -> () (no hidden layer)."""
-    if isinstance(spec, (list, tuple)):
-        widths = tuple(_parse_int(str(w), "hidden width") for w in spec)
-    else:
-        text = str(spec).strip()
-        widths = tuple(_parse_int(p.strip(), "hidden width") for p in text.split(",") if p.strip())
-    if any(w < 1 for w in widths):
-        raise BatchlabError(f"hidden widths must be >= 1, got {spec!r}")
-    return widths
-
-
-# ---------------------------------------------------------------- output paths
-
-def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Create folder ``path`` if needed and prove a file can be written in it, before any work
-    whose results would go there; a one-line BatchlabError names the folder otherwise."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise BatchlabError(f"cannot write the {what} {path}: it is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".batchlab-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise BatchlabError(f"cannot write the {what} {path} ({exc.strerror or exc})") from None
-    return path

@@ -67,7 +67,7 @@ def torch_seconds(sizes: list[int], runs_per_size: int) -> float:
 
 
 def main() -> None:
-    from batchlab.sweep.grid import SweepSpec
+    from batchlab.sweep.spec import SweepSpec
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="B in 8..128, 2 lrs, 2 seeds, 5 epochs")
@@ -81,7 +81,7 @@ def main() -> None:
         time_sweep("local", tmp / "warmup.db", spec)  # fills the compile cache
         timings = {executor: time_sweep(executor, tmp / f"{executor}.db", spec)
                    for executor in ("local", "processes", "ray")}
-    from batchlab.config import parse_batch_sizes
+    from batchlab.parsing import parse_batch_sizes
 
     sizes = [1437 if b == "full" else b for b in parse_batch_sizes(spec.batch_sizes)]
     runs = len(sizes) * len(spec.lr.split(",")) * spec.seeds

@@ -14,7 +14,7 @@ Loops, timed end to end (model building included, imports and data loading exclu
 - plain: the user's own loop (tensors indexed by ``torch.randperm``, no DataLoader,
   ``torch.optim.SGD``), one thread, seeds one after another.
 - torch backend: ``api.run_configs`` with the module adapted by ``adapt_torch``: one run, and
-  16 seeds as one cohort (stacked and vmapped; ``engine/torch_cohort.py``).
+  16 seeds as one cohort (stacked and vmapped; ``engine/torch_backend.py``).
 - JAX engine: ``batchlab.train("digits", "mlp"|"cnn", ...)``, each timing in a fresh process
   whose compiled programs come from batchlab's on-disk cache (filled by an earlier process).
 
@@ -80,11 +80,12 @@ def plain_run(name: str, data, seed: int, epochs: int = EPOCHS) -> float:
 
 def backend_runs(name: str, data, seeds: int, epochs: int = EPOCHS):
     """The torch backend through ``api.run_configs`` (one cohort); returns (mean test acc, path)."""
-    from batchlab.api import build_configs, run_configs
+    from batchlab.api import run_configs
+    from batchlab.grid import build_configs
     from batchlab.config import DataConfig, ModelConfig
     import torch
 
-    from batchlab.engine import torch_cohort
+    from batchlab.engine import torch_backend
     from batchlab.engine.torch_runs import should_stack
     from batchlab.models.adapters.torch import adapt_torch
 
@@ -94,7 +95,7 @@ def backend_runs(name: str, data, seeds: int, epochs: int = EPOCHS):
     result = run_configs(configs, data, model)
     assert all(r.status == "finished" for r in result.runs)
     rows = torch.from_numpy(data.x_train[:2])
-    stacked = seeds >= torch_cohort.STACK_MIN_RUNS and should_stack(torch_module(name), rows)
+    stacked = seeds >= torch_backend.STACK_MIN_RUNS and should_stack(torch_module(name), rows)
     return statistics.mean(float(r.history["test_acc"][-1]) for r in result.runs), stacked
 
 

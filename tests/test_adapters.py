@@ -26,9 +26,9 @@ from flax import nnx  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from batchlab.api import prepare, run_configs  # noqa: E402
-from batchlab.engine.runtime import configure_cache  # noqa: E402
+from batchlab.runtime import configure_cache  # noqa: E402
 from batchlab.engine.epoch import EpochOrders  # noqa: E402
-from batchlab.engine.step import row_key  # noqa: E402
+from batchlab.engine.rowkey import row_key  # noqa: E402
 from batchlab.errors import BatchlabError  # noqa: E402
 from batchlab.instruments import gradients  # noqa: E402
 from batchlab.models.adapters import adapt, framework_of  # noqa: E402

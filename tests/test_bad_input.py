@@ -15,7 +15,7 @@ from contextlib import closing
 import pytest
 from helpers import count_stored_runs
 
-from batchlab.sweep.grid import SweepSpec
+from batchlab.sweep.spec import SweepSpec
 from batchlab.sweep.run import run_sweep
 
 SPEC = SweepSpec(name="s", data="blobs", hidden=(8,), batch_sizes="50,full", lr="0.05", seeds=1,

@@ -1,8 +1,9 @@
 import pytest
 
-from batchlab.api import build_configs, group_cohorts
-from batchlab.config import (DataConfig, ModelConfig, parse_batch_sizes, parse_floats, parse_seeds,
-                             resolve_batch_size, run_config_from_dict)
+from batchlab.grid import build_configs, group_cohorts
+from batchlab.config import DataConfig, ModelConfig
+from batchlab.config import run_config_from_dict
+from batchlab.parsing import parse_batch_sizes, parse_floats, parse_seeds, resolve_batch_size
 from batchlab.errors import BatchlabError
 
 
@@ -57,3 +58,26 @@ def test_run_id_is_stable_and_round_trips():
     assert again == cfg and again.run_id == cfg.run_id
     other = build_configs(DataConfig("blobs"), 500, ModelConfig(hidden=(8, 4)), batch_size=5, epochs=2, lr=0.2)[0]
     assert other.run_id != cfg.run_id
+
+
+def test_a_setting_added_later_leaves_stored_ids_unchanged_while_at_its_default(tmp_path):
+    import dataclasses
+
+    import batchlab
+    from batchlab.config import OptimizerConfig, RunConfig
+    from batchlab.store import Store
+
+    stored = batchlab.train("blobs", batch_size=50, epochs=1, lr=0.1, db=tmp_path / "runs.db").runs[0].config
+    with Store(tmp_path / "runs.db") as store:
+        assert store.run_ids() == {stored.run_id}
+    # A new field of a nested config and of the run config itself, as a later version would declare them.
+    Optimizer = dataclasses.make_dataclass("Optimizer", [("new_knob", float, dataclasses.field(default=0.5))],
+                                           bases=(OptimizerConfig,), frozen=True)
+    Run = dataclasses.make_dataclass("Run", [("new_thing", int, dataclasses.field(default=3))],
+                                     bases=(RunConfig,), frozen=True)
+    fields = {f.name: getattr(stored, f.name) for f in dataclasses.fields(RunConfig)}
+    later = Run(**dict(fields, optimizer=Optimizer(**dataclasses.asdict(stored.optimizer))))
+    assert later.run_id == stored.run_id
+    assert Run(**dict(fields, new_thing=4)).run_id != stored.run_id
+    assert Run(**dict(fields, optimizer=Optimizer(**dataclasses.asdict(stored.optimizer), new_knob=0.7))
+               ).run_id != stored.run_id

@@ -9,7 +9,8 @@ import batchlab
 from batchlab.config import EarlyStopping, OptimizerConfig
 from batchlab.engine.epoch import EpochOrders, batch_rows
 from batchlab.engine.optim import make_optimizer
-from batchlab.engine.step import Batch, RunState, batch_gradient, train_step
+from batchlab.engine.gradients import Batch, batch_gradient
+from batchlab.engine.step import RunState, train_step
 from batchlab.models.logreg import logreg
 from batchlab.models.mlp import mlp
 
@@ -106,7 +107,7 @@ def test_sgd_momentum_steps_match_a_hand_written_update():
     velocity = jax.tree.map(np.zeros_like, theta)
     for rows in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]):
         batch = Batch(jnp.asarray(rows), jnp.ones(4))
-        run, out = train_step(run, batch, model=model, optimizer=opt, data=(jnp.asarray(x), jnp.asarray(y)),
+        run, out = train_step(run, batch, 1, model=model, optimizer=opt, data=(jnp.asarray(x), jnp.asarray(y)),
                               reduction="mean", micro_batch=None)
         g = jax.grad(plain_mean_loss, argnums=1)(model, theta, x[rows], y[rows])
         velocity = jax.tree.map(lambda v, gi: m * v + np.asarray(gi), velocity, g)  # PyTorch/optax form
@@ -272,7 +273,7 @@ def test_adam_epsilon_reaches_the_update():
                        jnp.int32(0), jnp.int32(-1), jax.random.PRNGKey(0))
         want, state = theta, None
         for t, rows in enumerate(([0, 1, 2, 3], [4, 5, 6, 7]), start=1):
-            run, _ = train_step(run, Batch(jnp.asarray(rows), jnp.ones(4)), model=model, optimizer=opt, data=data,
+            run, _ = train_step(run, Batch(jnp.asarray(rows), jnp.ones(4)), t, model=model, optimizer=opt, data=data,
                                 reduction="mean", micro_batch=None)
             p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), want)
             g = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.grad(plain_mean_loss, argnums=1)(

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import batchlab
-from batchlab.engine.step import Batch, batch_gradient, row_key
+from batchlab.engine.gradients import Batch, batch_gradient
+from batchlab.engine.rowkey import row_key
 from batchlab.models.base import Model
 from batchlab.models.cnn import cnn
 from batchlab.models.mlp import mlp

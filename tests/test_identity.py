@@ -6,7 +6,7 @@ import batchlab
 from batchlab.analysis.curves import varying_settings
 from batchlab.config import flat_settings
 from batchlab.data import Dataset, load_dataset, resolve_data_config
-from batchlab.models import mlp
+from batchlab.models.mlp import mlp
 
 
 def arrays(seed):

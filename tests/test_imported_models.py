@@ -14,7 +14,7 @@ from batchlab.api import prepare
 from batchlab.errors import BatchlabError
 from batchlab.models.imported import canonical, is_import_path, load
 from batchlab.store import Store
-from batchlab.sweep.grid import SweepSpec, read_spec
+from batchlab.sweep.spec import SweepSpec, read_spec
 from batchlab.sweep.run import run_sweep
 
 LINEN = '''
@@ -199,7 +199,7 @@ import ray  # Ray starts its processes before JAX is imported: nothing forks a J
 
 ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
          configure_logging=False)
-from batchlab.sweep.grid import SweepSpec
+from batchlab.sweep.spec import SweepSpec
 from batchlab.sweep.run import run_sweep
 
 spec = SweepSpec(name="sweep", data="blobs", model="{model}", batch_sizes="50", lr="0.05", seeds=1,

@@ -7,7 +7,7 @@ import sys
 def test_store_readers_do_not_import_jax(tmp_path):
     code = ("import sys, batchlab, batchlab.store, batchlab.studies.outputs, batchlab.analysis.scaling, "
             "batchlab.report, batchlab.cli; print(sorted(m for m in sys.modules if m in ('jax', 'optax') or "
-            "m.startswith(('batchlab.engine.step', 'batchlab.engine.cohort', 'batchlab.api'))))")
+            "m.startswith(('batchlab.engine.step', 'batchlab.engine.jax_backend', 'batchlab.api'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from batchlab.engine.step import masked_loss_sum
+from batchlab.models.losses import masked_loss_sum
 from batchlab.instruments import gradients, hessian
 from batchlab.models.mlp import mlp
 

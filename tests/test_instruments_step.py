@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import batchlab
-from batchlab.engine.step_stats import two_batch_estimates
+from batchlab.instruments.step.noise_scale import two_batch_estimates
 from batchlab.errors import BatchlabError
 from batchlab.instruments import resolve_instruments
 from batchlab.models.logreg import logreg
@@ -102,8 +102,8 @@ def test_two_batch_estimator_is_unbiased_on_a_known_problem():
     samples = mean + scales * rng.normal(size=(trials, b_big, dim))
     g_small = samples[:, :b_small].mean(axis=1)  # the small batch is part of the big one, as in the engine
     g_big = samples.mean(axis=1)
-    g2, trace = jax.vmap(lambda s, b: two_batch_estimates(s, b_small, b, b_big))(jnp.asarray(g_small),
-                                                                                   jnp.asarray(g_big))
+    g2, trace = jax.vmap(lambda s, b: two_batch_estimates(s @ s, b_small, b @ b, b_big))(jnp.asarray(g_small),
+                                                                                         jnp.asarray(g_big))
     g2, trace = np.asarray(g2, np.float64), np.asarray(trace, np.float64)
     for estimate, truth in ((g2, true_g2), (trace, true_trace)):
         standard_error = estimate.std() / np.sqrt(trials)

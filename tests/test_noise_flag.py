@@ -1,9 +1,9 @@
-"""The online noise scale's standard error and its withholding rule (``engine/step_stats.py``).
+"""The online noise scale's standard error and its withholding rule (``instruments/step/noise_scale.py``).
 
 Standard error: simulated streams of iid estimates through the engine's own EMA recursion,
 against the spread of the EMA over streams computed independently with NumPy. Withholding:
 per-sample gradients of a small logistic regression at its optimum (||G|| ~ 0) and at its
-zero initialisation (||G|| clearly > 0), fed through ``step_stats.measure`` as the step does.
+zero initialisation (||G|| clearly > 0), fed through the instrument's ``update`` as the step does.
 """
 
 import jax
@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 import batchlab
-from batchlab.engine import step_stats
-from batchlab.engine.step_stats import (NOISE_EMA, NOISE_STATE_SIZE, ema_weight_ratio, noise_outputs,
-                                        update_noise_state)
+from batchlab.engine.step import OPS
 from batchlab.instruments import gradients
+from batchlab.instruments.base import Step
+from batchlab.instruments.step import noise_scale
+from batchlab.instruments.step.noise_scale import DECAY as NOISE_EMA
+from batchlab.instruments.step.noise_scale import STATE_SIZE as NOISE_STATE_SIZE
+from batchlab.instruments.step.noise_scale import ema_weight_ratio
 from batchlab.models.logreg import logreg
 
 STREAMS = 20000
@@ -30,11 +33,11 @@ def simulate(estimates: np.ndarray) -> dict[str, np.ndarray]:
     """Run each row (a stream of |G|^2 estimates) through the engine's recursion; outputs after the last."""
     streams, steps = estimates.shape
     state = jnp.zeros((streams, NOISE_STATE_SIZE))
-    step = jax.jit(jax.vmap(update_noise_state))
+    step = jax.jit(jax.vmap(lambda state, grad_sq, trace: noise_scale.ema_step(state, grad_sq, trace, True, OPS)))
     traces = jnp.ones(streams)  # tr(Sigma) estimates do not enter the standard error
     for t in range(steps):
         state = step(state, jnp.asarray(estimates[:, t], jnp.float32), traces)
-    return {k: np.asarray(v, np.float64) for k, v in jax.vmap(noise_outputs)(state).items()}
+    return {k: np.asarray(v, np.float64) for k, v in jax.vmap(lambda s: noise_scale.outputs(s, OPS))(state).items()}
 
 
 def test_weight_ratio_closed_form_matches_the_explicit_sum():
@@ -105,14 +108,13 @@ def _optimum(model, x, y):
 
 
 def _online_noise(model, params, x, y, batch: int, steps: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``step_stats.measure`` over ``steps`` random batches (rows drawn with replacement, so the
-    two-batch |G|^2 estimator is unbiased), each split into alternate rows as the engine does."""
+    """The noise instrument's ``update`` over ``steps`` random batches (rows drawn with
+    replacement, so the two-batch |G|^2 estimator is unbiased), each split into alternate rows
+    as the engine does."""
     per_sample = np.asarray(gradients.per_sample_gradients(model, params, {}, x, y), np.float64)
     rng = np.random.default_rng(seed)
-    names = step_stats.NOISE
-    measure = jax.jit(lambda state, g_small, n_small, g_big, n_big: step_stats.measure(
-        names, grad_sum=None, grad_scale=None, params=None, new_params=None, init_params=None,
-        noise_ema=state, half=((g_small, n_small), (g_big, n_big))))
+    measure = jax.jit(lambda state, g_small, n_small, g_big, n_big: noise_scale.update(
+        state, Step(None, None, None, OPS, ((g_small, n_small), (g_big, n_big))))[::-1])
     state, rows = jnp.zeros(NOISE_STATE_SIZE), []
     for _ in range(steps):
         g = per_sample[rng.integers(0, len(per_sample), batch)]
@@ -158,7 +160,7 @@ def test_with_a_clear_gradient_the_noise_scale_is_reported_and_close_to_exact():
 def test_training_records_the_standard_error_and_applies_the_rule():
     s = batchlab.train("blobs", "mlp", batch_size=64, epochs=10, lr=0.01, momentum=0.9,
                        instruments="noise_scale").runs[0].steps
-    assert set(step_stats.NOISE) <= set(s)
+    assert set(noise_scale.OUTPUTS) <= set(s)
     assert np.isnan(s["noise_grad_sq_se"][0])  # one estimate: no spread yet
     clear = s["noise_grad_sq"] > 2 * s["noise_grad_sq_se"]
     assert clear[-1]

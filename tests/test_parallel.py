@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from batchlab.api import group_cohorts, prepare
-from batchlab.engine import backends, optim, parallel, programs, step
+from batchlab.engine import backends, compile_queue, optim, parallel, programs, step
 
 
 def _prepare(**settings):
@@ -46,7 +46,7 @@ def test_cohorts_in_two_threads_equal_one_after_another():
             np.testing.assert_array_equal(x, y)
 
 
-def _sgd_with_a_momentum_buffer(cfg, lr=None, momentum=None):
+def _sgd_with_a_momentum_buffer(cfg, lr=None, momentum=None, weight_decay=None):
     """The engine's optimizer before programs without momentum: the momentum is always a
     traced value, so SGD keeps (and updates) a buffer even when it is 0."""
     return optax.sgd(learning_rate=cfg.lr if lr is None else lr, momentum=momentum)
@@ -58,7 +58,7 @@ def test_no_momentum_program_equals_sgd_with_a_zero_momentum_buffer(monkeypatch)
     fast = _train(configs, dataset, net, threads=1)
     monkeypatch.setattr(step, "make_optimizer", _sgd_with_a_momentum_buffer)
     monkeypatch.setattr(programs, "make_optimizer", _sgd_with_a_momentum_buffer)
-    monkeypatch.setattr(programs, "_programs", {})  # compile the programs again, with the buffer
+    monkeypatch.setattr(programs.QUEUE, "_programs", {})  # compile the programs again, with the buffer
     monkeypatch.setattr(programs, "_state_specs", {})
     buffered = _train(configs, dataset, net, threads=1)
     for run_id, result in fast.items():
@@ -153,10 +153,10 @@ def test_batchlab_threads_sets_the_number_of_threads(monkeypatch):
 
 
 def test_programs_are_traced_one_at_a_time_in_queue_order():
-    lock, entered, hold = programs._InOrder(), [], threading.Event()
+    lock, entered, hold = compile_queue.InOrder(), [], threading.Event()
 
     def trace(order):
-        programs._building.order = order
+        lock.building.order = order
         with lock:
             entered.append(order)
             if order == 0:

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchlab.analysis.targets import parse_target
-from batchlab.config import SEED_LIMIT, parse_batch_sizes, parse_floats, parse_ints, parse_seeds, parse_widths
+from batchlab.parsing import SEED_LIMIT, parse_batch_sizes, parse_floats, parse_ints, parse_seeds, parse_widths
 from batchlab.errors import BatchlabError
-from batchlab.sweep.grid import read_spec
+from batchlab.sweep.spec import read_spec
 
 # Text that looks like what users type: digits, separators, signs, exponents, words, huge numbers.
 PIECES = st.sampled_from(["1", "32", "0", "-4", "2.5", "1e3", "1e400", "nan", "inf", "full", "FULL", ":", ",",

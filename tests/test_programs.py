@@ -10,13 +10,22 @@ import numpy as np
 import pytest
 
 from batchlab import budget
-from batchlab.api import group_cohorts, prepare
-from batchlab.engine import backends, programs
-from batchlab.engine.cohort import epoch_data, measuring_model, train_cohort
+from batchlab.api import prepare
+from batchlab.engine import backends, buckets, programs
 from batchlab.engine.epoch import EVAL_METRICS, EpochOrders, evaluate
-from batchlab.engine.programs import EpochShape
-from batchlab.engine.step import Batch, train_step
-from batchlab.engine.step_stats import output_names
+from batchlab.engine.gradients import Batch
+from batchlab.engine.jax_backend import epoch_data, measuring_model, train_cohort
+from batchlab.engine.programs import EpochShape, ProgramKey
+from batchlab.engine.step import train_step
+from batchlab.grid import group_cohorts
+from batchlab.instruments import output_names, step_instruments
+
+RECORDED = ("train_loss", "train_acc", "test_loss", "test_acc")  # EVAL_METRICS as a classification records them
+
+
+def recorded(name: str) -> str:
+    """A per-step output as a classification records it (the score is its accuracy)."""
+    return "mb_acc" if name == "mb_score" else name
 
 
 def _prepare(batch_size, **settings):
@@ -32,9 +41,11 @@ def _one_scan_reference(configs, dataset, net):
     n, b = dataset.n_train, cfg.batch_size
     steps = budget.steps_per_epoch(n, b, cfg.drop_last)
     data = epoch_data(dataset)
-    names = output_names(cfg.instruments)
-    start = programs.start_program(net, cfg, 1, data).result()
-    evaluate_all = programs.eval_program(net, cfg, 1, data).result()
+    measured = step_instruments(cfg.instruments)
+    names = output_names(measured)
+    key = ProgramKey.of(net, cfg, 1, data)
+    start = programs.start_program(key).result()
+    evaluate_all = programs.eval_program(key).result()
 
     @jax.jit
     def epoch(run, order):
@@ -42,20 +53,23 @@ def _one_scan_reference(configs, dataset, net):
         index = jnp.concatenate([order, jnp.zeros(max(slots - n, 0), order.dtype)])[:slots]
         mask = (jnp.arange(slots) < n).astype(jnp.float32)
         step = partial(train_step, model=net, optimizer=cfg.optimizer, data=(data.x, data.y),
-                       reduction=cfg.reduction, micro_batch=cfg.micro_batch, instruments=cfg.instruments)
+                       reduction=cfg.reduction, micro_batch=cfg.micro_batch, instruments=measured)
 
-        def body(run, batch):
-            run, out = step(run, batch)
+        def body(run, xs):
+            batch, i = xs
+            run, out = step(run, batch, i + 1)
             return run, jnp.stack([out[k] for k in names])
 
-        run, per_step = jax.lax.scan(body, run, Batch(index.reshape(steps, b), mask.reshape(steps, b)))
+        run, per_step = jax.lax.scan(body, run, (Batch(index.reshape(steps, b), mask.reshape(steps, b)),
+                                                 jnp.arange(steps)))
         metrics = evaluate(net, run.params, run.model_state, data)
         return run, per_step, jnp.stack([metrics[k] for k in EVAL_METRICS])
 
     histories, per_steps = [], []
     for c in configs:
         args = (programs.prng_key(c.init_seed)[None], programs.prng_key(c.dropout_seed)[None],
-                np.array([c.optimizer.lr], np.float32), np.array([c.optimizer.momentum], np.float32))
+                np.array([c.optimizer.lr], np.float32), np.array([c.optimizer.momentum], np.float32),
+                np.array([c.optimizer.weight_decay], np.float32))
         runs = start(*args)
         run = jax.tree.map(lambda a: a[0], runs)
         orders = EpochOrders([c.data_seed], n, c.shuffle)
@@ -80,10 +94,11 @@ def test_engine_equals_one_scan_per_epoch(batch_size, settings):
     histories, per_steps = _one_scan_reference(configs, dataset, measuring_model(net, configs[0])[0])
     results = train_cohort(configs, dataset, net)
     for result, history, per_step in zip(results, histories, per_steps):
-        got = np.stack([result.history[k] for k in EVAL_METRICS], axis=1)
+        got = np.stack([result.history[k] for k in RECORDED], axis=1)
         np.testing.assert_allclose(got, history, rtol=1e-6, atol=1e-7)
-        for j, name in enumerate(output_names(configs[0].instruments)):
-            np.testing.assert_allclose(result.steps[name], per_step[:, j], rtol=1e-5, atol=1e-7, err_msg=name)
+        for j, name in enumerate(output_names(step_instruments(configs[0].instruments))):
+            np.testing.assert_allclose(result.steps[recorded(name)], per_step[:, j], rtol=1e-5, atol=1e-7,
+                                       err_msg=name)
 
 
 @pytest.mark.parametrize("batch_size, width, settings", [
@@ -99,7 +114,7 @@ def test_a_padded_program_trains_exactly_like_an_exact_one(batch_size, width, se
     padded = train_cohort(configs, dataset, net,
                           shapes={batch_size: EpochShape(width, budget.steps_per_epoch(n, batch_size) + 7, shared=True)})
     for a, b in zip(exact, padded):
-        for key in EVAL_METRICS:
+        for key in RECORDED:
             np.testing.assert_allclose(b.history[key], a.history[key], rtol=1e-6, atol=1e-7, err_msg=key)
         for key in set(a.steps) - {"wall_time"}:
             np.testing.assert_allclose(b.steps[key], a.steps[key], rtol=1e-5, atol=1e-6, err_msg=key)
@@ -114,7 +129,7 @@ def test_an_epoch_program_that_evaluates_gives_the_same_runs_as_a_separate_evalu
     apart = train_cohort(configs, dataset, net, shapes={batch_size: EpochShape(batch_size, steps, evaluates=False)})
     inside = train_cohort(configs, dataset, net, shapes={batch_size: EpochShape(batch_size, steps, evaluates=True)})
     for a, b in zip(apart, inside):
-        for key in EVAL_METRICS:
+        for key in RECORDED:
             np.testing.assert_array_equal(a.history[key], b.history[key], err_msg=key)
         for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
             np.testing.assert_array_equal(x, y)
@@ -128,13 +143,13 @@ def test_programs_evaluate_themselves_from_enough_epochs():
         return {b: shape.evaluates for plan in backends.plan(cohorts, dataset, net, compile_now=False)
                 for b, shape in plan.items()}
 
-    few = programs.EVALUATES_FROM_EPOCHS - 1
+    few = buckets.EVALUATES_FROM_EPOCHS - 1
     assert evaluates(few, seeds=1) == {32: False}
     assert evaluates(few, seeds=3) == {32: False}  # seeds share the program's epochs
-    assert evaluates(programs.EVALUATES_FROM_EPOCHS, seeds=1) == {32: True}
+    assert evaluates(buckets.EVALUATES_FROM_EPOCHS, seeds=1) == {32: True}
     # two cohorts of one program (they differ in epochs only): their epochs add up
-    half = programs.EVALUATES_FROM_EPOCHS // 2
-    cohorts = [_prepare("32", epochs=e, seeds=1)[0] for e in (half, programs.EVALUATES_FROM_EPOCHS - half)]
+    half = buckets.EVALUATES_FROM_EPOCHS // 2
+    cohorts = [_prepare("32", epochs=e, seeds=1)[0] for e in (half, buckets.EVALUATES_FROM_EPOCHS - half)]
     assert [shape.evaluates for plan in backends.plan(cohorts, dataset, net, compile_now=False)
             for shape in plan.values()] == [True, True]
 
@@ -147,9 +162,9 @@ def test_one_program_serves_several_batch_sizes():
     # 1 epoch of one run: padding costs far less than a compilation, so all three share width 8,
     # with a buffer for the most steps (B=2).
     assert [plan[b] for plan, b in zip(shapes, (2, 4, 8))] == [EpochShape(8, budget.steps_per_epoch(n, 2), shared=True, evaluates=False)] * 3
-    before = {key for key in programs._programs if key[0] == "epoch"}
+    before = {key for key in programs.QUEUE._programs if key[0] == "epoch"}
     results = [r for cohort, shape in zip(cohorts, shapes) for r in train_cohort(cohort, dataset, net, shapes=shape)]
-    assert len({key for key in programs._programs if key[0] == "epoch"} - before) <= 1
+    assert len({key for key in programs.QUEUE._programs if key[0] == "epoch"} - before) <= 1
     for result, b in zip(results, (2, 4, 8)):
         assert result.history["step"][-1] == budget.steps_per_epoch(n, b)
         assert result.history["samples_seen"][-1] == n
@@ -158,7 +173,7 @@ def test_one_program_serves_several_batch_sizes():
 def test_padding_only_where_it_costs_less_than_a_compilation(monkeypatch):
     _, dataset, net = _prepare(32)
     data = epoch_data(dataset)
-    flops = programs._flops_per_row(net, data)
+    flops = buckets.flops_per_row(net, data)
     n = dataset.n_train
 
     def widths(sizes, epochs, seeds, model=net):
@@ -169,7 +184,7 @@ def test_padding_only_where_it_costs_less_than_a_compilation(monkeypatch):
 
     # B=40 joins B=64's program while runs x updates x 24 padded rows x flops stays under COMPILE_FLOPS.
     updates = budget.steps_per_epoch(n, 40)
-    cheap = int(programs.COMPILE_FLOPS // (updates * 24 * flops))  # epochs x seeds that still pay
+    cheap = int(buckets.COMPILE_FLOPS // (updates * 24 * flops))  # epochs x seeds that still pay
     assert cheap >= 2
     assert widths("40,64", epochs=cheap, seeds=1) == {40: 64, 64: 64}
     assert widths("40,64", epochs=cheap + 1, seeds=1) == {40: 40, 64: 64}
@@ -199,7 +214,7 @@ def test_flops_per_row_grow_with_the_model():
     _, dataset, small = _prepare(32)
     _, _, big = _prepare(32, hidden=(512, 512))
     data = epoch_data(dataset)
-    assert 0 < programs._flops_per_row(small, data) < programs._flops_per_row(big, data)
+    assert 0 < buckets.flops_per_row(small, data) < buckets.flops_per_row(big, data)
 
 
 @pytest.mark.parametrize("model, settings", [
@@ -220,7 +235,8 @@ def test_the_start_program_draws_the_same_bits_at_its_lower_optimization_level(m
     args = (np.stack([programs.prng_key(c.init_seed) for c in configs]),
             np.stack([programs.prng_key(c.dropout_seed) for c in configs]),
             np.array([c.optimizer.lr for c in configs], np.float32),
-            np.array([c.optimizer.momentum for c in configs], np.float32))
+            np.array([c.optimizer.momentum for c in configs], np.float32),
+            np.array([c.optimizer.weight_decay for c in configs], np.float32))
     with jax.threefry_partitionable(False):  # as programs._build lowers it
         lowered = jax.jit(programs._start_function(net, cfg.optimizer, cfg.instruments)).lower(
             *programs._start_specs(len(configs)))

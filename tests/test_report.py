@@ -34,7 +34,7 @@ TRAIN_AND_REPORT = textwrap.dedent("""
     from batchlab.report import build_report
     from batchlab.studies import get_study
     from batchlab.studies.runner import run_study
-    from batchlab.sweep.grid import SweepSpec
+    from batchlab.sweep.spec import SweepSpec
     from batchlab.sweep.run import run_sweep
 
     db, out = sys.argv[1], sys.argv[2]

@@ -12,7 +12,8 @@ import pytest
 
 from batchlab.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig
 from batchlab.engine import programs, saved_programs
-from batchlab.engine.cohort import epoch_data
+from batchlab import cachedir
+from batchlab.engine.jax_backend import epoch_data
 from batchlab.data import load_dataset
 from batchlab.models import build_model, description
 from batchlab.models.base import Model
@@ -64,8 +65,8 @@ def test_the_file_follows_what_makes_the_program(blobs_model, monkeypatch):
     shape = programs.EpochShape(8, 63)
 
     def path(model, config, runs, epoch_shape=shape):
-        return saved_programs._path(programs._described(("epoch", epoch_shape) +
-                                                        programs._program_key(model, config, runs, data)), ".pkl")
+        key = programs.ProgramKey.of(model, config, runs, data)
+        return saved_programs._path(("epoch", epoch_shape, key.described()), ".pkl")
 
     wider = dataclasses.replace(cfg, model=ModelConfig(hidden=(6,)))
     dataset = load_dataset(cfg.data)
@@ -75,14 +76,14 @@ def test_the_file_follows_what_makes_the_program(blobs_model, monkeypatch):
     assert path(net, cfg, 4) == files[0] and len(set(files)) == 4
     # the environment: XLA's flags choose the folder
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_math=false")
-    saved_programs._environment.cache_clear()
-    saved_programs._environment_folder.cache_clear()
+    cachedir._environment.cache_clear()
+    cachedir._environment_folder.cache_clear()
     try:
         assert path(net, cfg, 4).parent != files[0].parent
     finally:
         monkeypatch.undo()
-        saved_programs._environment.cache_clear()
-        saved_programs._environment_folder.cache_clear()
+        cachedir._environment.cache_clear()
+        cachedir._environment_folder.cache_clear()
     assert path(net, cfg, 4) == files[0]
     monkeypatch.setenv("BATCHLAB_CACHE_DIR", "off")
     assert path(net, cfg, 4) is None
@@ -93,7 +94,7 @@ def test_a_model_given_as_code_is_not_kept(blobs_model):
     assert description(net) is not None
     as_code = Model(net.init, net.apply, name="mine", task=net.task)  # same functions, but not built here
     assert description(as_code) is None
-    assert programs._described(("start",) + programs._program_key(as_code, cfg, 2, data)) is None
+    assert programs.ProgramKey.of(as_code, cfg, 2, data).described() is None
 
 
 def test_a_damaged_file_is_compiled_again(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import batchlab
 from batchlab.errors import BatchlabError, StoreError
 from batchlab.store import Store, check_integrity
 from batchlab.store.export import export_store
-from batchlab.sweep.grid import SweepSpec
+from batchlab.sweep.spec import SweepSpec
 from batchlab.sweep.run import run_sweep
 
 SMALL = dict(batch_size="50,full", epochs=2, lr=0.05, hidden=(4,), seeds=2)

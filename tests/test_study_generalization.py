@@ -19,7 +19,7 @@ from scipy import stats
 from batchlab.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig
 from batchlab.data.dataset import Dataset
 from batchlab.instruments import hessian
-from batchlab.models import mlp
+from batchlab.models.mlp import mlp
 from batchlab.store import Store
 from batchlab.studies import generalization as gen_study
 from batchlab.studies.base import Checkpoint

@@ -14,7 +14,7 @@ from batchlab.config import DataConfig, ModelConfig, OptimizerConfig
 from batchlab.engine.optim import make_optimizer
 from batchlab.errors import BatchlabError
 from batchlab.store import Store
-from batchlab.sweep.grid import SweepSpec, expand, read_spec
+from batchlab.sweep.spec import SweepSpec, expand, read_spec
 from batchlab.sweep.run import run_sweep
 
 DATA, MODEL = DataConfig("blobs"), ModelConfig("mlp", (8,))
@@ -162,7 +162,7 @@ import ray  # Ray starts its processes before JAX is imported: nothing forks a J
 
 ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
          configure_logging=False)
-from batchlab.sweep.grid import SweepSpec
+from batchlab.sweep.spec import SweepSpec
 from batchlab.sweep.run import run_sweep
 
 spec = SweepSpec(name="small", data="blobs", hidden=(8,), batch_sizes="50,full", lr="0.05,0.2", seeds=2,

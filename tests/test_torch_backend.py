@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from batchlab.api import build_configs  # noqa: E402
+from batchlab.grid import build_configs  # noqa: E402
 from batchlab.config import DataConfig, EarlyStopping, ModelConfig  # noqa: E402
 from batchlab.data import Dataset  # noqa: E402
-from batchlab.engine import torch_cohort  # noqa: E402
+from batchlab.engine import torch_backend  # noqa: E402
 from batchlab.engine.backends import train_cohort  # noqa: E402
 from batchlab.engine.epoch import EpochOrders  # noqa: E402
 from batchlab.engine.optim import lr_factor  # noqa: E402
@@ -119,8 +119,8 @@ def test_stacked_cohort_equals_runs_one_by_one(monkeypatch):
     cfgs = configs(data, lr="0.02,0.1", seeds=1, momentum="0.5,0.9", instruments="full", epochs=2)
     built = []
     for name in ("StackedRuns", "ModuleRuns"):
-        cls = getattr(torch_cohort, name)
-        monkeypatch.setattr(torch_cohort, name,
+        cls = getattr(torch_backend, name)
+        monkeypatch.setattr(torch_backend, name,
                             lambda *a, _cls=cls, _name=name, **k: built.append(_name) or _cls(*a, **k))
     together = train_cohort(cfgs, data, model)
     alone = [train_cohort([c], data, model)[0] for c in cfgs]
@@ -172,7 +172,7 @@ def test_same_gradient_statistics_and_records_as_the_builtin_mlp(task, outputs):
     for key in ("grad_sq", "trace", "noise_scale", "mean_sample_norm"):
         assert ours[key] == pytest.approx(theirs[key], rel=1e-5), key
 
-    from batchlab.engine.cohort import train_cohort as jax_train
+    from batchlab.engine.jax_backend import train_cohort as jax_train
 
     (cfg,) = configs(data, momentum=0.9, epochs=2, instruments="full")
     (ours,) = train_cohort([cfg], data, model)
@@ -218,7 +218,7 @@ def test_early_stopping_restores_the_best_parameters(seeds):
 def test_batch_norm_trains_one_by_one_and_evaluates_with_running_statistics(monkeypatch):
     data = tiny_dataset()
     model = torch_model(data, bn_factory)
-    monkeypatch.setattr(torch_cohort, "StackedRuns", None)  # must not be chosen for batch norm
+    monkeypatch.setattr(torch_backend, "StackedRuns", None)  # must not be chosen for batch norm
     results = train_cohort(configs(data, seeds=4, momentum=0.9), data, model)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()
     for r in results:

@@ -81,7 +81,7 @@ def _root(version: bool = typer.Option(False, "--version", help="print batchlab'
 
         profiling.enable()
     if version:
-        from batchlab import __version__
+        from batchlab.version import __version__
 
         typer.echo(f"batchlab {__version__}")
         raise typer.Exit()

@@ -20,7 +20,7 @@ def _select(store, data: Optional[str], model: Optional[str], batch_size: Option
             status: Optional[str], run_ids: Optional[list[str]] = None):
     """The stored runs matching every filter given (run ids may be 8-character prefixes), as
     (results, summary frame with per-run seconds)."""
-    from batchlab.config import parse_batch_sizes
+    from batchlab.parsing import parse_batch_sizes
     from batchlab.store import summary_frame
 
     results = store.load(steps=False)
@@ -129,7 +129,7 @@ def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
     """Write the store as tables: runs (settings, status, config, version), epochs, steps."""
     from batchlab.store.export import export_store
 
-    from batchlab.config import check_writable_dir
+    from batchlab.paths import check_writable_dir
 
     if fmt not in ("csv", "parquet"):
         raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")

@@ -1,12 +1,12 @@
-"""Which engine trains a cohort: the JAX engine (``engine/cohort.py``) for every model given as an
-``init``/``apply`` pair, the torch backend (``engine/torch_cohort.py``) for PyTorch modules.
-
-Both take the same arguments and return the same :class:`~batchlab.results.RunResult` list, so
-the API, sweeps and studies never ask which one ran.
+"""Which engine trains a cohort: the JAX engine (``engine/jax_backend.py``) for every model given
+as an ``init``/``apply`` pair, the torch backend (``engine/torch_backend.py``) for PyTorch
+modules. Both run the same host loop (``engine/loop.py``) and return the same
+:class:`~batchlab.results.RunResult` list, so the API, sweeps and studies never ask which one ran.
 """
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 from typing import Callable, Iterator, Sequence
 
@@ -24,10 +24,10 @@ def train_cohort(configs: list[RunConfig], dataset, model, on_epoch: Callable[[i
     """Train one cohort on the backend its model needs (imported on first use); ``shapes``
     are the JAX engine's planned programs (:func:`plan`)."""
     if backend_of(model) == "torch":
-        from batchlab.engine.torch_cohort import train_cohort as train
+        from batchlab.engine.torch_backend import train_cohort as train
 
         return train(configs, dataset, model, on_epoch=on_epoch, checkpoints=checkpoints)
-    from batchlab.engine.cohort import train_cohort as train
+    from batchlab.engine.jax_backend import train_cohort as train
 
     return train(configs, dataset, model, on_epoch=on_epoch, checkpoints=checkpoints, shapes=shapes)
 
@@ -36,24 +36,24 @@ def plan(cohorts: Sequence[list[RunConfig]], dataset, model, compile_now: bool =
          grid: Sequence[list[RunConfig]] | None = None) -> list[dict | None]:
     """The JAX engine's program for each batch size of each cohort, planned over ``grid``
     (the command's whole grid, runs already stored included; default: ``cohorts``) so a
-    resumed command trains each run with the same program (``programs.plan_shapes``). With
+    resumed command trains each run with the same program (``buckets.plan_shapes``). With
     ``compile_now`` every program is queued for compilation in the background at once, so
     later cohorts' programs compile while earlier ones train. None per cohort on the torch
     backend."""
     if backend_of(model) == "torch":
         return [None] * len(cohorts)
-    from batchlab.engine import programs
-    from batchlab.engine.cohort import epoch_data, measuring_model
+    from batchlab.engine import buckets, programs
+    from batchlab.engine.jax_backend import epoch_data, measuring_model
 
     data = epoch_data(dataset)
     grid = cohorts if grid is None else grid
-    plans = programs.plan_shapes(grid, [measuring_model(model, c[0])[0] for c in grid], data)
+    plans = buckets.plan_shapes(grid, [measuring_model(model, c[0])[0] for c in grid], data)
     shapes = []
     for cohort in cohorts:
-        net = measuring_model(model, cohort[0])[0]
-        shapes.append(programs.shapes_for(plans, net, cohort, data))
+        key = programs.ProgramKey.of(measuring_model(model, cohort[0])[0], cohort[0], len(cohort), data)
+        shapes.append(buckets.shapes_for(plans, key, cohort[0], data))
         if compile_now:
-            programs.compile_ahead(net, cohort[0], len(cohort), data, shapes[-1])
+            programs.compile_ahead(key, shapes[-1].values())
     return shapes
 
 
@@ -80,8 +80,6 @@ def train_cohorts(cohorts: Sequence[list[RunConfig]], dataset, model,
 def cancel_pending() -> None:
     """Drop the JAX engine's queued compilations that have not started (nothing to do when
     the engine was never loaded)."""
-    import sys
-
-    programs = sys.modules.get("batchlab.engine.programs")
-    if programs is not None:
-        programs.cancel_pending()
+    queue = sys.modules.get("batchlab.engine.compile_queue")
+    if queue is not None:
+        queue.QUEUE.cancel_pending()

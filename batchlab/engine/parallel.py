@@ -1,7 +1,7 @@
 """Cohorts side by side in threads of this process, one per core.
 
 A compiled program releases Python's GIL while it runs, and each one is single-threaded on a
-CPU (``engine/runtime.py``), so two threads training two cohorts use two cores: measured on
+CPU (``runtime.py``), so two threads training two cohorts use two cores: measured on
 this 2-core machine, a B=1 and a B=4 digits cohort trained in two threads took the time of
 the longer one alone. Unlike worker processes, threads share the imports, the data on the
 device and every compiled program (a program is traced and compiled once per command, not

@@ -22,7 +22,7 @@ class CohortRecorder:
     """Collects the records of the runs of one cohort, epoch by epoch."""
 
     def __init__(self, runs: int, metrics0: dict[str, np.ndarray], score: str = "acc"):
-        self.score = score  # "acc", or "r2" for regression (engine/losses.py)
+        self.score = score  # "acc", or "r2" for regression (models/losses.py)
         self.steps_done = np.zeros(runs, np.int64)
         self.samples_done = np.zeros(runs, np.int64)
         self.diverged_step = np.full(runs, -1, np.int64)

@@ -5,7 +5,7 @@ JAX's own compilation cache still pays to compute its key).
 One folder per *environment* holds them, next to JAX's own cache: the environment is the
 source of the batchlab package, the JAX and jaxlib versions, ``XLA_FLAGS`` and the device
 (platform, kind, and on a CPU its instruction-set flags); an edited or upgraded batchlab
-starts a new folder (folders unused for ``KEEP_DAYS`` are removed). In the folder a
+starts a new folder (``cachedir.programs_folder``; folders unused for ``KEEP_DAYS`` are removed). In the folder a
 program's file is named by JAX's settings and its description: what it computes, for which
 built-in model and which shapes (``engine/programs.py``). So a program is only reused where
 JAX would compile the same one. Programs of models given as code are not kept this way
@@ -17,26 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import shutil
 import threading
-import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from batchlab.cachedir import cache_dir, files_digest, write_whole
+from batchlab.cachedir import programs_folder, write_whole
 
-KEEP_DAYS = 14
 # JAX settings that name files or logging rather than how a program is built.
 _IGNORED_SETTINGS = ("cache", "log", "dump", "traceback", "pprint", "explain")
-
-
-def folder() -> Path | None:
-    """This environment's folder of compiled programs (JAX's cache included); None when caching is off."""
-    root = cache_dir()
-    return None if root is None else _environment_folder(root)
 
 
 def load(description: tuple):
@@ -110,7 +99,7 @@ def number(description: tuple, compute: Callable[[], float]) -> float:
 def _path(description: tuple, suffix: str) -> Path | None:
     """The file of ``description`` under JAX's settings now (read at each call: a setting
     changed during a command changes the programs compiled after it)."""
-    where = folder()
+    where = programs_folder()
     if where is None:
         return None
     import jax
@@ -118,46 +107,3 @@ def _path(description: tuple, suffix: str) -> Path | None:
     settings = sorted((name, repr(value)) for name, value in jax.config.values.items()
                       if not any(word in name for word in _IGNORED_SETTINGS))
     return where / (hashlib.sha256(repr((settings, description)).encode()).hexdigest() + suffix)
-
-
-@lru_cache(maxsize=4)
-def _environment_folder(root: Path) -> Path:
-    """``root/programs/<environment>``, marked as used now; other environments' folders
-    unused for ``KEEP_DAYS`` are removed."""
-    programs = root / "programs"
-    here = programs / _environment()[:24]
-    try:
-        here.mkdir(parents=True, exist_ok=True)
-        os.utime(here)
-        for other in programs.iterdir():
-            if other != here and other.is_dir() and time.time() - other.stat().st_mtime > KEEP_DAYS * 86400:
-                shutil.rmtree(other, ignore_errors=True)
-    except OSError:
-        pass
-    return here
-
-
-@lru_cache(maxsize=1)
-def _environment() -> str:
-    """What is fixed for a process and changes what JAX compiles for a description."""
-    import jax
-    import jaxlib
-
-    device = jax.devices()[0]
-    parts = (files_digest(Path(__file__).resolve().parents[1].rglob("*.py")), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""),
-             device.platform, device.device_kind, getattr(device.client, "platform_version", ""), _cpu_flags())
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
-def _cpu_flags() -> str:
-    """The CPU's instruction-set flags (code compiled for one CPU may not run on another)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith(("flags", "Features")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()

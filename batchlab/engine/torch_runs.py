@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from batchlab.engine.torch_optim import TorchOptimizer
-from batchlab.engine.torch_step import EpochPlan, row_losses, train_epoch
+from batchlab.engine.torch_optim import RunHyper, TorchOptimizer
+from batchlab.engine.torch_step import EpochPlan, TorchOps, train_epoch
+from batchlab.instruments.base import StepInstrument, start_measures
+from batchlab.models.adapters.torch_losses import row_losses
 
 # Rows per evaluation pass, so memory stays bounded. On a CPU, passes that stay in cache are
 # faster: the digits CNN's 1797 rows took 15 ms in passes of 1024 rows, 20-29 ms in one pass.
@@ -38,6 +40,22 @@ def trained_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
 def named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters then buffers by name: what a run's saved parameters hold."""
     return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+def tree_map(fn, tree):
+    """``fn`` on every tensor of a nest of dicts, lists and tuples (None stays None)."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    return None if tree is None else fn(tree)
+
+
+def tree_tensors(tree) -> list[torch.Tensor]:
+    """The tensors of a nest, in order."""
+    out: list[torch.Tensor] = []
+    tree_map(out.append, tree)
+    return out
 
 
 def _first_bad(mb_loss: np.ndarray) -> np.ndarray:
@@ -100,8 +118,8 @@ class _StackedGroup:
         self.leaves = [t.detach() for t in self.wrt]  # the same storage, updated in place by the optimizer
         self.buffers = {k: b[idx] for k, b in owner.buffers.items()}
         self.opt_state = [[t[idx] for t in part] for part in owner.opt_state]
-        self.init_leaves = None if owner.init_params is None else [p[idx] for p in owner.init_params]
-        self.lr, self.momentum = owner.lr[idx], owner.momentum[idx]
+        self.hyper = RunHyper(owner.lr[idx], owner.momentum[idx], owner.weight_decay[idx], self.runs)
+        self.measures = tree_map(lambda t: t[idx], owner.measures)
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         if self.owner.base.training != train:
@@ -121,7 +139,8 @@ class _StackedGroup:
 class StackedRuns:
     """R runs as stacked tensors, trained by one vmapped forward pass per step."""
 
-    def __init__(self, modules: list[torch.nn.Module], optimizer: TorchOptimizer, lrs, momenta, keep_init: bool):
+    def __init__(self, modules: list[torch.nn.Module], optimizer: TorchOptimizer, lrs, momenta, decays,
+                 instruments: tuple[StepInstrument, ...]):
         self.base = copy.deepcopy(modules[0])  # functional_call swaps in each run's tensors
         params, buffers = stack_module_state(modules)
         trained = dict(self.base.named_parameters())
@@ -131,8 +150,9 @@ class StackedRuns:
         self.buffers = {k: b.detach() for k, b in list(buffers.items()) + list(params.items()) if k not in self.names}
         self.lr = torch.tensor(lrs, dtype=torch.float32)
         self.momentum = torch.tensor(momenta, dtype=torch.float32)
+        self.weight_decay = torch.tensor(decays, dtype=torch.float32)
         self.opt_state = optimizer.init(self.params, self.momentum)
-        self.init_params = [p.clone() for p in self.params] if keep_init else None
+        self.measures = start_measures(instruments, [p.clone() for p in self.params], TorchOps(len(modules)))
         self.best = None
 
         def one(params, buffers, x):
@@ -155,6 +175,8 @@ class StackedRuns:
             for own_part, new_part in zip(self.opt_state, group.opt_state):
                 for own, new in zip(own_part, new_part):
                     own[keep] = new[ok]
+            for own, new in zip(tree_tensors(self.measures), tree_tensors(group.measures)):
+                own[keep] = new[ok]
         return series, bad
 
     def set_lr(self, lr: float) -> None:
@@ -186,12 +208,12 @@ class _ModuleGroup:
 
     runs = 1
 
-    def __init__(self, module: torch.nn.Module, opt_state, init_leaves, lr: float, momentum: float):
+    def __init__(self, module: torch.nn.Module, opt_state, measures: dict, hyper: RunHyper):
         self.module = module
         # Leaves without a run axis: every use reshapes them to (1, -1) or works leaf by leaf.
         self.params = trained_parameters(module)
         self.leaves = [p.detach() for p in self.params]  # the same storage, updated in place by the optimizer
-        self.opt_state, self.init_leaves, self.lr, self.momentum = opt_state, init_leaves, lr, momentum
+        self.opt_state, self.measures, self.hyper = opt_state, measures, hyper
         self.state_tensors = list(module.buffers())
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -214,33 +236,35 @@ class _ModuleGroup:
 class ModuleRuns:
     """R runs as R modules, trained one after another (any model: batch norm, dropout)."""
 
-    def __init__(self, modules: list[torch.nn.Module], optimizer: TorchOptimizer, lrs, momenta, keep_init: bool,
-                 dropout_seeds: list[int]):
+    def __init__(self, modules: list[torch.nn.Module], optimizer: TorchOptimizer, lrs, momenta, decays,
+                 instruments: tuple[StepInstrument, ...], dropout_seeds: list[int]):
         self.modules = modules
         self.lr = [float(v) for v in lrs]
         self.momentum = [float(v) for v in momenta]
+        self.weight_decay = [float(v) for v in decays]
         leaves = [[p.detach() for p in trained_parameters(m)] for m in modules]
         self.opt_state = [optimizer.init(lv, m) for lv, m in zip(leaves, self.momentum)]
-        self.init_params = [[t.clone() for t in lv] for lv in leaves] if keep_init else None
+        self.measures = [start_measures(instruments, [t.clone() for t in lv], TorchOps(1)) for lv in leaves]
         self.rng = [torch.Generator().manual_seed(int(s)).get_state() for s in dropout_seeds]
         self.best: list[dict | None] = [None] * len(modules)
 
     def _tensors(self, i: int) -> list[torch.Tensor]:
-        """Everything that training changes in run ``i`` (parameters, buffers, optimizer state)."""
+        """Everything that training changes in run ``i`` (parameters, buffers, optimizer and
+        instrument state)."""
         return [t.detach() for t in named_tensors(self.modules[i]).values()] + \
-            [t for part in self.opt_state[i] for t in part]
+            [t for part in self.opt_state[i] for t in part] + tree_tensors(self.measures[i])
 
     def train_epoch(self, idx: np.ndarray, x, y, orders: torch.Tensor, plan: EpochPlan, counts: np.ndarray):
         """Train runs ``idx`` one epoch each, one after another; returns their series and which diverged."""
         all_series, bad = [], []
         for i in idx:
             start = [t.clone() for t in self._tensors(i)]
-            group = _ModuleGroup(self.modules[i], self.opt_state[i],
-                                 None if self.init_params is None else self.init_params[i],
-                                 self.lr[i], self.momentum[i])
+            group = _ModuleGroup(self.modules[i], self.opt_state[i], self.measures[i],
+                                 RunHyper(self.lr[i], self.momentum[i], self.weight_decay[i], 1))
             torch.set_rng_state(self.rng[i])  # inside the cohort's fork_rng: the user's RNG is untouched
             series = train_epoch(group, x, y, orders[i:i + 1], plan, int(counts[i]))
             self.rng[i] = torch.get_rng_state()
+            self.measures[i] = group.measures
             first_bad = int(_first_bad(series["mb_loss"])[0])
             if first_bad >= 0:
                 with torch.no_grad():

@@ -1,9 +1,11 @@
 """The torch backend's training step and epoch: where a batch becomes an update.
 
 Read top to bottom, as ``engine/step.py``: the batch's rows -> loss and gradient (whole,
-micro-batches, or two halves of alternate rows for the noise instruments) -> optimizer
-update -> per-step outputs. Everything carries a leading run axis: R stacked runs trained
-in one vmapped forward pass, or one run (R = 1) of an ordinary module (see ``torch_runs.py``).
+micro-batches, or two halves of alternate rows for instruments that need them) -> optimizer
+update -> the instruments' measurements (``instruments/``, the same code as the JAX engine's,
+on torch tensors through :class:`TorchOps`). Everything carries a leading run axis: R stacked
+runs trained in one vmapped forward pass, or one run (R = 1) of an ordinary module (see
+``torch_runs.py``).
 
 Unlike the compiled JAX epoch, eager torch needs no fixed shapes: a partial last batch is
 just its real rows (the mean is over them, as the JAX engine's masked mean). A run whose
@@ -14,15 +16,14 @@ state at the epoch's start, as the JAX engine does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from batchlab.engine.step_stats import NORMS, uses_noise
-from batchlab.engine.torch_optim import Hyper, TorchOptimizer
+from batchlab.engine.torch_optim import RunHyper, TorchOptimizer
+from batchlab.instruments.base import Step, StepInstrument, measure
+from batchlab.models.adapters.torch_losses import batch_loss, hits
 
 
 class Group(Protocol):
@@ -30,15 +31,55 @@ class Group(Protocol):
 
     runs: int
     leaves: list[torch.Tensor]  # trained parameters, (R, ...) each, as aliases that do not require grad
-    init_leaves: list[torch.Tensor] | None  # theta_0, when ``dist_init`` is measured
     opt_state: list[list[torch.Tensor]]
-    lr: Hyper
-    momentum: Hyper
+    hyper: RunHyper
+    measures: dict  # each instrument's state (tensors with a leading run axis)
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor: ...  # (R, c, ...) -> (R, c, K)
     def grads(self, loss: torch.Tensor) -> list[torch.Tensor]: ...  # d loss / d leaves, (R, ...) each
     def get_state(self) -> list[torch.Tensor]: ...  # model state (batch-norm statistics) that training moves
     def set_state(self, state: list[torch.Tensor]) -> None: ...
+
+
+class TorchOps:
+    """The array operations instruments use (``instruments.base.Ops``) on tensors of ``runs``
+    runs (parameter lists with a leading run axis, or one run's own leaves)."""
+
+    nan = float("nan")
+
+    def __init__(self, runs: int):
+        self.runs = runs
+
+    def sq_norms(self, trees: list) -> torch.Tensor:
+        return torch.stack([sum(t.reshape(self.runs, -1).square().sum(1) for t in tree) for tree in trees])
+
+    def sub(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+        return torch._foreach_sub(a, b)
+
+    def where(self, condition, a, b):
+        return torch.where(torch.as_tensor(condition), a, b)
+
+    def maximum(self, x, y):
+        return torch.clamp_min(x, y) if isinstance(y, (int, float)) else torch.maximum(x, y)
+
+    sqrt = staticmethod(torch.sqrt)
+
+    def stack(self, values: list, axis: int = 0):
+        return torch.stack(values, dim=axis)
+
+    def concatenate(self, values: list, axis: int = 0):
+        return torch.cat(values, dim=axis)
+
+    def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros((self.runs, *shape))
+
+    def asarray(self, value, like):
+        return torch.as_tensor(value, dtype=like.dtype)
+
+    def every(self, k: int, count: int, update, state, outputs: tuple[str, ...] = ()):
+        if count % k == 0:
+            return update(state)
+        return state, {name: torch.full((self.runs,), float("nan")) for name in outputs}
 
 
 @dataclass(frozen=True)
@@ -51,58 +92,12 @@ class EpochPlan:
     task: str
     reduction: str
     micro_batch: int | None
-    instruments: tuple[str, ...]
+    instruments: tuple[StepInstrument, ...]
     optimizer: TorchOptimizer
 
-    @cached_property
-    def norms(self) -> tuple[str, ...]:
-        return tuple(n for n in NORMS if n in self.instruments)
-
-    @cached_property
+    @property
     def halves(self) -> bool:
-        return uses_noise(self.instruments)
-
-
-def squared_errors(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-row squared error, averaged over the output dims (``engine/losses.py``): ``out`` is
-    (R, c) or (R, c, k...), ``y`` holds as many targets per row."""
-    errors = (out - y.reshape(out.shape)).square()
-    return errors.flatten(2).mean(-1) if errors.dim() > 2 else errors
-
-
-def row_losses(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row loss and score (R, c), as ``engine/losses.row_losses``: cross-entropy and a hit
-    (classification), or the squared error twice (regression)."""
-    if task == "regression":
-        errors = squared_errors(out, y)
-        return errors, errors
-    loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").reshape(y.shape)
-    return loss, (out.argmax(-1) == y).to(out.dtype)
-
-
-def batch_loss(out: torch.Tensor, y: torch.Tensor, task: str, mean: bool) -> torch.Tensor:
-    """Per-run mean (or sum) over the rows of the per-sample losses: cross-entropy with integer
-    labels, or the mean over output dims of the squared error (regression). ``out`` is
-    (R, c, ...); the result is (R,), or a scalar for one run (its fused loss: fewer kernels)."""
-    if task == "regression":
-        rows = squared_errors(out, y)
-        per_run = rows.mean(-1) if mean else rows.sum(-1)
-        return per_run[0] if out.shape[0] == 1 else per_run
-    if out.shape[0] == 1:
-        return F.cross_entropy(out[0], y[0], reduction="mean" if mean else "sum")
-    rows = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").reshape(y.shape)
-    return rows.mean(-1) if mean else rows.sum(-1)
-
-
-def hits(outs: list[torch.Tensor], ys: list[torch.Tensor]) -> np.ndarray:
-    """Correct predictions per run and row, (R, rows), rows in the order of the parts given."""
-    out, y = torch.cat(outs, dim=1), torch.cat(ys, dim=1)
-    return (out.argmax(-1) == y).cpu().numpy().astype(np.float64)
-
-
-def sq_norms(tensors: list[torch.Tensor], runs: int) -> torch.Tensor:
-    """||t||^2 of each run (all leaves flattened), shape (R,)."""
-    return sum(t.reshape(runs, -1).square().sum(1) for t in tensors)
+        return any(ins.halves for ins in self.instruments)
 
 
 def _parts(size: int, plan: EpochPlan) -> list[slice]:
@@ -127,12 +122,10 @@ def _mean_state(states: list[tuple[int, list[torch.Tensor]]]) -> list[torch.Tens
 
 
 def train_step(group: Group, x: torch.Tensor, y: torch.Tensor, plan: EpochPlan, count: int) -> dict:
-    """One update of every run of ``group`` on rows ``x`` (R, c, ...), ``y`` (R, c).
-
-    Returns the step's outputs: per-run losses (times ``loss_scale``: the batch mean), the
-    outputs and labels (for the score, counted at the epoch's end) and the requested per-step
-    quantities, each (R,).
-    """
+    """One update of every run of ``group`` on rows ``x`` (R, c, ...), ``y`` (R, c): update
+    number ``count`` (0-based). Returns the step's outputs: per-run losses (times
+    ``loss_scale``: the batch mean), the outputs and labels (for the score, counted at the
+    epoch's end) and the instruments' values, each (R,)."""
     size = y.shape[1]
     mean = plan.reduction == "mean"
     parts = _parts(size, plan)
@@ -148,14 +141,18 @@ def train_step(group: Group, x: torch.Tensor, y: torch.Tensor, plan: EpochPlan, 
         if mean:
             grads = torch._foreach_mul(grads, 1.0 / size)
 
-    delta = plan.optimizer.step(group.leaves, grads, group.opt_state, group.lr, group.momentum, count,
-                                want_delta="update_norm" in plan.norms)
-    sources = {"grad_norm": lambda: grads, "update_norm": lambda: delta, "weight_norm": lambda: group.leaves,
-               "dist_init": lambda: torch._foreach_sub(group.leaves, group.init_leaves)}
-    for name in plan.norms:
-        record[name] = sq_norms(sources[name](), group.runs).sqrt()
-    if first is not None:
-        record.update(_two_batch(first, grads, 1.0 / size if mean else 1.0, size, group.runs))
+    before = [t.clone() for t in group.leaves] if plan.instruments else None
+    plan.optimizer.step(group.leaves, grads, group.opt_state, group.hyper, count)
+    if plan.instruments:
+        ops = TorchOps(group.runs)
+        halves = None
+        if first is not None:
+            half_sum, n_small = first
+            big = grads if mean else torch._foreach_mul(grads, 1.0 / size)
+            halves = ((torch._foreach_mul(half_sum, 1.0 / n_small), n_small), (big, size))
+        group.measures, values = measure(plan.instruments, group.measures,
+                                         Step(grads, before, group.leaves, ops, halves), count + 1)
+        record.update(values)
     return record
 
 
@@ -187,28 +184,11 @@ def _parts_gradient(group: Group, x, y, parts: list[slice], task: str):
     return grads, first, {"loss": loss, "outs": outs, "ys": ys}
 
 
-def _two_batch(first, grads, scale: float, size: int, runs: int) -> dict:
-    """The two-batch estimates of |G|^2 and tr(Sigma) (``step_stats.two_batch_estimates``)
-    from the first half's gradient sum and the batch's gradient; NaN-free placeholders when
-    the batch has one row (the caller skips that step's EMA update)."""
-    half_sum, n_small = first
-    n_big = float(size)
-    small_sq = sq_norms(half_sum, runs) / float(n_small) ** 2
-    big_sq = sq_norms(grads, runs) / (scale * n_big) ** 2
-    if n_big <= n_small:
-        zero = torch.zeros(runs, device=small_sq.device)
-        return {"noise_grad_sq_est": zero, "noise_trace_est": zero}
-    grad_sq = (n_big * big_sq - n_small * small_sq) / (n_big - n_small)
-    trace = (small_sq - big_sq) / (1.0 / n_small - 1.0 / n_big)
-    return {"noise_grad_sq_est": grad_sq, "noise_trace_est": trace}
-
-
 def train_epoch(group: Group, x: torch.Tensor, y: torch.Tensor, orders: torch.Tensor, plan: EpochPlan,
                 count: int) -> dict[str, np.ndarray]:
     """Train ``group`` for one epoch in row order ``orders`` (R, N) from update number
     ``count``; returns per-step series (R, steps): ``mb_loss``, ``mb_score`` (accuracy, or for
-    regression the mean squared error, as the JAX engine's step), the requested
-    norms and the raw two-batch estimates."""
+    regression the mean squared error, as the JAX engine's step) and the instruments' values."""
     records = []
     size = plan.batch_size
     for s in range(plan.steps):
@@ -217,7 +197,7 @@ def train_epoch(group: Group, x: torch.Tensor, y: torch.Tensor, orders: torch.Te
     return _epoch_series(records, plan)
 
 
-def _epoch_series(records: list[dict], plan: EpochPlan) -> dict[str, np.ndarray]:
+def _epoch_series(records: list[dict[str, Any]], plan: EpochPlan) -> dict[str, np.ndarray]:
     counts = plan.counts.astype(np.float64)
     steps = len(records)
     loss = torch.stack([r["loss"] for r in records]).reshape(steps, -1).double().cpu().numpy().T

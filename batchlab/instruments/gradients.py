@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from batchlab.engine.losses import row_losses
-from batchlab.engine.step import masked_loss_sum
+from batchlab.models.losses import masked_loss_sum, row_losses
 from batchlab.models.base import Model
 
 CHUNK = 256  # rows per vmapped per-sample-gradient pass: memory is CHUNK x parameters

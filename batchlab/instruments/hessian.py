@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from batchlab.engine.step import masked_loss_sum
+from batchlab.models.losses import masked_loss_sum
 
 
 def flat_loss(loss: Callable, params) -> tuple[Callable, jax.Array]:

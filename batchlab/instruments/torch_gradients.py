@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from batchlab.engine.torch_step import batch_loss
+from batchlab.models.adapters.torch_losses import batch_loss
 
 
 def per_sample_gradients(model, params: dict, model_state, x, y, chunk: int = 256) -> np.ndarray:

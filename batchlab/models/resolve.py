@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from batchlab.config import ModelConfig, parse_widths
+from batchlab.config import ModelConfig
+
+from batchlab.parsing import parse_widths
 from batchlab.errors import BatchlabError
 from batchlab.models import Model, build_model, fingerprint
 from batchlab.models import imported
@@ -59,7 +61,7 @@ def adapt_checked(obj: Any, dataset, label: str) -> Model:
     from batchlab.models.adapters import adapt
     from batchlab.models.adapters.common import check_output_values, check_outputs
 
-    from batchlab.engine.runtime import configure_cache
+    from batchlab.runtime import configure_cache
 
     # Frameworks initialize eagerly here (one compiled op per random draw: seconds on a CPU);
     # with the on-disk cache set up first, the next process (a CLI run, a sweep worker) loads them.

@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from batchlab.api import check_writable_dir, prepare, run_configs
-from batchlab.config import FULL, parse_batch_sizes
+from batchlab.api import prepare, run_configs
+from batchlab.paths import check_writable_dir
+from batchlab.config import FULL
+from batchlab.parsing import parse_batch_sizes
 from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.engine.step import masked_loss_sum

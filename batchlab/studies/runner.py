@@ -17,16 +17,18 @@
 
 from __future__ import annotations
 
-import inspect
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from batchlab import __version__
+from batchlab.version import __version__
 from batchlab.analysis.findings import Finding
-from batchlab.api import check_store_writable, check_writable_dir, prepare, run_configs, train
+from batchlab.api import prepare, run_configs
+from batchlab.paths import check_writable_dir
+from batchlab.settings import TRAINING
 from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store
@@ -34,8 +36,7 @@ from batchlab.studies.base import Checkpoint, Grid, Study, Tables
 from batchlab.studies.outputs import AskedOutputs, analyse_stored, ask_outputs, membership_frame
 
 # Keyword arguments of batchlab.train that a grid may set, with train's defaults.
-_TRAIN_DEFAULTS = {name: p.default for name, p in inspect.signature(train).parameters.items()
-                   if name not in ("db", "force", "progress")}
+_TRAIN_DEFAULTS = {s.name: s.default for s in TRAINING}
 
 
 @dataclass
@@ -174,23 +175,22 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
 
 
 def count_runs(study: Study, settings: dict) -> int:
-    """How many runs a study's grids hold (without loading data): batch sizes x lrs x momenta x seeds."""
-    from batchlab.config import parse_batch_sizes, parse_floats, parse_seeds
+    """How many runs a study's grids hold (without loading data): the product of their axes'
+    lengths (batch sizes x optimizers x lrs x momenta x weight decays x seeds)."""
+    from batchlab.settings import read_given, training_defaults
 
     total = 0
     for grid in study.grids(settings):
-        kwargs = {**_TRAIN_DEFAULTS, **grid.train}
-        total += (len(parse_batch_sizes(kwargs["batch_size"])) * len(parse_floats(kwargs["lr"], "lr"))
-                  * len(parse_floats(kwargs["momentum"], "momentum")) * len(parse_seeds(kwargs["seeds"])))
+        values = {**training_defaults(), **read_given(dict(grid.train))}
+        total += math.prod(len(values[s.name]) for s in TRAINING if s.axis and values[s.name] is not None)
     return total
 
 
 def _prepare(grid: Grid):
-    unknown = set(grid.train) - set(_TRAIN_DEFAULTS)
+    unknown = set(grid.train) - set(_TRAIN_DEFAULTS) - {"early_stopping"}
     if unknown:
         raise BatchlabError(f"grid {grid.label!r} sets unknown training option(s) {sorted(unknown)}")
-    kwargs = {**_TRAIN_DEFAULTS, **grid.train}
-    return prepare(kwargs.pop("data"), kwargs.pop("model"), **kwargs)
+    return prepare(**grid.train)
 
 
 def _measure(runs, measures, dataset, net, settings, db) -> None:
@@ -212,4 +212,4 @@ def _check_writable(out: Path) -> None:
 def _check_store(db: str | Path) -> None:
     """The store must take writes before the first run trains (one-line StoreError otherwise)."""
     with Store(db) as store:
-        check_store_writable(store)
+        store.check_writable()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from batchlab.analysis.scaling import CriticalBatchFit, best_per_batch, fit_critical_batch, per_setting, to_target
 from batchlab.analysis.targets import Target, parse_target
-from batchlab.config import check_writable_dir
+from batchlab.paths import check_writable_dir
 from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store, series_frame, summary_frame

@@ -1,24 +1,23 @@
 """Run a sweep: expand it, record it in the store, train what is not stored yet, cohort by cohort.
 
 Crash safety comes from the store: each finished cohort is one transaction, and re-running
-the same sweep skips finished runs and recomputes the ones that were in flight.
+the same sweep skips finished runs and recomputes the ones that were in flight. The runs
+reach the store by the one path every command uses (``api.run_configs``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from batchlab import __version__
-from batchlab.analysis.targets import parse_target
-from batchlab.api import check_store_writable, group_cohorts
-from batchlab.data import load_dataset, resolve_data_config
-from batchlab.models.resolve import resolve_model
-from batchlab.store import Store
-from batchlab.sweep.executors import EXECUTORS, check_ray_address, run_cohorts
-from batchlab.sweep.grid import SweepSpec, expand
+from batchlab.api import resolve_data, run_configs
+from batchlab.config import RunConfig
+from batchlab.data import Dataset
+from batchlab.engine.executors import Progress
 from batchlab.errors import BatchlabError
+from batchlab.models import Model
+from batchlab.store import Store
+from batchlab.sweep.spec import SweepSpec, expand
 
 
 @dataclass
@@ -30,44 +29,41 @@ class SweepRun:
     total_epochs: int
 
 
-def plan_sweep(spec: SweepSpec):
-    """Validate the spec and resolve its runs (nothing is trained or written)."""
-    parse_target(spec.target)
-    data_cfg = resolve_data_config(spec.data)
-    dataset = load_dataset(data_cfg)
+def prepare_sweep(spec: SweepSpec) -> tuple[list[RunConfig], Dataset, Model]:
+    """Validate the spec and resolve its runs, data and model (nothing is trained or written)."""
+    from batchlab.models.resolve import resolve_model
+
+    v = spec.values()
+    dataset, data_cfg = resolve_data(v["data"], standardize=v["standardize"], test_fraction=v["test_fraction"],
+                                     label=v["label"], task=v["task"])
     # A built-in name or an import path (file.py:make_model), checked against the data here.
-    model_cfg, _ = resolve_model(spec.model, dataset, hidden=spec.hidden)
-    return expand(spec, data_cfg, model_cfg, dataset.n_train)
+    model_cfg, net = resolve_model(v["model"], dataset, hidden=v["hidden"], activation=v["activation"],
+                                   init=v["init"], dropout=v["dropout"])
+    return expand(spec, data_cfg, model_cfg, dataset.n_train), dataset, net
+
+
+def plan_sweep(spec: SweepSpec) -> list[RunConfig]:
+    """The sweep's runs, resolved and validated."""
+    return prepare_sweep(spec)[0]
 
 
 def run_sweep(spec: SweepSpec, db: str | Path, *, executor: str = "auto", workers: int | None = None,
-              address: str | None = None, progress: Callable[[int], None] | None = None,
-              on_start: Callable[[int], None] | None = None) -> SweepRun:
+              address: str | None = None, progress: Progress | None = None,
+              prepared: tuple[list[RunConfig], Dataset, Model] | None = None) -> SweepRun:
     """Validate everything (settings, executor, store, cluster), record the sweep, then train
-    what is not stored yet; each finished cohort is stored at once."""
-    if executor not in EXECUTORS:
-        raise BatchlabError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise BatchlabError(f"workers must be an integer >= 1, got {workers!r}")
-    if address is not None and executor != "ray":
-        raise BatchlabError("--address names a Ray cluster: use it with --backend ray")
-    configs = plan_sweep(spec)
-    if executor == "ray":
-        check_ray_address(address)
+    what is not stored yet; each finished cohort is stored at once. ``prepared``: what
+    :func:`prepare_sweep` returned, when the caller has it already."""
+    configs, dataset, net = prepared or prepare_sweep(spec)
     run_ids = [c.run_id for c in configs]
-    with Store(db) as store:
-        check_store_writable(store)
+
+    def record(store: Store) -> None:
         check_same_grid(store, spec.name, run_ids)
         store.write_sweep(spec.name, spec.to_dict(), run_ids)
-        done = store.run_ids()
-    todo = [c for c in configs if c.run_id not in done]
-    if on_start is not None:
-        on_start(sum(c.epochs for c in todo))
-    for results in run_cohorts(group_cohorts(todo), executor, workers, on_epochs=progress, address=address,
-                               grid=group_cohorts(configs)):
-        with Store(db) as store:
-            store.write(results, __version__)
-    return SweepRun(spec.name, run_ids, len(todo), len(configs) - len(todo), sum(c.epochs for c in todo))
+
+    result = run_configs(configs, dataset, net, db=db, progress=progress, executor=executor, workers=workers,
+                         address=address, collect=False, before=record)
+    todo = [c for c in configs if c.run_id not in set(result.skipped)]
+    return SweepRun(spec.name, run_ids, len(todo), len(result.skipped), sum(c.epochs for c in todo))
 
 
 def check_same_grid(store: Store, name: str, run_ids: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 torchax (PyTorch on JAX) does not import with the installed torch, so a PyTorch model is not
 turned into the JAX ``init``/``apply`` pair: :class:`TorchModel` says ``backend = "torch"``
-and ``engine/backends.py`` sends its cohorts to ``engine/torch_cohort.py``, which trains the
+and ``engine/backends.py`` sends its cohorts to ``engine/torch_backend.py``, which trains the
 user's module itself (``torch.func`` for cohorts of runs).
 
 Initialization: a factory is called under a seeded torch generator; a module given as an

@@ -1,8 +1,9 @@
-"""Process-wide JAX settings: thread counts and the persistent compilation cache.
+"""Process-wide set-up for the array libraries: thread counts and JAX's compilation cache.
 
 Small models run fastest single-threaded on few cores, and two BLAS/Eigen pools fighting
 for two cores can be many times slower, so XLA's CPU threading is turned off unless the
-user set ``XLA_FLAGS`` themselves. Compiled programs are cached on disk
+user set ``XLA_FLAGS`` themselves (and the torch backend keeps one intra-op thread,
+``engine/torch_backend.py``). Compiled programs are cached on disk
 (``BATCHLAB_CACHE_DIR``, default ``~/.cache/batchlab/jax``; ``BATCHLAB_CACHE_DIR=off``
 disables it) so repeated commands, tests and sweep workers skip compilation.
 """
@@ -22,16 +23,16 @@ def configure_threads() -> None:
 
 def configure_cache() -> None:
     """JAX's compilation cache in this environment's folder of compiled programs
-    (``engine/saved_programs.py``), which batchlab's own saved programs share."""
+    (``cachedir.programs_folder``), which batchlab's own saved programs share."""
     global _configured
     if _configured:
         return
     _configured = True
     import jax
 
-    from batchlab.engine.saved_programs import folder
+    from batchlab.cachedir import programs_folder
 
-    where = folder()
+    where = programs_folder()
     if where is None or not where.is_dir():
         return  # caching is off, or the folder cannot be made: that only costs speed
     jax.config.update("jax_compilation_cache_dir", str(where))

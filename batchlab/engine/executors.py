@@ -1,13 +1,14 @@
 """Where cohorts run: in this process (``local``, the default: one thread per core,
 ``engine/parallel.py``), in worker processes, or as Ray tasks on a running cluster
-(``address``) or a local Ray started for the sweep.
+(``address``) or a local Ray started for the command.
 
 Threads share the imports, the data and every compiled program, so they start at once; on
 this 2-core machine the 180-run digits sweep trained in 4.2 s in two threads against 8.2 s in
 one (programs compiled). Worker processes each import JAX and trace their own programs, which
 cost about 2.5 s more for that sweep; they remain for isolation. Workers rebuild the data and
-model from the runs' configs and send back finished runs; only the driver writes the store.
-On a cluster, batchlab must be installed on the nodes.
+model from the runs' configs (a model given as a Python object cannot be rebuilt: give it as
+``file.py:function``) and send back finished runs; only the driver writes the store. On a
+cluster, batchlab must be installed on the nodes.
 """
 
 from __future__ import annotations
@@ -15,17 +16,33 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
-from batchlab.engine.backends import backend_of, cancel_pending, plan, train_cohort
-from batchlab.engine.parallel import in_threads
-from batchlab.results import RunResult
+from batchlab.engine.backends import plan, train_cohort, train_cohorts
 from batchlab.errors import BatchlabError
+from batchlab.results import RunResult
 
 EXECUTORS = ("auto", "local", "processes", "ray")
+Progress = Callable[[int], None]  # called with the number of run-epochs just completed
 _cache: dict = {}
+
+
+def check_executor(executor: str, workers: int | None, address: str | None, configs: Sequence[RunConfig]) -> None:
+    """Refuse, before anything trains, an executor that cannot run these runs."""
+    if executor not in EXECUTORS:
+        raise BatchlabError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise BatchlabError(f"workers must be an integer >= 1, got {workers!r}")
+    if address is not None and executor != "ray":
+        raise BatchlabError("--address names a Ray cluster: use it with --backend ray")
+    if executor in ("processes", "ray"):
+        custom = next((c.model.name for c in configs if c.model.name.startswith("custom:")), None)
+        if custom is not None:
+            raise BatchlabError(f"model {custom[len('custom:'):]!r} was given as a Python object and cannot be "
+                                f"rebuilt by a worker: give it as file.py:function, or use the local executor")
+    if executor == "ray":
+        check_ray_address(address)
 
 
 def _data_and_model(cfg: RunConfig):
@@ -41,73 +58,66 @@ def _data_and_model(cfg: RunConfig):
     return _cache[key]
 
 
-def train_job(cohort: list[RunConfig], shapes: dict | None = None) -> list[RunResult]:
+def train_job(cohort: list[RunConfig], shapes: dict | None = None, checkpoints: tuple[int, ...] = ()
+              ) -> list[RunResult]:
     """Train one cohort from its configs alone (what a worker runs), with the programs the
     driver planned for it (``shapes``)."""
     dataset, model = _data_and_model(cohort[0])
-    results = train_cohort(cohort, dataset, model, shapes=shapes)
-    for result in results:
-        result.params = None  # not needed by the driver; keeps the transfer small
+    results = train_cohort(cohort, dataset, model, shapes=shapes, checkpoints=checkpoints)
+    if not checkpoints:
+        for result in results:
+            result.params = None  # not needed by the driver; keeps the transfer small
     return results
 
 
-def _planned(cohorts: list[list[RunConfig]], compile_now: bool, grid: list[list[RunConfig]] | None
-             ) -> list[dict | None]:
-    """The planned programs of each cohort, planned per dataset and model over the sweep's
-    whole ``grid`` (batch sizes share programs across cohorts: ``engine/programs.py``)."""
-    def kind(cohort):
-        return cohort[0].data, cohort[0].model
-
-    grid = cohorts if grid is None else grid
-    shapes: list[dict | None] = [None] * len(cohorts)
-    for key in dict.fromkeys(map(kind, cohorts)):
-        members = [i for i, cohort in enumerate(cohorts) if kind(cohort) == key]
-        dataset, model = _data_and_model(cohorts[members[0]][0])
-        planned = plan([cohorts[i] for i in members], dataset, model, compile_now,
-                       grid=[cohort for cohort in grid if kind(cohort) == key])
-        for i, shape in zip(members, planned):
-            shapes[i] = shape
-    return shapes
-
-
-def run_cohorts(cohorts: list[list[RunConfig]], executor: str = "auto", workers: int | None = None,
-                on_epochs: Callable[[int], None] | None = None, address: str | None = None,
-                grid: list[list[RunConfig]] | None = None) -> Iterator[list[RunResult]]:
-    """Yield each cohort's results as it finishes; ``grid``: every cohort of the sweep, stored
-    ones included, over which programs are planned (default: ``cohorts``). ``workers``: threads
-    (``local``), processes or Ray tasks side by side (default: one per core; Ray: at most 2)."""
-    if workers is not None and workers < 1:
-        raise BatchlabError(f"workers must be >= 1, got {workers}")
-    if executor == "auto":
-        executor = "local"
-    shapes = _planned(cohorts, executor == "local", grid)
+def run_cohorts(cohorts: list[list[RunConfig]], dataset, model, *, executor: str = "auto",
+                workers: int | None = None, address: str | None = None, progress: Progress | None = None,
+                checkpoints: tuple[int, ...] = (), grid: list[list[RunConfig]] | None = None
+                ) -> Iterator[list[RunResult]]:
+    """Yield each cohort's results as it finishes (in this process with ``dataset`` and
+    ``model``, or in workers that rebuild them); ``grid``: every cohort of the command, stored
+    ones included, over which programs are planned (default: ``cohorts``). ``workers``:
+    threads (``local``), processes or Ray tasks side by side (default: one per core; Ray: at
+    most 2). ``progress`` counts run-epochs: epoch by epoch here, cohort by cohort in workers."""
+    if executor in ("auto", "local"):
+        yield from train_cohorts(cohorts, dataset, model, on_epoch=lambda cohort: epoch_counter(progress, len(cohort)),
+                                 checkpoints=checkpoints, grid=grid, threads=workers)
+        return
+    shapes = plan(cohorts, dataset, model, compile_now=False, grid=grid)
+    jobs = [(cohort, planned, checkpoints) for cohort, planned in zip(cohorts, shapes)]
     if executor == "ray":
-        yield from _ray_cohorts(cohorts, shapes, address, workers or min(os.cpu_count() or 1, 2), on_epochs)
-        return
-    if executor == "local":
-        jobs = [partial(train_job, cohort, planned) for cohort, planned in zip(cohorts, shapes)]
-        # PyTorch cohorts one after another: torch's random generator and threads are process-wide.
-        torch = any(backend_of(_data_and_model(cohort[0])[1]) == "torch" for cohort in cohorts)
-        try:
-            for results in in_threads(jobs, 1 if torch else workers):
-                if on_epochs:
-                    on_epochs(sum(r.config.epochs for r in results))
-                yield results
-        finally:
-            cancel_pending()
-        return
+        finished = _ray_cohorts(jobs, address, workers or min(os.cpu_count() or 1, 2))
+    else:
+        finished = _process_cohorts(jobs, workers)
+    for cohort, results in finished:
+        if progress:
+            progress(sum(c.epochs for c in cohort))
+        yield results
+
+
+def epoch_counter(progress: Progress | None, runs: int) -> Callable[[int], None] | None:
+    """Turn a cohort's 'epoch e finished' into run-epochs completed (early stops jump ahead)."""
+    if progress is None:
+        return None
+    last = [0]
+
+    def on_epoch(epoch: int) -> None:
+        progress((epoch - last[0]) * runs)
+        last[0] = epoch
+
+    return on_epoch
+
+
+def _process_cohorts(jobs: list[tuple], workers: int | None) -> Iterator[tuple[list[RunConfig], list[RunResult]]]:
     context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
     pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
     try:
-        pending = {pool.submit(train_job, cohort, planned): cohort for cohort, planned in zip(cohorts, shapes)}
+        pending = {pool.submit(train_job, *job): job[0] for job in jobs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 cohort = pending.pop(future)
-                results = future.result()
-                if on_epochs:
-                    on_epochs(sum(c.epochs for c in cohort))
-                yield results
+                yield cohort, future.result()
     finally:  # on Ctrl-C or an error: drop queued cohorts, do not wait for them
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -153,7 +163,8 @@ def _ray_init(ray, address: str | None, workers: int) -> None:
         ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
 
 
-def _ray_cohorts(cohorts, shapes, address: str | None, workers: int, on_epochs) -> Iterator[list[RunResult]]:
+def _ray_cohorts(jobs: list[tuple], address: str | None, workers: int
+                 ) -> Iterator[tuple[list[RunConfig], list[RunResult]]]:
     try:
         import ray
     except ImportError:
@@ -163,14 +174,11 @@ def _ray_cohorts(cohorts, shapes, address: str | None, workers: int, on_epochs) 
         _ray_init(ray, address, workers)
     try:
         task = ray.remote(num_cpus=1)(train_job)
-        pending = {task.remote(cohort, planned): cohort for cohort, planned in zip(cohorts, shapes)}
+        pending = {task.remote(*job): job[0] for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cohort = pending.pop(done[0])
-            results = ray.get(done[0])
-            if on_epochs:
-                on_epochs(sum(c.epochs for c in cohort))
-            yield results
+            yield cohort, ray.get(done[0])
     finally:
         if started:
             ray.shutdown()

@@ -45,3 +45,11 @@ def target_variance(y: np.ndarray) -> float:
     """Variance of regression targets, pooled over outputs (the denominator of R^2)."""
     y = np.asarray(y, np.float64)
     return float(np.mean(np.square(y - y.mean(axis=0)))) if len(y) else float("nan")
+
+
+def masked_loss_sum(model, params, model_state, x, y, mask, *, train: bool, key):
+    """Sum of per-example losses (the model's task) over the real rows (``mask``);
+    aux = (sum of per-example scores: correct count or squared errors, new model state)."""
+    outputs, new_state = model.apply(params, model_state, x, train=train, key=key)
+    losses, scores = row_losses(model.task, outputs, y)
+    return jnp.sum(losses * mask), (jnp.sum(scores * mask), new_state)

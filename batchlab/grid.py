@@ -1,0 +1,192 @@
+"""From settings to runs: every combination of the grid axes as a resolved, validated config.
+
+The settings are those of ``settings.py``, read; the axes are the settings declared as axes
+(batch size x optimizer x lr x momentum x weight decay x seed). Everything that depends on
+the data (N) or on the choices together is checked here, before anything trains, so every
+interface (``batchlab.train``, ``train``, ``sweep``, config files, studies) gets the same
+messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Sequence
+
+from batchlab import budget
+from batchlab.config import DataConfig, EarlyStopping, ModelConfig, OptimizerConfig, Phase, RunConfig, monitorable
+from batchlab.errors import BatchlabError
+from batchlab.instruments import uses_halves
+from batchlab.parsing import check_seed, parse_float, resolve_batch_size
+from batchlab.settings import BY_NAME, DEFAULT_WEIGHT_DECAY, read_given, training_defaults
+
+Values = dict[str, Any]
+
+
+def build_configs(data: DataConfig, n_train: int, model: ModelConfig, **settings: Any) -> list[RunConfig]:
+    """The runs that settings given by name make (the others at their defaults; see
+    :func:`runs_of`) for ``data`` of ``n_train`` training rows and ``model``."""
+    return runs_of({**training_defaults(), **read_given(settings)}, data, n_train, model)
+
+
+def runs_of(values: Values, data: DataConfig, n_train: int, model: ModelConfig) -> list[RunConfig]:
+    """Every combination of batch size x optimizer x lr x momentum x weight decay x seed, as
+    resolved configs in that order (each once). ``values``: every training setting, read.
+
+    ``phases`` change the batch size and/or learning rate at given epochs. ``schedule`` decays
+    the learning rate: ``step`` multiplies it by ``decay`` (default 0.1) after each epoch in
+    ``decay_epochs``; ``cosine`` and ``linear`` anneal it to ``decay`` x lr (default 0) over the
+    run. Both, and ``warmup_epochs``, are turned into update counts here, phases included.
+    """
+    early = early_stopping(values, data.task)
+    _check_together(values)
+    sizes = list(dict.fromkeys(resolve_batch_size(b, n_train) for b in values["batch_size"]))
+    phases = resolve_phases(values["phases"], n_train, values["epochs"])
+    configs = []
+    for b, name, lr, momentum, decay, seed in itertools.product(
+            sizes, values["optimizer"], values["lr"], values["momentum"], _decays(values), values["seeds"]):
+        updates = budget.updates_after(n_train, b, phases, values["drop_last"])
+        configs.append(RunConfig(
+            data=data, model=model, optimizer=_optimizer(values, name, lr, momentum, decay, updates),
+            phases=phases, batch_size=b, epochs=values["epochs"], seed=seed,
+            init_seed=_seed(values, "init_seed", seed), data_seed=_seed(values, "data_seed", seed),
+            dropout_seed=_seed(values, "dropout_seed", seed), reduction=values["reduction"],
+            drop_last=values["drop_last"], shuffle=values["shuffle"], early_stopping=early,
+            micro_batch=values["micro_batch"], instruments=values["instruments"]))
+    configs = list({c.run_id: c for c in configs}.values())
+    check_memory(configs, n_train)
+    return configs
+
+
+def _seed(values: Values, name: str, seed: int) -> int:
+    return seed if values[name] is None else values[name]
+
+
+def _decays(values: Values) -> list[float | None]:
+    return [None] if values["weight_decay"] is None else values["weight_decay"]
+
+
+def _optimizer(values: Values, name: str, lr: float, momentum: float, decay: float | None,
+               updates) -> OptimizerConfig:
+    """The optimizer of one run: what applies to ``name`` (momentum and Nesterov to sgd, the
+    betas and eps to adam and adamw; the others keep their defaults, so they never split runs
+    that train alike), and the schedule in updates."""
+    sgd = name == "sgd"
+    opt = OptimizerConfig(
+        name, lr, momentum if sgd else 0.0, values["nesterov"] and sgd,
+        b1=values["beta1"] if not sgd else OptimizerConfig.b1, b2=values["beta2"] if not sgd else OptimizerConfig.b2,
+        eps=values["eps"] if not sgd else OptimizerConfig.eps, warmup_steps=round(values["warmup_epochs"] * updates(1)),
+        weight_decay=DEFAULT_WEIGHT_DECAY[name] if decay is None else decay, clip_norm=values["clip_norm"])
+    schedule, decay_factor = values["schedule"], values["decay"]
+    if schedule == "step":
+        opt = dataclasses.replace(opt, schedule="step", schedule_steps=tuple(updates(e) for e in values["decay_epochs"]),
+                                  decay=0.1 if decay_factor is None else decay_factor)
+    elif schedule in ("cosine", "linear"):
+        opt = dataclasses.replace(opt, schedule=schedule, schedule_steps=(updates(values["epochs"]),),
+                                  decay=0.0 if decay_factor is None else decay_factor)
+    return opt
+
+
+def _check_together(values: Values) -> None:
+    """Settings that are valid alone but not with the others."""
+    optimizers = values["optimizer"]
+    if "sgd" not in optimizers:
+        if any(m != 0.0 for m in values["momentum"]):
+            raise BatchlabError("momentum applies to sgd only; Adam's moments are set by beta1/beta2")
+        if values["nesterov"]:
+            raise BatchlabError("nesterov applies to sgd only")
+    if optimizers == ["sgd"]:
+        for name in ("beta1", "beta2", "eps"):
+            if values[name] != BY_NAME[name].default:
+                raise BatchlabError(f"{name} applies to adam and adamw, not sgd")
+    if values["schedule"] == "step" and not values["decay_epochs"]:
+        raise BatchlabError("a step schedule needs the epochs after which lr decays (decay_epochs)")
+    if values["micro_batch"] is not None and uses_halves(values["instruments"]):
+        raise BatchlabError("the noise-scale instruments split each batch in two halves; "
+                            "they cannot be combined with --micro-batch")
+    for name in ("init_seed", "data_seed", "dropout_seed"):
+        if values[name] is not None:
+            check_seed(values[name], name.replace("_", " "))
+
+
+def early_stopping(values: Values, task: str) -> EarlyStopping | None:
+    """The early-stopping rule the settings ask for (``patience`` given), checked against the
+    task's metrics."""
+    if values["patience"] is None:
+        return None
+    watchable = monitorable(task)
+    if values["monitor"] not in watchable:
+        raise BatchlabError(f"cannot monitor {values['monitor']!r} in a {task}: choose one of {', '.join(watchable)}")
+    return EarlyStopping(values["monitor"], values["patience"], values["min_delta"], values["restore_best"])
+
+
+def resolve_phases(phases: Sequence[Phase], n_train: int, epochs: int) -> tuple[Phase, ...]:
+    """Validated phases in epoch order: each starts after 1..epochs-1 epochs, B in [1, N], lr > 0."""
+    out = []
+    for phase in phases:
+        if isinstance(phase.epoch, bool) or not isinstance(phase.epoch, int) or phase.epoch < 1:
+            raise BatchlabError(f"phase start epoch must be an integer >= 1, got {phase.epoch!r}")
+        if phase.epoch >= epochs:
+            raise BatchlabError(f"a phase starting after epoch {phase.epoch} never runs in {epochs} epochs")
+        size = None if phase.batch_size is None else resolve_batch_size(phase.batch_size, n_train)
+        rate = None if phase.lr is None else parse_float(phase.lr, "phase learning rate", positive=True)
+        if size is None and rate is None:
+            raise BatchlabError(f"the phase after epoch {phase.epoch} changes neither batch size nor lr")
+        out.append(Phase(phase.epoch, size, rate))
+    starts = [p.epoch for p in out]
+    if starts != sorted(set(starts)):
+        raise BatchlabError(f"phases must start at distinct epochs in increasing order, got {starts}")
+    return tuple(out)
+
+
+def group_cohorts(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
+    """Runs that can share one compiled, vmapped program, in first-seen order."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for cfg in configs:
+        groups.setdefault(cfg.cohort_key(), []).append(cfg)
+    return list(groups.values())
+
+
+# What a run keeps in host memory: per step mb_loss, mb_acc and one value per instrument; per
+# epoch about this many metrics (losses, accuracies, running averages, norms, times).
+EPOCH_SERIES = 16
+BYTES_PER_VALUE = 8
+COPIES = 2  # the device's stacked outputs and their host copy exist at the same time
+
+
+def memory_estimate(configs: Sequence[RunConfig], n_train: int) -> int:
+    """Bytes the recorded series of ``configs`` take in memory:
+    runs x steps x (2 + instruments) x 8 bytes (+ the per-epoch series), twice (device + host copy)."""
+    total = 0
+    for cfg in configs:
+        steps = cfg.updates_after(n_train, cfg.epochs)
+        total += (steps * (2 + len(cfg.instruments)) + (cfg.epochs + 1) * EPOCH_SERIES) * BYTES_PER_VALUE
+    return total * COPIES
+
+
+def memory_limit() -> int:
+    """Half the machine's physical memory (``os.sysconf``), or 8 GiB where that is unknown."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2 ** 30
+
+
+def check_memory(configs: Sequence[RunConfig], n_train: int) -> None:
+    """Refuse, before anything trains, runs whose records would not fit in half the machine's memory."""
+    need, limit = memory_estimate(configs, n_train), memory_limit()
+    if need > limit:
+        raise BatchlabError(f"these {len(configs)} run(s) would record about {need / 2 ** 30:,.1f} GiB of series "
+                            f"(limit: half this machine's memory, {limit / 2 ** 30:,.1f} GiB); "
+                            f"use fewer epochs, runs or instruments")
+
+
+def epochs_for(kind: str, amount: float, n: int, batch_size: int) -> int:
+    """Epochs that hold a sweep's budget at this batch size (rounded up to whole epochs)."""
+    if kind == "epochs":
+        return int(amount)
+    per_epoch = budget.steps_per_epoch(n, batch_size) if kind == "steps" else n
+    return max(1, math.ceil(amount / per_epoch))

@@ -1,0 +1,173 @@
+"""Parsing of what users give: text from the command line or a config file, numbers, lists
+(``"1,32,full"``, ``"1:1024"``), seeds and widths. Each error is one line that names the
+setting and shows the bad value as text, so the command line, a config file and the Python
+API say the same thing about the same value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from batchlab.errors import BatchlabError
+
+FULL = "full"  # batch size N: batch gradient descent
+SEED_LIMIT = 2 ** 63  # seeds are 64-bit (JAX's PRNGKey and NumPy take any value in [0, 2**63))
+MAX_SEEDS = 10_000  # a seed count above this is a typo, not an experiment (it would build the list first)
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def shown(value: Any) -> str:
+    """A value as an error shows it: its text, quoted (``'abc'``, ``'1.5'``, ``'1,2'``)."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return repr(str(value).strip())
+
+
+def items_of(spec: Any) -> list:
+    """A list as given (list or tuple), or the comma-separated parts of a text or number."""
+    return list(spec) if isinstance(spec, (list, tuple)) else [p.strip() for p in str(spec).split(",")]
+
+
+def parse_int(text: Any, what: str) -> int:
+    """An integer from ``12``, ``"12"``, ``"1e3"`` or ``"12.0"``; exact for integers of any size.
+    ``True``/``False`` are not integers here."""
+    if isinstance(text, bool):
+        raise BatchlabError(f"{what} must be an integer, got {shown(text)}")
+    if isinstance(text, int):
+        return text
+    text = str(text).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise BatchlabError(f"{what} must be an integer, got {shown(text)}") from None
+    if not math.isfinite(value) or value != int(value):
+        raise BatchlabError(f"{what} must be an integer, got {shown(text)}")
+    return int(value)
+
+
+def parse_float(item: Any, what: str, *, positive: bool = False, low: float | None = None,
+                high: float | None = None, closed: bool = False) -> float:
+    """A finite number, if asked > 0 and within [low, high) ([low, high] with ``closed``)."""
+    try:
+        if isinstance(item, bool):
+            raise ValueError
+        value = float(str(item).strip()) if isinstance(item, str) else float(item)
+    except (TypeError, ValueError):
+        raise BatchlabError(f"{what} must be a number, got {shown(item)}") from None
+    if not math.isfinite(value):
+        raise BatchlabError(f"{what} must be finite, got {shown(item)}")
+    if positive and value <= 0:
+        raise BatchlabError(f"{what} must be > 0, got {shown(item)}")
+    above = high is not None and (value > high if closed else value >= high)
+    if low is not None and value < low or above:
+        raise BatchlabError(f"{what} must lie in [{low:g}, {high:g}{']' if closed else ')'}, got {shown(item)}")
+    return value
+
+
+def parse_floats(spec: Any, what: str, **bounds: Any) -> list[float]:
+    """``"0.001,0.01"`` -> [0.001, 0.01], each checked by :func:`parse_float`."""
+    out = [parse_float(item, what, **bounds) for item in items_of(spec) if item != ""]
+    if not out:
+        raise BatchlabError(f"no {what} given")
+    return out
+
+
+def parse_bool(value: Any, what: str) -> bool:
+    """``True``/``False``, or their text (true/false, yes/no, 1/0, on/off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE or text in FALSE:
+        return text in TRUE
+    raise BatchlabError(f"{what} must be true or false, got {shown(value)}")
+
+
+def parse_choice(value: Any, what: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``, exactly."""
+    text = str(value).strip()
+    if isinstance(value, str) and text in choices:
+        return text
+    raise BatchlabError(f"unknown {what} {shown(value)}: choose one of {', '.join(choices)}")
+
+
+def check_seed(value: int, what: str = "seed") -> int:
+    """A seed must be an integer in [0, 2**63): what the random generators accept."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise BatchlabError(f"{what} must be an integer in [0, 2**63), got {shown(value)}")
+    return value
+
+
+def parse_batch_sizes(spec: str | int | list) -> list[int | str]:
+    """``"1,32,full"`` -> [1, 32, 'full']; ``"1:1024"`` -> powers of two 1..1024; ints pass through.
+
+    Values are checked against N later (:func:`resolve_batch_size`); here only their form.
+    """
+    items = [spec] if isinstance(spec, int) and not isinstance(spec, bool) else items_of(spec)
+    out: list[int | str] = []
+    for item in items:
+        if isinstance(item, str) and item.strip().lower() == FULL:
+            out.append(FULL)
+        elif isinstance(item, str) and ":" in item:
+            lo_text, hi_text = item.split(":", 1)
+            lo, hi = parse_int(lo_text, "batch size"), parse_int(hi_text, "batch size")
+            if lo < 1 or hi < lo:
+                raise BatchlabError(f"batch-size range {shown(item)} must be a:b with 1 <= a <= b")
+            b = lo
+            while b <= hi:
+                out.append(b)
+                b *= 2
+        elif isinstance(item, str):
+            if not item.strip():
+                raise BatchlabError(f"empty entry in batch sizes {shown(spec)}")
+            out.append(parse_int(item, "batch size"))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append(item)
+        else:
+            raise BatchlabError(f"batch size must be an integer or 'full', got {shown(item)}")
+    for b in out:
+        if b != FULL and b < 1:
+            raise BatchlabError(f"batch size must be >= 1, got {shown(b)}")
+    if not out:
+        raise BatchlabError("no batch size given")
+    return out
+
+
+def resolve_batch_size(b: int | str, n: int) -> int:
+    """'full' -> N; an integer must lie in [1, N] (an error names it otherwise)."""
+    from batchlab.budget import check_batch_size
+
+    return n if b == FULL else check_batch_size(b, n)
+
+
+def parse_seeds(spec: str | int | list) -> list[int]:
+    """``5`` -> seeds 0..4; ``"3,7"`` -> [3, 7]; each seed in [0, 2**63), at most 10,000 of them."""
+    if isinstance(spec, (list, tuple)) or "," in str(spec):
+        seeds = [parse_int(s, "seed") for s in items_of(spec)]
+    else:
+        count = parse_int(spec, "number of seeds")
+        if not 1 <= count <= MAX_SEEDS:
+            raise BatchlabError(f"number of seeds must lie in [1, {MAX_SEEDS:,}], got {shown(count)}")
+        return list(range(count))
+    if not 1 <= len(seeds) <= MAX_SEEDS:
+        raise BatchlabError(f"give 1 to {MAX_SEEDS:,} seeds, got {len(seeds)}")
+    return [check_seed(s) for s in seeds]
+
+
+def parse_ints(spec: str | int | list, what: str, low: int = 0) -> list[int]:
+    """``"2,30"`` -> [2, 30]; each an integer >= ``low``."""
+    values = [parse_int(item, what) for item in items_of(spec)]
+    if not values or any(v < low for v in values):
+        raise BatchlabError(f"{what} must be integers >= {low}, got {shown(spec)}")
+    return values
+
+
+def parse_widths(spec: str | int | list | tuple) -> tuple[int, ...]:
+    """``"256,256"`` -> (256, 256); ``""`` -> () (no hidden layer)."""
+    widths = tuple(parse_int(w, "hidden width") for w in items_of(spec) if str(w).strip())
+    if any(w < 1 for w in widths):
+        raise BatchlabError(f"hidden widths must be >= 1, got {shown(spec)}")
+    return widths
