@@ -29,45 +29,13 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
     ``drawer``: a command's figure helpers, which then build the studies' sections (their
     analyses and figures) side by side while this process builds the others.
     """
-    from batchlab.store import Store
-
-    db = Path(db)
-    with Store(db, create=False) as store:
-        studies = store.studies()
-        sweeps = {name: (spec, store.sweep_run_ids(name)) for name, spec in store.sweeps().items()}
-        if study is None:
-            claimed = {r for record in studies.values() for ids in record.get("groups", {}).values() for r in ids}
-            claimed |= {r for _, ids in sweeps.values() for r in ids}
-            loose = [run for run in store.load(steps=False) if run.run_id not in claimed]
-    out_dir = Path(out_dir)
+    db, out_dir = Path(db), Path(out_dir)
+    studies, sweeps, loose = _read_store(db, loose=study is None)
     out_dir.mkdir(parents=True, exist_ok=True)
-
     if study is not None:
-        if study not in studies:
-            known = ", ".join(sorted(studies)) or "none"
-            raise BatchlabError(f"no study {study!r} recorded in {db} (recorded: {known}); "
-                                f"run it first: batchlab study {study} --db {db}")
-        section = _study(study, studies[study], db, alone=True)
-        text = h.page(f"batchlab · {study}", _header(db, f"Study {study}", "") + section.body)
-        path = out_dir / f"{h.slug(study)}.html"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return _study_page(study, studies, db, out_dir)
 
-    from batchlab.report.runs import runs_sections
-    from batchlab.report.sweeps import sweep_section
-
-    drawer = drawer or FigureDrawer(helpers=0)
-    for name in sorted(studies):
-        drawer.call("batchlab.report.studies:study_section", name, studies[name], db)
-    later = [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
-             for name, (spec, ids) in sorted(sweeps.items())]
-    later += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
-    sections = []
-    for section in drawer.results():  # study_section turns a study's failures into notices
-        if isinstance(section, Exception):
-            raise section
-        sections.append(section)
-    sections += later
+    sections = _sections(studies, sweeps, loose, db, drawer or FigureDrawer(helpers=0))
     for section in sections:
         for problem in section.problems:
             warnings.warn(f"report, {section.title}: {problem}", stacklevel=2)
@@ -81,6 +49,54 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
     path = out_dir / "index.html"
     path.write_text(h.page("batchlab report", body, _nav(sections)), encoding="utf-8")
     return path
+
+
+def _read_store(db: Path, loose: bool) -> tuple[dict, dict, list]:
+    """The store's studies (records by name), its sweeps (spec and run ids by name) and, if
+    ``loose``, the runs that belong to no study or sweep (else ``[]``)."""
+    from batchlab.store import Store
+
+    with Store(db, create=False) as store:
+        studies = store.studies()
+        sweeps = {name: (spec, store.sweep_run_ids(name)) for name, spec in store.sweeps().items()}
+        if not loose:
+            return studies, sweeps, []
+        claimed = {r for record in studies.values() for ids in record.get("groups", {}).values() for r in ids}
+        claimed |= {r for _, ids in sweeps.values() for r in ids}
+        return studies, sweeps, [run for run in store.load(steps=False) if run.run_id not in claimed]
+
+
+def _study_page(name: str, studies: dict, db: Path, out_dir: Path) -> Path:
+    """Write study ``name``'s page alone, ``out_dir/<name>.html``, and return its path."""
+    if name not in studies:
+        known = ", ".join(sorted(studies)) or "none"
+        raise BatchlabError(f"no study {name!r} recorded in {db} (recorded: {known}); "
+                            f"run it first: batchlab study {name} --db {db}")
+    section = _study(name, studies[name], db, alone=True)
+    text = h.page(f"batchlab · {name}", _header(db, f"Study {name}", "") + section.body)
+    path = out_dir / f"{h.slug(name)}.html"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _sections(studies: dict, sweeps: dict, loose: list, db: Path, drawer: FigureDrawer) -> list[Section]:
+    """Every section of the full page: the studies (sent to ``drawer`` first, so that its helpers
+    build them while this process builds the sweeps and the groups of runs), then the sweeps,
+    then the groups of training runs."""
+    from batchlab.report.runs import runs_sections
+    from batchlab.report.sweeps import sweep_section
+
+    for name in sorted(studies):
+        drawer.call("batchlab.report.studies:study_section", name, studies[name], db)
+    later = [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
+             for name, (spec, ids) in sorted(sweeps.items())]
+    later += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
+    sections = []
+    for section in drawer.results():  # study_section turns a study's failures into notices
+        if isinstance(section, Exception):
+            raise section
+        sections.append(section)
+    return sections + later
 
 
 def _study(name: str, record: dict, db: Path, alone: bool = False) -> Section:

@@ -2,7 +2,7 @@
 
 Each text is short HTML (a title and two or three paragraphs); references name the papers a
 reader can follow up. ``STUDY_CONCEPTS`` maps a study's name to the concepts its page
-explains; sweeps and groups of training runs have their own lists.
+explains; sweeps have their own list (``SWEEP_CONCEPTS``).
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ STUDY_CONCEPTS: dict[str, tuple[str, ...]] = {
     "throughput": ("batch-epoch-update", "critical-batch"),
 }
 SWEEP_CONCEPTS = ("critical-batch", "lr-scaling")
-RUNS_CONCEPTS = ("batch-epoch-update",)
 DEFAULT_CONCEPTS = ("batch-epoch-update",)
 
 

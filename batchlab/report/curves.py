@@ -15,7 +15,6 @@ import pandas as pd
 
 from batchlab.analysis.curves import group_columns, group_label
 
-X_AXES = ("epoch", "step", "samples_seen")
 METRICS = ("test_acc", "train_acc", "test_r2", "train_r2", "test_loss", "train_loss")
 
 

@@ -114,5 +114,5 @@ def page(title: str, body: str, nav: str = "") -> str:
     """The whole document: inline CSS and script, no external resource."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
-            f"<body>{nav}<main id=\"top\">{body}</main><script>{SCRIPT}</script></body></html>\n")
+            f"<title>{esc(title)}</title><style>\n{STYLE}</style></head>"
+            f"<body>{nav}<main id=\"top\">{body}</main><script>\n{SCRIPT}</script></body></html>\n")

@@ -10,6 +10,7 @@ with a notice saying why the figures are missing.
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,41 +27,17 @@ from batchlab.report.runs import settings_details
 def study_section(name: str, record: dict, db: str | Path, *, alone: bool = False) -> Section:
     """The section of study ``name`` from its stored ``record``; ``alone`` for a page of its own
     (its first concept shown open: there is no glossary to turn to)."""
-    from batchlab.studies import get_study
-    from batchlab.studies.outputs import analyse_stored, load_study_data, membership_frame
+    from batchlab.studies.outputs import membership_frame
 
     anchor = f"study-{h.slug(name)}"
     settings = record.get("settings", {})
     problems: list[str] = []
-    study = None
-    try:
-        study = get_study(name)
-    except Exception as exc:  # a study recorded by another batchlab version
-        problems.append(f"this batchlab has no study called {name!r} ({exc}); showing its recorded findings only")
-    question = study.question if study else record.get("question", "")
-    source = study.source if study else (record.get("findings") or [{}])[0].get("source", "")
-
+    study, question, source = _identify(name, record, problems)
     membership = membership_frame(record.get("groups", {}))
-    figures_html, chart_html, findings = [], "", [_finding_dict(f) for f in record.get("findings", [])]
-    notes: list[str] = []
-    data = None
+    shown = _Shown(findings=[_finding_dict(f) for f in record.get("findings", [])])
     if study is not None and not membership.empty:
         try:
-            tables, computed = analyse_stored(study, settings, db, membership)
-            findings = [f.to_dict() for f in computed]
-            notes = study.notes(tables, settings)
-            for k, spec in enumerate(study.figures):
-                caption = _caption(spec.name)
-                try:
-                    svg = draw_svg(lambda spec=spec: spec.draw(tables, settings), f"{anchor}-f{k}", caption,
-                                   figure_key(name, spec.name, tables, settings))
-                except Exception as exc:  # noqa: BLE001 - show the other figures
-                    problems.append(f"figure {spec.name} could not be drawn: {type(exc).__name__}: {exc}")
-                    continue
-                figures_html.append(h.figure(svg, caption, f"{anchor}-{h.slug(spec.name)}"))
-            data = load_study_data(db, membership)
-            chart_html = h.chart(f"{anchor}-chart", f"{name}: learning curves of every group of runs",
-                                 chart_data(data.history, data.summary, prefix="group"))
+            _rebuild(shown, name, study, anchor, settings, db, membership, problems)
         except Exception as exc:  # noqa: BLE001 - one broken study must not hide the others
             problems.append(f"could not rebuild the figures from the store: {type(exc).__name__}: {exc}")
 
@@ -69,23 +46,77 @@ def study_section(name: str, record: dict, db: str | Path, *, alone: bool = Fals
     parts.append(_meta(record, membership))
     parts += [f'<p class="notice">{h.esc(p)}</p>' for p in problems]
     parts.append(concepts_html(concepts_for_study(name), open_first=alone))
-    parts.append("<h3>Findings</h3>" + findings_html(findings))
-    if notes:
-        parts.append("<h3>How to read this</h3>" + "".join(f"<p>{h.esc(n)}</p>" for n in notes))
-    if chart_html:
-        parts.append("<h3>Learning curves (interactive)</h3>" + chart_html)
-    if figures_html:
-        parts.append("<h3>Figures</h3>" + "".join(figures_html))
-    parts.append(_settings_block(settings, data.runs if data is not None else []))
+    parts.append("<h3>Findings</h3>" + findings_html(shown.findings))
+    if shown.notes:
+        parts.append("<h3>How to read this</h3>" + "".join(f"<p>{h.esc(n)}</p>" for n in shown.notes))
+    if shown.chart:
+        parts.append("<h3>Learning curves (interactive)</h3>" + shown.chart)
+    if shown.figures:
+        parts.append("<h3>Figures</h3>" + "".join(shown.figures))
+    parts.append(_settings_block(settings, shown.runs))
     parts.append("</section>")
+    return Section(anchor, "study", f"{name}: {question}", "".join(parts),
+                   _card(anchor, name, question, shown.findings), len(shown.figures), 1 if shown.chart else 0,
+                   problems)
 
+
+@dataclass
+class _Shown:
+    """What a study's section shows beyond its record: ``_rebuild`` fills it from the store."""
+
+    findings: list[dict]  # the recorded ones until the analysis recomputes them
+    notes: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)  # <figure> markup
+    chart: str = ""
+    runs: list = field(default_factory=list)  # for the resolved settings
+
+
+def _identify(name: str, record: dict, problems: list[str]) -> tuple[object | None, str, str]:
+    """The study called ``name`` (None, with a problem noted, if this batchlab has none), its
+    question and its source (this batchlab's, else the record's)."""
+    from batchlab.studies import get_study
+
+    study = None
+    try:
+        study = get_study(name)
+    except Exception as exc:  # a study recorded by another batchlab version
+        problems.append(f"this batchlab has no study called {name!r} ({exc}); showing its recorded findings only")
+    question = study.question if study else record.get("question", "")
+    source = study.source if study else (record.get("findings") or [{}])[0].get("source", "")
+    return study, question, source
+
+
+def _rebuild(shown: _Shown, name: str, study, anchor: str, settings: dict, db: str | Path,
+             membership: pd.DataFrame, problems: list[str]) -> None:
+    """Recompute the study's findings, notes, figures and chart from the stored runs into
+    ``shown``, in that order; a failure part way keeps what came before it (the caller notes
+    it). A figure that cannot be drawn is noted in ``problems`` and the others still are."""
+    from batchlab.studies.outputs import analyse_stored, load_study_data
+
+    tables, computed = analyse_stored(study, settings, db, membership)
+    shown.findings = [f.to_dict() for f in computed]
+    shown.notes = study.notes(tables, settings)
+    for k, spec in enumerate(study.figures):
+        caption = _caption(spec.name)
+        try:
+            svg = draw_svg(lambda spec=spec: spec.draw(tables, settings), f"{anchor}-f{k}", caption,
+                           figure_key(name, spec.name, tables, settings))
+        except Exception as exc:  # noqa: BLE001 - show the other figures
+            problems.append(f"figure {spec.name} could not be drawn: {type(exc).__name__}: {exc}")
+            continue
+        shown.figures.append(h.figure(svg, caption, f"{anchor}-{h.slug(spec.name)}"))
+    data = load_study_data(db, membership)
+    shown.runs = data.runs
+    shown.chart = h.chart(f"{anchor}-chart", f"{name}: learning curves of every group of runs",
+                          chart_data(data.history, data.summary, prefix="group"))
+
+
+def _card(anchor: str, name: str, question: str, findings: list[dict]) -> str:
     verdicts = [f["verdict"] for f in findings]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts)
-    card = (f'<div class="card"><h4><a href="#{anchor}">{h.esc(name)}</a></h4><p>{h.esc(question)}</p>'
+    return (f'<div class="card"><h4><a href="#{anchor}">{h.esc(name)}</a></h4><p>{h.esc(question)}</p>'
             f'<p class="meta">{len(findings)} finding{"s" if len(findings) != 1 else ""}'
             f'{": " + counts if counts else ""}</p></div>')
-    return Section(anchor, "study", f"{name}: {question}", "".join(parts), card, len(figures_html),
-                   1 if chart_html else 0, problems)
 
 
 def findings_html(findings: list[dict]) -> str:

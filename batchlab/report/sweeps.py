@@ -17,11 +17,7 @@ from batchlab.report.html import Section
 def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> Section:
     from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
     from batchlab.analysis.targets import parse_target
-    from batchlab.plots import learning_curves
-    from batchlab.plots.scaling import final_metrics_figure, heatmap_figure, to_target_figure
     from batchlab.report.curves import chart_data
-    from batchlab.report.figures import draw_svg
-    from batchlab.report.runs import settings_details
     from batchlab.store import Store, series_frame, summary_frame
 
     anchor = f"sweep-{h.slug(name)}"
@@ -29,14 +25,7 @@ def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> 
         runs = store.load(run_ids, steps=False)
     header = h.section_start(anchor, "sweep", f"{name}: batch size x learning rate on {spec.get('data')} "
                                               f"({spec.get('model')})")
-    lrs = f'{spec["lr_scaling"]} rule from {spec.get("base_lr")} at B={spec.get("base_batch")}' \
-        if spec.get("lr_scaling") else spec.get("lr")
-    lead = (f'<p class="lead">{len(run_ids):,} runs planned, {len(runs):,} stored · batch sizes '
-            f'{h.esc(spec.get("batch_sizes"))} · learning rates {h.esc(lrs)}'
-            f' · {h.esc(spec.get("seeds"))} seeds · budget {h.esc(spec.get("budget"))} · target '
-            f'<code>{h.esc(spec.get("target"))}</code></p>')
-    spec_rows = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in spec.items()]
-    spec_html = h.table(["sweep setting", "value"], spec_rows)
+    lead = _lead(spec, len(run_ids), len(runs))
     if not runs:
         body = header + lead + '<p class="notice">No run of this sweep is stored yet (re-run the sweep).</p></section>'
         return Section(anchor, "sweep", name, body, _card(anchor, name, spec, None, 0), problems=["no runs"])
@@ -51,7 +40,38 @@ def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> 
         best["regime"] = [fit.regime(b) for b in best.batch_size]
     at_best = history.merge(best[["batch_size", "lr"]], on=["batch_size", "lr"])
 
-    figures = []
+    figures = _figures(anchor, goal, settings, best, fit, at_best)
+    chart = h.chart(f"{anchor}-chart", f"sweep {name}: learning curves at each batch size's best lr",
+                    chart_data(at_best, summary[summary.run_id.isin(at_best.run_id)], by=["batch_size", "lr"]))
+    missing = len(run_ids) - len(runs)
+    if missing:
+        lead += (f'<p class="notice">{missing} run(s) of this sweep are not stored yet; '
+                 "the tables use the stored ones.</p>")
+    body = (header + lead + concepts_html(SWEEP_CONCEPTS, open_first=False)
+            + "<h3>Best learning rate per batch size</h3>" + best_table(best, goal) + fit_html(fit, len(reached))
+            + figures[0] + "<h3>Learning rate x batch size</h3>" + figures[1] + figures[2]
+            + "<h3>Learning curves (interactive)</h3>" + chart + figures[3]
+            + _settings_block(spec, runs) + "</section>")
+    return Section(anchor, "sweep", name, body, _card(anchor, name, spec, fit, len(runs)), len(figures),
+                   1 if chart else 0)
+
+
+def _lead(spec: dict, planned: int, stored: int) -> str:
+    lrs = f'{spec["lr_scaling"]} rule from {spec.get("base_lr")} at B={spec.get("base_batch")}' \
+        if spec.get("lr_scaling") else spec.get("lr")
+    return (f'<p class="lead">{planned:,} runs planned, {stored:,} stored · batch sizes '
+            f'{h.esc(spec.get("batch_sizes"))} · learning rates {h.esc(lrs)}'
+            f' · {h.esc(spec.get("seeds"))} seeds · budget {h.esc(spec.get("budget"))} · target '
+            f'<code>{h.esc(spec.get("target"))}</code></p>')
+
+
+def _figures(anchor: str, goal, settings, best, fit, at_best) -> list[str]:
+    """The sweep's four figures, as <figure> markup: to target vs B, the lr x B heatmap, final
+    metrics vs B and the learning curves at each B's best lr."""
+    from batchlab.plots import learning_curves
+    from batchlab.plots.scaling import final_metrics_figure, heatmap_figure, to_target_figure
+    from batchlab.report.figures import draw_svg
+
     specs = [("to_target_vs_batch", f"Updates and samples to reach {goal} vs batch size, at each B's best lr",
               lambda: to_target_figure(best, fit, str(goal))),
              ("lr_batch_heatmap", "Final test accuracy (mean over seeds) for every learning rate x batch size",
@@ -60,24 +80,20 @@ def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> 
               lambda: final_metrics_figure(best)),
              ("learning_curves_best_lr", "Learning curves at each batch size's best lr",
               lambda: learning_curves(at_best, "acc", title="Learning curves at each batch size's best lr"))]
+    figures = []
     for k, (fig_name, caption, draw) in enumerate(specs):
         svg = draw_svg(draw, f"{anchor}-f{k}", caption)
         figures.append(h.figure(svg, caption, f"{anchor}-{h.slug(fig_name)}"))
+    return figures
 
-    chart = h.chart(f"{anchor}-chart", f"sweep {name}: learning curves at each batch size's best lr",
-                    chart_data(at_best, summary[summary.run_id.isin(at_best.run_id)], by=["batch_size", "lr"]))
-    body = (header + lead + concepts_html(SWEEP_CONCEPTS, open_first=False)
-            + "<h3>Best learning rate per batch size</h3>" + best_table(best, goal) + fit_html(fit, len(reached))
-            + figures[0] + "<h3>Learning rate x batch size</h3>" + figures[1] + figures[2]
-            + "<h3>Learning curves (interactive)</h3>" + chart + figures[3]
-            + f'<details class="settings"><summary>Resolved settings</summary>{spec_html}'
-            + settings_details(runs) + "</details></section>")
-    missing = len(run_ids) - len(runs)
-    if missing:
-        body = body.replace(lead, lead + f'<p class="notice">{missing} run(s) of this sweep are not stored yet; '
-                                         "the tables use the stored ones.</p>", 1)
-    card = _card(anchor, name, spec, fit, len(runs))
-    return Section(anchor, "sweep", name, body, card, len(figures), 1 if chart else 0)
+
+def _settings_block(spec: dict, runs: list) -> str:
+    """The sweep's settings as given, then its runs' resolved settings, folded away."""
+    from batchlab.report.runs import settings_details
+
+    spec_rows = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in spec.items()]
+    return (f'<details class="settings"><summary>Resolved settings</summary>'
+            f'{h.table(["sweep setting", "value"], spec_rows)}{settings_details(runs)}</details>')
 
 
 def best_table(best, goal) -> str:
