@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import Interval, interval, trend
+from batchlab.analysis.findings import Interval, interval, interval_table, trend
 from batchlab.errors import BatchlabError
 
 GRAD_TOL = 1e-12  # Newton polishing stops below this gradient norm (float64 reaches it in a few steps)
@@ -195,22 +195,21 @@ def per_run(measurements: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 def by_batch(runs: pd.DataFrame) -> pd.DataFrame:
     """Per batch size: mean and 95% t-interval over seeds of distance, squared distance, loss gap,
     and the distance relative to the smallest batch size's mean distance."""
-    rows = []
-    for b, group in runs.groupby("batch_size", sort=True):
+    def before(group: pd.DataFrame) -> dict:
         first = group.iloc[0]
-        row = {"batch_size": int(b), "b_over_n": first.b_over_n, "seeds": len(group), "epochs": int(first.epochs),
-               "updates": int(group.steps.min()), "time_constants": float(group.time_constants.min()),
-               "noise_term": first.noise_term}
-        for name in ("distance", "sq_distance", "loss_gap"):
-            iv = interval(group[name])
-            row.update({name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high})
+        return {"b_over_n": first.b_over_n, "seeds": len(group), "epochs": int(first.epochs),
+                "updates": int(group.steps.min()), "time_constants": float(group.time_constants.min()),
+                "noise_term": first.noise_term}
+
+    def geometric(group: pd.DataFrame) -> dict:
         # Geometric mean and its interval (a t-interval of log2 values, mapped back): the scale the
         # log-log fit works on, and positive, so it can be drawn on a log axis.
         iv = interval(np.log2(group.sq_distance))
-        row.update({"sq_distance_geo": 2 ** iv.mean, "sq_distance_geo_low": 2 ** iv.low,
-                    "sq_distance_geo_high": 2 ** iv.high})
-        rows.append(row)
-    table = pd.DataFrame(rows)
+        return {"sq_distance_geo": 2 ** iv.mean, "sq_distance_geo_low": 2 ** iv.low,
+                "sq_distance_geo_high": 2 ** iv.high}
+
+    table = interval_table(runs, "batch_size", ("distance", "sq_distance", "loss_gap"), before=before,
+                           after=geometric)
     table["relative_distance"] = table.distance / table.distance.iloc[0]
     return table
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Interval, interval,
+from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Interval, interval, interval_table,
                                         verdict_from_interval)
 from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, to_target
 from batchlab.analysis.targets import Target
@@ -150,14 +150,10 @@ def noise_checkpoints(measurements: pd.DataFrame, instrument: str) -> pd.DataFra
 
 def exact_band(exact: pd.DataFrame) -> pd.DataFrame:
     """Per checkpoint epoch: mean and 95% t-interval over runs of B_simple, |G|^2 and tr(Sigma)."""
-    rows = []
-    for epoch, group in exact.groupby("epoch"):
-        row = {"epoch": epoch}
-        for key in ("noise_scale", "grad_sq", "trace"):
-            iv = interval(group[key])
-            row.update({key: iv.mean, f"{key}_low": iv.low, f"{key}_high": iv.high, "runs": iv.n})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    band = interval_table(exact, "epoch", ("noise_scale", "grad_sq", "trace"),
+                          after=lambda group: {"runs": interval(group.trace).n})
+    band.insert(4, "runs", band.pop("runs"))  # beside B_simple's columns, where the table has always had it
+    return band
 
 
 def value_at_epoch(exact: pd.DataFrame, crossing: pd.Series, key: str = "noise_scale") -> pd.Series:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import interval
+from batchlab.analysis.findings import interval_table
 
 FULL, EARLY = "full", "early"
 
@@ -92,14 +92,13 @@ def by_batch(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per batch size: mean and 95% t-interval over seeds (``q``, ``q_low``, ``q_high``) of
     every quantity in :data:`QUANTITIES`, the share of pairs that stopped early, and the
     range (``_min``/``_max``) of the best and stop epochs for marking them on curves."""
-    rows = []
-    for b, group in pairs.groupby("batch_size", sort=True):
-        row = {"batch_size": int(b), "seeds": len(group), "budget": int(group.budget.max()),
-               "stopped_share": float(group.stopped.mean())}
-        for name in QUANTITIES:
-            iv = interval(group[name].astype(float))
-            row.update({name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high})
+    def before(group: pd.DataFrame) -> dict:
+        return {"seeds": len(group), "budget": int(group.budget.max()), "stopped_share": float(group.stopped.mean())}
+
+    def after(group: pd.DataFrame) -> dict:
+        ranges = {}
         for name in ("best_epoch", "stop_epoch"):
-            row.update({f"{name}_min": float(group[name].min()), f"{name}_max": float(group[name].max())})
-        rows.append(row)
-    return pd.DataFrame(rows)
+            ranges.update({f"{name}_min": float(group[name].min()), f"{name}_max": float(group[name].max())})
+        return ranges
+
+    return interval_table(pairs, "batch_size", QUANTITIES, before=before, after=after)

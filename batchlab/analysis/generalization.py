@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import BOOTSTRAP, Interval, interval
+from batchlab.analysis.findings import BOOTSTRAP, Interval, interval_columns, interval_table
 
 RUN_COLUMNS = ("group", "batch_size", "lr", "seed", "status", "epochs_done", "steps", "samples_seen",
                "train_acc", "test_acc", "train_loss", "test_loss")
@@ -58,15 +58,9 @@ def by_batch(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Per batch size: mean and 95% t-interval over seeds of each of ``columns``
     (``name``, ``name_low``, ``name_high``), the number of seeds and the updates made."""
     n = n_train(runs)
-    rows = []
-    for b, group in runs.groupby("batch_size", sort=True):
-        row = {"batch_size": int(b), "label": batch_label(int(b), n), "seeds": len(group),
-               "steps": int(group.steps.max())}
-        for name in columns:
-            iv = interval(group[name])
-            row.update({name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return interval_table(runs, "batch_size", columns, before=lambda group: {
+        "label": batch_label(int(group.batch_size.iloc[0]), n), "seeds": len(group),
+        "steps": int(group.steps.max())})
 
 
 def spearman(x, y) -> np.ndarray | float:
@@ -113,8 +107,7 @@ def correlations(runs: pd.DataFrame, measures: Sequence[str], target: str = "gap
     rows = []
     for k, name in enumerate(measures):
         iv = bootstrap_spearman(runs[name], runs[target], seed=k)
-        rows.append({"measure": name, "target": target, "rho": iv.mean, "rho_low": iv.low, "rho_high": iv.high,
-                     "runs": iv.n})
+        rows.append({"measure": name, "target": target, **interval_columns("rho", iv), "runs": iv.n})
     return pd.DataFrame(rows)
 
 

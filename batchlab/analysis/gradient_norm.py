@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import (AGREES, BOOTSTRAP, DISAGREES, INCONCLUSIVE, Interval,
+from batchlab.analysis.findings import (AGREES, BOOTSTRAP, DISAGREES, INCONCLUSIVE, Interval, t_half_width,
                                         verdict_from_interval)
 
 
@@ -48,14 +48,12 @@ def simultaneous_interval(values: Sequence[float], family: int) -> Interval:
     probability >= 95%; one 95% interval per B would miss somewhere about 1 - 0.95^m of the
     time (43% for m = 11 batch sizes) even when the theory is exact.
     """
-    from scipy import stats
-
     arr = np.asarray(values, float)
     n = len(arr)
     mean = float(arr.mean()) if n else math.nan
     if n < 2:
         return Interval(mean, math.nan, math.nan, n)
-    half = float(stats.t.ppf(1 - 0.025 / max(family, 1), n - 1) * arr.std(ddof=1) / math.sqrt(n))
+    half = t_half_width(arr.std(ddof=1), n, quantile=1 - 0.025 / max(family, 1))
     return Interval(mean, mean - half, mean + half, n)
 
 

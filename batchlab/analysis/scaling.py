@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from batchlab.analysis.findings import t_half_width
 from batchlab.analysis.targets import Target
 from batchlab.errors import BatchlabError
+
 
 def to_target(history: pd.DataFrame, target: Target) -> pd.DataFrame:
     """Per run: steps, samples, epochs and seconds at which ``target`` is first reached.
@@ -46,12 +48,10 @@ def to_target(history: pd.DataFrame, target: Target) -> pd.DataFrame:
 
 def interval95(values: pd.Series) -> float:
     """Half-width of a 95% t-interval of the mean (NaN for fewer than 2 values)."""
-    from scipy import stats
-
     values = values.dropna()
     if len(values) < 2:
         return float("nan")
-    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return t_half_width(values.std(ddof=1), len(values))
 
 
 def per_setting(summary: pd.DataFrame, reached: pd.DataFrame) -> pd.DataFrame:

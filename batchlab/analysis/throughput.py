@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import interval
+from batchlab.analysis.findings import interval_table
 from batchlab.analysis.scaling import to_target
 from batchlab.analysis.targets import Target
 
@@ -49,16 +49,13 @@ def per_batch(runs: pd.DataFrame) -> pd.DataFrame:
     """Per B: mean and 95% t-interval over seeds of throughput, seconds per update and per
     epoch, and time / steps to target (over the seeds that reached it), the share that
     reached it, and compile time (mean and max over the seeds' cohorts)."""
-    rows = []
-    for b, group in runs.groupby("batch_size"):
-        row = {"batch_size": int(b), "lr": group.lr.iloc[0], "seeds": len(group),
-               "reached": float(group.seconds_to_target.notna().mean()),
-               "compile_seconds": group.compile_seconds.mean(), "compile_seconds_max": group.compile_seconds.max()}
-        for key in ("throughput", "seconds_per_step", "seconds_per_epoch", "seconds_to_target", "steps_to_target"):
-            iv = interval(group[key])
-            row.update({key: iv.mean, f"{key}_low": iv.low, f"{key}_high": iv.high})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return interval_table(
+        runs, "batch_size", ("throughput", "seconds_per_step", "seconds_per_epoch", "seconds_to_target",
+                             "steps_to_target"),
+        before=lambda group: {"lr": group.lr.iloc[0], "seeds": len(group),
+                              "reached": float(group.seconds_to_target.notna().mean()),
+                              "compile_seconds": group.compile_seconds.mean(),
+                              "compile_seconds_max": group.compile_seconds.max()})
 
 
 def fastest_batch(runs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
