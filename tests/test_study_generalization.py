@@ -24,6 +24,7 @@ from batchlab.analysis import generalization as gen
 from batchlab.store import Store
 from batchlab.studies import generalization as gen_study
 from batchlab.studies.base import Checkpoint
+from batchlab.studies.gradient_noise import pool_rows
 from helpers import quick_study
 
 
@@ -217,7 +218,7 @@ def test_measure_sharpness_matches_the_full_hessian_of_a_tiny_mlp():
     config = RunConfig(DataConfig("tiny"), ModelConfig(), OptimizerConfig(), batch_size=8, epochs=1)
     row, = gen_study.measure_sharpness(Checkpoint(config, 1, params, data, net, settings))
 
-    rows = gen_study.pool_rows(40, 30)
+    rows = pool_rows(40, 30, gen_study.POOL_SEED)
     theta, unravel = ravel_pytree(params)
 
     def loss(t):  # mean cross-entropy of the pool, written out independently

@@ -13,7 +13,7 @@ from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
 from batchlab.errors import BatchlabError
 from batchlab.store import Store
 from batchlab.studies import get_study
-from batchlab.studies.gradient_norm import pool_rows
+from batchlab.studies.gradient_noise import pool_rows
 from batchlab.studies.runner import run_study
 from helpers import quick_study
 

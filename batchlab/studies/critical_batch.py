@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from batchlab import budget
 from batchlab.analysis import critical_batch as analysis
 from batchlab.analysis.critical_batch import INSTRUMENT, label
 from batchlab.errors import BatchlabError
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.studies.gradient_noise import pool_rows
 
 
 def n_train(s: dict) -> int:
@@ -68,9 +67,7 @@ def measure_exact(cp: Checkpoint) -> list[dict]:
 
     from batchlab.instruments.gradients import gram_matrix, statistics_from_gram
 
-    n = cp.dataset.n_train
-    size = min(n, cp.settings["pool"])
-    rows = np.sort(np.random.default_rng(0).choice(n, size, replace=False)) if size < n else np.arange(n)
+    rows = pool_rows(cp.dataset.n_train, cp.settings["pool"], seed=0)
     k = gram_matrix(cp.model, cp.params, {}, jnp.asarray(cp.dataset.x_train[rows]),
                     jnp.asarray(cp.dataset.y_train[rows]))
     return [statistics_from_gram(k)]

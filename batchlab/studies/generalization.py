@@ -21,15 +21,9 @@ import numpy as np
 from batchlab.analysis import generalization as analysis
 from batchlab.analysis.generalization import INSTRUMENT, MEASURES
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.studies.gradient_noise import pool_rows
 
 POOL_SEED = 0  # the pool of training rows is the same for every run, so runs are comparable
-
-
-def pool_rows(n: int, size: int) -> np.ndarray:
-    """The fixed pool of training rows the sharpness is measured on (the same for every run)."""
-    if size >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(POOL_SEED).choice(n, size, replace=False))
 
 
 def measure_sharpness(cp: Checkpoint) -> list[dict]:
@@ -43,7 +37,7 @@ def measure_sharpness(cp: Checkpoint) -> list[dict]:
 
     s = cp.settings
     start = time.perf_counter()
-    rows = pool_rows(cp.dataset.n_train, s["pool"])
+    rows = pool_rows(cp.dataset.n_train, s["pool"], POOL_SEED)
     x, y = cp.dataset.x_train[rows], cp.dataset.y_train[rows]
     params = cp.params
     hvp, quad_forms, sharpness = sharpness_programs(cp.model, s["ascent_steps"], s["ascent_starts"])

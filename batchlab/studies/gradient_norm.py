@@ -14,12 +14,11 @@ The analysis and findings: ``analysis/gradient_norm.py``.
 
 from __future__ import annotations
 
-import numpy as np
-
 from batchlab.analysis import gradient_norm as analysis
 from batchlab.analysis.gradient_norm import LABEL, instrument_name
 from batchlab.errors import BatchlabError
 from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.studies.gradient_noise import measure_checkpoint, pool_rows
 
 SAMPLINGS = ("without", "with")
 
@@ -28,15 +27,6 @@ def grids(s: dict) -> list[Grid]:
     """The one training run whose checkpoints are measured."""
     return [Grid(LABEL, dict(data=s["data"], model="mlp", hidden=s["hidden"], batch_size=s["batch_size"],
                              epochs=max(s["at_epochs"]), lr=s["lr"], momentum=s["momentum"], seeds=[s["seed"]]))]
-
-
-def pool_rows(n_train: int, pool: int, seed: int) -> np.ndarray:
-    """Sorted indices of the P = min(N, pool) training rows whose per-sample gradients are
-    taken (all rows when the pool covers the training set), as ``gradient_noise.run`` picks them."""
-    size = min(n_train, pool)
-    if size >= n_train:
-        return np.arange(n_train)
-    return np.sort(np.random.default_rng(seed).choice(n_train, size, replace=False))
 
 
 def check(s: dict) -> None:
@@ -68,7 +58,6 @@ def _measure(s: dict):
         import jax.numpy as jnp
 
         from batchlab.instruments import gradients
-        from batchlab.studies.gradient_noise import measure_checkpoint
 
         rows = pool_rows(cp.dataset.n_train, s["pool"], s["seed"])
         x, y = jnp.asarray(cp.dataset.x_train[rows]), jnp.asarray(cp.dataset.y_train[rows])
