@@ -1,17 +1,17 @@
-"""The gradient-noise study end to end, at a reduced size (the CLI default is 1000 trials, B up to 1024)."""
+"""The ``noise`` command end to end, at a reduced size (the CLI default is 1000 trials, B up to 1024)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.studies import gradient_noise
+from batchlab.cli.noise import measure_noise
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("noise")
-    return gradient_noise.run(out, data="digits", at_epochs=(1, 5), batch_sizes="1:256", trials=200,
-                              sampling="both", pool=600), out
+    return measure_noise(out, data="digits", at_epochs=(1, 5), batch_sizes="1:256", trials=200,
+                         sampling="both", pool=600), out
 
 
 def test_summed_gradient_grows_with_batch_size_as_theory_says(study):
@@ -65,8 +65,8 @@ def test_measurements_are_stored(tmp_path):
     from batchlab.store import Store
 
     db = tmp_path / "runs.db"
-    gradient_noise.run(tmp_path / "out", data="blobs", at_epochs=(0, 1), batch_sizes="1,4", trials=20,
-                       hidden=(4,), sharpness=False, db=db)
+    measure_noise(tmp_path / "out", data="blobs", at_epochs=(0, 1), batch_sizes="1,4", trials=20,
+                  hidden=(4,), sharpness=False, db=db)
     with Store(db) as store:
         (run,) = store.load()
         stats = store.measurements("gradient_statistics")
@@ -90,7 +90,7 @@ def test_a_model_with_batch_statistics_is_refused_before_training(tmp_path):
 
     db = tmp_path / "runs.db"
     with pytest.raises(batchlab.BatchlabError, match="checkpoints keep parameters only"):
-        gradient_noise.run(tmp_path / "out", data="digits", model=batchlab.Model(init, apply, "stateful"),
-                           at_epochs=(1,), batch_sizes="1:8", trials=4, db=db)
+        measure_noise(tmp_path / "out", data="digits", model=batchlab.Model(init, apply, "stateful"),
+                      at_epochs=(1,), batch_sizes="1:8", trials=4, db=db)
     with Store(db) as store:
         assert store.run_ids() == set()

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from batchlab.analysis import convex
+from batchlab.analysis import softmax_optimum
 from batchlab.errors import BatchlabError
 from batchlab.store import Store
 from batchlab.studies import get_study
@@ -35,13 +35,14 @@ def test_optimum_matches_scikit_learn(blobs):
     """An independent solver (scikit-learn, no penalty) finds the same probabilities and parameters."""
     from sklearn.linear_model import LogisticRegression
 
-    best = convex.solve_optimum(blobs.x_train, blobs.y_train, blobs.num_classes)
+    best = softmax_optimum.solve_optimum(blobs.x_train, blobs.y_train, blobs.num_classes)
     x = blobs.x_train.astype(np.float64)
     sk = LogisticRegression(C=np.inf, tol=1e-12, max_iter=100_000).fit(x, blobs.y_train)
     theta_sk = np.vstack([sk.coef_.T, sk.intercept_[None]])
     theta_sk -= theta_sk.mean(axis=1, keepdims=True)  # scikit-learn's representative may differ by a class shift
     np.testing.assert_allclose(best.theta, theta_sk, atol=1e-4)
-    np.testing.assert_allclose(convex.probabilities(best.theta, convex.augment(x)), sk.predict_proba(x), atol=1e-6)
+    np.testing.assert_allclose(softmax_optimum.probabilities(best.theta, softmax_optimum.augment(x)),
+                               sk.predict_proba(x), atol=1e-6)
     # The gradient written out independently: (1/N) [x, 1]^T (softmax - one-hot) must vanish at the optimum.
     xa = np.hstack([x, np.ones((len(x), 1))])
     logits = xa @ best.theta
@@ -59,7 +60,7 @@ def test_trace_sigma_matches_the_engine_loss(blobs):
     from batchlab.instruments.gradients import per_sample_gradients
     from batchlab.models.logreg import logreg
 
-    best = convex.solve_optimum(blobs.x_train, blobs.y_train, blobs.num_classes)
+    best = softmax_optimum.solve_optimum(blobs.x_train, blobs.y_train, blobs.num_classes)
     params = {"w": jnp.asarray(best.theta[:-1], jnp.float32), "b": jnp.asarray(best.theta[-1], jnp.float32)}
     g = np.asarray(per_sample_gradients(logreg(blobs.sample_shape, blobs.num_classes), params, {},
                                         jnp.asarray(blobs.x_train), jnp.asarray(blobs.y_train)), np.float64)

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.analysis.critical_batch import (bootstrap_fit, geometric_interval, online_at_step,
-                                              operational_batch, per_batch, within_factor)
+from batchlab.analysis.critical_batch import per_batch
+from batchlab.analysis.noise_scale import geometric_interval, online_at_step, within_factor
+from batchlab.analysis.scaling import bootstrap_fit, operational_batch
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, Interval
 from batchlab.store import Store
 from helpers import quick_study
@@ -145,8 +146,8 @@ def test_findings_and_files(study):
 
 
 def test_online_ema_decay_matches_engine():
-    from batchlab.engine.step_stats import NOISE_EMA
-    from batchlab.studies.critical_batch import ONLINE_EMA_DECAY
+    from batchlab.instruments.step.noise_scale import DECAY as NOISE_EMA
+    from batchlab.analysis.critical_batch import ONLINE_EMA_DECAY
 
     assert ONLINE_EMA_DECAY == NOISE_EMA
 

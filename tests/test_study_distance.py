@@ -172,7 +172,7 @@ def test_outputs_written(study):
 
 def test_equivalence_and_spread_verdicts():
     """The two verdict helpers on hand-made intervals and seeds."""
-    from batchlab.analysis.distance import spread_trend
+    from batchlab.analysis.steps import spread_trend
     from batchlab.analysis.findings import within
     from batchlab.analysis.findings import Interval
 

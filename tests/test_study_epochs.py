@@ -152,7 +152,7 @@ def test_restored_parameters_are_the_best_epochs():
         assert twin.config.seed == run.config.seed
         metrics = evaluate(net, run.params, state, data)
         best = run.best_epoch
-        assert float(metrics["test_acc"]) == pytest.approx(float(twin.history["test_acc"][best]), abs=1e-6)
+        assert float(metrics["test_score"]) == pytest.approx(float(twin.history["test_acc"][best]), abs=1e-6)
         assert float(metrics["test_loss"]) == pytest.approx(float(twin.history["test_loss"][best]), rel=1e-5)
         stopped += run.status == "early_stopped"
     assert stopped >= 1  # the check must cover a run that stopped before the budget

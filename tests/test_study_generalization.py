@@ -20,9 +20,11 @@ from batchlab.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig
 from batchlab.data.dataset import Dataset
 from batchlab.instruments import hessian
 from batchlab.models.mlp import mlp
+from batchlab.analysis import generalization as gen
 from batchlab.store import Store
 from batchlab.studies import generalization as gen_study
 from batchlab.studies.base import Checkpoint
+from batchlab.studies.gradient_noise import pool_rows
 from helpers import quick_study
 
 
@@ -71,11 +73,11 @@ def test_correlations_recomputed_from_the_store(study):
     assert (measured.epoch == result.settings["epochs"]).all()
     gap = runs.train_acc - runs.test_acc
     table = result.tables["correlations"].set_index("measure")
-    for name in gen_study.MEASURES:
+    for name in gen.MEASURES:
         rho = stats.spearmanr(measured[name], gap.loc[measured.index]).statistic
         assert table.loc[name, "rho"] == pytest.approx(rho, abs=1e-9)
         assert table.loc[name, "rho_low"] <= rho <= table.loc[name, "rho_high"]
-        claim = f"sharpness ({gen_study.NAMES[name]}) predicts the gap"
+        claim = f"sharpness ({gen.NAMES[name]}) predicts the gap"
         assert f"{rho:.2f} [" in finding(result, claim).measured
 
 
@@ -130,16 +132,16 @@ def made_up_tables(sharp_sign: float) -> dict:
                      "epochs_done": 10, "samples_seen": 10240, "train_acc": test + gap, "test_acc": test,
                      "gap_acc": gap, "lambda_max": sharp, "hessian_trace": 10 * sharp, "eps_sharpness": sharp})
     runs = pd.DataFrame(rows)
-    table = gen_study.gen.by_batch(runs, ("train_acc", "test_acc", "gap_acc", *gen_study.MEASURES))
-    return {"runs": runs, "by_batch": table, "correlations": gen_study.gen.correlations(runs, gen_study.MEASURES)}
+    table = gen.by_batch(runs, ("train_acc", "test_acc", "gap_acc", *gen.MEASURES))
+    return {"runs": runs, "by_batch": table, "correlations": gen.correlations(runs, gen.MEASURES)}
 
 
 @pytest.mark.parametrize("sign, verdict", [(1.0, "agrees"), (-1.0, "disagrees")])
 def test_correlation_verdicts_follow_the_data(sign, verdict):
     tables = made_up_tables(sign)
-    out = gen_study.findings(tables, gen_study.STUDY.settings())
-    for name in gen_study.MEASURES:
-        f = [f for f in out if f.claim.startswith(f"sharpness ({gen_study.NAMES[name]}) predicts")][0]
+    out = gen.findings(tables, gen_study.STUDY.settings())
+    for name in gen.MEASURES:
+        f = [f for f in out if f.claim.startswith(f"sharpness ({gen.NAMES[name]}) predicts")][0]
         assert f.verdict == verdict, f
     spot = [f for f in out if f.claim.startswith("there is a sweet spot")][0]
     assert spot.measured.startswith("sweet spot B=64") and spot.verdict == "agrees"
@@ -216,7 +218,7 @@ def test_measure_sharpness_matches_the_full_hessian_of_a_tiny_mlp():
     config = RunConfig(DataConfig("tiny"), ModelConfig(), OptimizerConfig(), batch_size=8, epochs=1)
     row, = gen_study.measure_sharpness(Checkpoint(config, 1, params, data, net, settings))
 
-    rows = gen_study.pool_rows(40, 30)
+    rows = pool_rows(40, 30, gen_study.POOL_SEED)
     theta, unravel = ravel_pytree(params)
 
     def loss(t):  # mean cross-entropy of the pool, written out independently

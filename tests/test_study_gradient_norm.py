@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from batchlab.analysis import gradient_norm as gn
+from batchlab.analysis import gradient_statistics as gn
+from batchlab.analysis.gradient_norm import instrument_name
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
 from batchlab.errors import BatchlabError
 from batchlab.store import Store
 from batchlab.studies import get_study
-from batchlab.studies.gradient_norm import instrument_name, pool_rows
+from batchlab.studies.gradient_noise import pool_rows
 from batchlab.studies.runner import run_study
 from helpers import quick_study
 

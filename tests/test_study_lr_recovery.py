@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from batchlab import budget
+from batchlab.analysis import lr_recovery
 from batchlab.api import prepare
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
 from batchlab.engine import programs
@@ -17,7 +18,7 @@ from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders
 from batchlab.engine.jax_backend import train_cohort
 from batchlab.engine.programs import EpochShape, ProgramKey, prng_key
 from batchlab.store import Store
-from batchlab.studies import get_study, lr_recovery
+from batchlab.studies import get_study
 from helpers import quick_study
 
 STUDY = get_study("lr-recovery")

@@ -1,169 +1,27 @@
-"""The convex case (``science.md`` section 6): softmax regression's exact optimum and SGD's noise ball.
+"""The convex study's analysis (``science.md`` section 6): per run, the distance and loss gap to
+softmax regression's exact optimum over the last epochs; their means and 95% intervals per
+batch size; the noise-ball law fitted on a log-log scale; the findings (``studies/convex.py``
+declares the runs; ``analysis/softmax_optimum.py`` solves for the optimum).
 
-batchlab's ``logreg`` model is softmax regression trained on the batch-mean cross-entropy,
-with no L2 term. Here its parameters are one float64 matrix Theta = [W; b] of shape (F+1, K)
-acting on the features with a 1 appended (x~ = [x, 1]):
-
-    L(Theta) = (1/N) sum_i [ logsumexp(x~_i Theta) - (x~_i Theta)_{y_i} ].
-
-Adding one vector to every class column of Theta leaves every softmax unchanged, so the
-minimisers form an affine set; on the class-centred subspace {Theta : Theta 1_K = 0} the
-loss is strictly convex wherever the data are not linearly separable, with a unique
-minimiser Theta*. SGD started at batchlab's zero initialization never leaves that subspace
-(each per-sample gradient x~_i^T (p_i - e_{y_i}) has columns summing to zero), so every
-distance here is measured between class-centred parameters: centring only removes rounding.
-
-Nothing here imports the engine: arrays and DataFrames in, numbers and tables out.
+Nothing here imports the engine: DataFrames in, numbers and tables out.
 Reference: e.g. Bottou, Curtis & Nocedal, "Optimization methods for large-scale machine
 learning", SIAM Review 2018, section 4 (constant-step SGD converges to a neighbourhood).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import Interval, interval, trend
-from batchlab.errors import BatchlabError
+from batchlab.analysis.findings import (Finding, Interval, bootstrap_ratio, interval, interval_table, trend,
+                                        verdict_from_interval)
+from batchlab.analysis.softmax_optimum import CONSTANTS
+from batchlab.analysis.study_data import StudyData
 
-GRAD_TOL = 1e-12  # Newton polishing stops below this gradient norm (float64 reaches it in a few steps)
-MIN_CURVATURE = 1e-8  # a smaller eigenvalue on the centred subspace means no finite optimum
-# The optimum's constants that every checkpoint record repeats (so analysis reads them from the store).
-CONSTANTS = ("n_train", "loss_star", "theta_star_norm", "theta_star_max_abs", "grad_norm_star", "trace_sigma", "mu",
-             "l_max", "accuracy_star")
-
-
-@dataclass(frozen=True)
-class Optimum:
-    """The exact minimiser Theta* (class-centred, shape (F+1, K)) and the problem's constants there."""
-
-    theta: np.ndarray
-    loss: float  # L(Theta*)
-    grad_norm: float  # ||grad L(Theta*)||, the solver's residual
-    trace_sigma: float  # tr(Sigma) = mean_i ||g_i - G||^2 of the per-sample gradients at Theta*
-    mu: float  # smallest Hessian eigenvalue on the centred subspace (strong convexity)
-    l_max: float  # largest Hessian eigenvalue (smoothness)
-    accuracy: float  # training accuracy of Theta*
-    iterations: int  # L-BFGS iterations + Newton steps
-
-
-def augment(x: np.ndarray) -> np.ndarray:
-    """Rows flattened to features, float64, with a trailing column of ones (the bias input)."""
-    flat = np.asarray(x, np.float64).reshape(len(x), -1)
-    return np.hstack([flat, np.ones((len(flat), 1))])
-
-
-def centre(theta: np.ndarray) -> np.ndarray:
-    """Theta minus its mean over classes: the representative the loss can see."""
-    return theta - theta.mean(axis=1, keepdims=True)
-
-
-def probabilities(theta: np.ndarray, xa: np.ndarray) -> np.ndarray:
-    """softmax(x~ Theta) row by row, computed stably."""
-    z = xa @ theta
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def loss(theta: np.ndarray, xa: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy L(Theta) over the rows of ``xa``."""
-    z = xa @ theta
-    top = z.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]
-    return float(np.mean(lse - z[np.arange(len(y)), y]))
-
-
-def per_sample_gradients(theta: np.ndarray, xa: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Matrix (N, (F+1)K) of g_i = vec(x~_i^T (p_i - e_{y_i})), the gradients of each row's loss."""
-    residual = probabilities(theta, xa)
-    residual[np.arange(len(y)), y] -= 1.0
-    return (xa[:, :, None] * residual[:, None, :]).reshape(len(y), -1)
-
-
-def gradient(theta: np.ndarray, xa: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """grad L(Theta) = (1/N) x~^T (P - Y), shape (F+1, K)."""
-    residual = probabilities(theta, xa)
-    residual[np.arange(len(y)), y] -= 1.0
-    return xa.T @ residual / len(y)
-
-
-def centred_hessian(theta: np.ndarray, xa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Hessian restricted to the centred subspace, and an orthonormal basis Q of that subspace.
-
-    H = (1/N) sum_i (x~_i x~_i^T) kron (diag p_i - p_i p_i^T) in vec order (feature-major);
-    Q = I_{F+1} kron U with U an orthonormal basis of the vectors orthogonal to 1_K.
-    Returns (Q^T H Q, Q).
-    """
-    n, k = xa.shape[0], theta.shape[1]
-    p = probabilities(theta, xa)
-    curvature = np.einsum("ik,kl->ikl", p, np.eye(k)) - np.einsum("ik,il->ikl", p, p)
-    # One (F+1) x (F+1) product per class pair keeps memory at N x (F+1), whatever F is.
-    blocks = np.array([[xa.T @ (curvature[:, a, c, None] * xa) for c in range(k)] for a in range(k)])
-    h = blocks.transpose(2, 0, 3, 1).reshape(xa.shape[1] * k, -1) / n
-    u = np.linalg.svd(np.eye(k) - 1.0 / k)[0][:, :k - 1]
-    q = np.kron(np.eye(xa.shape[1]), u)
-    return q.T @ h @ q, q
-
-
-def solve_optimum(x: np.ndarray, y: np.ndarray, num_classes: int) -> Optimum:
-    """Theta* = argmin L on the centred subspace: L-BFGS (scipy, tight tolerances), then Newton steps.
-
-    Newton uses the Hessian on the centred subspace (step = -Q (Q^T H Q)^{-1} Q^T grad), so the
-    residual gradient ends near float64 rounding. Raises BatchlabError when the data admit no
-    finite optimum (linearly separable classes: the loss keeps falling as ||Theta|| grows).
-    """
-    from scipy.optimize import minimize
-
-    xa, y = augment(x), np.asarray(y, np.int64)
-    shape = (xa.shape[1], num_classes)
-
-    def objective(flat):
-        theta = flat.reshape(shape)
-        return loss(theta, xa, y), gradient(theta, xa, y).ravel()
-
-    result = minimize(objective, np.zeros(np.prod(shape)), jac=True, method="L-BFGS-B",
-                      options=dict(maxiter=20_000, gtol=1e-11, ftol=1e-16))
-    theta, steps = centre(result.x.reshape(shape)), 0
-    for steps in range(30):
-        h, q = centred_hessian(theta, xa)
-        g = q.T @ gradient(theta, xa, y).ravel()
-        if np.linalg.eigvalsh(h)[0] < MIN_CURVATURE or np.abs(theta).max() > 1e6:
-            raise BatchlabError("the data admit no finite optimum of unregularised softmax regression "
-                                "(the classes are linearly separable); choose overlapping data such as blobs")
-        if np.linalg.norm(g) < GRAD_TOL:
-            break
-        theta = centre(theta - (q @ np.linalg.solve(h, g)).reshape(shape))
-    h, _ = centred_hessian(theta, xa)
-    eigen = np.linalg.eigvalsh(h)
-    grads = per_sample_gradients(theta, xa, y)
-    mean = grads.mean(axis=0)
-    return Optimum(theta=theta, loss=loss(theta, xa, y), grad_norm=float(np.linalg.norm(mean)),
-                   trace_sigma=float(((grads - mean) ** 2).sum(axis=1).mean()), mu=float(eigen[0]),
-                   l_max=float(eigen[-1]), accuracy=float((probabilities(theta, xa).argmax(1) == y).mean()),
-                   iterations=int(result.nit) + steps)
-
-
-def checkpoint_record(theta: np.ndarray, optimum: Optimum, xa: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Distance and loss gap of one set of parameters to the optimum, in float64.
-
-    ``distance`` = ||centre(Theta) - Theta*||_F, ``sq_distance`` its square, ``loss_gap`` =
-    L(Theta) - L(Theta*) on the training set, ``null_component`` = ||Theta - centre(Theta)||_F
-    (the part the loss cannot see; ~0 for SGD from zero init), and the optimum's constants,
-    so that the analysis reads everything from the store.
-    """
-    theta = np.asarray(theta, np.float64)
-    diff = centre(theta) - optimum.theta
-    sq = float((diff ** 2).sum())
-    return {"distance": float(np.sqrt(sq)), "sq_distance": sq, "loss": loss(theta, xa, y),
-            "loss_gap": loss(theta, xa, y) - optimum.loss,
-            "null_component": float(np.linalg.norm(theta - centre(theta))),
-            "n_train": int(len(y)), "loss_star": optimum.loss, "theta_star_norm": float(np.linalg.norm(optimum.theta)),
-            "theta_star_max_abs": float(np.abs(optimum.theta).max()),
-            "grad_norm_star": optimum.grad_norm, "trace_sigma": optimum.trace_sigma, "mu": optimum.mu,
-            "l_max": optimum.l_max, "accuracy_star": optimum.accuracy}
+SOURCE = "constant-step SGD on a convex problem (Bottou, Curtis & Nocedal 2018; Mishchenko et al. 2020)"
+INSTRUMENT = "convex_optimum_gap"
 
 
 def noise_term(lr: np.ndarray | float, trace_sigma: np.ndarray | float, batch_size: np.ndarray | float,
@@ -195,22 +53,21 @@ def per_run(measurements: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 def by_batch(runs: pd.DataFrame) -> pd.DataFrame:
     """Per batch size: mean and 95% t-interval over seeds of distance, squared distance, loss gap,
     and the distance relative to the smallest batch size's mean distance."""
-    rows = []
-    for b, group in runs.groupby("batch_size", sort=True):
+    def before(group: pd.DataFrame) -> dict:
         first = group.iloc[0]
-        row = {"batch_size": int(b), "b_over_n": first.b_over_n, "seeds": len(group), "epochs": int(first.epochs),
-               "updates": int(group.steps.min()), "time_constants": float(group.time_constants.min()),
-               "noise_term": first.noise_term}
-        for name in ("distance", "sq_distance", "loss_gap"):
-            iv = interval(group[name])
-            row.update({name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high})
+        return {"b_over_n": first.b_over_n, "seeds": len(group), "epochs": int(first.epochs),
+                "updates": int(group.steps.min()), "time_constants": float(group.time_constants.min()),
+                "noise_term": first.noise_term}
+
+    def geometric(group: pd.DataFrame) -> dict:
         # Geometric mean and its interval (a t-interval of log2 values, mapped back): the scale the
         # log-log fit works on, and positive, so it can be drawn on a log axis.
         iv = interval(np.log2(group.sq_distance))
-        row.update({"sq_distance_geo": 2 ** iv.mean, "sq_distance_geo_low": 2 ** iv.low,
-                    "sq_distance_geo_high": 2 ** iv.high})
-        rows.append(row)
-    table = pd.DataFrame(rows)
+        return {"sq_distance_geo": 2 ** iv.mean, "sq_distance_geo_low": 2 ** iv.low,
+                "sq_distance_geo_high": 2 ** iv.high}
+
+    table = interval_table(runs, "batch_size", ("distance", "sq_distance", "loss_gap"), before=before,
+                           after=geometric)
     table["relative_distance"] = table.distance / table.distance.iloc[0]
     return table
 
@@ -230,3 +87,80 @@ def loglog_fit(runs: pd.DataFrame) -> tuple[Interval, str, float]:
     means = np.array([g.mean() for g in groups])
     intercept = float(means.mean() - slope.mean * np.log2(xs).mean()) if len(xs) else float("nan")
     return slope, verdict, intercept
+
+
+def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
+    measurements = data.measurements[data.measurements.instrument == INSTRUMENT]
+    runs = per_run(measurements, data.summary)
+    table = by_batch(runs)
+    slope, verdict, intercept = loglog_fit(runs)
+    best = runs.iloc[:1][list(CONSTANTS)].reset_index(drop=True)
+    law = table[table.noise_term > 0].assign(slope=slope.mean, slope_low=slope.low, slope_high=slope.high,
+                                             intercept=intercept)
+    return {"runs": runs, "by_batch": table, "noise_law": law, "optimum": best}
+
+
+def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
+    runs, table = tables["runs"], tables["by_batch"]
+    sizes = [int(b) for b in table.batch_size]
+    n = int(tables["optimum"].n_train.iloc[0])
+
+    def per_b(column: str) -> list[np.ndarray]:
+        return [np.log10(runs[runs.batch_size == b][column].to_numpy()) for b in sizes]
+
+    out = []
+    slope, verdict = trend(sizes, per_b("distance"), "decreasing")
+    out.append(Finding("the distance to the optimum over the last epochs shrinks as B grows", SOURCE,
+                       f"slope of log10 ||Theta - Theta*|| {slope.format(3)} decades per doubling of B over "
+                       f"B in {sizes} (mean of the last {s['last_epochs']} epochs per run)", verdict))
+    small, full = runs[runs.batch_size == sizes[0]].distance, runs[runs.batch_size == n].distance
+    if len(full):
+        ratio = bootstrap_ratio(full, small)
+        threshold = s["threshold"]
+        verdict = verdict_from_interval(ratio.low - threshold, ratio.high - threshold, -1)
+        out.append(Finding(f"full-batch GD (B=N={n}) reaches the optimum: its distance is below "
+                           f"{threshold:.0%} of the B={sizes[0]} distance", SOURCE,
+                           f"distance at B=N {interval(full).format(3)}, at B={sizes[0]} {interval(small).format(3)}; "
+                           f"ratio {ratio.format(3)} (bootstrap), threshold {threshold:g}", verdict))
+    slope, verdict = trend(sizes, per_b("loss_gap"), "decreasing")
+    out.append(Finding("the loss gap L(Theta) - L(Theta*) shrinks as B grows", SOURCE,
+                       f"slope of log10 loss gap {slope.format(3)} decades per doubling of B; gap at "
+                       f"B={sizes[0]} {interval(runs[runs.batch_size == sizes[0]].loss_gap).format(3)} nats",
+                       verdict))
+    slope, verdict, _ = loglog_fit(runs)
+    inside = "inside" if slope.low <= 1 <= slope.high else "outside"
+    out.append(Finding("the squared distance grows with the noise level lr tr(Sigma)/B x (N-B)/(N-1) "
+                       "(the with-replacement law says in proportion, log-log slope 1)", SOURCE,
+                       f"log-log slope {slope.format(3)} over the {len(tables['noise_law'])} batch sizes "
+                       f"with B < N; 1 lies {inside} the interval", verdict))
+    return out
+
+
+def notes(tables, s: dict) -> list[str]:
+    best, table = tables["optimum"].iloc[0], tables["by_batch"]
+    out = [
+        f"The exact optimum: L-BFGS then Newton steps in float64 on the same mean cross-entropy "
+        f"(residual gradient norm {best.grad_norm_star:.1e}), L(Theta*) = {best.loss_star:.6f} nats, "
+        f"||Theta*|| = {best.theta_star_norm:.3f}, training accuracy {best.accuracy_star:.1%}. Distances are "
+        "taken between class-centred parameters: softmax ignores a shift common to all classes, and SGD from "
+        "zero never makes one.",
+        f"Curvature at Theta*: mu = {best.mu:.4f}, L = {best.l_max:.4f} (condition number "
+        f"{best.l_max / best.mu:.0f}); tr(Sigma) = {best.trace_sigma:.4f}. Every batch size made at least "
+        f"{int(table.updates.min()):,} updates, i.e. at least {table.time_constants.min():.1f} time constants "
+        f"1/(lr mu) of the slowest direction: the start's influence has shrunk by "
+        f"exp(-{table.time_constants.min():.1f}) = {math.exp(-table.time_constants.min()):.1e}, and what remains "
+        "is SGD's stationary noise ball.",
+        "Checkpoints are taken at the end of epochs. With reshuffling every epoch each sample is used exactly "
+        "once per epoch, so epoch-end iterates sit closer to Theta* than SGD with replacement would "
+        "(Mishchenko, Khaled & Richtarik, NeurIPS 2020), and the log-log slope of the noise law can exceed 1.",
+    ]
+    gd = table[table.noise_term == 0]
+    if len(gd):
+        gd = gd.iloc[0]
+        transient = best.theta_star_norm * math.exp(-gd.time_constants)
+        rounding = float(np.spacing(np.float32(best.theta_star_max_abs))) / (s["lr"] * best.mu)
+        out.append(f"At B = N every seed runs the same GD (same zero start, the whole set each step). Its distance "
+                   f"{gd.distance:.1e} is set by the larger of two limits: what is left of the start, about "
+                   f"||Theta*|| exp(-updates lr mu) = {transient:.1e}, and float32 rounding: GD stops moving once "
+                   f"a step lr mu d falls below the float32 spacing of the largest parameter, near d = {rounding:.1e}.")
+    return out

@@ -1,16 +1,8 @@
-"""The critical batch size with intervals, and the noise scale that should predict it.
-
-Builds on :mod:`batchlab.analysis.scaling` (steps to a target, best lr per B, the fit
-S(B) = S_min (1 + B_crit / B)) and adds what a single fit does not give
-(``science.md`` sections 4 and 7):
-
-- bootstrap 95% intervals for B_crit and S_min: resample the seeds within each (B, lr),
-  pick each B's best lr again among the settings where every seed reached the target, refit;
-- the operational critical batch size (Zhang et al., ICLR 2025): the B at which the steps to
-  the target exceed the perfect-scaling prediction S(B_0) B_0 / B by 20%;
-- the simple noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) at the moment
-  a run reaches the target, from exact checkpoint measurements and the online two-batch
-  estimate, and its ratio to B_crit.
+"""The critical-batch study's analysis: steps to the target per run, the best lr per B, the fit
+S(B) = S_min (1 + B_crit / B) with bootstrap intervals and the operational critical batch size
+(``analysis/scaling.py``), the noise scale at the target (``analysis/noise_scale.py``), and the
+findings against McCandlish et al., Shallue et al. and Zhang et al. (``studies/critical_batch.py``
+declares the runs and the exact noise-scale measurement).
 
 DataFrames in, DataFrames and numbers out; no engine, no JAX.
 """
@@ -18,16 +10,31 @@ DataFrames in, DataFrames and numbers out; no engine, no JAX.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Interval, interval,
-                                        verdict_from_interval)
-from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, to_target
-from batchlab.analysis.targets import Target
+from batchlab.analysis.findings import Finding, Interval, interval_columns, trend, verdict_from_interval
+from batchlab.analysis.noise_scale import (exact_band, geometric_interval, noise_checkpoints, online_at_step,
+                                           online_curve, ratio_samples, value_at_epoch, within_factor)
+from batchlab.analysis.scaling import (best_per_batch, bootstrap_fit, fit_critical_batch, operational_batch,
+                                       per_setting, percentile_interval, to_target)
+from batchlab.analysis.study_data import StudyData
+from batchlab.analysis.targets import Target, parse_target
 from batchlab.errors import BatchlabError
+
+SOURCE_FIT = "McCandlish et al. 2018; Shallue et al. 2019"
+SOURCE_OPERATIONAL = "Zhang et al., ICLR 2025"
+SOURCE_NOISE = "McCandlish et al. 2018"
+INSTRUMENT = "noise_scale_exact"
+# The online estimate's EMA decay (batchlab.instruments.step.noise_scale.DECAY), restated so that
+# explaining stored results needs no JAX; tests check the two agree.
+ONLINE_EMA_DECAY = 0.99
+
+
+def label(b: int) -> str:
+    """The group label of the runs at batch size ``b`` (the study's grids are labelled so)."""
+    return f"B={b}"
 
 
 def runs_to_target(history: pd.DataFrame, summary: pd.DataFrame, target: Target) -> pd.DataFrame:
@@ -54,180 +61,192 @@ def per_batch(settings: pd.DataFrame) -> pd.DataFrame:
     return best.sort_values("batch_size").reset_index(drop=True)
 
 
-def operational_batch(batch_sizes, steps, excess: float = 0.2) -> float:
-    """Zhang et al.'s critical batch size: the B at which the steps exceed the perfect-scaling
-    prediction from the smallest batch size B_0 by ``excess`` (20%).
-
-    The excess of B is S(B) / (S(B_0) B_0 / B) = E(B) / E(B_0) (samples to target). Returns
-    the first crossing of 1 + excess, linearly interpolated in log2 B between the two batch
-    sizes around it; ``inf`` if no B of the grid crosses it (censored: beyond the grid).
-    """
-    b = np.asarray(batch_sizes, float)
-    s = np.asarray(steps, float)
-    order = np.argsort(b)
-    b, s = b[order], s[order]
-    if len(b) < 2:
-        return math.nan
-    ratio = s * b / (s[0] * b[0])
-    above = np.flatnonzero(ratio > 1 + excess)
-    if len(above) == 0:
-        return math.inf
-    i = above[0]  # i >= 1: ratio[0] == 1
-    fraction = (1 + excess - ratio[i - 1]) / (ratio[i] - ratio[i - 1])
-    return float(2 ** (np.log2(b[i - 1]) + fraction * (np.log2(b[i]) - np.log2(b[i - 1]))))
+def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
+    target = parse_target(s["target"])
+    runs = runs_to_target(data.history, data.summary, target)
+    settings = per_setting(data.summary, to_target(data.history, target))
+    best = per_batch(settings)
+    fitted = best[best.in_fit]
+    eligible = settings[settings.reached == 1.0][["batch_size", "lr"]]
+    boot = bootstrap_fit(runs, eligible, s["resamples"], excess=s["excess"])
+    noise = _noise_tables(data, runs, s)
+    fit = _fit_row(fitted, best, boot, noise["at_target"], s)
+    return {"runs": runs, "settings": settings, "per_batch": best, "fit": fit, **noise}
 
 
-@dataclass(frozen=True)
-class Bootstrap:
-    """Refits over seed resamples: one entry per resample (NaN where a fit failed)."""
-
-    b_crit: np.ndarray
-    s_min: np.ndarray
-    operational: np.ndarray  # inf where the resample never exceeds the excess in the grid
-    excess_at_largest: np.ndarray  # E(B_max) / E(B_0) at the best lrs
-    batch_sizes: np.ndarray  # the B used in the fit
-
-
-def bootstrap_fit(runs: pd.DataFrame, eligible: pd.DataFrame, resamples: int, seed: int = 0,
-                  excess: float = 0.2) -> Bootstrap:
-    """Resample the seeds within each eligible (B, lr), re-pick each B's best lr (fewest mean
-    steps) and refit S(B) = S_min (1 + B_crit / B). ``eligible``: the (batch_size, lr) pairs
-    where every seed reached the target in the data (kept fixed, so a resample that happens to
-    draw only the lucky seeds of a partly censored setting cannot promote it)."""
-    rng = np.random.default_rng(seed)
-    sizes = np.sort(eligible.batch_size.unique())
-    best = np.full((resamples, len(sizes)), np.inf)
-    for j, b in enumerate(sizes):
-        for lr in eligible[eligible.batch_size == b].lr:
-            steps = runs[(runs.batch_size == b) & np.isclose(runs.lr, lr)].steps.to_numpy(float)
-            means = steps[rng.integers(0, len(steps), size=(resamples, len(steps)))].mean(axis=1)
-            best[:, j] = np.minimum(best[:, j], means)
-    b_crit, s_min, operational = (np.full(resamples, np.nan) for _ in range(3))
-    for r in range(resamples):
-        operational[r] = operational_batch(sizes, best[r], excess)
-        try:
-            fit = fit_critical_batch(sizes, best[r])
-        except (BatchlabError, RuntimeError, ValueError):  # too few sizes, or no convergence
-            continue
-        b_crit[r], s_min[r] = fit.b_crit, fit.s_min
-    excess_at_largest = best[:, -1] * sizes[-1] / (best[:, 0] * sizes[0]) if len(sizes) else np.full(resamples, np.nan)
-    return Bootstrap(b_crit, s_min, operational, excess_at_largest, sizes)
+def _fit_row(fitted: pd.DataFrame, best: pd.DataFrame, boot, at_target: pd.DataFrame, s: dict) -> pd.DataFrame:
+    """One row: the fit, its bootstrap intervals, the operational B and B_simple / B_crit."""
+    row = {"s_min": math.nan, "b_crit": math.nan, "excess": s["excess"], "fit_sizes": len(fitted),
+           "excluded_sizes": ",".join(str(b) for b in best[~best.in_fit].batch_size), "resamples": len(boot.b_crit),
+           "failed_refits": int(np.isnan(boot.b_crit).sum())}
+    fit = _try_fit(fitted)
+    if fit is not None:
+        row.update(s_min=fit.s_min, b_crit=fit.b_crit, e_min=fit.e_min,
+                   operational_from_fit=(1 + s["excess"]) * fitted.batch_size.min() + s["excess"] * fit.b_crit)
+    for key, samples in (("b_crit", boot.b_crit), ("s_min", boot.s_min)):
+        row.update(interval_columns(key, percentile_interval(row[key], samples)))
+    operational = operational_batch(fitted.batch_size, fitted.steps, s["excess"]) if len(fitted) >= 2 else math.nan
+    row.update(interval_columns("operational", percentile_interval(operational, boot.operational)),
+               operational_beyond_grid=float(np.mean(np.isinf(boot.operational))))
+    # S(B_max) B_max / (S(B_0) B_0): the nominal samples E = B S of the perfect-scaling prediction.
+    nominal = (fitted.steps * fitted.batch_size).to_numpy(float)
+    excess = nominal[-1] / nominal[0] if len(fitted) >= 2 else math.nan
+    row.update(interval_columns("excess_at_largest", percentile_interval(excess, boot.excess_at_largest)),
+               largest_fit_size=int(fitted.batch_size.max()) if len(fitted) else 0)
+    b_simple = geometric_interval(at_target.b_simple_exact)
+    ratio = percentile_interval(b_simple.mean / row["b_crit"], ratio_samples(at_target.b_simple_exact, boot.b_crit))
+    row.update(b_simple_at_target=b_simple.mean, b_simple_low=b_simple.low, b_simple_high=b_simple.high,
+               **interval_columns("ratio", ratio))
+    return pd.DataFrame([row])
 
 
-def percentile_interval(point: float, samples: np.ndarray) -> Interval:
-    """``point`` with the 2.5% and 97.5% quantiles of its bootstrap ``samples`` (NaNs, failed
-    refits, left out; ``inf`` kept, so a censored share above 2.5% gives an infinite bound)."""
-    samples = np.asarray(samples, float)
-    samples = samples[~np.isnan(samples)]
-    if len(samples) < 2:
-        return Interval(point, math.nan, math.nan, len(samples))
-    low, high = np.quantile(samples, [0.025, 0.975])
-    return Interval(point, float(low), float(high), len(samples))
+def _try_fit(fitted: pd.DataFrame):
+    """The S(B) fit of the batch sizes in the fit, or None (fewer than 3, or no convergence)."""
+    if len(fitted) < 3:
+        return None
+    try:
+        return fit_critical_batch(fitted.batch_size, fitted.steps)
+    except (BatchlabError, RuntimeError, ValueError):
+        return None
 
 
-def within_factor(iv: Interval, factor: float) -> str:
-    """Verdict on "the ratio lies within [1/factor, factor]": both bounds of the interval are
-    checked by :func:`verdict_from_interval` on log10 scale (log10 r + log10 factor > 0 and
-    log10 factor - log10 r > 0). Agrees when the whole interval lies inside, disagrees when it
-    lies wholly outside on one side, inconclusive otherwise."""
-    if not (iv.low > 0 and iv.high > 0 and math.isfinite(iv.high)):
-        return INCONCLUSIVE
-    limit = math.log10(factor)
-    lo, hi = math.log10(iv.low), math.log10(iv.high)
-    above_floor = verdict_from_interval(lo + limit, hi + limit, +1)
-    below_ceiling = verdict_from_interval(limit - hi, limit - lo, +1)
-    if DISAGREES in (above_floor, below_ceiling):
-        return DISAGREES
-    return AGREES if above_floor == below_ceiling == AGREES else INCONCLUSIVE
+def _noise_tables(data: StudyData, runs: pd.DataFrame, s: dict) -> dict[str, pd.DataFrame]:
+    """Exact checkpoint records, their band over seeds, the online per-step estimate, and both
+    at the moment each measured run first reaches the target."""
+    noise_runs = runs[(runs.group == label(s["noise_batch"])) & np.isclose(runs.lr, s["noise_lr"])]
+    ids = set(noise_runs.run_id)
+    exact = noise_checkpoints(data.measurements, INSTRUMENT)
+    exact = exact[exact.run_id.isin(ids)]
+    steps = data.steps[data.steps.run_id.isin(ids)] if len(data.steps) else pd.DataFrame()
+    online = online_curve(steps) if len(steps) and "noise_scale" in steps else pd.DataFrame(
+        columns=["run_id", "seed", "step", "epoch", "noise_scale", "noise_grad_sq", "noise_trace", "epoch_fraction"])
+    by_run = noise_runs.set_index("run_id")
+    at_target = pd.DataFrame({
+        "seed": by_run.seed, "epochs_to_target": by_run.epochs, "steps_to_target": by_run.steps,
+        "b_simple_exact": value_at_epoch(exact, by_run.epochs),
+        "b_simple_online": online_at_step(online, by_run.steps) if len(online) else math.nan,
+    }).reset_index()
+    return {"noise_exact": exact, "noise_band": exact_band(exact) if len(exact) else pd.DataFrame(),
+            "noise_online": online, "at_target": at_target}
 
 
-def noise_checkpoints(measurements: pd.DataFrame, instrument: str) -> pd.DataFrame:
-    """The exact checkpoint records of ``instrument`` (one row per run and epoch)."""
-    rows = measurements[measurements.instrument == instrument]
-    keep = ["run_id", "group", "epoch", "grad_sq", "trace", "noise_scale", "pool"]
-    return rows[[c for c in keep if c in rows]].sort_values(["run_id", "epoch"]).reset_index(drop=True)
+def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
+    runs, best, fit = tables["runs"], tables["per_batch"], tables["fit"].iloc[0]
+    in_fit = best[best.in_fit]
+    sizes = [int(b) for b in in_fit.batch_size]
+    at_best = [runs[(runs.batch_size == b) & np.isclose(runs.lr, lr)] for b, lr in zip(in_fit.batch_size, in_fit.lr)]
+    excluded = f"; left out of the fit (not every seed reached at any lr): B={fit.excluded_sizes}" \
+        if fit.excluded_sizes else ""
+    out = []
+    slope, verdict = trend(sizes, [r.steps for r in at_best], "decreasing")
+    out.append(Finding(f"with the lr tuned per B, the steps to reach {s['target']} fall as B grows", SOURCE_FIT,
+                       f"slope {slope.format(3)} steps per doubling of B over B in {sizes}{excluded}", verdict))
+    slope, verdict = trend(sizes, [r.samples for r in at_best], "increasing")
+    out.append(Finding("beyond the critical batch size, larger batches need more samples (diminishing returns): "
+                       "S(B) = S_min (1 + B_crit/B)", SOURCE_FIT,
+                       f"samples to target: slope {slope.format(3)} per doubling of B; fit B_crit = "
+                       f"{_bounds(fit.b_crit, fit.b_crit_low, fit.b_crit_high)}, S_min = "
+                       f"{_bounds(fit.s_min, fit.s_min_low, fit.s_min_high)} steps "
+                       f"(bootstrap 95%, {fit.resamples} seed resamples)", verdict))
+    # The claim holds within the grid if even the interval's low end exceeds 1 + excess at the largest B.
+    excess_low, excess_high = (math.log(v / (1 + fit.excess)) if v > 0 else math.nan
+                               for v in (fit.excess_at_largest_low, fit.excess_at_largest_high))
+    operational = _bounds(fit.operational, fit.operational_low, fit.operational_high)
+    at_largest = _bounds(fit.excess_at_largest, fit.excess_at_largest_low, fit.excess_at_largest_high)
+    from_fit = fit.get("operational_from_fit", math.nan)
+    out.append(Finding(f"the steps exceed the perfect-scaling prediction S(B_0) B_0/B by {fit.excess:.0%} beyond an "
+                       "operational critical batch size (within this grid)", SOURCE_OPERATIONAL,
+                       f"operational B = {operational} (bootstrap 95%; {fit.operational_beyond_grid:.0%} of resamples "
+                       f"beyond the grid); from the fit {1 + fit.excess:g} B_0 + {fit.excess:g} B_crit = "
+                       f"{from_fit:.3g}; at B={fit.largest_fit_size} the steps are {at_largest} x the perfect-scaling "
+                       "prediction", verdict_from_interval(excess_low, excess_high, +1)))
+    out += _noise_findings(tables, s, fit)
+    return out
 
 
-def exact_band(exact: pd.DataFrame) -> pd.DataFrame:
-    """Per checkpoint epoch: mean and 95% t-interval over runs of B_simple, |G|^2 and tr(Sigma)."""
-    rows = []
-    for epoch, group in exact.groupby("epoch"):
-        row = {"epoch": epoch}
-        for key in ("noise_scale", "grad_sq", "trace"):
-            iv = interval(group[key])
-            row.update({key: iv.mean, f"{key}_low": iv.low, f"{key}_high": iv.high, "runs": iv.n})
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _noise_findings(tables: dict[str, pd.DataFrame], s: dict, fit: pd.Series) -> list[Finding]:
+    exact, at_target = tables["noise_exact"], tables["at_target"]
+    out = []
+    later = exact[exact.epoch >= 1]
+    epochs = sorted(int(e) for e in later.epoch.unique())
+    slope, verdict = trend(epochs, [later[later.epoch == e].noise_scale for e in epochs], "increasing")
+    out.append(Finding("B_simple grows during training (as the loss falls)", SOURCE_NOISE,
+                       f"exact B_simple at epochs {epochs} of the B={s['noise_batch']}, lr {s['noise_lr']:g} runs: "
+                       f"slope {slope.format(3)} per doubling of the epoch", verdict))
+    ratio = Interval(fit.ratio, fit.ratio_low, fit.ratio_high, int(fit.resamples))
+    online = geometric_interval(at_target.b_simple_online)
+    out.append(Finding("B_simple measured during training predicts B_crit to within an order of magnitude "
+                       "(ratio within [0.1, 10])", SOURCE_NOISE,
+                       f"B_simple when the runs reach the target: exact "
+                       f"{_bounds(fit.b_simple_at_target, fit.b_simple_low, fit.b_simple_high)}, online two-batch "
+                       f"{online.format(3)} ({online.n} of {len(at_target)} runs not withheld there; geometric means, "
+                       f"95% t on log scale); B_crit {fit.b_crit:.3g}; ratio B_simple/B_crit = "
+                       f"{_bounds(fit.ratio, fit.ratio_low, fit.ratio_high)} (95%, B_crit bootstrap x B_simple t)",
+                       within_factor(ratio, 10)))
+    pair = at_target.dropna(subset=["b_simple_exact", "b_simple_online"])
+    agreement = geometric_interval(pair.b_simple_online / pair.b_simple_exact)
+    out.append(Finding("the online two-batch estimate (EMAs of |G|^2 and tr(Sigma), then divided) measures the "
+                       "same B_simple as the exact per-sample computation, within a factor of 2", SOURCE_NOISE,
+                       f"online / exact when the runs reach the target: {agreement.format(3)} (geometric mean over "
+                       f"{agreement.n} runs, 95% t on log scale)", within_factor(agreement, 2)))
+    return out
 
 
-def value_at_epoch(exact: pd.DataFrame, crossing: pd.Series, key: str = "noise_scale") -> pd.Series:
-    """Per run: ``key`` at the (fractional) epoch in ``crossing`` (indexed by run_id),
-    interpolated linearly in log between the checkpoints around it; NaN outside them."""
-    out = {}
-    for run_id, epoch in crossing.items():
-        run = exact[exact.run_id == run_id].sort_values("epoch")
-        values = run[key].to_numpy(float)
-        ok = np.isfinite(values) & (values > 0)
-        if not np.isfinite(epoch) or ok.sum() < 1:
-            out[run_id] = math.nan
-            continue
-        epochs = run.epoch.to_numpy(float)[ok]
-        if epoch < epochs[0] or epoch > epochs[-1]:
-            out[run_id] = math.nan
-            continue
-        out[run_id] = float(np.exp(np.interp(epoch, epochs, np.log(values[ok]))))
-    return pd.Series(out, dtype=float)
+def _bounds(point: float, low: float, high: float) -> str:
+    def fmt(v: float) -> str:
+        return "beyond the grid" if v == math.inf else f"{v:.3g}"
+    if math.isnan(low) or math.isnan(high):
+        return f"{fmt(point)} (no interval)"
+    return f"{fmt(point)} [{fmt(low)}, {fmt(high)}]"
 
 
-def online_at_step(steps: pd.DataFrame, crossing: pd.Series, key: str = "noise_scale") -> pd.Series:
-    """Per run: the per-step ``key`` at the last update before the (fractional) step in
-    ``crossing``; NaN where the estimate is withheld there (its denominator not clearly > 0)."""
-    out = {}
-    for run_id, step in crossing.items():
-        run = steps[steps.run_id == run_id]
-        before = run[run.step <= step] if np.isfinite(step) else run.iloc[0:0]
-        out[run_id] = float(before[key].iloc[-1]) if len(before) else math.nan
-    return pd.Series(out, dtype=float)
+def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
+    best, fit, settings = tables["per_batch"], tables["fit"].iloc[0], tables["settings"]
+    out = [f"Target {s['target']} (training loss, evaluated on the full training set after every epoch): the "
+           "noise-scale theory speaks of the training loss, and it is smoother than test accuracy on 360 test "
+           "images. Steps to target are interpolated linearly between the two epochs around the crossing, so at "
+           "small B (many steps per epoch) they are coarse.",
+           "Every update uses exactly B samples (the partial last batch of each epoch is dropped, MATLAB-style; "
+           "the dropped rows change every epoch), so samples = B x steps as the fit assumes.",
+           f"Learning rate tuned per B over {', '.join(f'{lr:g}' for lr in s['lrs'])}; momentum fixed at "
+           f"{s['momentum']:g} (Shallue et al. tune it too). Runs that never reach the target are censored, "
+           "not dropped: a B enters the fit only if every seed reached the target at its best lr."]
+    edge = best[best.lr_edge != ""]
+    if len(edge):
+        out.append("The best lr lies on the edge of the lr grid at " + ", ".join(
+            f"B={b} ({side})" for b, side in zip(edge.batch_size, edge.lr_edge)) +
+            ": a wider grid might find fewer steps there.")
+    censored = settings[settings.reached < 1]
+    out.append(f"{len(censored)} of {len(settings)} (B, lr) settings have at least one seed that never reached "
+               f"the target; share reaching at each B's best lr: " + ", ".join(
+                   f"B={b}: {r:.0%}" for b, r in zip(best.batch_size, best.reached)) + ".")
+    out += _noise_notes(tables, s)
+    if math.isfinite(fit.b_crit):
+        out.append(f"Reading the fit: doubling B below B_crit ≈ {fit.b_crit:.0f} nearly halves the steps (perfect "
+                   "scaling); well above it, it buys almost nothing. Perfect scaling means constant samples to "
+                   "target (the flat dotted line on the right).")
+    return out
 
 
-def online_curve(steps: pd.DataFrame, every: int = 1) -> pd.DataFrame:
-    """Per-step online estimate per run (every ``every``-th update, to keep the table small),
-    with a fractional epoch (updates so far / updates per epoch)."""
-    keep = ["run_id", "seed", "step", "epoch", "noise_scale", "noise_grad_sq", "noise_trace"]
-    keep += [c for c in ("noise_grad_sq_se",) if c in steps]
-    frame = steps[keep].copy()
-    per_epoch = frame.groupby(["run_id", "epoch"]).step.transform("max") - frame.groupby(
-        ["run_id", "epoch"]).step.transform("min") + 1
-    first = frame.groupby(["run_id", "epoch"]).step.transform("min")
-    frame["epoch_fraction"] = frame.epoch - 1 + (frame.step - first + 1) / per_epoch
-    return frame[frame.step % every == 0].reset_index(drop=True)
-
-
-def geometric_interval(values) -> Interval:
-    """Geometric mean of the positive finite ``values`` with a 95% t-interval computed on the
-    log scale (a noise scale is positive and spreads by factors, not by amounts)."""
-    logs = np.log([v for v in np.asarray(values, float) if np.isfinite(v) and v > 0])
-    iv = interval(logs)
-    return Interval(math.exp(iv.mean) if iv.n else math.nan, math.exp(iv.low), math.exp(iv.high), iv.n)
-
-
-def ratio_samples(b_simple, b_crit_boot: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Samples of B_simple / B_crit for a 95% interval: B_simple's geometric mean drawn from its
-    t-distribution over runs (log scale: exp(mean log + se t_{n-1})), each divided by one
-    bootstrap refit of B_crit. The two come from different runs, so they are drawn independently.
-    A t draw, not a bootstrap, because there are few runs (a bootstrap of 3 values understates
-    the spread); NaN samples with fewer than 2 runs."""
-    from scipy import stats
-
-    logs = np.log([v for v in np.asarray(b_simple, float) if np.isfinite(v) and v > 0])
-    b_crit_boot = np.asarray(b_crit_boot, float)
-    if len(logs) < 2:
-        return np.full(len(b_crit_boot), np.nan)
-    se = logs.std(ddof=1) / math.sqrt(len(logs))
-    draws = stats.t.rvs(len(logs) - 1, size=len(b_crit_boot), random_state=np.random.default_rng(seed))
-    return np.exp(logs.mean() + se * draws) / b_crit_boot
-
-
-__all__ = ["runs_to_target", "per_batch", "operational_batch", "Bootstrap", "bootstrap_fit",
-           "percentile_interval", "within_factor", "noise_checkpoints", "exact_band", "value_at_epoch",
-           "online_at_step", "online_curve", "geometric_interval", "ratio_samples"]
+def _noise_notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
+    """How B_simple is measured (exact and online), and how far the online estimate lags."""
+    best, out = tables["per_batch"], []
+    at_noise = best[best.batch_size == s["noise_batch"]]
+    if len(at_noise):
+        best_lr = float(at_noise.lr.iloc[0])
+        same = "is" if math.isclose(best_lr, s["noise_lr"]) else f"is not (the best is {best_lr:g})"
+        out.append(f"B_simple is measured on the runs at B={s['noise_batch']}, lr {s['noise_lr']:g}, which {same} "
+                   f"that B's best lr. Exact: from the per-sample gradients of {s['pool']} training rows at most, at "
+                   f"epochs {', '.join(map(str, s['noise_epochs']))}; its value when a run reaches the target is "
+                   "interpolated in log between checkpoints. Online: two halves of every batch, EMAs of numerator "
+                   f"and denominator (decay {ONLINE_EMA_DECAY:g}), withheld (NaN) while |G|^2 is not clearly "
+                   "above zero. With momentum, B_simple is still the SGD noise statistic tr(Sigma)/|G|^2 of "
+                   "the parameters reached.")
+    online = tables["noise_online"]
+    if len(online):
+        per_epoch = online.groupby(["run_id", "epoch"]).step.count().median()
+        memory = 1 / (1 - ONLINE_EMA_DECAY)
+        out.append(f"The online estimate's EMAs remember about 1/(1 - {ONLINE_EMA_DECAY:g}) = {memory:.0f} "
+                   f"updates, i.e. {memory / per_epoch:.1f} epochs at B={s['noise_batch']}: while "
+                   "|G|^2 falls it reports an older, larger |G|^2, so it lags the exact value at the same epoch.")
+    return out

@@ -64,12 +64,6 @@ def late_mean(history: pd.DataFrame, metric: str, last: int = 50) -> pd.Series:
     return history.groupby("run_id").apply(mean, include_groups=False)
 
 
-def per_group(per_run: pd.Series, runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean and std over seeds of a per-run quantity, per group."""
-    frame = runs.set_index("run_id")[by].join(per_run.rename("value"))
-    return frame.groupby(by, dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
-
-
 def curves_table(history: pd.DataFrame, by: list[str] | None = None, metrics: tuple[str, ...] = ("acc", "loss"),
                  x: str = "epoch") -> pd.DataFrame:
     """Learning curves as data: per group, split (train/test), metric and ``x``, the mean,

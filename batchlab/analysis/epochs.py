@@ -1,4 +1,5 @@
-"""How many epochs: the best-validation epoch, early stopping, and what stopping early costs.
+"""How many epochs: the best-validation epoch, early stopping, and what stopping early costs
+(the epochs study's analysis and findings; ``studies/epochs.py`` declares the runs).
 
 Each batch size is trained twice with the same seeds (so the same initialisation and the
 same data order): once for the full epoch budget, once with early stopping on the test
@@ -15,13 +16,17 @@ improvement.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import interval
+from batchlab.analysis.curves import curves_table
+from batchlab.analysis.findings import (Finding, Interval, compare, interval, interval_table, trend,
+                                        verdict_from_interval, within)
+from batchlab.analysis.study_data import StudyData
 
+SOURCE = "Brownlee, Difference Between a Batch and an Epoch (2018); early stopping as in Keras (patience, restore best)"
 FULL, EARLY = "full", "early"
+ARMS = {FULL: "full budget", EARLY: "early stopping"}  # each arm's name in the group labels
 
 # Per-pair quantities summarised by batch size (mean and 95% t-interval over seeds).
 QUANTITIES = ("best_epoch", "best_updates", "stop_epoch", "restored_epoch", "epochs_saved", "frac_saved",
@@ -92,14 +97,98 @@ def by_batch(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per batch size: mean and 95% t-interval over seeds (``q``, ``q_low``, ``q_high``) of
     every quantity in :data:`QUANTITIES`, the share of pairs that stopped early, and the
     range (``_min``/``_max``) of the best and stop epochs for marking them on curves."""
-    rows = []
-    for b, group in pairs.groupby("batch_size", sort=True):
-        row = {"batch_size": int(b), "seeds": len(group), "budget": int(group.budget.max()),
-               "stopped_share": float(group.stopped.mean())}
-        for name in QUANTITIES:
-            iv = interval(group[name].astype(float))
-            row.update({name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high})
+    def before(group: pd.DataFrame) -> dict:
+        return {"seeds": len(group), "budget": int(group.budget.max()), "stopped_share": float(group.stopped.mean())}
+
+    def after(group: pd.DataFrame) -> dict:
+        ranges = {}
         for name in ("best_epoch", "stop_epoch"):
-            row.update({f"{name}_min": float(group[name].min()), f"{name}_max": float(group[name].max())})
-        rows.append(row)
-    return pd.DataFrame(rows)
+            ranges.update({f"{name}_min": float(group[name].min()), f"{name}_max": float(group[name].max())})
+        return ranges
+
+    return interval_table(pairs, "batch_size", QUANTITIES, before=before, after=after)
+
+
+def label(arm: str, batch_size: int) -> str:
+    """The group label of one arm at one batch size (the study's grids are labelled so)."""
+    return f"{ARMS[arm]}, B={batch_size}"
+
+
+def _arm(frame: pd.DataFrame) -> pd.Series:
+    """Each row's arm (``full`` or ``early``), read from its group label."""
+    arm_of = {name: key for key, name in ARMS.items()}
+    return frame.group.str.split(", B=").str[0].map(arm_of)
+
+
+def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
+    history = data.history.assign(arm=_arm(data.history))
+    summary = data.summary.assign(arm=_arm(data.summary))
+    pairs = pair_table(history, summary)
+    table = by_batch(pairs)
+    full_history = history[history.arm == FULL]
+    return {"pairs": pairs, "by_batch": table, "curves": curves_table(full_history, ["batch_size"])}
+
+
+def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
+    pairs = tables["pairs"]
+    sizes = sorted(int(b) for b in pairs.batch_size.unique())
+    per_b = {b: pairs[pairs.batch_size == b] for b in sizes}
+    budget = s["epochs"]
+    saved = interval(pairs.frac_saved)
+    detail = "; ".join(
+        f"B={b}: stops at epoch {interval(p.stop_epoch).format(3)} of {budget}, saves "
+        f"{interval(p.frac_saved).format(2, 100)} % of the epochs = {_count(interval(p.updates_saved))} "
+        f"updates ({p.stopped.sum()}/{len(p)} runs stopped)" for b, p in per_b.items())
+    out = [Finding(f"early stopping (patience {s['patience']} on test loss) saves a fraction of the epoch budget",
+                   SOURCE, f"fraction of the {budget} epochs saved, all B pooled: {saved.format(2, 100)} %; "
+                   + detail, verdict_from_interval(saved.low, saved.high, 1))]
+    points = f"{100 * s['band']:g} point"
+    for b, p in per_b.items():
+        change = interval(p.acc_change)
+        out.append(Finding(
+            f"B={b}: stopping early costs little accuracy: the paired difference in final test accuracy "
+            f"(restored best epoch minus full budget) is within \u00b1{points} (verdict: agrees if its 95% interval "
+            f"lies inside [-{s['band']:g}, {s['band']:g}], disagrees if entirely outside, else inconclusive)",
+            SOURCE, f"difference {change.format(2, 100)} points; test acc early-stopped "
+            f"{interval(p.early_test_acc).format(3)} vs full budget {interval(p.full_test_acc).format(3)}",
+            within(change, -s["band"], s["band"])))
+    best = [per_b[b].best_epoch for b in sizes]
+    slope, verdict = trend(sizes, best, "increasing")
+    listed = ", ".join(f"B={b}: {interval(per_b[b].best_epoch).format(3)}" for b in sizes)
+    in_updates = ", ".join(f"B={b}: {_count(interval(per_b[b].best_updates))}" for b in sizes)
+    out.append(Finding("the best-validation epoch (min test loss) comes earlier for smaller B", SOURCE,
+                       f"slope {slope.format(3)} epochs per doubling of B; best epoch {listed} "
+                       f"(in updates: {in_updates})", verdict))
+    for b, p in per_b.items():
+        diff, verdict = compare(p.full_last_loss, p.full_min_loss, "greater")
+        out.append(Finding(f"B={b}: the last-epoch test loss is higher than the best-epoch test loss (overfitting)",
+                           SOURCE, f"last {interval(p.full_last_loss).format(3)} vs best "
+                           f"{interval(p.full_min_loss).format(3)}; difference {diff.format(3)} (Welch)", verdict))
+    return out
+
+
+def _count(iv: Interval) -> str:
+    """A count (updates) with its interval, rounded to whole updates."""
+    if iv.n < 2:
+        return f"{iv.mean:,.0f} (n={iv.n})"
+    return f"{iv.mean:,.0f} [{iv.low:,.0f}, {iv.high:,.0f}]"
+
+
+def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
+    pairs = tables["pairs"]
+    same = int((pairs.restored_epoch == pairs.best_epoch).sum())
+    return [
+        "The test set is the validation set here: early stopping watches the test loss and the accuracy is "
+        "read on the same rows, so the early-stopped accuracy is optimistic (selected on the test set). "
+        "A held-out validation split would remove that bias.",
+        f"Each B uses the same learning rate ({s['lr']:g}, momentum {s['momentum']:g}); it is not re-tuned per "
+        "batch size, so part of the B effect is an effect of the noise scale lr/B, not of B alone.",
+        "The early-stopped run's accuracy is that of its restored parameters: the test accuracy recorded at "
+        "the epoch it restored. The store's summary row of such a run holds the metrics of the epoch it "
+        "stopped at (restored epoch + patience), which is not the model it returns.",
+        f"The epoch early stopping restored equals the full run's best-validation epoch in {same} of "
+        f"{len(pairs)} pairs (they differ when the test loss reaches a new minimum more than "
+        f"{s['patience']} epochs after an earlier one).",
+        "Test loss and test accuracy need not peak together: the loss also punishes confident mistakes, so "
+        "accuracy can keep rising while the loss rises; stopping on the loss then costs accuracy.",
+    ]

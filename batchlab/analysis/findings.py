@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
 BOOTSTRAP = 2000
@@ -57,10 +58,17 @@ class Finding:
         return f"- **{self.verdict}** — {self.claim} ({self.source}). Measured: {self.measured}"
 
 
-def interval(values: Iterable[float]) -> Interval:
-    """Mean and 95% t-interval of the finite values."""
+def t_half_width(std: float, n: int, quantile: float = 0.975) -> float:
+    """Half-width of a t-interval of a mean: t_{quantile, n-1} std / sqrt(n) (std with ddof 1).
+
+    Every t-interval of a mean in batchlab is computed here (0.975: a 95% interval)."""
     from scipy import stats
 
+    return float(stats.t.ppf(quantile, n - 1) * std / math.sqrt(n))
+
+
+def interval(values: Iterable[float]) -> Interval:
+    """Mean and 95% t-interval of the finite values: mean +- t_{0.975, n-1} s / sqrt(n)."""
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
     n = len(arr)
     if n == 0:
@@ -68,8 +76,35 @@ def interval(values: Iterable[float]) -> Interval:
     mean = float(arr.mean())
     if n < 2:
         return Interval(mean, math.nan, math.nan, n)
-    half = float(stats.t.ppf(0.975, n - 1) * arr.std(ddof=1) / math.sqrt(n))
+    half = t_half_width(arr.std(ddof=1), n)
     return Interval(mean, mean - half, mean + half, n)
+
+
+def interval_columns(name: str, iv: Interval) -> dict[str, float]:
+    """An interval as three table columns: ``name`` (the mean), ``name_low`` and ``name_high``."""
+    return {name: iv.mean, f"{name}_low": iv.low, f"{name}_high": iv.high}
+
+
+def interval_table(frame: pd.DataFrame, by: str | Sequence[str], quantities: Iterable[str], *,
+                   before: Callable[[pd.DataFrame], dict] | None = None,
+                   after: Callable[[pd.DataFrame], dict] | None = None, sort: bool = True) -> pd.DataFrame:
+    """Mean and 95% interval per group: one row per group of ``frame``'s rows that share ``by``.
+
+    Columns, in this order: the group's ``by`` values; ``before(group)``; for each quantity q,
+    the mean of the group's finite values of q and its 95% t-interval (:func:`interval`) as
+    ``q``, ``q_low``, ``q_high``; ``after(group)``. ``sort``: groups in the order of their
+    ``by`` values, else in the order they first appear.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    rows = []
+    for key, group in frame.groupby(by, sort=sort):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row.update(before(group) if before else {})
+        for name in quantities:
+            row.update(interval_columns(name, interval(group[name])))
+        row.update(after(group) if after else {})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def verdict_from_interval(low: float, high: float, claimed_sign: int) -> str:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from batchlab.cli import DEFAULT_DB, app
 from batchlab.errors import BatchlabError
 from batchlab.runs_table import per_run_seconds, print_runs
+
+if TYPE_CHECKING:
+    from batchlab.analysis.sweep import SweepAnalysis
+    from batchlab.figure_helpers import FigureDrawer
 
 
 _FILTERS = "--data, --model, --batch-size, --sweep, --status"
@@ -171,10 +175,12 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     from rich.table import Table
 
     from batchlab.figure_helpers import FigureDrawer
-    from batchlab.studies.scaling import analyze as analyze_sweep
 
     with FigureDrawer() as drawer:  # first: its helpers import matplotlib while this process analyses
-        result = analyze_sweep(db, out, sweep_name, target, drawer)
+        from batchlab.analysis.sweep import analyse_sweep
+
+        result = analyse_sweep(db, sweep_name, target)
+        files = _write_sweep_analysis(result, out, drawer)
     table = Table(title=f"sweep {result.name!r}: to reach {result.target} (best lr per B; mean ± std over seeds)")
     for column in ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime"):
         table.add_column(column, justify="right")
@@ -197,4 +203,23 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
         typer.echo("fewer than 3 batch sizes reached the target with every seed: no critical-batch fit")
     if result.missing:
         typer.echo(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
-    typer.echo("wrote: " + ", ".join(str(p) for p in result.files if p.suffix != ".svg"))
+    typer.echo("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
+
+
+def _write_sweep_analysis(result: "SweepAnalysis", out: Path, drawer: "FigureDrawer") -> list[Path]:
+    """The tables (CSV) and figures (PNG + SVG, drawn by ``drawer``'s helpers) of an analysed sweep."""
+    from batchlab.paths import check_writable_dir
+
+    out = check_writable_dir(out, "--out folder")
+    files = [out / "settings.csv", out / "best_per_batch.csv"]
+    result.settings.to_csv(files[0], index=False)
+    result.best.to_csv(files[1], index=False)
+    figures = "batchlab.plots.scaling:"
+    drawer.draw(figures + "to_target_figure", result.best, result.fit, str(result.target),
+                path=out / "to_target_vs_batch")
+    drawer.draw(figures + "final_metrics_figure", result.best, path=out / "final_metrics_vs_batch")
+    drawer.draw(figures + "heatmap_figure", result.settings, best=result.best,
+                title=f"sweep {result.name!r}: final test accuracy", path=out / "lr_batch_heatmap")
+    drawer.draw("learning_curves", result.at_best, "acc", title="Learning curves at each batch size's best lr",
+                path=out / "learning_curves_best_lr")
+    return files + [file for figure in drawer.files() for file in figure]

@@ -1,16 +1,15 @@
-"""Commands that train: ``plan`` (what N, B and epochs make), ``train``, ``noise``, ``sweep``."""
+"""Commands that train: ``plan`` (what N, B and epochs make), ``train``, ``sweep``."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from batchlab.cli import DEFAULT_DB, DEFAULT_OUT, MODEL_HELP, app, expect_interrupts, progress_bar
+from batchlab.cli import DEFAULT_DB, DEFAULT_OUT, app, expect_interrupts, progress_bar
 from batchlab.cli.options import settings_options
 from batchlab.errors import BatchlabError
 from batchlab.runs_table import print_runs
@@ -74,62 +73,6 @@ def train(
             drawer.draw("runs_learning_curves", records, metric, path=out / f"learning_curves_{metric}")
         pngs = [str(f) for figure in drawer.files() for f in figure if f.suffix == ".png"]
         typer.echo(f"runs stored in {db}; figures: {', '.join(pngs)}")
-
-
-@app.command()
-def noise(
-    data: str = typer.Option("digits", help="built-in name or a .npz/.csv file"),
-    model: str = typer.Option("mlp", help="mlp, logreg, cnn, or " + MODEL_HELP),
-    batch_size: str = typer.Option("64", "--batch-size", "-b", help="batch size of the training run"),
-    lr: float = typer.Option(0.01, help="learning rate of the training run"),
-    momentum: float = typer.Option(0.0, help="SGD momentum of the training run"),
-    hidden: str = typer.Option("50", help="MLP hidden widths"),
-    at_epochs: str = typer.Option("2,30", help="checkpoint epochs: '2,30' (0 = before training), 'every:10' "
-                                               "or 'log:6' (the last two with --epochs)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="length of the training run "
-                                                                      "(default: the last checkpoint)"),
-    batch_sizes: str = typer.Option("1:1024", help="batch sizes to measure: list, a:b powers of two, full"),
-    trials: int = typer.Option(1000, help="random batches per batch size"),
-    reduction: str = typer.Option("sum,mean", help="loss over the batch: sum, mean or both"),
-    sampling: str = typer.Option("without", help="batches drawn without or with replacement, or both"),
-    pool: Optional[int] = typer.Option(None, help="a random pool of this many training rows (default: all, at most 4096)"),
-    seed: int = typer.Option(0),
-    sharpness: Optional[bool] = typer.Option(None, "--sharpness/--no-sharpness",
-                                             help="also measure Hessian lambda_max and trace (default: yes, "
-                                                  "except for PyTorch models)"),
-    task: Optional[str] = typer.Option(None, help="classification or regression; default: the data's own"),
-    label: str = typer.Option("label", help="label column of a CSV file"),
-    out: Path = typer.Option(Path("results/noise"), help="folder for the figure, CSVs and table"),
-    db: Path = typer.Option(Path(DEFAULT_DB), help="run store for the training run"),
-) -> None:
-    """Gradient noise at checkpoints of a real run: batch-gradient norm vs B, ||G||^2, tr(Sigma), B_simple."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from batchlab.figure_helpers import FigureDrawer
-
-    with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
-        from batchlab.instruments.base import parse_epoch_schedule
-        from batchlab.studies import gradient_noise
-
-        checkpoints = parse_epoch_schedule(at_epochs, epochs)
-        output = gradient_noise.run(out, data=data, model=model, batch_size=batch_size, lr=lr, momentum=momentum,
-                                    at_epochs=checkpoints, epochs=epochs, batch_sizes=batch_sizes, trials=trials,
-                                    reductions=tuple(r.strip() for r in reduction.split(",")), sampling=sampling,
-                                    pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db, task=task,
-                                    label=label, drawer=drawer)
-    table = Table(title=f"gradient noise of {data} {model} (pool of {int(output.table['pool'].iloc[0])} rows)")
-    columns = [("epoch", "epoch", "{:.0f}"), ("||G||^2", "grad_sq", "{:.4g}"), ("tr(Sigma)", "trace", "{:.4g}"),
-               ("B_simple", "noise_scale", "{:.4g}"), ("mean ||g_i||", "mean_sample_norm", "{:.4g}"),
-               ("mean cos(g_i,g_j)", "mean_cosine", "{:.4f}"), ("exponent |g_B|^2 ~ B^k", "sq_norm_exponent", "{:.3f}")]
-    if "lambda_max" in output.table:
-        columns += [("lambda_max", "lambda_max", "{:.4g}"), ("tr(H)", "hessian_trace", "{:.4g}")]
-    for name, _, _ in columns:
-        table.add_column(name, justify="right")
-    for row in output.table.to_dict("records"):
-        table.add_row(*[fmt.format(row[key]) for _, key, fmt in columns])
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
-    typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Named studies: each a declaration (``base.Study``) in its own module, run by ``runner.run_study``.
+"""Named studies: each a declaration (``base.Study``) in its own module, run by ``runner.run_study``;
+each study's analysis and findings are in ``batchlab/analysis/`` under the same module name.
 
 The registry maps a study's name to the module that declares it as ``STUDY``; modules are
 imported only when a study is used.

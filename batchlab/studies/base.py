@@ -6,6 +6,11 @@ A :class:`Study` names the question and its source, its settings (faithful defau
 the analysis that turns the stored runs into tables, the figures drawn from those tables
 and the findings computed from them. Nothing in a study trains, stores or writes files
 itself: the runner does that, the same way for every study.
+
+A study module is a declaration: its settings, grids, checkpoint instruments (the
+measurement on saved parameters, which runs training code, lives there too) and figures.
+The analysis, findings and notes it names live in ``analysis/<study>.py`` and read
+DataFrames only (:class:`~batchlab.analysis.study_data.StudyData`).
 """
 
 from __future__ import annotations
@@ -13,19 +18,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from batchlab.analysis.study_data import Settings, StudyData, Tables
 from batchlab.config import RunConfig
 from batchlab.errors import BatchlabError
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     from batchlab.analysis.findings import Finding
     from batchlab.data import Dataset
     from batchlab.models import Model
 
-Settings = dict[str, Any]
-Tables = dict[str, "pd.DataFrame"]
+__all__ = ["Grid", "Checkpoint", "CheckpointInstrument", "FigureSpec", "Study", "StudyData", "Settings", "Tables",
+           "coerce"]
 
 
 @dataclass(frozen=True)
@@ -103,17 +108,6 @@ class Study:
                                     f"its settings: {', '.join(sorted(settings))}")
             settings[key] = coerce(value, settings[key], key)
         return settings
-
-
-@dataclass
-class StudyData:
-    """The stored runs of a study, read back from the store (never from the training process)."""
-
-    history: "pd.DataFrame"  # per epoch; a ``group`` column holds each run's grid label
-    summary: "pd.DataFrame"  # one row per run
-    steps: "pd.DataFrame"  # per step (empty unless the study asks for steps)
-    measurements: "pd.DataFrame"  # checkpoint instruments' records (run_id, instrument, epoch, ...)
-    runs: list  # the RunResults (configs, statuses)
 
 
 def coerce(value: Any, default: Any, key: str) -> Any:

@@ -7,23 +7,15 @@ eps 1e-8) at each B in ``batch_sizes``; each optimizer keeps one learning rate f
 default; none tuned). Both start from the same
 initial weights for a given seed. Measured: ||theta_t||_2 at every update (per-step
 instrument ``weight_norm``), ||theta_0||_2 and ||theta_T||_2 on the saved parameters
-(checkpoint instrument), the distance travelled ``dist_init`` and test accuracy.
+(checkpoint instrument), the distance travelled ``dist_init`` and test accuracy
+(``analysis/optimizer.py``).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
-from batchlab.analysis.curves import curves_table
-from batchlab.analysis.distance import parameter_norm, thin_steps, with_start
-from batchlab.analysis.findings import Finding, compare, interval, within
-from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study, StudyData
-
-SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
-NORM = "param_norm"  # the checkpoint instrument: ||theta||_2 of the saved parameters
-NAMES = {"sgd": "SGD", "adam": "Adam"}
-QUANTITIES = ("test_acc", "train_acc", "initial_norm", "final_norm", "norm_ratio", "dist_final")
+from batchlab.analysis import optimizer as analysis
+from batchlab.analysis.steps import parameter_norm
+from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
 
 
 def grids(s: dict) -> list[Grid]:
@@ -41,51 +33,7 @@ def measure_norm(ckpt: Checkpoint) -> list[dict]:
 
 
 def checkpoints(s: dict) -> list[CheckpointInstrument]:
-    return [CheckpointInstrument(NORM, (0, s["epochs"]), measure_norm)]
-
-
-def per_run(data: StudyData, s: dict) -> pd.DataFrame:
-    """One row per run: optimizer, B, lr, seed, final accuracies, ||theta_0||, ||theta_T||, their
-    ratio and the final distance from the initial weights."""
-    runs = data.summary.set_index("run_id")
-    norms = data.measurements[data.measurements.instrument == NORM].drop_duplicates(["run_id", "epoch"])
-    at = norms.pivot(index="run_id", columns="epoch", values="weight_norm")
-    runs["initial_norm"] = at[0]
-    runs["final_norm"] = at[s["epochs"]]
-    runs["norm_ratio"] = runs.final_norm / runs.initial_norm
-    last = data.steps.sort_values("step").groupby("run_id").tail(1).set_index("run_id")
-    runs["dist_final"] = last.dist_init
-    runs["final_norm_steps"] = last.weight_norm  # the per-step instrument's last value, a cross-check
-    keep = ["group", "optimizer", "batch_size", "lr", "seed", *QUANTITIES, "final_norm_steps"]
-    return runs.reset_index()[["run_id", *keep]]
-
-
-def by_group(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% interval over seeds of each per-run quantity, per group."""
-    rows = []
-    for (group, name, b, lr), part in runs.groupby(["group", "optimizer", "batch_size", "lr"], sort=False):
-        row = dict(group=group, optimizer=name, batch_size=b, lr=lr, seeds=len(part))
-        for q in QUANTITIES:
-            iv = interval(part[q])
-            row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
-    runs = per_run(data, s)
-    n = int(data.history.loc[data.history.epoch == 1, "samples_seen"].iloc[0])
-    # Step 0 is the initial weights: their norm from the checkpoint instrument, distance 0.
-    steps = with_start(data.steps, {"weight_norm": runs.set_index("run_id").initial_norm, "dist_init": 0.0})
-    thin = thin_steps(steps, s["points"])
-    weights = thin.groupby(["group", "optimizer", "batch_size", "lr", "step", "samples_seen"], sort=False
-                           ).weight_norm.agg(["mean", "std", "min", "max", "count"]).reset_index()
-    weights["epoch"] = weights.samples_seen / n  # fractional epochs: samples seen / N
-    accuracy = curves_table(data.history, ["group", "optimizer", "batch_size", "lr"], ("acc",))
-    for table in (weights, accuracy):
-        table["line"] = [f"{NAMES[o]}, lr {lr:g}" for o, lr in zip(table.optimizer, table.lr)]
-    return {"runs": runs, "groups": by_group(runs), "weights": weights,
-            "accuracy": accuracy[accuracy.split == "test"].reset_index(drop=True)}
+    return [CheckpointInstrument(analysis.NORM, (0, s["epochs"]), measure_norm)]
 
 
 def _curves(tables, s):
@@ -97,59 +45,19 @@ def _curves(tables, s):
                             f"{'-'.join(map(str, s['hidden']))}, batch-mean loss, {s['seeds']} seeds")
 
 
-def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
-    runs, out = tables["runs"], []
-    for b in sorted(runs.batch_size.unique()):
-        adam = runs[(runs.batch_size == b) & (runs.optimizer == "adam")]
-        for lr in s["sgd_lrs"]:
-            sgd = runs[(runs.batch_size == b) & (runs.optimizer == "sgd") & np.isclose(runs.lr, lr)]
-            setting = f"B={b}, SGD lr {lr:g} vs Adam lr {s['adam_lr']:g}, {s['epochs']} epochs"
-            diff, verdict = compare(adam.final_norm, sgd.final_norm, "greater")
-            out.append(Finding(f"Adam ends with a larger weight norm than SGD ({setting})", SOURCE,
-                               f"||theta_T|| Adam {interval(adam.final_norm).format(3)}, SGD "
-                               f"{interval(sgd.final_norm).format(3)}; difference {diff.format(3)}", verdict))
-            ratio = interval(sgd.norm_ratio)
-            out.append(Finding(f"SGD's weight norm stays near the initial one: ||theta_T|| / ||theta_0|| within "
-                               f"1 +- {s['tolerance']:g} (B={b}, SGD lr {lr:g}, {s['epochs']} epochs)", SOURCE,
-                               f"ratio SGD {ratio.format(3)} (Adam {interval(adam.norm_ratio).format(3)})",
-                               within(ratio, 1 - s["tolerance"], 1 + s["tolerance"])))
-            diff, verdict = compare(adam.test_acc, sgd.test_acc, "less")
-            out.append(Finding(f"Adam reaches a lower test accuracy than SGD ({setting})", SOURCE,
-                               f"final test acc Adam {interval(adam.test_acc).format(3)}, SGD "
-                               f"{interval(sgd.test_acc).format(3)}; difference {diff.format(3)}", verdict))
-    return out
-
-
-def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
-    groups = tables["groups"]
-    far = ", ".join(f"{NAMES[r.optimizer]} lr {r.lr:g} B={r.batch_size}: {r.dist_final:.3g}"
-                    for r in groups.itertuples())
-    return [
-        "- Adam divides each coordinate's step by a running estimate of its gradient's scale, so every weight "
-        "moves by up to about the lr per update however small its gradient; SGD's steps shrink with the gradient.",
-        f"- Distance travelled ||theta_T - theta_0|| (mean over seeds): {far}; the initial norm is "
-        f"{groups.initial_norm.mean():.3g} (He-uniform hidden layers, Glorot-uniform output).",
-        f"- Learning rates are fixed, the same for every B and not tuned: SGD at "
-        f"{' and '.join(f'{lr:g}' for lr in s['sgd_lrs'])} (no momentum), Adam at its usual default "
-        f"{s['adam_lr']:g}; another lr for either optimizer can change the accuracy ranking.",
-        f"- 'Near the initial norm' means the interval of ||theta_T|| / ||theta_0|| over seeds lies within "
-        f"1 +- {s['tolerance']:g}.",
-    ]
-
-
 STUDY = Study(
     name="optimizer",
     question="Does Adam end farther from the initial weights' norm, and lower in test accuracy, than SGD?",
-    source=SOURCE,
+    source=analysis.SOURCE,
     defaults=dict(data="mnist", hidden=(128, 128), batch_sizes=(64, 1024), epochs=20, seeds=3, sgd_lrs=(0.01, 0.1),
                   adam_lr=0.001, tolerance=0.10, points=150),
     quick=dict(data="digits", hidden=(32,), batch_sizes=(32, 512), epochs=10, seeds=2),
     grids=grids,
-    analyse=analyse,
+    analyse=analysis.analyse,
     figures=(FigureSpec("weight_norm_and_accuracy", _curves, "weights"),),
-    findings=findings,
+    findings=analysis.findings,
     checkpoints=checkpoints,
-    notes=notes,
+    notes=analysis.notes,
     steps=True,
     minutes=(1.5, 0.1),
 )

@@ -1,0 +1,66 @@
+"""A stored sweep's analysis (``batchlab analyze``): per (B, lr) the steps, samples and time to
+the target; each B at its best lr; the fit S(B) = S_min (1 + B_crit / B) and the regime of each
+B (``science.md`` section 4). The statistics are ``analysis/scaling.py``'s, which the
+critical-batch study uses too; this module reads the sweep from the store and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from batchlab.analysis.scaling import CriticalBatchFit, best_per_batch, fit_critical_batch, per_setting, to_target
+from batchlab.analysis.targets import Target, parse_target
+from batchlab.errors import BatchlabError
+from batchlab.store import Store, series_frame, summary_frame
+
+
+@dataclass
+class SweepAnalysis:
+    name: str
+    target: Target
+    settings: pd.DataFrame  # per (B, lr)
+    best: pd.DataFrame  # per B, at its best lr, with the regime
+    fit: CriticalBatchFit | None  # None when fewer than 3 B reached the target with every seed
+    at_best: pd.DataFrame  # per-epoch history of the runs at each B's best lr
+    missing: int  # runs of the sweep not (yet) in the store
+
+
+def sweep_tables(history: pd.DataFrame, summary: pd.DataFrame, target: Target
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, CriticalBatchFit | None, pd.DataFrame]:
+    """(per (B, lr) settings, each B at its best lr, the critical-batch fit or None, the history
+    of the runs at each B's best lr). The fit uses the B where every seed reached ``target``
+    (3 or more), and then labels each B with its regime."""
+    settings = per_setting(summary, to_target(history, target))
+    best = best_per_batch(settings)
+    fit = None
+    reached = best[best.reached == 1.0]
+    if len(reached) >= 3:
+        fit = fit_critical_batch(reached.batch_size, reached.steps)
+        best["regime"] = [fit.regime(b) for b in best.batch_size]
+    at_best = history.merge(best[["batch_size", "lr"]], on=["batch_size", "lr"])
+    return settings, best, fit, at_best
+
+
+def analyse_sweep(db: str | Path, sweep: str | None = None, target: str | None = None) -> SweepAnalysis:
+    """The stored sweep ``sweep`` (default: the last one) analysed against ``target`` (default:
+    the sweep's own); the target is checked before the store is read."""
+    if target is not None:
+        parse_target(target)
+    with Store(db, create=False) as store:
+        sweeps = store.sweeps()
+        if not sweeps:
+            raise BatchlabError(f"{db} holds no sweep")
+        if sweep is None:
+            sweep = list(sweeps)[-1]
+        if sweep not in sweeps:
+            raise BatchlabError(f"no sweep named {sweep!r} in {db}; sweeps: {', '.join(sweeps)}")
+        wanted = store.sweep_run_ids(sweep)
+        runs = store.load(wanted, steps=False)
+    if not runs:
+        raise BatchlabError(f"sweep {sweep!r} has no finished runs yet")
+    goal = parse_target(target or sweeps[sweep]["target"])
+    settings, best, fit, at_best = sweep_tables(series_frame(runs, "epoch"), summary_frame(runs), goal)
+    return SweepAnalysis(sweep, goal, settings, best, fit, at_best, len(wanted) - len(runs))
