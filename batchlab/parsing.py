@@ -64,6 +64,8 @@ def parse_float(item: Any, what: str, *, positive: bool = False, low: float | No
         raise BatchlabError(f"{what} must be > 0, got {shown(item)}")
     above = high is not None and (value > high if closed else value >= high)
     if low is not None and value < low or above:
+        if high is None:
+            raise BatchlabError(f"{what} must be >= {low:g}, got {shown(item)}")
         raise BatchlabError(f"{what} must lie in [{low:g}, {high:g}{']' if closed else ')'}, got {shown(item)}")
     return value
 

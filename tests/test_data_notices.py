@@ -104,3 +104,21 @@ def test_an_older_store_gains_the_notes_column(tmp_path, old):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     conn.close()
+
+
+def test_a_sweep_keeps_the_data_notes_as_train_does(tmp_path):
+    """Train and sweep store runs by one path: the same run keeps the same notes either way."""
+    from batchlab.sweep.run import run_sweep
+    from batchlab.sweep.spec import SweepSpec
+
+    path = tmp_path / "onehot.npz"
+    y = np.eye(3)[np.arange(80) % 3]
+    np.savez(path, x=X[:60], y=y[:60], x_test=X[60:], y_test=y[60:])
+    trained = batchlab.train(str(path), batch_size=20, epochs=2, lr=0.05, hidden=(8,), db=tmp_path / "train.db")
+    sweep = run_sweep(SweepSpec(data=str(path), batch_size=20, lr=0.05, hidden=(8,), seeds=1, budget="epochs=2"),
+                      tmp_path / "sweep.db")
+    assert sweep.run_ids == [r.run_id for r in trained.runs]
+    with Store(tmp_path / "train.db") as a, Store(tmp_path / "sweep.db") as b:
+        notes = a.notes(sweep.run_ids)
+        assert notes == b.notes(sweep.run_ids)
+        assert all("y is one-hot" in lines[0] for lines in notes.values())

@@ -93,4 +93,4 @@ def test_step_schedule_needs_its_epochs():
     with pytest.raises(BatchlabError, match="decay_epochs"):
         batchlab.train("blobs", epochs=3, schedule="step")
     with pytest.raises(BatchlabError, match="unknown lr schedule"):
-        batchlab.train("blobs", epochs=3, schedule="linear")
+        batchlab.train("blobs", epochs=3, schedule="exponential")

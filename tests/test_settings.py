@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 
 # What a setting needs beside it to mean something (a beta needs Adam, a monitor early stopping).
 COMPANIONS = {
-    "task": {"data": "diabetes"},
+    "task": {"data": "diabetes", "batch_size": 32},
     "phases": {"epochs": 20},
     "beta1": {"optimizer": "adam"}, "beta2": {"optimizer": "adam"}, "eps": {"optimizer": "adam"},
     "decay_epochs": {"schedule": "step", "epochs": 50},

@@ -52,7 +52,7 @@ class SweepSpec:
 
     def replace(self, **given: Any) -> "SweepSpec":
         """This sweep with ``given`` settings changed (``None``: not given)."""
-        return SweepSpec(**{**self._given(), **{k: v for k, v in given.items() if v is not None}})
+        return SweepSpec(**{**self._given(), **{ALIASES.get(k, k): v for k, v in given.items() if v is not None}})
 
     def _given(self) -> dict[str, Any]:
         return {k: (list(map(_plain, v)) if k == "phases" else v) for k, v in self._values.items()}
