@@ -11,9 +11,10 @@ command trained it.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from batchlab.config import DataConfig, RunConfig
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
@@ -124,27 +125,21 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
     The store is checked for writing before the first cohort trains, so no work is done that
     could not be kept; ``before(store)`` records more there first (a sweep's grid). Runs
     already stored are read back unless ``force``. ``checkpoints``: epochs whose parameters
-    the fresh runs keep (``RunResult.checkpoints``). ``grid``: every run of the command, over
-    which compiled programs are planned (default: ``configs``). Without ``collect`` the runs
-    are stored only (``TrainResult.runs`` is empty): a long sweep keeps no records in memory.
+    the fresh runs keep. ``grid``: every run of the command, over which compiled programs are
+    planned (default: ``configs``). Without ``collect`` the runs are only stored
+    (``TrainResult.runs`` is empty): a long sweep keeps no records in memory.
     """
     check_executor(executor, workers, address, configs)
-    store = Store(db) if db is not None else None
-    try:
-        if store is not None:
-            store.check_writable()
-            if before is not None:
-                before(store)
+    with _open_store(db, before) as store:
         done = store.run_ids() if (store is not None and not force) else set()
-        todo = [c for c in configs if c.run_id not in done]
         skipped = [c.run_id for c in configs if c.run_id in done]
         if progress is not None and skipped:
             progress(sum(c.epochs for c in configs if c.run_id in done))
         notes = list(getattr(dataset, "notes", ()) or ())
         fresh: dict[str, RunResult] = {}
-        for results in run_cohorts(group_cohorts(todo), dataset, net, executor=executor, workers=workers,
-                                   address=address, progress=progress, checkpoints=checkpoints,
-                                   grid=group_cohorts(grid or configs)):
+        for results in run_cohorts(group_cohorts([c for c in configs if c.run_id not in done]), dataset, net,
+                                   executor=executor, workers=workers, address=address, progress=progress,
+                                   checkpoints=checkpoints, grid=group_cohorts(grid or configs)):
             if store is not None:
                 store.write(results, __version__, notes={r.run_id: notes for r in results} if notes else None)
             if collect:
@@ -153,9 +148,19 @@ def run_configs(configs: list[RunConfig], dataset: Dataset, net: Model, *, db: s
             return TrainResult([], skipped)
         stored = {r.run_id: r for r in store.load(skipped)} if (store is not None and skipped) else {}
         return TrainResult([fresh.get(c.run_id) or stored[c.run_id] for c in configs], skipped)
-    finally:
-        if store is not None:
-            store.close()
+
+
+@contextmanager
+def _open_store(db: str | Path | None, before: Callable[[Store], None] | None) -> Iterator[Store | None]:
+    """The store at ``db`` (None: nothing is stored), proven writable, ``before`` applied."""
+    if db is None:
+        yield None
+        return
+    with Store(db) as store:
+        store.check_writable()
+        if before is not None:
+            before(store)
+        yield store
 
 
 def _signature() -> inspect.Signature:

@@ -6,8 +6,9 @@ API say the same thing about the same value."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
+from batchlab.config import Phase
 from batchlab.errors import BatchlabError
 
 FULL = "full"  # batch size N: batch gradient descent
@@ -173,3 +174,107 @@ def parse_widths(spec: str | int | list | tuple) -> tuple[int, ...]:
     if any(w < 1 for w in widths):
         raise BatchlabError(f"hidden widths must be >= 1, got {shown(spec)}")
     return widths
+
+
+# ---------------------------------------------------------------- readers of one setting (settings.py)
+
+def text_value(what: str) -> Callable[[Any], str]:
+    def read(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise BatchlabError(f"{what} must be a non-empty text, got {shown(value)}")
+        return value.strip()
+    return read
+
+
+def choice_of(what: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    return lambda value: parse_choice(value, what, choices)
+
+
+def choices_of(what: str, choices: tuple[str, ...]) -> Callable[[Any], list[str]]:
+    return lambda value: list(dict.fromkeys(parse_choice(v, what, choices) for v in items_of(value)))
+
+
+def integer_at_least(what: str, low: int) -> Callable[[Any], int]:
+    def read(value: Any) -> int:
+        number = parse_int(value, what)
+        if number < low:
+            raise BatchlabError(f"{what} must be an integer >= {low}, got {shown(value)}")
+        return number
+    return read
+
+
+def number_of(what: str, **bounds: Any) -> Callable[[Any], float]:
+    return lambda value: parse_float(value, what, **bounds)
+
+
+def numbers_of(what: str, **bounds: Any) -> Callable[[Any], list[float]]:
+    return lambda value: parse_floats(value, what, **bounds)
+
+
+def boolean(what: str) -> Callable[[Any], bool]:
+    return lambda value: parse_bool(value, what)
+
+
+def seed_value(what: str) -> Callable[[Any], int]:
+    return lambda value: check_seed(parse_int(value, what), what)
+
+
+def epoch_list(value: Any) -> tuple[int, ...]:
+    """Epochs such as ``"20,40"``; nothing (``""``, ``[]``) is an empty list."""
+    if not [v for v in items_of(value) if str(v).strip()]:
+        return ()
+    return tuple(parse_ints(value, "decay epoch", low=1))
+
+
+def parse_phases(value: Any) -> tuple[Phase, ...]:
+    """Phases as text ``"10:B=64,20:lr=0.001"`` (after epoch 10 batch size 64, after epoch 20
+    lr 0.001; ``10:B=full:lr=0.1`` changes both), or from Python :class:`Phase` objects,
+    ``(epoch, batch_size, lr)`` tuples (None = unchanged) or dicts. Checked against N and the
+    epochs in ``grid.resolve_phases``."""
+    if isinstance(value, str):
+        return tuple(_phase_text(part) for part in value.split(",") if part.strip())
+    if not isinstance(value, (list, tuple)):
+        raise BatchlabError(f"phases must be a list of (epoch, batch_size, lr), got {shown(value)}")
+    out = []
+    for phase in value:
+        try:
+            if isinstance(phase, dict):
+                phase = Phase(**phase)
+            elif isinstance(phase, (tuple, list)):
+                phase = Phase(*phase)
+        except TypeError:
+            raise BatchlabError(f"a phase is (epoch, batch_size, lr), got {shown(phase)}") from None
+        if isinstance(phase, str):
+            phase = _phase_text(phase)
+        if not isinstance(phase, Phase):
+            raise BatchlabError(f"a phase is (epoch, batch_size, lr), got {shown(phase)}")
+        out.append(phase)
+    return tuple(out)
+
+
+def _phase_text(text: str) -> Phase:
+    epoch, *changes = [p.strip() for p in text.split(":")]
+    fields: dict[str, Any] = {}
+    for change in changes:
+        key, _, given = change.partition("=")
+        key = {"b": "batch_size", "batch_size": "batch_size", "lr": "lr"}.get(key.strip().lower())
+        if key is None or not given.strip() or key in fields:
+            raise BatchlabError(f"a phase is EPOCH:B=SIZE and/or :lr=RATE (e.g. 10:B=64), got {shown(text)}")
+        fields[key] = given.strip() if key == "batch_size" and given.strip() == "full" else \
+            (parse_int(given, "phase batch size") if key == "batch_size" else parse_float(given, "phase learning rate"))
+    return Phase(parse_int(epoch, "phase start epoch"), fields.get("batch_size"), fields.get("lr"))
+
+
+BUDGET_KINDS = ("epochs", "steps", "samples")
+
+
+def parse_budget(spec: Any) -> tuple[str, float]:
+    """``"epochs=30"`` -> ("epochs", 30.0); also ``steps=N`` and ``samples=N`` (N > 0)."""
+    kind, _, value = str(spec).partition("=")
+    kind = kind.strip()
+    if kind not in BUDGET_KINDS or not value.strip():
+        raise BatchlabError(f"budget must be epochs=N, steps=N or samples=N, got {shown(spec)}")
+    amount = parse_float(value, f"{kind} budget", positive=True)
+    if kind == "epochs" and amount != int(amount):
+        raise BatchlabError(f"an epochs budget must be a whole number, got {shown(value)}")
+    return kind, amount

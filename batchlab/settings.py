@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from batchlab.config import OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, TASKS, EarlyStopping, Phase
+from batchlab.config import OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, TASKS, EarlyStopping
 from batchlab.errors import BatchlabError
-from batchlab.parsing import (check_seed, items_of, parse_batch_sizes, parse_bool, parse_choice, parse_float,
-                              parse_floats, parse_int, parse_ints, parse_seeds, parse_widths, shown)
+from batchlab.parsing import (boolean, choice_of, choices_of, epoch_list, integer_at_least, number_of, numbers_of,
+                              parse_batch_sizes, parse_budget, parse_phases, parse_seeds, parse_widths, seed_value,
+                              text_value)
+from batchlab.targets import parse_target
 
 SCALING_RULES = ("linear", "sqrt")
 # Weight decay of each optimizer when none is given: PyTorch's defaults (SGD and Adam: none;
@@ -52,79 +54,28 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
     def read(self, value: Any) -> Any:
-        """The value as batchlab uses it (a list for an axis); ``None`` means "not given" and
-        stays ``None`` only where that is the default. One-line BatchlabError otherwise."""
+        """The value as batchlab uses it (a list for an axis); ``None`` means "not given": the
+        default. One-line BatchlabError otherwise."""
         if value is None:
-            if self.default is None:
-                return None
-            raise BatchlabError(f"{self.name} needs a value (default: {self.default})")
+            return None if self.default is None else self.read_value(self.default)
         return self.read_value(value)
 
     def describe(self, default: Any = None) -> str:
         """Help text: what it is, its unit, an example and the default."""
         default = self.default if default is None else default
-        parts = [self.help + (f" ({self.unit})" if self.unit else "")]
+        text = self.help + (f" ({self.unit})" if self.unit else "")
         if self.axis:
-            parts.append(f"a list makes one run per value, e.g. {self.example}")
-        parts.append(f"default: {_text(default)}")
-        return "; ".join(parts)
+            text += f"; a list gives one run per value (e.g. {self.example})"
+        return f"{text}; default: {as_text(default).replace('True', 'yes').replace('False', 'no')}"
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) if value else "none"
     return "none" if value is None else str(value)
 
 
 # ---------------------------------------------------------------- how values are read
-
-def _text_value(what: str) -> Callable[[Any], str]:
-    def read(value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise BatchlabError(f"{what} must be a non-empty text, got {shown(value)}")
-        return value.strip()
-    return read
-
-
-def _choice(what: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
-    return lambda value: parse_choice(value, what, choices)
-
-
-def _choices(what: str, choices: tuple[str, ...]) -> Callable[[Any], list[str]]:
-    return lambda value: list(dict.fromkeys(parse_choice(v, what, choices) for v in items_of(value)))
-
-
-def _integer(what: str, low: int) -> Callable[[Any], int]:
-    def read(value: Any) -> int:
-        number = parse_int(value, what)
-        if number < low:
-            raise BatchlabError(f"{what} must be an integer >= {low}, got {shown(value)}")
-        return number
-    return read
-
-
-def _number(what: str, **bounds: Any) -> Callable[[Any], float]:
-    return lambda value: parse_float(value, what, **bounds)
-
-
-def _numbers(what: str, **bounds: Any) -> Callable[[Any], list[float]]:
-    return lambda value: parse_floats(value, what, **bounds)
-
-
-def _boolean(what: str) -> Callable[[Any], bool]:
-    return lambda value: parse_bool(value, what)
-
-
-def _seed(what: str) -> Callable[[Any], int]:
-    return lambda value: check_seed(parse_int(value, what), what)
-
-
-def _epoch_list(value: Any) -> tuple[int, ...]:
-    """Epochs such as ``"20,40"``; nothing (``""``, ``[]``) is an empty list."""
-    if not [v for v in items_of(value) if str(v).strip()]:
-        return ()
-    return tuple(parse_ints(value, "decay epoch", low=1))
-
 
 def _data(value: Any) -> Any:
     """A built-in name or a file path (text); from Python also arrays or a ``Dataset``
@@ -143,45 +94,6 @@ def _model(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise BatchlabError("model must be a built-in name or file.py:function, got ''")
     return value
-
-
-def parse_phases(value: Any) -> tuple[Phase, ...]:
-    """Phases as text ``"10:B=64,20:lr=0.001"`` (after epoch 10 batch size 64, after epoch 20
-    lr 0.001; ``10:B=full:lr=0.1`` changes both), or from Python :class:`Phase` objects,
-    ``(epoch, batch_size, lr)`` tuples (None = unchanged) or dicts. Checked against N and the
-    epochs in ``grid.resolve_phases``."""
-    if isinstance(value, str):
-        return tuple(_phase_text(part) for part in value.split(",") if part.strip())
-    if not isinstance(value, (list, tuple)):
-        raise BatchlabError(f"phases must be a list of (epoch, batch_size, lr), got {shown(value)}")
-    out = []
-    for phase in value:
-        try:
-            if isinstance(phase, dict):
-                phase = Phase(**phase)
-            elif isinstance(phase, (tuple, list)):
-                phase = Phase(*phase)
-        except TypeError:
-            raise BatchlabError(f"a phase is (epoch, batch_size, lr), got {shown(phase)}") from None
-        if isinstance(phase, str):
-            phase = _phase_text(phase)
-        if not isinstance(phase, Phase):
-            raise BatchlabError(f"a phase is (epoch, batch_size, lr), got {shown(phase)}")
-        out.append(phase)
-    return tuple(out)
-
-
-def _phase_text(text: str) -> Phase:
-    epoch, *changes = [p.strip() for p in text.split(":")]
-    fields: dict[str, Any] = {}
-    for change in changes:
-        key, _, given = change.partition("=")
-        key = {"b": "batch_size", "batch_size": "batch_size", "lr": "lr"}.get(key.strip().lower())
-        if key is None or not given.strip() or key in fields:
-            raise BatchlabError(f"a phase is EPOCH:B=SIZE and/or :lr=RATE (e.g. 10:B=64), got {shown(text)}")
-        fields[key] = given.strip() if key == "batch_size" and given.strip() == "full" else \
-            (parse_int(given, "phase batch size") if key == "batch_size" else parse_float(given, "phase learning rate"))
-    return Phase(parse_int(epoch, "phase start epoch"), fields.get("batch_size"), fields.get("lr"))
 
 
 def _instruments(value: Any) -> tuple[str, ...]:
@@ -213,83 +125,85 @@ def _model_help() -> str:
 # ---------------------------------------------------------------- the declaration
 
 def _declare() -> tuple[Setting, ...]:
+    # One table, one entry per setting, in the order of --help: longer than 40 lines because
+    # splitting it would scatter the declaration it exists to keep in one place.
     S = Setting
     return (
         # data
         S("data", "blobs", _data_help(), _data, "digits", group="data"),
         S("standardize", None, "standardize features to mean 0, sd 1 (none: as the data set says)",
-          _boolean("standardize"), True, flag=True, group="data"),
-        S("test_fraction", 0.2, "test split when the data has none", _number("test fraction", low=0.0, high=1.0),
+          boolean("standardize"), True, flag=True, group="data"),
+        S("test_fraction", 0.2, "test split when the data has none", number_of("test fraction", low=0.0, high=1.0),
           0.3, group="data"),
-        S("label", "label", "label column of a CSV file", _text_value("label"), "target", group="data"),
+        S("label", "label", "label column of a CSV file", text_value("label"), "target", group="data"),
         S("task", None, f"{' or '.join(TASKS)} (float targets, mean squared error, R^2 instead of accuracy); "
-          "none: the data's own", _choice("task", TASKS), "regression", group="data"),
+          "none: the data's own", choice_of("task", TASKS), "regression", group="data"),
         # model
         S("model", "mlp", _model_help(), _model, "logreg", group="model"),
         S("hidden", (50,), "MLP hidden widths", parse_widths, "256,256", group="model"),
         S("activation", "relu", "hidden activation: relu, tanh, sigmoid, gelu, elu, leaky_relu or linear",
-          _text_value("activation"), "tanh", group="model"),
+          text_value("activation"), "tanh", group="model"),
         S("init", "he_uniform", "hidden-layer init: he_uniform, glorot_uniform, he_normal, glorot_normal or zeros",
-          _text_value("init"), "glorot_uniform", group="model"),
-        S("dropout", 0.0, "dropout rate after hidden layers", _number("dropout rate", low=0.0, high=1.0), 0.2,
+          text_value("init"), "glorot_uniform", group="model"),
+        S("dropout", 0.0, "dropout rate after hidden layers", number_of("dropout rate", low=0.0, high=1.0), 0.2,
           group="model"),
         # batches and epochs
         S("batch_size", 32, "B in [1, N], 'full' (B = N), lists 1,32,full and ranges 1:1024 (powers of two)",
           parse_batch_sizes, "1,32,full", unit="samples per update", axis=True, short="-b",
           aliases=("batch_sizes",), group="batches"),
-        S("epochs", 10, "passes over the training set", _integer("epochs", 1), 30, short="-e", group="batches"),
+        S("epochs", 10, "passes over the training set", integer_at_least("epochs", 1), 30, short="-e", group="batches"),
         S("seeds", 1, "number of seeds (5 -> seeds 0..4) or a list 3,7", parse_seeds, "3,7", axis=True,
           group="batches"),
-        S("reduction", "mean", "loss over the batch: mean (Keras, PyTorch) or sum", _choice("loss reduction", REDUCTIONS),
+        S("reduction", "mean", "loss over the batch: mean (Keras, PyTorch) or sum", choice_of("loss reduction", REDUCTIONS),
           "sum", group="batches"),
-        S("drop_last", False, "drop the last partial batch of each epoch (MATLAB)", _boolean("drop last"), True,
+        S("drop_last", False, "drop the last partial batch of each epoch (MATLAB)", boolean("drop last"), True,
           flag=True, group="batches"),
-        S("shuffle", "every-epoch", "data order: every-epoch, once or never", _choice("shuffle mode", SHUFFLE_MODES),
+        S("shuffle", "every-epoch", "data order: every-epoch, once or never", choice_of("shuffle mode", SHUFFLE_MODES),
           "once", group="batches"),
         S("micro_batch", None, "largest forward pass; larger batches accumulate gradients (same update)",
-          _integer("micro-batch size", 1), 16, unit="samples", group="batches"),
+          integer_at_least("micro-batch size", 1), 16, unit="samples", group="batches"),
         S("phases", (), "changes during a run: 10:B=64 (batch size after epoch 10), 20:lr=0.001, comma-separated",
           parse_phases, "10:B=64", group="batches"),
         # optimizer
-        S("optimizer", "sgd", "sgd, adam or adamw (decoupled weight decay)", _choices("optimizer", OPTIMIZERS),
+        S("optimizer", "sgd", "sgd, adam or adamw (decoupled weight decay)", choices_of("optimizer", OPTIMIZERS),
           "sgd,adamw", axis=True, group="optimizer"),
-        S("lr", 0.01, "learning rate", _numbers("learning rate", positive=True), "0.001,0.01", axis=True,
+        S("lr", 0.01, "learning rate", numbers_of("learning rate", positive=True), "0.001,0.01", axis=True,
           group="optimizer"),
-        S("momentum", 0.0, "SGD momentum in [0, 1)", _numbers("momentum", low=0.0, high=1.0), "0,0.9", axis=True,
+        S("momentum", 0.0, "SGD momentum in [0, 1)", numbers_of("momentum", low=0.0, high=1.0), "0,0.9", axis=True,
           group="optimizer"),
-        S("nesterov", False, "Nesterov momentum (SGD)", _boolean("nesterov"), True, flag=True, group="optimizer"),
+        S("nesterov", False, "Nesterov momentum (SGD)", boolean("nesterov"), True, flag=True, group="optimizer"),
         S("weight_decay", None, "L2 penalty added to the gradient (sgd, adam) or decoupled decay (adamw); none: "
-          "0, or 0.01 for adamw (PyTorch's defaults)", _numbers("weight decay", low=0.0), "0,0.0005", axis=True,
+          "0, or 0.01 for adamw (PyTorch's defaults)", numbers_of("weight decay", low=0.0), "0,0.0005", axis=True,
           group="optimizer"),
-        S("beta1", 0.9, "Adam's and AdamW's first-moment decay", _number("beta1", low=0.0, high=1.0), 0.95,
+        S("beta1", 0.9, "Adam's and AdamW's first-moment decay", number_of("beta1", low=0.0, high=1.0), 0.95,
           group="optimizer"),
-        S("beta2", 0.999, "Adam's and AdamW's second-moment decay", _number("beta2", low=0.0, high=1.0), 0.98,
+        S("beta2", 0.999, "Adam's and AdamW's second-moment decay", number_of("beta2", low=0.0, high=1.0), 0.98,
           group="optimizer"),
-        S("eps", 1e-7, "Adam's and AdamW's epsilon (Keras' default; PyTorch's is 1e-8)", _number("eps", positive=True),
+        S("eps", 1e-7, "Adam's and AdamW's epsilon (Keras' default; PyTorch's is 1e-8)", number_of("eps", positive=True),
           1e-8, group="optimizer"),
         S("clip_norm", None, "clip the gradient's global L2 norm to this before each update",
-          _number("clip norm", positive=True), 1.0, group="optimizer"),
+          number_of("clip norm", positive=True), 1.0, group="optimizer"),
         # learning-rate schedule
         S("schedule", "constant", "lr decay: constant, step (x decay after each of decay_epochs), cosine or "
-          "linear (to decay x lr at the end)", _choice("lr schedule", SCHEDULES), "cosine", group="schedule"),
-        S("decay_epochs", (), "epochs after which a step schedule multiplies lr by decay", _epoch_list, "20,40",
+          "linear (to decay x lr at the end)", choice_of("lr schedule", SCHEDULES), "cosine", group="schedule"),
+        S("decay_epochs", (), "epochs after which a step schedule multiplies lr by decay", epoch_list, "20,40",
           unit="epochs", group="schedule"),
         S("decay", None, "lr decay factor in [0, 1]; none: 0.1 for step, 0 for cosine and linear",
-          _number("lr decay factor", low=0.0, high=1.0, closed=True), 0.5, group="schedule"),
-        S("warmup_epochs", 0.0, "linear lr warmup over the first epochs", _number("warmup epochs", low=0.0), 2.0,
+          number_of("lr decay factor", low=0.0, high=1.0, closed=True), 0.5, group="schedule"),
+        S("warmup_epochs", 0.0, "linear lr warmup over the first epochs", number_of("warmup epochs", low=0.0), 2.0,
           unit="epochs", group="schedule"),
         # seeds of each source of randomness (default: the run's seed)
-        S("init_seed", None, "fix the initialization seed across runs", _seed("init seed"), 7, group="seeds"),
-        S("data_seed", None, "fix the data-order seed across runs", _seed("data seed"), 7, group="seeds"),
-        S("dropout_seed", None, "fix the dropout seed across runs", _seed("dropout seed"), 7, group="seeds"),
+        S("init_seed", None, "fix the initialization seed across runs", seed_value("init seed"), 7, group="seeds"),
+        S("data_seed", None, "fix the data-order seed across runs", seed_value("data seed"), 7, group="seeds"),
+        S("dropout_seed", None, "fix the dropout seed across runs", seed_value("dropout seed"), 7, group="seeds"),
         # early stopping
         S("patience", None, "stop after this many epochs without improvement of monitor (none: no early stopping)",
-          _integer("patience", 1), 5, unit="epochs", group="early stopping"),
-        S("monitor", "test_loss", "metric early stopping watches", _text_value("monitor"), "test_acc",
+          integer_at_least("patience", 1), 5, unit="epochs", group="early stopping"),
+        S("monitor", "test_loss", "metric early stopping watches", text_value("monitor"), "test_acc",
           group="early stopping"),
-        S("min_delta", 0.0, "smallest change that counts as an improvement", _number("min delta", low=0.0), 0.001,
+        S("min_delta", 0.0, "smallest change that counts as an improvement", number_of("min delta", low=0.0), 0.001,
           group="early stopping"),
-        S("restore_best", True, "early stopping keeps the best epoch's parameters", _boolean("restore best"), False,
+        S("restore_best", True, "early stopping keeps the best epoch's parameters", boolean("restore best"), False,
           flag=True, group="early stopping"),
         # measurements
         S("instruments", (), _instrument_help(), _instruments, "standard", group="instruments"),
@@ -299,33 +213,18 @@ def _declare() -> tuple[Setting, ...]:
 def _declare_sweep() -> tuple[Setting, ...]:
     S = Setting
     return (
-        S("name", "sweep", "the sweep's name in the store", _text_value("sweep name"), "lr-grid", group="sweep"),
+        S("name", "sweep", "the sweep's name in the store", text_value("sweep name"), "lr-grid", group="sweep"),
         S("budget", "epochs=30", "what each batch size trains: epochs=N, steps=N or samples=N", _budget,
           "samples=1e6", group="sweep"),
         S("target", "test_acc>=0.95", "what counts as reached, e.g. test_acc>=0.95 or test_loss<=0.2", _target,
           "test_loss<=0.2", group="sweep"),
         S("lr_scaling", None, "one lr per B instead of --lr: linear or sqrt in B/base_batch",
-          _choice("lr scaling", SCALING_RULES), "sqrt", group="sweep"),
-        S("base_lr", 0.01, "lr at the base batch size, for lr_scaling", _number("base lr", positive=True), 0.1,
+          choice_of("lr scaling", SCALING_RULES), "sqrt", group="sweep"),
+        S("base_lr", 0.01, "lr at the base batch size, for lr_scaling", number_of("base lr", positive=True), 0.1,
           group="sweep"),
-        S("base_batch", 32, "base batch size, for lr_scaling", _integer("base batch size", 1), 128,
+        S("base_batch", 32, "base batch size, for lr_scaling", integer_at_least("base batch size", 1), 128,
           unit="samples", group="sweep"),
     )
-
-
-BUDGET_KINDS = ("epochs", "steps", "samples")
-
-
-def parse_budget(spec: Any) -> tuple[str, float]:
-    """``"epochs=30"`` -> ("epochs", 30.0); also ``steps=N`` and ``samples=N`` (N > 0)."""
-    kind, _, value = str(spec).partition("=")
-    kind = kind.strip()
-    if kind not in BUDGET_KINDS or not value.strip():
-        raise BatchlabError(f"budget must be epochs=N, steps=N or samples=N, got {shown(spec)}")
-    amount = parse_float(value, f"{kind} budget", positive=True)
-    if kind == "epochs" and amount != int(amount):
-        raise BatchlabError(f"an epochs budget must be a whole number, got {shown(value)}")
-    return kind, amount
 
 
 def _budget(value: Any) -> str:
@@ -334,8 +233,6 @@ def _budget(value: Any) -> str:
 
 
 def _target(value: Any) -> str:
-    from batchlab.analysis.targets import parse_target
-
     parse_target(str(value))
     return str(value).strip()
 
@@ -356,13 +253,14 @@ def read_settings(given: dict[str, Any], where: str = "") -> dict[str, Any]:
         name = ALIASES.get(key, key)
         if name not in BY_NAME:
             raise BatchlabError(f"{where}unknown setting {key!r}; known: {', '.join(BY_NAME)}")
-        if name in out and value is not None:
+        if value is None:
+            continue  # not given
+        if name in out:
             raise BatchlabError(f"{where}{name} is given twice (as {key!r} too)")
-        if value is not None or name not in out:
-            try:
-                out[name] = BY_NAME[name].read(value)
-            except BatchlabError as exc:
-                raise BatchlabError(f"{where}{exc}") from None
+        try:
+            out[name] = BY_NAME[name].read(value)
+        except BatchlabError as exc:
+            raise BatchlabError(f"{where}{exc}") from None
     return out
 
 
@@ -390,4 +288,5 @@ def training_defaults(sweep: bool = False) -> dict[str, Any]:
 
 
 __all__ = ["Setting", "TRAINING", "SWEEP", "BY_NAME", "SWEEP_DEFAULTS", "read_settings", "read_given", "training_defaults",
-           "parse_phases", "parse_budget", "DEFAULT_WEIGHT_DECAY"]
+           "DEFAULT_WEIGHT_DECAY"]
+

@@ -68,6 +68,7 @@ def batchlab_worker(batch_size: int, seeds: int) -> dict:
     """One ``batchlab.train`` call, timed; the cache setting comes from the environment."""
     import batchlab
     import batchlab.api  # noqa: F401  (``batchlab.train`` imports JAX and the engine on first use: not timed)
+    import batchlab.engine.jax_backend  # noqa: F401  (the JAX engine itself, loaded when a cohort first trains)
 
     start = time.perf_counter()
     result = batchlab.train("blobs", "mlp", batch_size=batch_size, epochs=EPOCHS, lr=LR, momentum=MOMENTUM,

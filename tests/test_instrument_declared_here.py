@@ -63,3 +63,17 @@ def test_a_schedule_measures_every_kth_update_only(model):
     np.testing.assert_array_equal(third["updates_seen"][even], np.arange(1, even.sum() + 1))
     assert np.isnan(third["updates_seen"][~even]).all()
     np.testing.assert_array_equal(third["mb_loss"], every["mb_loss"])  # measuring never changes training
+
+
+def test_measuring_does_not_change_the_torch_backends_training():
+    """Instruments read the step; they never change the update (bit for bit). (Those that need
+    the two half-batch gradients, noise_scale, sum the batch's gradient from two halves: the same
+    update up to rounding, tests/test_gradient_paths.py.)"""
+    pytest.importorskip("torch")
+    common = dict(batch_size=32, epochs=2, lr=0.05, momentum=0.9, seeds=2)
+    bare = batchlab.train("blobs", torch_mlp, **common).runs
+    measured = batchlab.train("blobs", torch_mlp, instruments="standard,weight_norm", **common).runs
+    for a, b in zip(bare, measured):
+        np.testing.assert_array_equal(a.steps["mb_loss"], b.steps["mb_loss"])
+        for name in a.params:
+            np.testing.assert_array_equal(a.params[name], b.params[name])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from batchlab.analysis.targets import parse_target
+from batchlab.targets import parse_target
 from batchlab.parsing import SEED_LIMIT, parse_batch_sizes, parse_floats, parse_ints, parse_seeds, parse_widths
 from batchlab.errors import BatchlabError
 from batchlab.sweep.spec import read_spec

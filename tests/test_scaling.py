@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
-from batchlab.analysis.targets import parse_target
+from batchlab.targets import parse_target
 from batchlab.errors import BatchlabError
 
 

@@ -178,3 +178,11 @@ def test_help_lists_come_from_the_registries():
     assert all(name in BY_NAME["data"].help for name in BUILTIN)
     assert all(name in BY_NAME["model"].help for name in MODELS)
     assert all(name in BY_NAME["instruments"].help for name in STEP_INSTRUMENTS)
+
+
+def test_the_settings_reference_in_docs_is_the_declarations():
+    from pathlib import Path
+
+    from batchlab.cli.options import settings_reference as reference
+
+    assert (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text() == reference()

@@ -10,7 +10,7 @@ from batchlab.errors import BatchlabError
 from batchlab.store import Store
 from batchlab.studies import get_study
 from batchlab.studies import convex as study_module
-from batchlab.studies.base import Checkpoint
+from batchlab.instruments.checkpoint import Checkpoint
 from batchlab.studies.runner import run_study
 from helpers import quick_study
 

@@ -23,7 +23,7 @@ from batchlab.models.mlp import mlp
 from batchlab.analysis import generalization as gen
 from batchlab.store import Store
 from batchlab.studies import generalization as gen_study
-from batchlab.studies.base import Checkpoint
+from batchlab.instruments.checkpoint import Checkpoint
 from batchlab.studies.gradient_noise import pool_rows
 from helpers import quick_study
 

@@ -8,7 +8,7 @@ import pytest
 
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
 from batchlab.analysis.throughput import fastest_batch, per_run
-from batchlab.analysis.targets import parse_target
+from batchlab.targets import parse_target
 from batchlab.store import Store
 from helpers import quick_study
 

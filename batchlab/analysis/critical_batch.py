@@ -20,7 +20,7 @@ from batchlab.analysis.noise_scale import (exact_band, geometric_interval, noise
 from batchlab.analysis.scaling import (best_per_batch, bootstrap_fit, fit_critical_batch, operational_batch,
                                        per_setting, percentile_interval, to_target)
 from batchlab.analysis.study_data import StudyData
-from batchlab.analysis.targets import Target, parse_target
+from batchlab.targets import Target, parse_target
 from batchlab.errors import BatchlabError
 
 SOURCE_FIT = "McCandlish et al. 2018; Shallue et al. 2019"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.findings import Interval, t_half_width
-from batchlab.analysis.targets import Target
+from batchlab.targets import Target
 from batchlab.errors import BatchlabError
 
 

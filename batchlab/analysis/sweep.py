@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from batchlab.analysis.scaling import CriticalBatchFit, best_per_batch, fit_critical_batch, per_setting, to_target
-from batchlab.analysis.targets import Target, parse_target
+from batchlab.targets import Target, parse_target
 from batchlab.errors import BatchlabError
 from batchlab.store import Store, series_frame, summary_frame
 

@@ -25,7 +25,7 @@ from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Finding
                                         trend)
 from batchlab.analysis.scaling import to_target
 from batchlab.analysis.study_data import StudyData
-from batchlab.analysis.targets import Target, parse_target
+from batchlab.targets import Target, parse_target
 
 SOURCE = "the data-parallelism argument for large batches (Goyal et al. 2017; Shallue et al. 2019)"
 

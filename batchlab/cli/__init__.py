@@ -1,9 +1,9 @@
 """The ``batchlab`` command: parse, call, print. Usage errors print one line and exit 2.
 
-The commands live with what they work on: ``training.py`` (plan, train, noise, sweep),
-``stored.py`` (runs, delete, check, export, report, analyze: what a store holds) and
-``studies.py`` (study, tour). This module holds the app, what the commands share and the
-entry point.
+The commands live with what they work on: ``training.py`` (plan, train, sweep: their options
+come from the settings' declaration, ``options.py``), ``noise.py``, ``stored.py`` (runs, delete,
+check, export, report, analyze: what a store holds) and ``studies.py`` (study, tour). This
+module holds the app, what the commands share and the entry point.
 """
 
 from __future__ import annotations

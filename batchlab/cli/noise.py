@@ -76,18 +76,6 @@ def noise(
     typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
 
 
-def _list_after_train() -> None:
-    """``batchlab --help`` lists the commands in the order they were registered; noise keeps its
-    place right after train, where ``cli/training.py`` used to register it."""
-    commands = app.registered_commands
-    names = [getattr(c.callback, "__name__", None) for c in commands]
-    if "train" in names and commands[-1].callback is noise:
-        commands.insert(names.index("train") + 1, commands.pop())
-
-
-_list_after_train()
-
-
 def _print_table(statistics: "pd.DataFrame", title: str) -> None:
     """One row per checkpoint: its gradient statistics (and sharpness, when measured)."""
     from rich.console import Console

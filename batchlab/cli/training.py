@@ -42,8 +42,9 @@ def train(
     force: bool = typer.Option(False, help="recompute runs already in the store"),
     wide: bool = typer.Option(False, "--wide", help="show every column of the table, whatever the terminal width"),
 ) -> None:
-    """Train every batch size x optimizer x lr x momentum x weight decay x seed; store the
-    runs; print a table; draw learning curves."""
+    """Train every combination of the settings' lists; store the runs; print a table; draw curves.
+
+    The lists (grid axes): batch size, optimizer, lr, momentum, weight decay and seeds."""
     from batchlab.figure_helpers import FigureDrawer
 
     with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
@@ -70,14 +71,15 @@ def train(
         # by the helpers that draw them, not here.
         records = [dataclasses.replace(run, params=None, steps={}, checkpoints={}) for run in result.runs]
         for metric in (score_name(dataset.task), "loss"):
-            drawer.draw("runs_learning_curves", records, metric, path=out / f"learning_curves_{metric}")
+            drawer.draw("batchlab.cli.figures:runs_learning_curves", records, metric,
+                        path=out / f"learning_curves_{metric}")
         pngs = [str(f) for figure in drawer.files() for f in figure if f.suffix == ".png"]
         typer.echo(f"runs stored in {db}; figures: {', '.join(pngs)}")
 
 
 @app.command()
-@settings_options(SWEEP + TRAINING, defaults=SWEEP_DEFAULTS,
-                  helps={"epochs": "shorthand for --budget epochs=N"})
+@settings_options(SWEEP + TRAINING, defaults=SWEEP_DEFAULTS, helps={"epochs": "shorthand for --budget epochs=N"},
+                  aliases=True)
 def sweep(
     given: dict,
     config: Optional[Path] = typer.Option(None, help="TOML file with the sweep's settings, keys as the options' "
@@ -90,8 +92,7 @@ def sweep(
                    "(default: one per core; Ray: at most 2)"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
 ) -> None:
-    """Sweep batch size x learning rate x seeds (and any other axis); re-running the same
-    sweep resumes it."""
+    """Sweep batch size x learning rate x seeds (and any other axis); re-running it resumes it."""
     from batchlab.sweep.run import prepare_sweep, run_sweep
     from batchlab.sweep.spec import SweepSpec, read_spec
 

@@ -16,10 +16,10 @@ from typing import Callable, NamedTuple, Protocol
 import numpy as np
 
 from batchlab import budget
-from batchlab.config import EarlyStopping, RunConfig
+from batchlab.config import EarlyStopping, RunConfig, eval_names, score_name
 from batchlab.engine import parallel
 from batchlab.engine.records import CohortRecorder, batch_counts
-from batchlab.models.losses import eval_names, score_metric, score_name, target_variance
+from batchlab.models.losses import score_metric, target_variance
 from batchlab.results import RunResult
 
 

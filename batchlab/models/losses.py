@@ -20,8 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from batchlab.config import TASKS, eval_names, score_name  # noqa: F401  (names live with the settings)
-
 
 def row_losses(task: str, outputs: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-row loss and score of a batch of model outputs against its labels or targets."""

@@ -1,5 +1,5 @@
-"""Plot layer: one function per view; reads DataFrames (or finished runs, made into one) only."""
+"""Plot layer: one function per view; reads DataFrames only."""
 
-from batchlab.plots.learning_curves import learning_curves, runs_learning_curves, save_figure
+from batchlab.plots.learning_curves import learning_curves, save_figure
 
-__all__ = ["learning_curves", "runs_learning_curves", "save_figure"]
+__all__ = ["learning_curves", "save_figure"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -18,8 +17,6 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from batchlab.analysis.curves import curves_table  # noqa: E402
 from batchlab.plots.memo import svg_text  # noqa: E402
 from batchlab.profiling import timed  # noqa: E402
-from batchlab.results import RunResult  # noqa: E402
-from batchlab.store.records import series_frame  # noqa: E402
 
 LINES = {"train": "tab:blue", "test": "tab:orange"}
 
@@ -29,11 +26,6 @@ def learning_curves(history: pd.DataFrame, metric: str = "acc", *, x: str = "epo
     """``metric`` is ``acc`` or ``loss``: draws ``train_<metric>`` and ``test_<metric>`` per panel
     (panels: ``by``, default the settings that vary between runs)."""
     return band_curves(curves_table(history, by, (metric,), x=x), metric, x=x, ncols=ncols, title=title)
-
-
-def runs_learning_curves(runs: Sequence[RunResult], metric: str = "acc", **kwargs) -> plt.Figure:
-    """:func:`learning_curves` of finished runs, from their per-epoch records."""
-    return learning_curves(series_frame(runs, "epoch"), metric, **kwargs)
 
 
 YLABELS = {"acc": "accuracy", "r2": "R² (1 = exact, 0 = the mean)", "loss": "loss (log scale)"}

@@ -16,7 +16,7 @@ from batchlab.report.html import Section
 
 def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> Section:
     from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
-    from batchlab.analysis.targets import parse_target
+    from batchlab.targets import parse_target
     from batchlab.report.curves import chart_data
     from batchlab.store import Store, series_frame, summary_frame
 

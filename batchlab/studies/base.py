@@ -19,18 +19,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from batchlab.analysis.study_data import Settings, StudyData, Tables
-from batchlab.config import RunConfig
+from batchlab.instruments.checkpoint import CheckpointInstrument
 from batchlab.errors import BatchlabError
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
     from batchlab.analysis.findings import Finding
-    from batchlab.data import Dataset
-    from batchlab.models import Model
 
-__all__ = ["Grid", "Checkpoint", "CheckpointInstrument", "FigureSpec", "Study", "StudyData", "Settings", "Tables",
-           "coerce"]
+__all__ = ["Grid", "FigureSpec", "Study", "StudyData", "Settings", "Tables", "coerce"]
 
 
 @dataclass(frozen=True)
@@ -43,32 +40,6 @@ class Grid:
     # Train each run as a cohort of its own (timing studies need one clock per run); by
     # default runs of all grids that share data and model are trained together.
     alone: bool = False
-
-
-@dataclass
-class Checkpoint:
-    """What one checkpoint instrument sees: a run, an epoch and the parameters saved there."""
-
-    config: RunConfig
-    epoch: int
-    params: Any
-    dataset: "Dataset"
-    model: "Model"
-    settings: Settings
-
-
-@dataclass(frozen=True)
-class CheckpointInstrument:
-    """A measurement on saved parameters: ``measure`` returns the records stored under
-    ``name`` for each of ``epochs`` (of the runs of the grids labelled ``grids``; all if None)."""
-
-    name: str
-    epochs: tuple[int, ...]
-    measure: Callable[[Checkpoint], list[dict]]
-    grids: tuple[str, ...] | None = None
-
-    def applies_to(self, label: str) -> bool:
-        return self.grids is None or label in self.grids
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from batchlab import budget
 from batchlab.analysis import convex as analysis
 from batchlab.analysis.convex import INSTRUMENT
 from batchlab.analysis.softmax_optimum import Optimum, augment, checkpoint_record, solve_optimum
-from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.instruments.checkpoint import Checkpoint, CheckpointInstrument
+from batchlab.studies.base import FigureSpec, Grid, Study
 
 _OPTIMA: dict[str, Optimum] = {}  # dataset fingerprint -> exact optimum (solved once per process)
 

@@ -22,7 +22,8 @@ from batchlab import budget
 from batchlab.analysis import critical_batch as analysis
 from batchlab.analysis.critical_batch import INSTRUMENT, label
 from batchlab.errors import BatchlabError
-from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.instruments.checkpoint import Checkpoint, CheckpointInstrument
+from batchlab.studies.base import FigureSpec, Grid, Study
 from batchlab.studies.gradient_noise import pool_rows
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from batchlab.analysis import generalization as analysis
 from batchlab.analysis.generalization import INSTRUMENT, MEASURES
-from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.instruments.checkpoint import Checkpoint, CheckpointInstrument
+from batchlab.studies.base import FigureSpec, Grid, Study
 from batchlab.studies.gradient_noise import pool_rows
 
 POOL_SEED = 0  # the pool of training rows is the same for every run, so runs are comparable

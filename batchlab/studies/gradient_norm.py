@@ -17,7 +17,8 @@ from __future__ import annotations
 from batchlab.analysis import gradient_norm as analysis
 from batchlab.analysis.gradient_norm import LABEL, instrument_name
 from batchlab.errors import BatchlabError
-from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.instruments.checkpoint import Checkpoint, CheckpointInstrument
+from batchlab.studies.base import FigureSpec, Grid, Study
 from batchlab.studies.gradient_noise import measure_checkpoint, pool_rows
 
 SAMPLINGS = ("without", "with")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from batchlab.analysis import optimizer as analysis
 from batchlab.analysis.steps import parameter_norm
-from batchlab.studies.base import Checkpoint, CheckpointInstrument, FigureSpec, Grid, Study
+from batchlab.instruments.checkpoint import Checkpoint, CheckpointInstrument
+from batchlab.studies.base import FigureSpec, Grid, Study
 
 
 def grids(s: dict) -> list[Grid]:

@@ -32,7 +32,8 @@ from batchlab.settings import TRAINING
 from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.store import Store
-from batchlab.studies.base import Checkpoint, Grid, Study, Tables
+from batchlab.instruments.checkpoint import Checkpoint
+from batchlab.studies.base import Grid, Study, Tables
 from batchlab.studies.outputs import AskedOutputs, analyse_stored, ask_outputs, membership_frame
 
 # Keyword arguments of batchlab.train that a grid may set, with train's defaults.
@@ -118,8 +119,6 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
     """Train, measure and analyse ``study`` and ask for its figures (steps 1-4 of the module
     docstring); :meth:`PendingStudy.finish` does the rest. ``drawer``: who draws the figures
     (a command's helper processes); by default this process, when finishing."""
-    # Over 40 lines on purpose: steps 1-4 read top to bottom here, and the training part
-    # (planning the cohorts, run_configs) stays one piece until the engine's refactor settles it.
     start = time.perf_counter()
     settings = study.settings(quick, overrides)
     out = Path(out) if out is not None else Path("results") / study.name
@@ -127,35 +126,12 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
     instruments = study.checkpoints(settings)
     _check_writable(out)
     _check_store(db)
-
     with Store(db) as store:
         done = set() if force else store.run_ids()
         measured = {ins.name: store.measured(ins.name) for ins in instruments}
-    # Runs of all grids that share data and model train together: runs that differ only in
-    # lr, momentum or seed share one compiled cohort whichever grid asked for them.
-    jobs: dict[tuple, tuple] = {}
-    for grid, configs, dataset, net in prepared:
-        wanted = [ins for ins in instruments if ins.applies_to(grid.label)]
-        key = (configs[0].data, configs[0].model) + ((grid.label,) if grid.alone else ())
-        dataset, net, runs, measures = jobs.setdefault(key, (dataset, net, {}, {}))
-        for c in configs:
-            runs[c.run_id] = c
-            measures.setdefault(c.run_id, []).extend(ins for ins in wanted if ins not in measures[c.run_id])
-
-    def needs_measuring(c, wanted) -> bool:
-        return any(force or (c.run_id, e) not in measured[ins.name] for ins in wanted for e in ins.epochs
-                   if e <= c.epochs)
-
-    plans = []
-    for key, (dataset, net, runs, measures) in jobs.items():
-        # A lone grid's runs are planned one by one, so each trains as its own cohort.
-        batches = [[c] for c in runs.values()] if len(key) > 2 else [list(runs.values())]
-        for batch in batches:
-            need = [c for c in batch if needs_measuring(c, measures[c.run_id])]
-            plans.append((dataset, net, need, [c for c in batch if c not in need], measures))
+    plans = _plan(prepared, instruments, measured, force)
     if on_start is not None:
         on_start(sum(c.epochs for _, _, need, rest, _ in plans for c in need + [c for c in rest if c.run_id not in done]))
-
     for dataset, net, need, rest, measures in plans:
         if need:
             epochs = tuple(sorted({e for c in need for ins in measures[c.run_id] for e in ins.epochs}))
@@ -171,6 +147,33 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
     outputs = ask_outputs(study, settings, tables, findings, out, quick, drawer)
     return PendingStudy(study, settings, quick, db, groups, tables, findings, outputs,
                         time.perf_counter() - start)
+
+
+def _plan(prepared: list[tuple], instruments: list, measured: dict, force: bool) -> list[tuple]:
+    """(dataset, model, runs to train with checkpoints kept, the other runs, each run's
+    checkpoint instruments) per cohort group. Runs of all grids that share data and model train
+    together (runs that differ only in lr, momentum or seed share one compiled cohort whichever
+    grid asked for them); a lone grid's runs one by one, each its own cohort. A run is trained
+    with checkpoints when one of its measurements is missing (or with ``force``)."""
+    jobs: dict[tuple, tuple] = {}
+    for grid, configs, dataset, net in prepared:
+        wanted = [ins for ins in instruments if ins.applies_to(grid.label)]
+        key = (configs[0].data, configs[0].model) + ((grid.label,) if grid.alone else ())
+        dataset, net, runs, measures = jobs.setdefault(key, (dataset, net, {}, {}))
+        for c in configs:
+            runs[c.run_id] = c
+            measures.setdefault(c.run_id, []).extend(ins for ins in wanted if ins not in measures[c.run_id])
+
+    def needs_measuring(c, wanted) -> bool:
+        return any(force or (c.run_id, e) not in measured[ins.name] for ins in wanted for e in ins.epochs
+                   if e <= c.epochs)
+
+    plans = []
+    for key, (dataset, net, runs, measures) in jobs.items():
+        for batch in ([[c] for c in runs.values()] if len(key) > 2 else [list(runs.values())]):
+            need = [c for c in batch if needs_measuring(c, measures[c.run_id])]
+            plans.append((dataset, net, need, [c for c in batch if c not in need], measures))
+    return plans
 
 
 def _groups(prepared: list[tuple]) -> dict[str, list[str]]:

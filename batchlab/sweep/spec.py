@@ -23,7 +23,8 @@ from batchlab import budget
 from batchlab.config import DataConfig, ModelConfig, Phase, RunConfig
 from batchlab.errors import BatchlabError
 from batchlab.grid import epochs_for, runs_of
-from batchlab.settings import ALIASES, BY_NAME, SWEEP, parse_budget, read_settings, training_defaults
+from batchlab.parsing import parse_budget
+from batchlab.settings import ALIASES, BY_NAME, SWEEP, read_settings, training_defaults
 
 
 class SweepSpec:
