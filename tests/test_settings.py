@@ -172,12 +172,12 @@ def test_the_sweeps_older_names_still_work(tmp_path):
 
 def test_help_lists_come_from_the_registries():
     from batchlab.data.builtin import BUILTIN
-    from batchlab.instruments import STEP_INSTRUMENTS
+    from batchlab.instruments import PRESETS
     from batchlab.models.catalog import MODELS
 
     assert all(name in BY_NAME["data"].help for name in BUILTIN)
     assert all(name in BY_NAME["model"].help for name in MODELS)
-    assert all(name in BY_NAME["instruments"].help for name in STEP_INSTRUMENTS)
+    assert all(name in BY_NAME["instruments"].help for name in PRESETS["full"])  # every built-in instrument
 
 
 def test_the_settings_reference_in_docs_is_the_declarations():
