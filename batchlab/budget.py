@@ -121,3 +121,14 @@ def scaled_lr(rule: str, base_lr: float, base_batch: int, batch_size: int) -> fl
     (``linear``, Goyal et al. 2017) or lr x sqrt(B/B_0) (``sqrt``, Hoffer et al. 2017)."""
     ratio = batch_size / base_batch
     return base_lr * (ratio if rule == "linear" else math.sqrt(ratio))
+
+
+def memory_limit() -> int:
+    """What batchlab lets a command's arrays take: half the machine's physical memory
+    (``os.sysconf``), or 8 GiB where that is unknown."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2 ** 30

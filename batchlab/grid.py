@@ -15,6 +15,7 @@ import math
 from typing import Any, Sequence
 
 from batchlab import budget
+from batchlab.budget import memory_limit
 from batchlab.config import DataConfig, EarlyStopping, ModelConfig, OptimizerConfig, Phase, RunConfig, monitorable
 from batchlab.errors import BatchlabError
 from batchlab.instruments import uses_halves
@@ -80,7 +81,8 @@ def _optimizer(values: Values, name: str, lr: float, momentum: float, decay: flo
         weight_decay=DEFAULT_WEIGHT_DECAY[name] if decay is None else decay, clip_norm=values["clip_norm"])
     schedule, decay_factor = values["schedule"], values["decay"]
     if schedule == "step":
-        opt = dataclasses.replace(opt, schedule="step", schedule_steps=tuple(updates(e) for e in values["decay_epochs"]),
+        steps = tuple(updates(e) for e in values["decay_epochs"])
+        opt = dataclasses.replace(opt, schedule="step", schedule_steps=steps,
                                   decay=0.1 if decay_factor is None else decay_factor)
     elif schedule in ("cosine", "linear"):
         opt = dataclasses.replace(opt, schedule=schedule, schedule_steps=(updates(values["epochs"]),),
@@ -100,14 +102,29 @@ def _check_together(values: Values) -> None:
         for name in ("beta1", "beta2", "eps"):
             if values[name] != BY_NAME[name].default:
                 raise BatchlabError(f"{name} applies to adam and adamw, not sgd")
-    if values["schedule"] == "step" and not values["decay_epochs"]:
-        raise BatchlabError("a step schedule needs the epochs after which lr decays (decay_epochs)")
+    _check_schedule(values)
     if values["micro_batch"] is not None and uses_halves(values["instruments"]):
         raise BatchlabError("the noise-scale instruments split each batch in two halves; "
                             "they cannot be combined with --micro-batch")
     for name in ("init_seed", "data_seed", "dropout_seed"):
         if values[name] is not None:
             check_seed(values[name], name.replace("_", " "))
+
+
+def _check_schedule(values: Values) -> None:
+    """The schedule's settings apply to it and fall within the run."""
+    schedule, epochs = values["schedule"], values["epochs"]
+    if schedule == "step" and not values["decay_epochs"]:
+        raise BatchlabError("a step schedule needs the epochs after which lr decays (decay_epochs)")
+    if values["decay_epochs"] and schedule != "step":
+        raise BatchlabError(f"decay_epochs apply to a step schedule, not {schedule}")
+    if values["decay"] is not None and schedule == "constant":
+        raise BatchlabError("decay applies to a step, cosine or linear schedule; this one is constant")
+    late = [e for e in values["decay_epochs"] if e >= epochs]
+    if late:
+        raise BatchlabError(f"lr decay after epoch {late[0]} never applies in a run of {epochs} epochs")
+    if values["warmup_epochs"] > epochs:
+        raise BatchlabError(f"warmup of {values['warmup_epochs']:g} epochs is longer than the run ({epochs} epochs)")
 
 
 def early_stopping(values: Values, task: str) -> EarlyStopping | None:
@@ -165,16 +182,6 @@ def memory_estimate(configs: Sequence[RunConfig], n_train: int) -> int:
     return total * COPIES
 
 
-def memory_limit() -> int:
-    """Half the machine's physical memory (``os.sysconf``), or 8 GiB where that is unknown."""
-    import os
-
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2 ** 30
-
-
 def check_memory(configs: Sequence[RunConfig], n_train: int) -> None:
     """Refuse, before anything trains, runs whose records would not fit in half the machine's memory."""
     need, limit = memory_estimate(configs, n_train), memory_limit()
@@ -182,6 +189,21 @@ def check_memory(configs: Sequence[RunConfig], n_train: int) -> None:
         raise BatchlabError(f"these {len(configs)} run(s) would record about {need / 2 ** 30:,.1f} GiB of series "
                             f"(limit: half this machine's memory, {limit / 2 ** 30:,.1f} GiB); "
                             f"use fewer epochs, runs or instruments")
+
+
+def check_parameter_memory(parameters: int, configs: Sequence[RunConfig]) -> None:
+    """Refuse, before anything is allocated, a model whose parameters would not fit: a cohort
+    holds about ``PARAMETER_COPIES`` float32 copies of every run's parameters (the parameters,
+    the gradient, the optimizer's state and the update)."""
+    runs = max(len(cohort) for cohort in group_cohorts(configs))
+    need, limit = parameters * 4 * PARAMETER_COPIES * runs, memory_limit()
+    if need > limit:
+        raise BatchlabError(f"the model has {parameters:,} parameters: {runs} run(s) trained together would take "
+                            f"about {need / 2 ** 30:,.1f} GiB (limit: half this machine's memory, "
+                            f"{limit / 2 ** 30:,.1f} GiB); use a smaller model or fewer runs")
+
+
+PARAMETER_COPIES = 5  # parameters, gradient, Adam's two moments (SGD: one or none), the update
 
 
 def epochs_for(kind: str, amount: float, n: int, batch_size: int) -> int:

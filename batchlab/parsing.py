@@ -6,6 +6,7 @@ API say the same thing about the same value."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 from batchlab.config import Phase
@@ -15,13 +16,19 @@ FULL = "full"  # batch size N: batch gradient descent
 SEED_LIMIT = 2 ** 63  # seeds are 64-bit (JAX's PRNGKey and NumPy take any value in [0, 2**63))
 MAX_SEEDS = 10_000  # a seed count above this is a typo, not an experiment (it would build the list first)
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # the smallest normal and the largest float32
+# Numbers as people write them, in ASCII: Python's int() and float() also take "3_2" and
+# full-width digits, which a typo or a pasted character would silently turn into 32.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
 
 
 def shown(value: Any) -> str:
     """A value as an error shows it: its text, quoted (``'abc'``, ``'1.5'``, ``'1,2'``)."""
     if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
-    return repr(str(value).strip())
+    text = str(value).strip()
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def items_of(spec: Any) -> list:
@@ -37,14 +44,14 @@ def parse_int(text: Any, what: str) -> int:
     if isinstance(text, int):
         return text
     text = str(text).strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise BatchlabError(f"{what} must be an integer, got {shown(text)}") from None
+    if _INTEGER.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:  # more digits than Python converts
+            raise BatchlabError(f"{what} {shown(text)} is too large") from None
+    if not _NUMBER.fullmatch(text):
+        raise BatchlabError(f"{what} must be an integer, got {shown(text)}")
+    value = float(text)
     if not math.isfinite(value) or value != int(value):
         raise BatchlabError(f"{what} must be an integer, got {shown(text)}")
     return int(value)
@@ -54,13 +61,16 @@ def parse_float(item: Any, what: str, *, positive: bool = False, low: float | No
                 high: float | None = None, closed: bool = False) -> float:
     """A finite number, if asked > 0 and within [low, high) ([low, high] with ``closed``)."""
     try:
-        if isinstance(item, bool):
+        if isinstance(item, bool) or isinstance(item, str) and not _NUMBER.fullmatch(item.strip()):
             raise ValueError
-        value = float(str(item).strip()) if isinstance(item, str) else float(item)
+        value = float(item.strip()) if isinstance(item, str) else float(item)
     except (TypeError, ValueError):
         raise BatchlabError(f"{what} must be a number, got {shown(item)}") from None
     if not math.isfinite(value):
         raise BatchlabError(f"{what} must be finite, got {shown(item)}")
+    if value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+        raise BatchlabError(f"{what} {shown(item)} cannot be held in float32, which batchlab computes in "
+                            f"(sizes {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}, or 0)")
     if positive and value <= 0:
         raise BatchlabError(f"{what} must be > 0, got {shown(item)}")
     above = high is not None and (value > high if closed else value >= high)

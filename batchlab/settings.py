@@ -154,7 +154,8 @@ def _declare() -> tuple[Setting, ...]:
         S("epochs", 10, "passes over the training set", integer_at_least("epochs", 1), 30, short="-e", group="batches"),
         S("seeds", 1, "number of seeds (5 -> seeds 0..4) or a list 3,7", parse_seeds, "3,7", axis=True,
           group="batches"),
-        S("reduction", "mean", "loss over the batch: mean (Keras, PyTorch) or sum", choice_of("loss reduction", REDUCTIONS),
+        S("reduction", "mean", "loss over the batch: mean (Keras, PyTorch) or sum",
+          choice_of("loss reduction", REDUCTIONS),
           "sum", group="batches"),
         S("drop_last", False, "drop the last partial batch of each epoch (MATLAB)", boolean("drop last"), True,
           flag=True, group="batches"),
@@ -179,7 +180,8 @@ def _declare() -> tuple[Setting, ...]:
           group="optimizer"),
         S("beta2", 0.999, "Adam's and AdamW's second-moment decay", number_of("beta2", low=0.0, high=1.0), 0.98,
           group="optimizer"),
-        S("eps", 1e-7, "Adam's and AdamW's epsilon (Keras' default; PyTorch's is 1e-8)", number_of("eps", positive=True),
+        S("eps", 1e-7, "Adam's and AdamW's epsilon (Keras' default; PyTorch's is 1e-8)",
+          number_of("eps", positive=True),
           1e-8, group="optimizer"),
         S("clip_norm", None, "clip the gradient's global L2 norm to this before each update",
           number_of("clip norm", positive=True), 1.0, group="optimizer"),
@@ -287,6 +289,7 @@ def training_defaults(sweep: bool = False) -> dict[str, Any]:
     return values
 
 
-__all__ = ["Setting", "TRAINING", "SWEEP", "BY_NAME", "SWEEP_DEFAULTS", "read_settings", "read_given", "training_defaults",
+__all__ = ["Setting", "TRAINING", "SWEEP", "BY_NAME", "SWEEP_DEFAULTS", "read_settings", "read_given",
+           "training_defaults",
            "DEFAULT_WEIGHT_DECAY"]
 

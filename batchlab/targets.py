@@ -45,4 +45,7 @@ def parse_target(spec: str) -> Target:
         raise BatchlabError(f"unknown metric {metric!r} in target: choose one of {', '.join(TARGET_METRICS)}")
     if not math.isfinite(value):
         raise BatchlabError(f"target value must be finite, got {match.group(3)!r}")
+    low, high = (0.0, 1.0) if "acc" in metric else (0.0, math.inf)  # an accuracy, or a loss
+    if (op == ">=" and value > high) or (op == "<=" and value < low):
+        raise BatchlabError(f"no run can reach {metric}{op}{value:g}: {metric} lies in [{low:g}, {high:g}]")
     return Target(metric, op, value)

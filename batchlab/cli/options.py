@@ -58,14 +58,16 @@ def _option(setting: Setting, default: Any, help_text: str | None, aliases: bool
 def settings_reference() -> str:
     """Every setting as Markdown, grouped as ``--help`` groups them (``docs/settings.md`` is
     this text; a test keeps it so)."""
-    lines = ["# Settings", "", "Generated from `batchlab/settings.py` by `batchlab.cli.options.settings_reference()`. Each "
+    lines = ["# Settings", "", "Generated from `batchlab/settings.py` by `batchlab.cli.options.settings_reference()`. "
+             "Each "
              "setting is a keyword of `batchlab.train` and `batchlab sweep`'s config keys as written here, and an "
              "option of `batchlab train` / `batchlab sweep` with `-` for `_`; *axis* settings take a list "
              "(one run per value). Sweep-only settings and a sweep's own defaults are at the end.", ""]
     for group in dict.fromkeys(s.group for s in settings.TRAINING + settings.SWEEP):
         lines += [f"## {group}", "", "| setting | default | what |", "|---|---|---|"]
         for s in (s for s in settings.TRAINING + settings.SWEEP if s.group == group):
-            default = settings.as_text(s.default) + (f" (sweep: {settings.SWEEP_DEFAULTS[s.name]})" if s.name in settings.SWEEP_DEFAULTS else "")
+            own = settings.SWEEP_DEFAULTS.get(s.name)
+            default = settings.as_text(s.default) + (f" (sweep: {own})" if own is not None else "")
             what = s.help + (f" ({s.unit})" if s.unit else "") + ("; *axis*" if s.axis else "") + f"; e.g. `{s.example}`"
             lines.append(f"| `{s.name}` | {default} | {what.replace('|', '/')} |")
         lines.append("")

@@ -109,10 +109,13 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
 
     expect_interrupts(db)
     with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
+        from batchlab.paths import check_writable_dir
         from batchlab.report import build_report
         from batchlab.studies import available, get_study
         from batchlab.studies.runner import finish_in_turn, start_study
 
+        check_writable_dir(report_dir, "--report folder")  # before the first study trains
+        check_writable_dir(out, "--out folder")
         names = available()
         bar, advance = progress_bar(1, "tour")
         task = bar.task_ids[0]

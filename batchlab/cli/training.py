@@ -17,18 +17,17 @@ from batchlab.settings import SWEEP, SWEEP_DEFAULTS, TRAINING
 
 
 @app.command()
-def plan(n: int = typer.Option(..., "--n", help="training samples N"),
+def plan(n: str = typer.Option(..., "--n", help="training samples N"),
          batch_size: str = typer.Option(..., "--batch-size", "-b", help="B, 'full', or a list '1,32,full'"),
-         epochs: int = typer.Option(..., "--epochs", "-e"),
+         epochs: str = typer.Option(..., "--epochs", "-e", help="passes over the training set"),
          drop_last: bool = typer.Option(False, "--drop-last", help="drop the last partial batch (MATLAB)")) -> None:
     """How N, B and epochs turn into updates and samples seen."""
     from batchlab.budget import plan as make_plan
-    from batchlab.parsing import parse_batch_sizes, resolve_batch_size
+    from batchlab.parsing import integer_at_least, parse_batch_sizes, resolve_batch_size
 
-    if n < 1:
-        raise BatchlabError(f"N must be >= 1, got {n}")
+    rows, passes = integer_at_least("N", 1)(n), integer_at_least("epochs", 1)(epochs)
     for b in parse_batch_sizes(batch_size):
-        p = make_plan(n, resolve_batch_size(b, n), epochs, drop_last)
+        p = make_plan(rows, resolve_batch_size(b, rows), passes, drop_last)
         prefix = f"B={p.batch_size}: " if "," in batch_size or ":" in batch_size else ""
         typer.echo(prefix + p.describe())
 

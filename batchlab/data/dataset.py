@@ -53,13 +53,29 @@ def array_digest(*arrays) -> str:
     return digest.hexdigest()
 
 
-def as_features(x, what: str, notes: list[str] | None = None) -> np.ndarray:
-    """Float32 feature array with at least one feature per sample; NaN/inf and non-numbers rejected.
-    A 1-D ``x`` becomes one feature per sample, said in ``notes`` when given."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def numeric_array(values, what: str, kind: str) -> np.ndarray:
+    """``values`` as a float64 array, refusing what a number array is not: text (even text that
+    reads as numbers), objects, complex numbers (the imaginary part would be dropped)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "USO":
+        raise BatchlabError(f"{what} must hold {kind}, got text or objects such as {arr.flat[0].item()!r}"
+                            if arr.size else f"{what} must hold {kind}")
+    if arr.dtype.kind == "c":
+        raise BatchlabError(f"{what} holds complex numbers; give {kind} (batchlab does not drop an imaginary part)")
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        return arr.astype(np.float64) if arr.dtype.kind != "f" else np.asarray(arr, np.float64)
     except (TypeError, ValueError):
-        raise BatchlabError(f"{what} must be numeric") from None
+        raise BatchlabError(f"{what} must hold {kind}") from None
+
+
+def as_features(x, what: str, notes: list[str] | None = None) -> np.ndarray:
+    """Float32 feature array with at least one feature per sample; NaN/inf, non-numbers and
+    values beyond float32's range rejected. A 1-D ``x`` becomes one feature per sample, said in
+    ``notes`` when given."""
+    arr = numeric_array(x, what, "numbers")
     if arr.ndim == 1:
         arr = arr[:, None]
         _note(notes, f"{what} is 1-D: read as one feature per sample")
@@ -72,7 +88,17 @@ def as_features(x, what: str, notes: list[str] | None = None) -> np.ndarray:
         row = int(np.argwhere(bad)[0][0])
         kind = "NaN" if np.isnan(arr).any() else "inf"
         raise BatchlabError(f"{what} contains {kind} (first at row {row})")
+    _check_float32(arr, what)
     return arr.astype(np.float32)
+
+
+def _check_float32(arr: np.ndarray, what: str) -> None:
+    """Values beyond float32's range would become infinite when batchlab stores them as float32."""
+    over = np.abs(arr) > FLOAT32_MAX
+    if over.any():
+        row = int(np.argwhere(over)[0][0])
+        raise BatchlabError(f"{what} holds {arr[tuple(np.argwhere(over)[0])].item():g} (row {row}), beyond float32's "
+                            f"range (+-{FLOAT32_MAX:.3g}); rescale it")
 
 
 def _note(notes: list[str] | None, line: str) -> None:
@@ -100,29 +126,32 @@ def as_labels(y, what: str, notes: list[str] | None = None) -> np.ndarray:
         arr = arr[:, 0]
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise BatchlabError(f"{what} is empty or not 1-D")
-    if arr.dtype.kind in "iub":
+    if arr.dtype.kind in "ib" or (arr.dtype.kind == "u" and arr.max() < 2 ** 63):
         return arr.astype(np.int64)
     if arr.dtype.kind != "f":
-        raise BatchlabError(f"{what} must be integer class labels, got values like {arr.flat[0]!r}")
+        raise BatchlabError(f"{what} must be integer class labels, got {arr.dtype} values such as "
+                            f"{arr.flat[0].item()!r}")
     if not np.isfinite(arr).all():
         raise BatchlabError(f"{what} contains NaN or inf")
     if (arr != np.round(arr)).any():
         bad = arr[arr != np.round(arr)][0]
-        raise BatchlabError(f"{what} must be integer class labels, got {bad!r}")
+        raise BatchlabError(f"{what} must be integer class labels, got {bad.item()!r}")
+    if (np.abs(arr) >= 2 ** 53).any():  # where floats stop holding every integer, labels cannot be told apart
+        bad = arr[np.abs(arr) >= 2 ** 53][0]
+        raise BatchlabError(f"{what} holds the label {bad.item():g}, too large to be read exactly as an integer "
+                            f"(|label| must be below 2**53); renumber the classes")
     return arr.astype(np.int64)
 
 
 def as_targets(y, what: str) -> np.ndarray:
     """Float32 regression targets, one value (shape (n,)) or k values (shape (n, k)) per sample."""
-    try:
-        arr = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BatchlabError(f"{what} must hold numbers (regression targets)") from None
+    arr = numeric_array(y, what, "numbers (regression targets)")
     if arr.ndim not in (1, 2) or arr.shape[0] == 0:
         raise BatchlabError(f"{what} must be 1-D or 2-D (samples x outputs) and not empty, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
         raise BatchlabError(f"{what} contains NaN or inf (first at row {bad}); regression targets must be finite")
+    _check_float32(arr.reshape(len(arr), -1), what)
     return arr.astype(np.float32)
 
 

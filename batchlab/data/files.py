@@ -42,6 +42,14 @@ def read_npz(path: Path) -> tuple:
     return arrays["x"], arrays["y"]
 
 
+def _header(path: Path) -> list[str]:
+    """The CSV file's column names as written (pandas renames a repeated one ``name.1``)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
 def read_csv(path: Path, label: str) -> tuple:
     """(x, y) from a CSV file with a header row; ``label`` names the label column."""
     import pandas as pd
@@ -54,6 +62,10 @@ def read_csv(path: Path, label: str) -> tuple:
         raise BatchlabError(f"data file {path} is not a readable CSV file ({first})") from None
     if frame.empty:
         raise BatchlabError(f"data file {path} has a header but no rows")
+    header = _header(path)
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise BatchlabError(f"data file {path} has column name(s) {repeated} more than once; name each column once")
     if label not in frame.columns:
         raise BatchlabError(f"data file {path} has no label column {label!r}; columns: {list(frame.columns)}")
     features = frame.drop(columns=[label])

@@ -87,3 +87,11 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None, train: bool) -> ja
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def parameter_count(model: Model) -> int:
+    """How many parameters ``model.init`` makes, from their shapes alone (nothing is allocated)."""
+    import math
+
+    shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))[0]
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))

@@ -65,6 +65,10 @@ class Study:
     checkpoints: Callable[[Settings], list[CheckpointInstrument]] = lambda settings: []
     notes: Callable[[Tables, Settings], list[str]] = lambda tables, settings: []  # computed explanations
     steps: bool = False  # whether the analysis reads per-step records (they can be large)
+    # Inclusive bounds of the study's own numeric settings (each element of a list), checked
+    # with the others before anything trains; a bound may name another setting (last_epochs
+    # <= epochs). Training settings are checked by the grids they go into; "target" is parsed.
+    limits: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     minutes: tuple[float, float] = (1.0, 0.2)  # estimated wall time here (faithful, quick), 2-core CPU
 
     def settings(self, quick: bool = False, overrides: dict[str, Any] | None = None) -> Settings:
@@ -78,7 +82,27 @@ class Study:
                 raise BatchlabError(f"study {self.name!r} has no setting {key!r}; "
                                     f"its settings: {', '.join(sorted(settings))}")
             settings[key] = coerce(value, settings[key], key)
+        for key, value in settings.items():
+            check_setting(self.name, key, value, self.limits.get(key), settings)
         return settings
+
+
+def check_setting(study: str, key: str, value: Any, limits: tuple[Any, Any] | None, settings: Settings) -> None:
+    """Numbers finite and within ``limits`` (inclusive; a bound may name another setting); a
+    target parsed. One line naming the study and the setting otherwise."""
+    import math
+
+    from batchlab.targets import parse_target
+
+    if key == "target":
+        parse_target(str(value))
+    low, high = (settings.get(b, b) if isinstance(b, str) else b for b in (limits or (None, None)))
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if not math.isfinite(item) or (low is not None and item < low) or (high is not None and item > high):
+            bounds = f"within [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            raise BatchlabError(f"study {study!r}: {key}={item!r} must be finite and {bounds}")
 
 
 def coerce(value: Any, default: Any, key: str) -> Any:

@@ -59,4 +59,5 @@ STUDY = Study(
     findings=analysis.findings,
     notes=analysis.notes,
     minutes=(1.0, 0.3),
+    limits=dict(threshold=(0.0, 1.0), last_epochs=(1, "epochs"), sweep_lr=(1e-30, None)),
 )

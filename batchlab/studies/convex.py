@@ -131,4 +131,6 @@ STUDY = Study(
     checkpoints=checkpoints,
     notes=analysis.notes,
     minutes=(0.5, 0.1),
+    limits=dict(fractions=(1e-9, 1.0), updates=(1, None), min_epochs=(1, None), last_epochs=(1, "min_epochs"),
+                threshold=(0.0, 1.0)),
 )

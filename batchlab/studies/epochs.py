@@ -64,4 +64,5 @@ STUDY = Study(
     findings=analysis.findings,
     notes=analysis.notes,
     minutes=(2.5, 0.2),
+    limits=dict(band=(0.0, None)),
 )

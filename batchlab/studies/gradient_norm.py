@@ -115,4 +115,5 @@ STUDY = Study(
     findings=analysis.findings,
     notes=analysis.notes,
     minutes=(1.0, 0.2),
+    limits=dict(at_epochs=(0, None), trials=(1, None), pool=(2, None)),
 )

@@ -86,4 +86,6 @@ STUDY = Study(
     findings=analysis.findings,
     notes=analysis.notes,
     minutes=(1.5, 0.25),
+    limits=dict(boost=(1e-30, None), switch_fraction=(1e-9, 1.0), margin=(0.0, 1.0),
+                small_batch=(1, "large_batch")),
 )

@@ -61,4 +61,5 @@ STUDY = Study(
     notes=analysis.notes,
     steps=True,
     minutes=(1.5, 0.1),
+    limits=dict(sgd_lrs=(1e-30, None), adam_lr=(1e-30, None), tolerance=(0.0, None), points=(2, None)),
 )

@@ -63,4 +63,5 @@ STUDY = Study(
     findings=analysis.findings,
     notes=analysis.notes,
     minutes=(0.7, 0.3),
+    limits=dict(lr_ref=(1e-30, None), ref_batch=(1, None), resamples=(1, None)),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchlab.api import resolve_data, run_configs
+from batchlab.api import check_parameters, resolve_data, run_configs
 from batchlab.config import RunConfig
 from batchlab.data import Dataset
 from batchlab.engine.executors import Progress
@@ -39,7 +39,9 @@ def prepare_sweep(spec: SweepSpec) -> tuple[list[RunConfig], Dataset, Model]:
     # A built-in name or an import path (file.py:make_model), checked against the data here.
     model_cfg, net = resolve_model(v["model"], dataset, hidden=v["hidden"], activation=v["activation"],
                                    init=v["init"], dropout=v["dropout"])
-    return expand(spec, data_cfg, model_cfg, dataset.n_train), dataset, net
+    configs = expand(spec, data_cfg, model_cfg, dataset.n_train)
+    check_parameters(net, configs)
+    return configs, dataset, net
 
 
 def plan_sweep(spec: SweepSpec) -> list[RunConfig]:

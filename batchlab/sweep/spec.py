@@ -22,7 +22,7 @@ from typing import Any
 from batchlab import budget
 from batchlab.config import DataConfig, ModelConfig, Phase, RunConfig
 from batchlab.errors import BatchlabError
-from batchlab.grid import epochs_for, runs_of
+from batchlab.grid import check_memory, epochs_for, runs_of
 from batchlab.parsing import parse_budget
 from batchlab.settings import ALIASES, BY_NAME, SWEEP, read_settings, training_defaults
 
@@ -125,6 +125,7 @@ def expand(spec: SweepSpec, data_cfg: DataConfig, model_cfg: ModelConfig, n_trai
                                   "lr": lrs}, data_cfg, n_train, model_cfg)
     if not configs:
         raise BatchlabError("the sweep grid is empty")
+    check_memory(configs, n_train)  # each batch size's runs were checked alone: now all of them
     return configs
 
 
