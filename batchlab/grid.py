@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from batchlab import budget
 from batchlab.budget import memory_limit
+from batchlab.engine.records import record_every
 from batchlab.config import DataConfig, EarlyStopping, ModelConfig, OptimizerConfig, Phase, RunConfig, monitorable
 from batchlab.errors import BatchlabError
 from batchlab.instruments import uses_halves
@@ -165,21 +166,27 @@ def group_cohorts(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
     return list(groups.values())
 
 
-# What a run keeps in host memory: per step mb_loss, mb_acc and one value per instrument; per
-# epoch about this many metrics (losses, accuracies, running averages, norms, times).
+# What a run holds in host memory, per per-step record it keeps (``engine/records.py``: at most
+# STEP_RECORDS per run): its 4 bookkeeping columns (epoch, step, samples, time) compacted as the
+# epochs come and again in the run's final series (64 bytes) plus some, and each output in
+# float32, then float64, then the store's bytes (16). Measured with tracemalloc on blobs runs at
+# B = 1 of 50,000-200,000 kept steps and 2-5 outputs: within 10% (tests/test_memory.py keeps it
+# within 25%). Per epoch about EPOCH_SERIES metrics, three times (records, series, store).
+STEP_RECORD_BYTES = 72
+OUTPUT_BYTES = 16
 EPOCH_SERIES = 16
-BYTES_PER_VALUE = 8
-COPIES = 2  # the device's stacked outputs and their host copy exist at the same time
 
 
 def memory_estimate(configs: Sequence[RunConfig], n_train: int) -> int:
-    """Bytes the recorded series of ``configs`` take in memory:
-    runs x steps x (2 + instruments) x 8 bytes (+ the per-epoch series), twice (device + host copy)."""
+    """Bytes the recorded series of ``configs`` take in host memory at their peak: kept steps x
+    (STEP_RECORD_BYTES + OUTPUT_BYTES x outputs) + epochs x EPOCH_SERIES x 24, per run."""
     total = 0
     for cfg in configs:
-        steps = cfg.updates_after(n_train, cfg.epochs)
-        total += (steps * (2 + len(cfg.instruments)) + (cfg.epochs + 1) * EPOCH_SERIES) * BYTES_PER_VALUE
-    return total * COPIES
+        updates = cfg.updates_after(n_train, cfg.epochs)
+        kept = updates // record_every(updates)
+        outputs = 2 + len(cfg.instruments)
+        total += kept * (STEP_RECORD_BYTES + OUTPUT_BYTES * outputs) + (cfg.epochs + 1) * EPOCH_SERIES * 24
+    return total
 
 
 def check_memory(configs: Sequence[RunConfig], n_train: int) -> None:

@@ -215,7 +215,9 @@ def _declare() -> tuple[Setting, ...]:
 def _declare_sweep() -> tuple[Setting, ...]:
     S = Setting
     return (
-        S("name", "sweep", "the sweep's name in the store", text_value("sweep name"), "lr-grid", group="sweep"),
+        S("name", None, "the sweep's name in the store; none: sweep-<digest of its settings>, so the same "
+          "settings resume the same sweep and other settings make another", text_value("sweep name"), "lr-grid",
+          group="sweep"),
         S("budget", "epochs=30", "what each batch size trains: epochs=N, steps=N or samples=N", _budget,
           "samples=1e6", group="sweep"),
         S("target", "test_acc>=0.95", "what counts as reached, e.g. test_acc>=0.95 or test_loss<=0.2", _target,

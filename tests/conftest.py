@@ -3,7 +3,10 @@ import sys
 
 import pytest
 
-os.environ.setdefault("BATCHLAB_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "batchlab", "jax-tests"))
+# The tests' compiled programs and prepared data go to the checkout's build/ folder (git-ignored),
+# not into the user's ~/.cache: a second run of the suite finds them there.
+os.environ.setdefault("BATCHLAB_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                         "build", "test-cache"))
 # batchlab's XLA settings (one thread) before any test module starts JAX, so runs in this process
 # and in worker processes (sweeps, Ray) compute alike, to the last bit.
 import batchlab  # noqa: E402,F401

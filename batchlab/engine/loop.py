@@ -18,7 +18,7 @@ import numpy as np
 from batchlab import budget
 from batchlab.config import EarlyStopping, RunConfig, eval_names, score_name
 from batchlab.engine import parallel
-from batchlab.engine.records import CohortRecorder, batch_counts
+from batchlab.engine.records import CohortRecorder, batch_counts, record_every
 from batchlab.models.losses import score_metric, target_variance
 from batchlab.results import RunResult
 
@@ -104,7 +104,8 @@ def train_runs(configs: list[RunConfig], backend: CohortBackend, scores: Scores,
     every run stopped early).
     """
     first, r = configs[0], len(configs)
-    recorder = CohortRecorder(r, scores.metrics(backend.evaluate()), scores.name)
+    every = record_every(first.updates_after(n_train, first.epochs))
+    recorder = CohortRecorder(r, scores.metrics(backend.evaluate()), scores.name, every)
     stopper = EarlyStopper(first.early_stopping, r)
     restore_best = first.early_stopping is not None and first.early_stopping.restore_best
     if restore_best:

@@ -110,9 +110,9 @@ def _load_file(where: str):
         spec.loader.exec_module(module)
     except BaseException as exc:  # the user's code: a syntax error, a missing package, anything
         sys.modules.pop(module_name, None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise BatchlabError(f"model file {path} raised {type(exc).__name__} on import: {_message(exc)}") from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise  # Ctrl-C, not the model's doing
+        raise BatchlabError(f"model file {path} {_what_happened(exc)} on import") from None
     finally:
         if str(path.parent) in sys.path:
             sys.path.remove(str(path.parent))
@@ -128,8 +128,15 @@ def _load_module(where: str):
         if exc.name and (where == exc.name or where.startswith(exc.name + ".")):
             raise BatchlabError(f"model module {where} cannot be imported: no module named {exc.name!r}") from None
         raise BatchlabError(f"model module {where} raised ModuleNotFoundError on import: {_message(exc)}") from None
-    except Exception as exc:
-        raise BatchlabError(f"model module {where} raised {type(exc).__name__} on import: {_message(exc)}") from None
+    except (Exception, SystemExit) as exc:
+        raise BatchlabError(f"model module {where} {_what_happened(exc)} on import") from None
+
+
+def _what_happened(exc: BaseException) -> str:
+    """What the user's code did, for a message: it exited (``sys.exit``), or raised."""
+    if isinstance(exc, SystemExit):
+        return f"exited (sys.exit({exc.code!r}))"
+    return f"raised {type(exc).__name__}: {_message(exc)}"
 
 
 def _message(exc: BaseException) -> str:

@@ -79,16 +79,19 @@ def adapt_checked(obj: Any, dataset, label: str) -> Model:
 
 @contextmanager
 def user_code(label: str, dataset):
-    """Run the user's model code: what it raises on this data (a shape, a dtype, ...) becomes one line."""
+    """Run the user's model code: what it raises on this data (a shape, a dtype, ...), or a
+    ``sys.exit`` in it, becomes one line (a real Ctrl-C stays Ctrl-C)."""
     try:
         yield
     except BatchlabError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         from batchlab.models.adapters.common import one_line
 
-        raise BatchlabError(f"{label} fails on this data (samples of shape {dataset.sample_shape}, "
-                            f"{outputs_of(dataset)} outputs): {type(exc).__name__}: {one_line(exc)}") from None
+        what = f"exited (sys.exit({exc.code!r}))" if isinstance(exc, SystemExit) else \
+            f"fails on this data (samples of shape {dataset.sample_shape}, {outputs_of(dataset)} outputs): " \
+            f"{type(exc).__name__}: {one_line(exc)}"
+        raise BatchlabError(f"{label} {what}") from None
 
 
 def model_fingerprint(net: Any, dataset) -> str:

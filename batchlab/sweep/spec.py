@@ -15,6 +15,8 @@ a TOML config file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,9 @@ class SweepSpec:
         defaults = {**training_defaults(sweep=True), **{s.name: s.read(s.default) for s in SWEEP}}
         defaults.pop("epochs")
         self._values = {**defaults, **values}
+        self._named = self._values["name"] is not None
+        if not self._named:
+            self._values["name"] = default_name(self.to_dict())
 
     def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get("_values", {})
@@ -56,7 +61,8 @@ class SweepSpec:
         return SweepSpec(**{**self._given(), **{ALIASES.get(k, k): v for k, v in given.items() if v is not None}})
 
     def _given(self) -> dict[str, Any]:
-        return {k: (list(map(_plain, v)) if k == "phases" else v) for k, v in self._values.items()}
+        return {k: (list(map(_plain, v)) if k == "phases" else v) for k, v in self._values.items()
+                if k != "name" or self._named}
 
     def to_dict(self) -> dict[str, Any]:
         """The sweep's settings as plain values, as the store keeps them."""
@@ -67,6 +73,13 @@ class SweepSpec:
 
     def __repr__(self) -> str:
         return f"SweepSpec({self.name!r})"
+
+
+def default_name(settings: dict[str, Any]) -> str:
+    """``sweep-`` and 8 hex digits of the settings (without the name): the same settings give
+    the same sweep, which a second command resumes; other settings give another."""
+    text = json.dumps({k: v for k, v in settings.items() if k != "name"}, sort_keys=True, default=str)
+    return "sweep-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _plain(value: Any) -> Any:
