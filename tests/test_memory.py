@@ -65,3 +65,19 @@ def test_two_million_steps_train_under_a_memory_limit():
     assert done.returncode == 0, done.stderr[-2000:]
     status, updates, kept = done.stdout.split()
     assert (status, int(updates), int(kept)) == ("finished", 2_000_000, 200_000)
+
+
+def test_monte_carlo_trials_run_in_bounded_chunks(monkeypatch):
+    """However many trials are asked for, they are drawn and summed in chunks of bounded
+    memory: the same batches as one draw (the sums' rounding may differ in matrix products)."""
+    from batchlab.instruments import gradients
+
+    g = np.random.default_rng(0).normal(size=(50, 7))
+    k = g @ g.T
+    whole = gradients.monte_carlo(k, [1, 4, 50], 1000, 3, replace=False)
+    monkeypatch.setattr(gradients, "TRIAL_BYTES", 24 * 50 * 7)  # chunks of 7 trials
+    chunked = gradients.monte_carlo(k, [1, 4, 50], 1000, 3, replace=False)
+    for b in whole:
+        assert len(chunked[b]) == 1000
+        np.testing.assert_allclose(chunked[b], whole[b], rtol=1e-6)
+    np.testing.assert_array_equal(chunked[4], whole[4])  # summed block by block: the same bits

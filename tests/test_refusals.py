@@ -116,3 +116,9 @@ def test_the_tour_checks_its_report_folder_before_any_study(capsys, tmp_path):
     code, _, err = run_cli(["tour", "--report", taken, "--db", tmp_path / "t.db", "--out", tmp_path / "out"], capsys)
     assert code == 2 and "it is a file, not a folder" in err
     assert not (tmp_path / "t.db").exists()
+
+
+def test_noise_refuses_trials_nobody_means(capsys, tmp_path):
+    code, _, err = run_cli(["noise", "--trials", "100000000", "--db", tmp_path / "n.db", "--out", tmp_path / "o"],
+                           capsys)
+    assert code == 2 and "trials must lie in [2, 1,000,000]" in err

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from batchlab.figure_helpers import FigureDrawer
 
 # The table printed after the run: (column title, key of the checkpoint's statistics, format).
+MAX_TRIALS = 1_000_000  # random batches per batch size: more is a typo, not an experiment (they take time)
 COLUMNS = [("epoch", "epoch", "{:.0f}"), ("||G||^2", "grad_sq", "{:.4g}"), ("tr(Sigma)", "trace", "{:.4g}"),
            ("B_simple", "noise_scale", "{:.4g}"), ("mean ||g_i||", "mean_sample_norm", "{:.4g}"),
            ("mean cos(g_i,g_j)", "mean_cosine", "{:.4f}"), ("exponent |g_B|^2 ~ B^k", "sq_norm_exponent", "{:.3f}")]
@@ -143,8 +144,8 @@ def _check_measurement(at_epochs, trials: int, sampling: str, reductions, epochs
     at_epochs = tuple(sorted({int(e) for e in at_epochs}))
     if not at_epochs or at_epochs[0] < 0:
         raise BatchlabError(f"checkpoint epochs must be >= 0, got {at_epochs}")
-    if trials < 2:
-        raise BatchlabError(f"trials must be >= 2, got {trials}")
+    if not 2 <= trials <= MAX_TRIALS:
+        raise BatchlabError(f"trials must lie in [2, {MAX_TRIALS:,}], got {trials:,}")
     if sampling not in SAMPLING:
         raise BatchlabError(f"unknown sampling {sampling!r}: choose without, with or both")
     for r in reductions:

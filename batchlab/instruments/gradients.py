@@ -120,16 +120,17 @@ def draw_batches(rng: np.random.Generator, pool: int, batch_size: int, trials: i
     return np.argpartition(keys, batch_size, axis=1)[:, :batch_size]
 
 
-def batch_sq_norms(k: np.ndarray, index: np.ndarray) -> np.ndarray:
+def batch_sq_norms(k: np.ndarray, index: np.ndarray, gather: bool | None = None) -> np.ndarray:
     """Squared norms of the given batches' *summed* gradients, exactly, from the Gram matrix.
 
     Small batches sum their B x B block of K; larger ones use row counts c (T x P):
     ||sum_{i in batch} g_i||^2 = c K c^T, one matrix product for all trials. NumPy, so no
-    compilation per batch size. No Python loop per trial.
+    compilation per batch size. No Python loop per trial. ``gather``: which of the two (they
+    round differently); by default chosen from ``index``'s size.
     """
     trials, batch_size = index.shape
     pool = k.shape[0]
-    if trials * batch_size * batch_size <= _GATHER_LIMIT:
+    if trials * batch_size * batch_size <= _GATHER_LIMIT if gather is None else gather:
         return k[index[:, :, None], index[:, None, :]].sum(axis=(1, 2), dtype=np.float64)
     flat = (np.arange(trials)[:, None] * pool + index).ravel()
     counts = np.bincount(flat, minlength=trials * pool).reshape(trials, pool).astype(k.dtype)
@@ -147,7 +148,19 @@ def monte_carlo(k, batch_sizes: list[int], trials: int, seed: int, *, replace: b
     """
     k = np.asarray(k, np.float32)
     rng = np.random.default_rng(seed)
-    return {b: batch_sq_norms(k, draw_batches(rng, k.shape[0], b, trials, replace=replace)) for b in batch_sizes}
+    # Trials in chunks, so memory (about 24 bytes x chunk x pool) stays bounded however many
+    # are asked for; the generator draws row after row, so the batches are those of one draw.
+    chunk = max(1, TRIAL_BYTES // (24 * k.shape[0]))
+    out = {}
+    for b in batch_sizes:
+        gather = trials * b * b <= _GATHER_LIMIT  # as for all the trials at once (same rounding)
+        out[b] = np.concatenate([batch_sq_norms(k, draw_batches(rng, k.shape[0], b, min(chunk, trials - start),
+                                                                replace=replace), gather)
+                                 for start in range(0, trials, chunk)])
+    return out
+
+
+TRIAL_BYTES = 256 * 2 ** 20  # what one chunk of Monte-Carlo trials may take
 
 
 def fitted_exponent(batch_sizes, values) -> float:
