@@ -112,20 +112,24 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
         from batchlab.paths import check_writable_dir
         from batchlab.report import build_report
         from batchlab.studies import available, get_study
-        from batchlab.studies.runner import finish_in_turn, start_study
+        from batchlab.studies.runner import count_runs, finish_in_turn, start_study
 
         check_writable_dir(report_dir, "--report folder")  # before the first study trains
         check_writable_dir(out, "--out folder")
         names = available()
-        bar, advance = progress_bar(1, "tour")
+        studies = {name: get_study(name) for name in names}
+        # The whole tour's run-epochs up front (every setting checked on the way), so one bar
+        # fills once; runs already stored count as done when their study starts.
+        work = {name: count_runs(st, st.settings(quick=True), epochs=True) for name, st in studies.items()}
+        bar, advance = progress_bar(sum(work.values()), "tour")
         task = bar.task_ids[0]
 
         def started():
             for i, name in enumerate(names, 1):
                 bar.update(task, description=f"study {i}/{len(names)}: {name}")
-                done = bar.tasks[0].completed
-                yield start_study(get_study(name), quick=True, db=db, out=out / name, progress=advance,
-                                  on_start=lambda total: bar.update(task, total=done + max(total, 1)),
+                done = sum(work[n] for n in names[:i - 1])
+                bar.update(task, completed=max(bar.tasks[0].completed, done))
+                yield start_study(studies[name], quick=True, db=db, out=out / name, progress=advance,
                                   drawer=drawer)
 
         summary = []
@@ -134,7 +138,7 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
                 verdicts = [f.verdict for f in result.findings]
                 summary.append(f"{result.name:<15} {result.seconds:5.1f} s  " + ", ".join(
                     f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
-            bar.update(task, description="report")
+            bar.update(task, completed=bar.tasks[0].total, description="writing the report")
             path = build_report(db, report_dir, drawer=drawer)
     typer.echo("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {path} (open it in a browser: file://{Path(path).resolve()})")

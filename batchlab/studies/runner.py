@@ -185,15 +185,17 @@ def _groups(prepared: list[tuple]) -> dict[str, list[str]]:
     return groups
 
 
-def count_runs(study: Study, settings: dict) -> int:
+def count_runs(study: Study, settings: dict, epochs: bool = False) -> int:
     """How many runs a study's grids hold (without loading data): the product of their axes'
-    lengths (batch sizes x optimizers x lrs x momenta x weight decays x seeds)."""
+    lengths (batch sizes x optimizers x lrs x momenta x weight decays x seeds); with
+    ``epochs``, how many run-epochs (what a progress bar counts)."""
     from batchlab.settings import read_given, training_defaults
 
     total = 0
     for grid in study.grids(settings):
         values = {**training_defaults(), **read_given(dict(grid.train))}
-        total += math.prod(len(values[s.name]) for s in TRAINING if s.axis and values[s.name] is not None)
+        runs = math.prod(len(values[s.name]) for s in TRAINING if s.axis and values[s.name] is not None)
+        total += runs * (values["epochs"] if epochs else 1)
     return total
 
 
