@@ -112,7 +112,7 @@ def _load_file(where: str):
         sys.modules.pop(module_name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise  # Ctrl-C, not the model's doing
-        raise BatchlabError(f"model file {path} {_what_happened(exc)} on import") from None
+        raise BatchlabError(f"model file {path} {_on_import(exc)}") from None
     finally:
         if str(path.parent) in sys.path:
             sys.path.remove(str(path.parent))
@@ -129,14 +129,14 @@ def _load_module(where: str):
             raise BatchlabError(f"model module {where} cannot be imported: no module named {exc.name!r}") from None
         raise BatchlabError(f"model module {where} raised ModuleNotFoundError on import: {_message(exc)}") from None
     except (Exception, SystemExit) as exc:
-        raise BatchlabError(f"model module {where} {_what_happened(exc)} on import") from None
+        raise BatchlabError(f"model module {where} {_on_import(exc)}") from None
 
 
-def _what_happened(exc: BaseException) -> str:
-    """What the user's code did, for a message: it exited (``sys.exit``), or raised."""
+def _on_import(exc: BaseException) -> str:
+    """What the user's code did on import, for a message: it exited (``sys.exit``), or raised."""
     if isinstance(exc, SystemExit):
-        return f"exited (sys.exit({exc.code!r}))"
-    return f"raised {type(exc).__name__}: {_message(exc)}"
+        return f"exited on import (sys.exit({exc.code!r}))"
+    return f"raised {type(exc).__name__} on import: {_message(exc)}"
 
 
 def _message(exc: BaseException) -> str:
