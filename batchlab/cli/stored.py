@@ -207,19 +207,20 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
 
 
 def _write_sweep_analysis(result: "SweepAnalysis", out: Path, drawer: "FigureDrawer") -> list[Path]:
-    """The tables (CSV) and figures (PNG + SVG, drawn by ``drawer``'s helpers) of an analysed sweep."""
-    from batchlab.paths import check_writable_dir
+    """The tables (CSV) and figures (PNG + SVG, drawn by ``drawer``'s helpers) of an analysed sweep,
+    replacing the previous ones together once all are written (``paths.OutputSet``)."""
+    from batchlab.paths import OutputSet, check_writable_dir, shown
 
-    out = check_writable_dir(out, "--out folder")
-    files = [out / "settings.csv", out / "best_per_batch.csv"]
-    result.settings.to_csv(files[0], index=False)
-    result.best.to_csv(files[1], index=False)
-    figures = "batchlab.plots.scaling:"
-    drawer.draw(figures + "to_target_figure", result.best, result.fit, str(result.target),
-                path=out / "to_target_vs_batch")
-    drawer.draw(figures + "final_metrics_figure", result.best, path=out / "final_metrics_vs_batch")
-    drawer.draw(figures + "heatmap_figure", result.settings, best=result.best,
-                title=f"sweep {result.name!r}: final test accuracy", path=out / "lr_batch_heatmap")
-    drawer.draw("learning_curves", result.at_best, "acc", title="Learning curves at each batch size's best lr",
-                path=out / "learning_curves_best_lr")
-    return files + [file for figure in drawer.files() for file in figure]
+    with OutputSet(check_writable_dir(out, "--out folder")) as outputs:
+        files = [outputs.write_csv("settings.csv", result.settings),
+                 outputs.write_csv("best_per_batch.csv", result.best)]
+        figures = "batchlab.plots.scaling:"
+        drawer.draw(figures + "to_target_figure", result.best, result.fit, str(result.target),
+                    path=outputs.path("to_target_vs_batch"))
+        drawer.draw(figures + "final_metrics_figure", result.best, path=outputs.path("final_metrics_vs_batch"))
+        drawer.draw(figures + "heatmap_figure", result.settings, best=result.best,
+                    title=f"sweep {result.name!r}: final test accuracy", path=outputs.path("lr_batch_heatmap"))
+        drawer.draw("learning_curves", result.at_best, "acc", title="Learning curves at each batch size's best lr",
+                    path=outputs.path("learning_curves_best_lr"))
+        files += [file for figure in drawer.files() for file in figure]
+    return [shown(f) for f in files]
