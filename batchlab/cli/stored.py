@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 _FILTERS = "--data, --model, --batch-size, --sweep, --status"
+ID_PREFIX = 8  # the fewest characters of a run id that name it (batchlab runs shows this many)
 
 
 def _select(store, data: Optional[str], model: Optional[str], batch_size: Optional[str], sweep_name: Optional[str],
@@ -76,7 +77,7 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
 
 
 @app.command()
-def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or their first 8 characters)"),
+def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or their first 8 characters, or more)"),
            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
            data: Optional[str] = typer.Option(None, help="runs on this data"),
            model: Optional[str] = typer.Option(None, help="runs of this model"),
@@ -84,13 +85,22 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
            sweep_name: Optional[str] = typer.Option(None, "--sweep", help="the runs of this sweep"),
            status: Optional[str] = typer.Option(None, help="runs with this status"),
            yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking")) -> None:
-    """Delete chosen runs from the store in one transaction, after showing them and asking."""
+    """Delete chosen runs from the store in one transaction, after showing them and asking.
+
+    A run id may be given by its first 8 characters (or more) when no other run's id starts with
+    them; filters narrow what the ids choose, and ``--yes`` only skips the question."""
     from batchlab.store import Store
 
     if not run_ids and all(v is None for v in (data, model, batch_size, sweep_name, status)):
         raise BatchlabError(f"say which runs to delete: run ids or a filter ({_FILTERS})")
+    for given in run_ids or ():
+        if len(given.strip()) < ID_PREFIX:
+            empty = " (an empty id starts every id)" if not given.strip() else ""
+            raise BatchlabError(f"run id {given!r} is too short{empty}: give at least its first {ID_PREFIX} "
+                                "characters (as batchlab runs shows them); nothing deleted")
     with Store(db, create=False) as store:
-        _, frame = _select(store, data, model, batch_size, sweep_name, status, run_ids)
+        full_ids = _full_run_ids(run_ids, store.run_ids(), db) if run_ids else None
+        _, frame = _select(store, data, model, batch_size, sweep_name, status, full_ids)
         if frame.empty:
             raise BatchlabError(f"no run in {db} matches; nothing deleted")
         print_runs(frame.to_dict("records"), f"{len(frame)} run(s) to delete from {db}")
@@ -103,6 +113,21 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
         store.check_writable()
         deleted = store.delete(list(frame.run_id))
     typer.echo(f"deleted {deleted} run(s) from {db}")
+
+
+def _full_run_ids(given: list[str], stored: set[str], db: Path) -> list[str]:
+    """The stored run each of ``given`` names: its full id, or a prefix that starts no other id."""
+    full = []
+    for prefix in given:
+        matches = [prefix] if prefix in stored else sorted(r for r in stored if r.startswith(prefix))
+        if not matches:
+            raise BatchlabError(f"no run in {db} has an id starting with {prefix!r}; nothing deleted")
+        if len(matches) > 1:
+            raise BatchlabError(f"run id {prefix!r} starts the ids of {len(matches)} runs in {db} "
+                                f"({', '.join(matches[:3])}{', ...' if len(matches) > 3 else ''}): give more of the id "
+                                "of the one to delete; nothing deleted")
+        full.append(matches[0])
+    return full
 
 
 @app.command()
