@@ -6,22 +6,9 @@ import json
 from pathlib import Path
 
 from batchlab.errors import BatchlabError
-from batchlab.paths import OutputSet
+from batchlab.paths import OutputSet, check_writable_dir
 from batchlab.store.records import series_frame, summary_frame
 from batchlab.store.sqlite import Store
-
-
-def check_out_folder(out: str | Path) -> Path:
-    """Create the output folder (and its parents) or raise one line saying why it cannot be.
-    Called before the store is read, so a bad ``--out`` costs nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BatchlabError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BatchlabError(f"cannot create folder {out} ({exc.strerror or exc})") from None
-    return out
 
 
 def export_store(db: str | Path, out: str | Path, fmt: str = "csv") -> list[Path]:
@@ -37,7 +24,7 @@ def export_store(db: str | Path, out: str | Path, fmt: str = "csv") -> list[Path
         results = store.load()
     if not results:
         raise BatchlabError(f"{db} holds no runs to export")
-    out = check_out_folder(out)
+    out = check_writable_dir(out, "--out folder")
     runs = summary_frame(results)
     runs["config"] = [json.dumps(r.config.to_dict(), sort_keys=True) for r in results]
     runs["version"] = [r.version for r in results]
