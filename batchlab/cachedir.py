@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
+
+from batchlab.errors import BatchlabError
+from batchlab.paths import write_output
 
 KEEP_DAYS = 14  # a folder of compiled programs unused this long is removed
 
@@ -31,14 +33,12 @@ def files_digest(paths: Iterable[Path]) -> str:
 
 
 def write_whole(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all, so a reader in another process never sees half a
-    file (a cache folder that cannot be written only costs speed)."""
+    """Write ``path`` whole or not at all (``paths.write_output``, not flushed to disk), so a
+    reader in another process never sees half a file (a cache folder that cannot be written only
+    costs speed)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as part:
-            part.write(data)
-        os.replace(part.name, path)
-    except OSError:
+        write_output(path, data, sync=False)
+    except BatchlabError:
         return
 
 

@@ -35,3 +35,30 @@ def quick_study(name: str, tmp_path_factory):
     root = tmp_path_factory.mktemp(name.replace("-", "_"))
     db, out = root / "study.db", root / "out"
     return run_study(get_study(name), quick=True, db=db, out=out), db, out
+
+
+def small_store(db, batch_sizes=(16, 50), seeds=(0, 1)):
+    """A store of made-up finished runs on blobs (3 epochs, per-epoch and per-step series), written
+    without training anything; returns their run ids."""
+    import numpy as np
+
+    from batchlab.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig
+    from batchlab.results import RunResult
+    from batchlab.store import Store
+
+    runs = []
+    for b in batch_sizes:
+        for seed in seeds:
+            config = RunConfig(DataConfig("blobs"), ModelConfig(hidden=(4,)), OptimizerConfig(lr=0.1), batch_size=b,
+                               epochs=3, seed=seed)
+            per_epoch, steps = -(-500 // b), 3 * -(-500 // b)
+            history = {k: np.linspace(0.5, 0.9, 4) + 0.01 * seed for k in ("train_loss", "train_acc", "test_loss",
+                                                                              "test_acc")}
+            history.update(epoch=np.arange(4), step=np.arange(4) * per_epoch, samples_seen=np.arange(4) * 500)
+            step = np.arange(1, steps + 1)
+            series = {"mb_loss": np.cos(step / 7.0), "step": step, "epoch": (step - 1) // per_epoch + 1,
+                      "samples_seen": step * b}
+            runs.append(RunResult(config, "finished", history, series, best_epoch=3))
+    with Store(db) as store:
+        store.write(runs, "test")
+    return [r.run_id for r in runs]

@@ -208,14 +208,15 @@ def _store(db, run_id: str, epoch: int, row: dict, points: list[dict]) -> None:
 
 def _write(out: Path, table: "pd.DataFrame", points: "pd.DataFrame", title: str, loss_unit: str = "nats",
            drawer: "FigureDrawer | None" = None) -> list[Path]:
-    """The two tables (CSV) and the figure (PNG + SVG; by ``drawer``'s helper processes, if given)."""
+    """The two tables (CSV) and the figure (PNG + SVG; by ``drawer``'s helper processes, if given),
+    replacing the previous ones together once all are written (``paths.OutputSet``)."""
     from batchlab.figure_helpers import FigureDrawer
+    from batchlab.paths import OutputSet, shown
 
     drawer = drawer or FigureDrawer(helpers=0)
-    out.mkdir(parents=True, exist_ok=True)
-    table_path, points_path = out / "noise_table.csv", out / "noise_points.csv"
-    table.to_csv(table_path, index=False)
-    points.to_csv(points_path, index=False)
-    figure = drawer.draw("batchlab.plots.gradient_noise:gradient_norm_figure", points, title, loss_unit,
-                         path=out / "gradient_norm_vs_batch")
-    return [table_path, points_path, *drawer.files([figure])[0]]
+    with OutputSet(out) as outputs:
+        files = [outputs.write_csv("noise_table.csv", table), outputs.write_csv("noise_points.csv", points)]
+        figure = drawer.draw("batchlab.plots.gradient_noise:gradient_norm_figure", points, title, loss_unit,
+                             path=outputs.path("gradient_norm_vs_batch"))
+        files += drawer.files([figure])[0]
+    return [shown(f) for f in files]

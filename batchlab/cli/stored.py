@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 _FILTERS = "--data, --model, --batch-size, --sweep, --status"
+ID_PREFIX = 8  # the fewest characters of a run id that name it (batchlab runs shows this many)
 
 
 def _select(store, data: Optional[str], model: Optional[str], batch_size: Optional[str], sweep_name: Optional[str],
@@ -76,7 +77,7 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
 
 
 @app.command()
-def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or their first 8 characters)"),
+def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or their first 8 characters, or more)"),
            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
            data: Optional[str] = typer.Option(None, help="runs on this data"),
            model: Optional[str] = typer.Option(None, help="runs of this model"),
@@ -84,13 +85,22 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
            sweep_name: Optional[str] = typer.Option(None, "--sweep", help="the runs of this sweep"),
            status: Optional[str] = typer.Option(None, help="runs with this status"),
            yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking")) -> None:
-    """Delete chosen runs from the store in one transaction, after showing them and asking."""
+    """Delete chosen runs from the store in one transaction, after showing them and asking.
+
+    A run id may be given by its first 8 characters (or more) when no other run's id starts with
+    them; filters narrow what the ids choose, and ``--yes`` only skips the question."""
     from batchlab.store import Store
 
     if not run_ids and all(v is None for v in (data, model, batch_size, sweep_name, status)):
         raise BatchlabError(f"say which runs to delete: run ids or a filter ({_FILTERS})")
+    for given in run_ids or ():
+        if len(given.strip()) < ID_PREFIX:
+            empty = " (an empty id starts every id)" if not given.strip() else ""
+            raise BatchlabError(f"run id {given!r} is too short{empty}: give at least its first {ID_PREFIX} "
+                                "characters (as batchlab runs shows them); nothing deleted")
     with Store(db, create=False) as store:
-        _, frame = _select(store, data, model, batch_size, sweep_name, status, run_ids)
+        full_ids = _full_run_ids(run_ids, store.run_ids(), db) if run_ids else None
+        _, frame = _select(store, data, model, batch_size, sweep_name, status, full_ids)
         if frame.empty:
             raise BatchlabError(f"no run in {db} matches; nothing deleted")
         print_runs(frame.to_dict("records"), f"{len(frame)} run(s) to delete from {db}")
@@ -103,6 +113,21 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
         store.check_writable()
         deleted = store.delete(list(frame.run_id))
     typer.echo(f"deleted {deleted} run(s) from {db}")
+
+
+def _full_run_ids(given: list[str], stored: set[str], db: Path) -> list[str]:
+    """The stored run each of ``given`` names: its full id, or a prefix that starts no other id."""
+    full = []
+    for prefix in given:
+        matches = [prefix] if prefix in stored else sorted(r for r in stored if r.startswith(prefix))
+        if not matches:
+            raise BatchlabError(f"no run in {db} has an id starting with {prefix!r}; nothing deleted")
+        if len(matches) > 1:
+            raise BatchlabError(f"run id {prefix!r} starts the ids of {len(matches)} runs in {db} "
+                                f"({', '.join(matches[:3])}{', ...' if len(matches) > 3 else ''}): give more of the id "
+                                "of the one to delete; nothing deleted")
+        full.append(matches[0])
+    return full
 
 
 @app.command()
@@ -207,19 +232,20 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
 
 
 def _write_sweep_analysis(result: "SweepAnalysis", out: Path, drawer: "FigureDrawer") -> list[Path]:
-    """The tables (CSV) and figures (PNG + SVG, drawn by ``drawer``'s helpers) of an analysed sweep."""
-    from batchlab.paths import check_writable_dir
+    """The tables (CSV) and figures (PNG + SVG, drawn by ``drawer``'s helpers) of an analysed sweep,
+    replacing the previous ones together once all are written (``paths.OutputSet``)."""
+    from batchlab.paths import OutputSet, check_writable_dir, shown
 
-    out = check_writable_dir(out, "--out folder")
-    files = [out / "settings.csv", out / "best_per_batch.csv"]
-    result.settings.to_csv(files[0], index=False)
-    result.best.to_csv(files[1], index=False)
-    figures = "batchlab.plots.scaling:"
-    drawer.draw(figures + "to_target_figure", result.best, result.fit, str(result.target),
-                path=out / "to_target_vs_batch")
-    drawer.draw(figures + "final_metrics_figure", result.best, path=out / "final_metrics_vs_batch")
-    drawer.draw(figures + "heatmap_figure", result.settings, best=result.best,
-                title=f"sweep {result.name!r}: final test accuracy", path=out / "lr_batch_heatmap")
-    drawer.draw("learning_curves", result.at_best, "acc", title="Learning curves at each batch size's best lr",
-                path=out / "learning_curves_best_lr")
-    return files + [file for figure in drawer.files() for file in figure]
+    with OutputSet(check_writable_dir(out, "--out folder")) as outputs:
+        files = [outputs.write_csv("settings.csv", result.settings),
+                 outputs.write_csv("best_per_batch.csv", result.best)]
+        figures = "batchlab.plots.scaling:"
+        drawer.draw(figures + "to_target_figure", result.best, result.fit, str(result.target),
+                    path=outputs.path("to_target_vs_batch"))
+        drawer.draw(figures + "final_metrics_figure", result.best, path=outputs.path("final_metrics_vs_batch"))
+        drawer.draw(figures + "heatmap_figure", result.settings, best=result.best,
+                    title=f"sweep {result.name!r}: final test accuracy", path=outputs.path("lr_batch_heatmap"))
+        drawer.draw("learning_curves", result.at_best, "acc", title="Learning curves at each batch size's best lr",
+                    path=outputs.path("learning_curves_best_lr"))
+        files += [file for figure in drawer.files() for file in figure]
+    return [shown(f) for f in files]

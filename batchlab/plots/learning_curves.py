@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from batchlab.analysis.curves import curves_table  # noqa: E402
+from batchlab.paths import OutputSet  # noqa: E402
 from batchlab.plots.memo import svg_text  # noqa: E402
 from batchlab.profiling import timed  # noqa: E402
 
@@ -96,14 +97,15 @@ def _two_three_five(value: float, _) -> str:
 
 @timed("figures")
 def save_figure(fig: plt.Figure, path: str | Path) -> list[Path]:
-    """Write ``path`` as PNG and SVG (the same bytes whenever the same figure is drawn);
-    returns the files written."""
+    """Write ``path`` as PNG and SVG (the same bytes whenever the same figure is drawn), the two
+    replacing earlier ones together or not at all (``paths.OutputSet``); returns the files."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    # SVG first: a layout redone after drawing at the PNG's dpi moves things by 1e-6 pt, and the
-    # SVG is to be the one the report draws (``plots/memo.py``).
-    written[1].write_text(svg_text(fig), encoding="utf-8")
-    fig.savefig(written[0], dpi=120)
-    plt.close(fig)
-    return written
+    try:
+        with OutputSet(path.parent) as outputs:
+            # SVG first: a layout redone after drawing at the PNG's dpi moves things by 1e-6 pt, and
+            # the SVG is to be the one the report draws (``plots/memo.py``).
+            outputs.write(path.with_suffix(".svg").name, svg_text(fig))
+            outputs.write(path.with_suffix(".png").name, lambda png: fig.savefig(png, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
+    return [path.with_suffix(".png"), path.with_suffix(".svg")]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from batchlab.errors import BatchlabError
 from batchlab.figure_helpers import FigureDrawer
+from batchlab.paths import check_writable_dir, write_output
 from batchlab.report import html as h
 from batchlab.report.concepts import CONCEPTS
 from batchlab.report.html import Section
@@ -27,11 +28,12 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
     runs. With ``study``: ``out_dir/<study>.html``, that study's page alone. Sections whose
     figures cannot be rebuilt say why on the page (and in a warning) instead of failing.
     ``drawer``: a command's figure helpers, which then build the studies' sections (their
-    analyses and figures) side by side while this process builds the others.
+    analyses and figures) side by side while this process builds the others. The page replaces
+    the previous one only once written whole (``paths.write_output``).
     """
     db, out_dir = Path(db), Path(out_dir)
     studies, sweeps, loose = _read_store(db, loose=study is None)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out_dir, "report folder")
     if study is not None:
         return _study_page(study, studies, db, out_dir)
 
@@ -46,9 +48,7 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
                    f'<code>batchlab train --db {h.esc(db.name)}</code>, then build the report again.</p>')
     body = _header(db, "batchlab report", counts) + _overview(sections) + \
         "".join(s.body for s in sections) + _glossary()
-    path = out_dir / "index.html"
-    path.write_text(h.page("batchlab report", body, _nav(sections)), encoding="utf-8")
-    return path
+    return write_output(out_dir / "index.html", h.page("batchlab report", body, _nav(sections)))
 
 
 def _read_store(db: Path, loose: bool) -> tuple[dict, dict, list]:
@@ -74,9 +74,7 @@ def _study_page(name: str, studies: dict, db: Path, out_dir: Path) -> Path:
                             f"run it first: batchlab study {name} --db {db}")
     section = _study(name, studies[name], db, alone=True)
     text = h.page(f"batchlab · {name}", _header(db, f"Study {name}", "") + section.body)
-    path = out_dir / f"{h.slug(name)}.html"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_output(out_dir / f"{h.slug(name)}.html", text)
 
 
 def _sections(studies: dict, sweeps: dict, loose: list, db: Path, drawer: FigureDrawer) -> list[Section]:

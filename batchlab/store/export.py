@@ -6,54 +6,36 @@ import json
 from pathlib import Path
 
 from batchlab.errors import BatchlabError
+from batchlab.paths import OutputSet, check_writable_dir
 from batchlab.store.records import series_frame, summary_frame
 from batchlab.store.sqlite import Store
-
-
-def check_out_folder(out: str | Path) -> Path:
-    """Create the output folder (and its parents) or raise one line saying why it cannot be.
-    Called before the store is read, so a bad ``--out`` costs nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BatchlabError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BatchlabError(f"cannot create folder {out} ({exc.strerror or exc})") from None
-    return out
 
 
 def export_store(db: str | Path, out: str | Path, fmt: str = "csv") -> list[Path]:
     """Write ``runs``, ``epochs`` and ``steps`` tables; returns the files written.
 
-    A damaged store raises the store's one-line :class:`~batchlab.errors.StoreError` (nothing is
-    written); an output folder that cannot be created or written raises a BatchlabError."""
+    The three tables replace an earlier export together or not at all (``paths.OutputSet``), so a
+    full disk never leaves a mix of old and new tables. A damaged store raises the store's one-line
+    :class:`~batchlab.errors.StoreError` (nothing is written); an output folder that cannot be
+    created or written raises a BatchlabError naming the file."""
     if fmt not in ("csv", "parquet"):
         raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")
     with Store(db, create=False) as store:
         results = store.load()
     if not results:
         raise BatchlabError(f"{db} holds no runs to export")
-    out = check_out_folder(out)
+    out = check_writable_dir(out, "--out folder")
     runs = summary_frame(results)
     runs["config"] = [json.dumps(r.config.to_dict(), sort_keys=True) for r in results]
     runs["version"] = [r.version for r in results]
-    written = []
-    for name, frame in (("runs", runs), ("epochs", series_frame(results, "epoch")),
-                        ("steps", series_frame(results, "step"))):
-        written.append(_write_table(frame, out / f"{name}.{fmt}", fmt))
-    return written
-
-
-def _write_table(frame, path: Path, fmt: str) -> Path:
-    """Write one table; a missing pyarrow or an unwritable file becomes one line."""
+    tables = (("runs", runs), ("epochs", series_frame(results, "epoch")), ("steps", series_frame(results, "step")))
     try:
-        if fmt == "csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
+        with OutputSet(out) as outputs:
+            for name, frame in tables:
+                if fmt == "csv":
+                    outputs.write_csv(f"{name}.csv", frame)
+                else:
+                    outputs.write(f"{name}.parquet", lambda path, frame=frame: frame.to_parquet(path, index=False))
     except ImportError:
         raise BatchlabError("parquet export needs pyarrow: pip install 'batchlab[parquet]'") from None
-    except OSError as exc:
-        raise BatchlabError(f"cannot write {path} ({exc.strerror or exc})") from None
-    return path
+    return [out / f"{name}.{fmt}" for name, _ in tables]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from batchlab.analysis.findings import Finding
 from batchlab.figure_helpers import FigureDrawer
+from batchlab.paths import OutputSet, shown
 from batchlab.store import Store, series_frame, summary_frame
 from batchlab.studies.base import Study, StudyData, Tables
 
@@ -79,34 +80,41 @@ def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Fin
                 quick: bool, drawer: FigureDrawer | None = None) -> AskedOutputs:
     """Ask for the figures (PNG + SVG; by ``drawer``'s helper processes where the study is
     registered) and write every table (CSV, the one behind each figure included); the figures
-    are drawn while the command goes on (it can train the next study meanwhile)."""
+    are drawn while the command goes on (it can train the next study meanwhile). Figures, tables
+    and ``findings.md`` replace the previous ones in ``out`` together, once all are written
+    (``paths.OutputSet``)."""
     from batchlab.studies import REGISTRY, get_study
 
     drawer = drawer or FigureDrawer(helpers=0)  # no helpers given: drawn in this process
     registered = study.name in REGISTRY and get_study(study.name) is study
-    tickets, csvs = [], []
-    for spec in study.figures:
-        if registered:
-            tickets.append(drawer.call(f"{__name__}:write_study_figure", study.name, spec.name, tables, settings,
-                                       out / spec.name))
-        else:
-            tickets.append(drawer.draw(spec.draw, tables, settings, path=out / spec.name))
-        csvs.append(out / f"{spec.name}.csv")
-        csvs[-1].parent.mkdir(parents=True, exist_ok=True)
-        tables[spec.table].to_csv(csvs[-1], index=False)
-    figure_tables = {spec.table for spec in study.figures}
-    others = []
-    for name, table in tables.items():
-        if name not in figure_tables:
-            others.append(out / f"{name}.csv")
-            table.to_csv(others[-1], index=False)
-    notes = study.notes(tables, settings)
+    outputs = OutputSet(out)
+    tickets, csvs, others = [], [], []
+    try:
+        for spec in study.figures:
+            if registered:
+                tickets.append(drawer.call(f"{__name__}:write_study_figure", study.name, spec.name, tables,
+                                           settings, outputs.path(spec.name)))
+            else:
+                tickets.append(drawer.draw(spec.draw, tables, settings, path=outputs.path(spec.name)))
+            csvs.append(outputs.write_csv(f"{spec.name}.csv", tables[spec.table]))
+        figure_tables = {spec.table for spec in study.figures}
+        others = [outputs.write_csv(f"{name}.csv", table) for name, table in tables.items()
+                  if name not in figure_tables]
+        notes = study.notes(tables, settings)
+    except BaseException:
+        outputs.discard()
+        raise
 
     def write() -> list[Path]:
-        files = [f for figure, csv in zip(drawer.files(tickets), csvs) for f in (*figure, csv)] + others
-        md = out / "findings.md"
-        md.write_text(findings_markdown(study, settings, findings, files, quick, notes))
-        return files + [md]
+        try:
+            files = [shown(f) for figure, csv in zip(drawer.files(tickets), csvs) for f in (*figure, csv)]
+            files += [shown(f) for f in others]
+            outputs.write("findings.md", findings_markdown(study, settings, findings, files, quick, notes))
+        except BaseException:
+            outputs.discard()
+            raise
+        outputs.commit()
+        return files + [out / "findings.md"]
 
     return AskedOutputs(lambda: drawer.ready(tickets), write)
 
