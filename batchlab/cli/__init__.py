@@ -24,6 +24,40 @@ MODEL_HELP = ("your own as file.py:function or package.module:function returning
               "PyTorch model or a batchlab.Model")
 
 
+def width(wide: bool = False) -> int | None:
+    """Columns the command's output may take: the terminal's, 80 when the output goes to a
+    pipe or a file, no limit with ``--wide``."""
+    if wide:
+        return None
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+
+
+def say(text: str, err: bool = False, wide: bool = False) -> None:
+    """Print ``text`` wrapped to :func:`width` (a word longer than that, such as a path, is kept
+    whole; a wrapped bullet line keeps its indent)."""
+    import textwrap
+
+    limit = width(wide)
+    lines = []
+    for line in text.splitlines() or [""]:
+        if limit is None or len(line) <= limit:
+            lines.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" -*")) or 0)
+        lines.append(textwrap.fill(line, limit, subsequent_indent=indent, break_long_words=False,
+                                   break_on_hyphens=False))
+    typer.echo("\n".join(lines), err=err)
+
+
+def console(wide: bool = False):
+    """A rich console for tables, :func:`width` columns wide."""
+    from rich.console import Console
+
+    return Console(width=width(wide) or 10_000)
+
+
 def progress_bar(total: int, label: str):
     """A rich progress bar over run-epochs; returns (context manager, advance callback)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \

@@ -11,14 +11,13 @@ source's claim, so it writes no findings and no study record.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from batchlab.cli import DEFAULT_DB, MODEL_HELP, app
+from batchlab.cli import DEFAULT_DB, MODEL_HELP, app, console, say
 from batchlab.errors import BatchlabError
 
 if TYPE_CHECKING:
@@ -59,6 +58,7 @@ def noise(
     label: str = typer.Option("label", help="label column of a CSV file"),
     out: Path = typer.Option(Path("results/noise"), help="folder for the figure, CSVs and table"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store for the training run"),
+    wide: bool = typer.Option(False, "--wide", help="tables as wide as they need, whatever the terminal"),
 ) -> None:
     """Gradient noise at checkpoints of a real run: batch-gradient norm vs B, ||G||^2, tr(Sigma), B_simple."""
     from batchlab.figure_helpers import FigureDrawer
@@ -73,13 +73,12 @@ def noise(
                                pool=pool, seed=seed, hidden=hidden, sharpness=sharpness, db=db, task=task,
                                label=label, drawer=drawer)
     pool_size = int(output.table["pool"].iloc[0])
-    _print_table(output.table, f"gradient noise of {data} {model} (pool of {pool_size} rows)")
-    typer.echo("wrote: " + ", ".join(str(f) for f in output.files))
+    _print_table(output.table, f"gradient noise of {data} {model} (pool of {pool_size} rows)", wide)
+    say("wrote: " + ", ".join(str(f) for f in output.files))
 
 
-def _print_table(statistics: "pd.DataFrame", title: str) -> None:
+def _print_table(statistics: "pd.DataFrame", title: str, wide: bool = False) -> None:
     """One row per checkpoint: its gradient statistics (and sharpness, when measured)."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -88,7 +87,7 @@ def _print_table(statistics: "pd.DataFrame", title: str) -> None:
         table.add_column(name, justify="right")
     for row in statistics.to_dict("records"):
         table.add_row(*[fmt.format(row[key]) for _, key, fmt in columns])
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console(wide).print(table)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from batchlab.cli import DEFAULT_DB, app
+from batchlab.cli import DEFAULT_DB, app, console, say
 from batchlab.errors import BatchlabError
 from batchlab.runs_table import per_run_seconds, print_runs
 
@@ -70,7 +70,7 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
         total = len(store.run_ids())
         _, frame = _select(store, data, model, batch_size, sweep_name, status)
     if frame.empty:
-        typer.echo(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
+        say(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
         return
     shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
     print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
@@ -108,11 +108,11 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
             if not sys.stdin.isatty():
                 raise BatchlabError("no terminal to confirm on: add --yes to delete these runs")
             if not typer.confirm(f"delete these {len(frame)} run(s)?", default=False):
-                typer.echo("nothing deleted")
+                say("nothing deleted")
                 return
         store.check_writable()
         deleted = store.delete(list(frame.run_id))
-    typer.echo(f"deleted {deleted} run(s) from {db}")
+    say(f"deleted {deleted} run(s) from {db}")
 
 
 def _full_run_ids(given: list[str], stored: set[str], db: Path) -> list[str]:
@@ -139,13 +139,13 @@ def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file
         raise BatchlabError(f"no batchlab store at {db}")
     report = check_integrity(db)  # read-only: works on a file that Store refuses to open
     for message in report.messages:
-        typer.echo(f"sqlite integrity_check: {message}")
-    typer.echo(report.readable())
+        say(f"sqlite integrity_check: {message}")
+    say(report.readable())
     if report.damaged:
-        typer.echo(f"damaged run(s): {', '.join(r[:8] for r in report.damaged)}")
+        say(f"damaged run(s): {', '.join(r[:8] for r in report.damaged)}")
     if report.intact and not report.ok:
-        typer.echo(f"intact run(s): {', '.join(r[:8] for r in report.intact)}")
-    typer.echo(f"{db}: " + ("ok" if report.ok else "damaged; batchlab never writes to it (export what is "
+        say(f"intact run(s): {', '.join(r[:8] for r in report.intact)}")
+    say(f"{db}: " + ("ok" if report.ok else "damaged; batchlab never writes to it (export what is "
                                                     "readable, or re-run the damaged runs into a new --db)"))
     if not report.ok:
         raise typer.Exit(1)
@@ -167,7 +167,7 @@ def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
     Store(db, create=False).close()  # a missing or foreign store is named before any folder is made
     check_writable_dir(out, "--out folder")
     for path in export_store(db, out, fmt):
-        typer.echo(str(path))
+        say(str(path))
 
 
 @app.command()
@@ -186,17 +186,17 @@ def report(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite fil
             warnings.simplefilter("always")
             path = build_report(db, out, study, drawer)
     for warning in caught:
-        typer.echo(f"warning: {warning.message}", err=True)
-    typer.echo(str(path))
+        say(f"warning: {warning.message}", err=True)
+    say(str(path))
 
 
 @app.command()
 def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="sweep name (default: the last one)"),
             target: Optional[str] = typer.Option(None, help="override the sweep's target, e.g. test_acc>=0.9"),
             out: Path = typer.Option(Path("results/analysis"), help="folder for tables and figures"),
-            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
+            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
+            wide: bool = typer.Option(False, "--wide", help="tables as wide as they need")) -> None:
     """Best lr per batch size, steps/samples/time to target, and the critical batch size fit."""
-    from rich.console import Console
     from rich.table import Table
 
     from batchlab.figure_helpers import FigureDrawer
@@ -219,16 +219,16 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
         table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", steps,
                       cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
                       cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console(wide).print(table)
     if result.fit is not None:
         f = result.fit
-        typer.echo(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
+        say(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
                    f"steps, B_crit = {f.b_crit:,.1f} ± {f.b_crit_se:,.1f}, E_min = {f.e_min:,.0f} samples")
     else:
-        typer.echo("fewer than 3 batch sizes reached the target with every seed: no critical-batch fit")
+        say("fewer than 3 batch sizes reached the target with every seed: no critical-batch fit")
     if result.missing:
-        typer.echo(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
-    typer.echo("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
+        say(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
+    say("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
 
 
 def _write_sweep_analysis(result: "SweepAnalysis", out: Path, drawer: "FigureDrawer") -> list[Path]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from batchlab.cli import DEFAULT_DB, app, expect_interrupts, progress_bar
+from batchlab.cli import DEFAULT_DB, app, console, expect_interrupts, progress_bar, say
 from batchlab.errors import BatchlabError
 
 if TYPE_CHECKING:
@@ -27,21 +26,23 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _list_studies() -> None:
-    from rich.console import Console
+def _list_studies(wide: bool = False) -> None:
     from rich.table import Table
 
     from batchlab.studies import available, get_study
     from batchlab.studies.runner import count_runs
 
     table = Table(title="batchlab studies (batchlab study NAME [--quick] [--set key=value])")
-    for column in ("study", "question", "source", "runs (faithful)", "est. time"):
-        table.add_column(column)
+    table.add_column("study", no_wrap=True)
+    table.add_column("question (source)", ratio=1)
+    table.add_column("runs", justify="right", no_wrap=True)
+    table.add_column("time (quick)", no_wrap=True)
     for name in available():
         st = get_study(name)
-        table.add_row(name, st.question, st.source.split(",")[0].split(" (")[0],
-                      f"{count_runs(st, st.settings())}", f"{st.minutes[0]:g} min (quick {st.minutes[1] * 60:.0f} s)")
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+        source = st.source.split(",")[0].split(" (")[0]
+        table.add_row(name, f"{st.question} ({source})", f"{count_runs(st, st.settings())}",
+                      f"{st.minutes[0]:g} min ({st.minutes[1] * 60:.0f} s)")
+    console(wide).print(table)
 
 
 def _start_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: Optional[Path], force: bool,
@@ -59,11 +60,11 @@ def _start_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: 
 def _print_study(result: "StudyResult") -> None:
     from batchlab.studies import get_study
 
-    typer.echo(f"# {result.name}: {get_study(result.name).question}  ({result.seconds:.1f} s, "
+    say(f"# {result.name}: {get_study(result.name).question}  ({result.seconds:.1f} s, "
                f"{len(result.run_ids)} runs)")
     for finding in result.findings:
-        typer.echo(finding.markdown())
-    typer.echo("wrote: " + ", ".join(str(f) for f in result.files if f.suffix in (".png", ".md")) + "\n")
+        say(finding.markdown())
+    say("wrote: " + ", ".join(str(f) for f in result.files if f.suffix in (".png", ".md")) + "\n")
 
 
 @app.command()
@@ -76,13 +77,14 @@ def study(name: str = typer.Argument(..., help="a study name, 'list' to see them
           out: Optional[Path] = typer.Option(None, help="output folder (default results/NAME; with 'all', "
                                                         "one subfolder per study)"),
           db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
-          force: bool = typer.Option(False, help="recompute runs already in the store")) -> None:
+          force: bool = typer.Option(False, help="recompute runs already in the store"),
+          wide: bool = typer.Option(False, "--wide", help="tables as wide as they need, whatever the terminal")) -> None:
     """Reproduce a published experiment: train what is missing, then figures, tables and findings.md."""
     from batchlab.figure_helpers import FigureDrawer
     from batchlab.studies import available
 
     if name == "list":
-        _list_studies()
+        _list_studies(wide)
         return
     overrides = _parse_sets(settings)
     overrides.update({k: v for k, v in (("seeds", seeds), ("epochs", epochs)) if v is not None})
@@ -140,5 +142,5 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
                     f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
             bar.update(task, completed=bar.tasks[0].total, description="writing the report")
             path = build_report(db, report_dir, drawer=drawer)
-    typer.echo("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
-    typer.echo(f"report: {path} (open it in a browser: file://{Path(path).resolve()})")
+    say("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
+    say(f"report: {path} (open it in a browser: file://{Path(path).resolve()})")

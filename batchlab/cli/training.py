@@ -9,9 +9,8 @@ from typing import Optional
 
 import typer
 
-from batchlab.cli import DEFAULT_DB, DEFAULT_OUT, app, expect_interrupts, progress_bar
+from batchlab.cli import DEFAULT_DB, DEFAULT_OUT, app, expect_interrupts, progress_bar, say
 from batchlab.cli.options import settings_options
-from batchlab.errors import BatchlabError
 from batchlab.runs_table import print_runs
 from batchlab.settings import SWEEP, SWEEP_DEFAULTS, TRAINING
 
@@ -29,7 +28,7 @@ def plan(n: str = typer.Option(..., "--n", help="training samples N"),
     for b in parse_batch_sizes(batch_size):
         p = make_plan(rows, resolve_batch_size(b, rows), passes, drop_last)
         prefix = f"B={p.batch_size}: " if "," in batch_size or ":" in batch_size else ""
-        typer.echo(prefix + p.describe())
+        say(prefix + p.describe())
 
 
 @app.command()
@@ -56,7 +55,7 @@ def train(
         check_writable_dir(out, "--out folder")
         expect_interrupts(db)
         for note in getattr(dataset, "notes", ()) or ():
-            typer.echo(f"note: {note}", err=True)
+            say(f"note: {note}", err=True)
         total = sum(c.epochs for c in configs)
         bar, advance = progress_bar(total, f"training {len(configs)} run(s)")
         start = time.perf_counter()
@@ -65,7 +64,7 @@ def train(
         print_runs(summary_rows(result.runs), f"{dataset.name}: {len(configs)} run(s), N={dataset.n_train}, "
                                               f"{time.perf_counter() - start:.1f} s", wide)
         if result.skipped:
-            typer.echo(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
+            say(f"{len(result.skipped)} run(s) were already in {db} and were not recomputed (--force to redo).")
         # The figures need the per-epoch records only (not the parameters); pandas is imported
         # by the helpers that draw them, not here.
         records = [dataclasses.replace(run, params=None, steps={}, checkpoints={}) for run in result.runs]
@@ -73,7 +72,7 @@ def train(
             drawer.draw("batchlab.cli.figures:runs_learning_curves", records, metric,
                         path=out / f"learning_curves_{metric}")
         pngs = [str(f) for figure in drawer.files() for f in figure if f.suffix == ".png"]
-        typer.echo(f"runs stored in {db}; figures: {', '.join(pngs)}")
+        say(f"runs stored in {db}; figures: {', '.join(pngs)}")
 
 
 @app.command()
@@ -102,5 +101,5 @@ def sweep(
     with bar:
         result = run_sweep(spec, db, executor=executor, workers=workers, address=address, progress=advance,
                            prepared=prepared)
-    typer.echo(f"sweep {result.name!r}: {len(result.run_ids)} runs, {result.trained} trained now, "
+    say(f"sweep {result.name!r}: {len(result.run_ids)} runs, {result.trained} trained now, "
                f"{result.skipped} already stored in {db}. Next: batchlab analyze --sweep {result.name}")
