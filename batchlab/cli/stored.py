@@ -107,12 +107,15 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
 
 @app.command()
 def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
-    """SQLite's integrity check of a store, and which runs are intact (exit 0 if sound, 1 if damaged)."""
+    """SQLite's integrity check of a store, and which runs are intact (exit 0 if sound, 1 if damaged).
+    A journal an interrupted write left is checked as the next command will find it, rolled back."""
     from batchlab.store import check_integrity
 
     if not db.is_file():
         raise BatchlabError(f"no batchlab store at {db}")
     report = check_integrity(db)  # read-only: works on a file that Store refuses to open
+    for line in report.notes:
+        typer.echo(f"note: {line}")
     for message in report.messages:
         typer.echo(f"sqlite integrity_check: {message}")
     typer.echo(report.readable())
