@@ -66,10 +66,11 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     from batchlab.store import Store
 
     with Store(db, create=False) as store:
-        total = len(store.run_ids())
         _, frame = _select(store, data, model, batch_size, sweep_name, status)
+        total = len(store.run_ids()) - len(store.newer)  # runs a newer batchlab wrote: named in a note
     if frame.empty:
-        typer.echo(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
+        typer.echo(f"no run of the {total} in {db} matches" if total else
+                   f"{db} holds no run{' this batchlab can read' if store.newer else 's'}")
         return
     shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
     print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
@@ -107,8 +108,9 @@ def delete(run_ids: Optional[list[str]] = typer.Argument(None, help="run ids (or
 
 @app.command()
 def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
-    """SQLite's integrity check of a store, and which runs are intact (exit 0 if sound, 1 if damaged).
-    A journal an interrupted write left is checked as the next command will find it, rolled back."""
+    """SQLite's integrity check of a store, and which runs are intact (exit 0 if every other
+    command can use it, 1 if damaged). Runs a newer batchlab wrote are listed, not damage; a
+    journal an interrupted write left is checked as the next command will find it, rolled back."""
     from batchlab.store import check_integrity
 
     if not db.is_file():
@@ -119,13 +121,15 @@ def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file
     for message in report.messages:
         typer.echo(f"sqlite integrity_check: {message}")
     typer.echo(report.readable())
+    if report.newer:
+        typer.echo(f"newer run(s), skipped by this batchlab: {report.newer_line()}")
     if report.damaged:
         typer.echo(f"damaged run(s): {', '.join(r[:8] for r in report.damaged)}")
-    if report.intact and not report.ok:
+    if report.intact and not report.sound:
         typer.echo(f"intact run(s): {', '.join(r[:8] for r in report.intact)}")
-    typer.echo(f"{db}: " + ("ok" if report.ok else "damaged; batchlab never writes to it (export what is "
-                                                    "readable, or re-run the damaged runs into a new --db)"))
-    if not report.ok:
+    typer.echo(f"{db}: " + ("ok" if report.sound else "damaged; batchlab never writes to it (export what is "
+                                                       "readable, or re-run the damaged runs into a new --db)"))
+    if not report.sound:
         raise typer.Exit(1)
 
 

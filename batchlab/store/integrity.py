@@ -1,7 +1,8 @@
 """Reading stored runs back whole, and the integrity report of a store file.
 
 A run decodes when its row, its config and every one of its series read and decode
-(:func:`decode_run`); :func:`check_integrity` runs SQLite's integrity check through a read-only
+(:func:`decode_run`); a run written by a newer batchlab is neither intact nor damaged
+(``versions.py``). :func:`check_integrity` runs SQLite's integrity check through a read-only
 connection and lists which runs are intact, so a damaged file is never changed; a journal left
 by an interrupted write is rolled back in a copy, never in the store itself.
 """
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlab.config import run_config_from_dict
 from batchlab.results import RunResult
 from batchlab.store.held import is_busy, journal_header, lock_timeout, locked, needs_rollback, patiently
+from batchlab.store.versions import Newer, NewerRun, describe, stored_config, writer
 
 INTEGRITY_MESSAGES = 5  # how many lines of PRAGMA integrity_check a report keeps
 
@@ -49,8 +50,9 @@ class IntegrityReport:
     """What ``Store.integrity`` found: SQLite's verdict and which runs still read whole.
 
     ``ok`` is True when ``PRAGMA integrity_check`` passes; ``messages`` are its first lines;
-    a run is intact when its row, its config and every one of its series decode. ``complete``
-    is False when the list of runs itself could not be read to its end. ``notes`` say what else was
+    a run is intact when its row, its config and every one of its series decode; ``newer`` are
+    the runs a newer batchlab wrote that this one cannot read (not damage). ``complete`` is False
+    when the list of runs itself could not be read to its end. ``notes`` say what else was
     found (a journal an interrupted write left, checked in a rolled-back copy).
     """
 
@@ -60,20 +62,28 @@ class IntegrityReport:
     intact: tuple[str, ...]
     damaged: tuple[str, ...]
     complete: bool = True
+    newer: tuple[NewerRun, ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
     def sound(self) -> bool:
         """Whether every other command can use the store: SQLite finds no fault and every run
-        is intact."""
+        is either intact or newer (``batchlab check`` exits 0 exactly then)."""
         return self.ok and self.complete and not self.damaged
 
     def readable(self) -> str:
-        """``"12 of 15 runs are readable"`` (or "at least" when the run list is damaged)."""
-        total, n = len(self.intact) + len(self.damaged), len(self.intact)
+        """``"12 of 15 runs are readable"`` (or "at least" when the run list is damaged), and how
+        many of the others a newer batchlab wrote."""
+        total, n = len(self.intact) + len(self.damaged) + len(self.newer), len(self.intact)
+        newer = f"; {len(self.newer)} written by {writer(self.newer)}" if self.newer else ""
         if not self.complete:
-            return f"{n} {'run is' if n == 1 else 'runs are'} readable (the list of runs is damaged, there may be more)"
-        return f"{n} of {total} {'run is' if total == 1 else 'runs are'} readable"
+            return (f"{n} {'run is' if n == 1 else 'runs are'} readable{newer} "
+                    f"(the list of runs is damaged, there may be more)")
+        return f"{n} of {total} {'run is' if total == 1 else 'runs are'} readable{newer}"
+
+    def newer_line(self) -> str:
+        """The newer runs, one phrase (see :func:`batchlab.store.versions.describe`)."""
+        return describe(self.newer) if self.newer else ""
 
 
 def check_integrity(path: str | Path) -> IntegrityReport:
@@ -114,8 +124,10 @@ def _check(path: Path, uri: str) -> IntegrityReport:
                 raise _HotJournal(journal) from None
         ok, messages = _integrity_messages(conn)
         ids, complete = _listed_runs(conn)
-        intact = tuple(r for r in ids if _run_intact(conn, r))
-        return IntegrityReport(path, ok, messages, intact, tuple(r for r in ids if r not in intact), complete)
+        verdicts = {r: _verdict(conn, r) for r in ids}
+        return IntegrityReport(path, ok, messages, tuple(r for r, v in verdicts.items() if v == "intact"),
+                               tuple(r for r, v in verdicts.items() if v == "damaged"), complete,
+                               tuple(v for v in verdicts.values() if isinstance(v, NewerRun)))
     finally:
         conn.close()
 
@@ -163,12 +175,15 @@ def _listed_runs(conn: sqlite3.Connection) -> tuple[list[str], bool]:
     return list(ids), complete
 
 
-def _run_intact(conn: sqlite3.Connection, run_id: str) -> bool:
-    """Whether a run's row, config and series all read and decode."""
+def _verdict(conn: sqlite3.Connection, run_id: str) -> str | NewerRun:
+    """``"intact"`` when a run's row, config and series all read and decode, the
+    :class:`NewerRun` when a newer batchlab wrote it, else ``"damaged"``."""
     try:
-        return read_run(conn, run_id, steps=True) is not None
+        return "intact" if read_run(conn, run_id, steps=True) is not None else "damaged"
+    except Newer as exc:
+        return exc.run
     except (sqlite3.DatabaseError, Damaged):
-        return False
+        return "damaged"
 
 
 RUN_COLUMNS = "run_id, status, config, best_epoch, diverged_step, compile_seconds, train_seconds, version"
@@ -176,7 +191,7 @@ RUN_COLUMNS = "run_id, status, config, best_epoch, diverged_step, compile_second
 
 def decode_run(conn: sqlite3.Connection, row: tuple, steps: bool) -> RunResult:
     """A :class:`RunResult` from its ``runs`` row and its series; :class:`Damaged` when any
-    part does not decode."""
+    part does not decode, :class:`~batchlab.store.versions.Newer` when a newer batchlab wrote it."""
     from batchlab.store.records import check_run, decode
 
     run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version = row
@@ -187,7 +202,7 @@ def decode_run(conn: sqlite3.Connection, row: tuple, steps: bool) -> RunResult:
     try:
         for level, name, dtype, data in conn.execute(query, (run_id, *levels)):
             series[level][name] = decode(dtype, data)
-        cfg = run_config_from_dict(read_json(config))
+        cfg = stored_config(read_json(config), run_id, version)
         result = RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
                            compile_s or 0.0, train_s or 0.0, version=version)
         if result.run_id != run_id:

@@ -37,6 +37,7 @@ from batchlab.store.held import is_busy, lock_timeout, locked, patiently
 from batchlab.store.integrity import IntegrityReport, check_integrity, first_line
 from batchlab.store.reading import StoreReading
 from batchlab.store.schema import FORMAT, MIGRATIONS, SCHEMA, SCHEMA_VERSION, SQLITE_MAGIC
+from batchlab.store.versions import NewerRun
 
 # Files found healthy (path -> (size, mtime_ns)) in this process, so a sweep that opens the store
 # once per cohort runs the quick check once, not per cohort.
@@ -59,6 +60,7 @@ class Store(StoreReading):
         self._healthy: bool | None = None
         self._problem = ""
         self._timeout = lock_timeout()
+        self.newer: dict[str, NewerRun] = {}
         exists = self._check_path(create)
         if exists:
             with open(self.path, "rb") as fh:
