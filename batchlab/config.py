@@ -246,20 +246,37 @@ def setting_names() -> tuple[str, ...]:
     return tuple(k for k in flat_settings(probe) if k not in SEED_SETTINGS) + ("early_stopping",)
 
 
-def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
+def run_config_from_dict(d: dict[str, Any], unknown: list[str] | None = None) -> RunConfig:
     """Inverse of :meth:`RunConfig.to_dict` (used when reading the store); fields a config of
-    an earlier version lacks take their defaults."""
+    an earlier version lacks take their defaults.
+
+    A field this version does not know (a config written by a newer batchlab) raises ValueError
+    naming it, unless ``unknown`` is a list: then such fields are left out of the config and
+    their dotted names (``optimizer.new_knob``) appended to it."""
+    names: list[str] = []
+
+    def known(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        names.extend(prefix + k for k in values if k not in fields)
+        return {k: v for k, v in values.items() if k in fields}
+
     es = d.get("early_stopping")
-    model = dict(d["model"])
+    model = known(ModelConfig, d["model"], "model.")
     model["hidden"] = tuple(model.get("hidden", ()))
-    optimizer = dict(d["optimizer"])
+    optimizer = known(OptimizerConfig, d["optimizer"], "optimizer.")
     optimizer["schedule_steps"] = tuple(optimizer.get("schedule_steps", ()))
-    d = dict(d, instruments=tuple(d.get("instruments", ())),
-             phases=tuple(Phase(**p) for p in d.get("phases", ())))
+    data, stopping = known(DataConfig, d["data"], "data."), known(EarlyStopping, es, "early_stopping.") if es else None
+    d = dict(known(RunConfig, d, ""), instruments=tuple(d.get("instruments", ())),
+             phases=tuple(Phase(**known(Phase, p, "phases.")) for p in d.get("phases", ())))
+    names = list(dict.fromkeys(names))
+    if names and unknown is None:
+        raise ValueError(f"settings this batchlab does not know: {', '.join(names)}")
+    if unknown is not None:
+        unknown.extend(names)
     return RunConfig(
-        data=DataConfig(**d["data"]),
+        data=DataConfig(**data),
         model=ModelConfig(**model),
         optimizer=OptimizerConfig(**optimizer),
-        early_stopping=EarlyStopping(**es) if es else None,
+        early_stopping=EarlyStopping(**stopping) if stopping is not None else None,
         **{k: v for k, v in d.items() if k not in ("data", "model", "optimizer", "early_stopping")},
     )

@@ -67,10 +67,11 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     from batchlab.store import Store
 
     with Store(db, create=False) as store:
-        total = len(store.run_ids())
         _, frame = _select(store, data, model, batch_size, sweep_name, status)
+        total = len(store.run_ids()) - len(store.newer)  # runs a newer batchlab wrote: named in a note
     if frame.empty:
-        say(f"{db} holds no runs" if not total else f"no run of the {total} in {db} matches")
+        say(f"no run of the {total} in {db} matches" if total else
+                   f"{db} holds no run{' this batchlab can read' if store.newer else 's'}")
         return
     shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
     print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
@@ -132,22 +133,28 @@ def _full_run_ids(given: list[str], stored: set[str], db: Path) -> list[str]:
 
 @app.command()
 def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
-    """SQLite's integrity check of a store, and which runs are intact (exit 0 if sound, 1 if damaged)."""
+    """SQLite's integrity check of a store, and which runs are intact (exit 0 if every other
+    command can use it, 1 if damaged). Runs a newer batchlab wrote are listed, not damage; a
+    journal an interrupted write left is checked as the next command will find it, rolled back."""
     from batchlab.store import check_integrity
 
     if not db.is_file():
         raise BatchlabError(f"no batchlab store at {db}")
     report = check_integrity(db)  # read-only: works on a file that Store refuses to open
+    for line in report.notes:
+        say(f"note: {line}")
     for message in report.messages:
         say(f"sqlite integrity_check: {message}")
     say(report.readable())
+    if report.newer:
+        say(f"newer run(s), skipped by this batchlab: {report.newer_line()}")
     if report.damaged:
         say(f"damaged run(s): {', '.join(r[:8] for r in report.damaged)}")
-    if report.intact and not report.ok:
+    if report.intact and not report.sound:
         say(f"intact run(s): {', '.join(r[:8] for r in report.intact)}")
-    say(f"{db}: " + ("ok" if report.ok else "damaged; batchlab never writes to it (export what is "
-                                                    "readable, or re-run the damaged runs into a new --db)"))
-    if not report.ok:
+    say(f"{db}: " + ("ok" if report.sound else "damaged; batchlab never writes to it (export what is "
+                                                       "readable, or re-run the damaged runs into a new --db)"))
+    if not report.sound:
         raise typer.Exit(1)
 
 

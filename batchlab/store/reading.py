@@ -1,15 +1,19 @@
 """What a store is asked: its runs, measurements, sweeps, studies and notes (the queries of
 :class:`batchlab.store.Store`). A failed read (SQLite's error, or a record that no longer
-decodes) becomes one ``StoreError`` line naming the file and how many runs can still be read."""
+decodes) becomes one ``StoreError`` line naming the file and how many runs can still be read;
+runs a newer batchlab wrote are skipped with a note (``versions.py``)."""
 
 from __future__ import annotations
 
 import functools
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from batchlab.results import RunResult
+from batchlab.store.held import note
 from batchlab.store.integrity import RUN_COLUMNS, Damaged, decode_run, read_json
+from batchlab.store.versions import Newer, NewerRun, describe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +38,8 @@ class StoreReading:
 
     _db: sqlite3.Connection
     _read_error: Callable[[BaseException], Exception]
+    path: Path
+    newer: dict[str, NewerRun]  # runs a newer batchlab wrote, met by load() (they are skipped)
 
     @_reading
     def studies(self) -> dict[str, dict]:
@@ -96,7 +102,26 @@ class StoreReading:
 
     @_reading
     def load(self, run_ids: Iterable[str] | None = None, *, steps: bool = True) -> list[RunResult]:
-        """Stored runs as :class:`RunResult` (without parameters), in insertion order."""
+        """Stored runs as :class:`RunResult` (without parameters), in insertion order. Runs a
+        newer batchlab wrote that this one cannot read are left out, kept in :attr:`newer` and
+        named in a note on stderr (once per process)."""
         rows = list(self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY rowid"))
         wanted = None if run_ids is None else set(run_ids)
-        return [decode_run(self._db, row, steps) for row in rows if wanted is None or row[0] in wanted]
+        results, skipped = [], []
+        for row in rows:
+            if wanted is None or row[0] in wanted:
+                try:
+                    results.append(decode_run(self._db, row, steps))
+                except Newer as exc:
+                    skipped.append(exc.run)
+        unnoted = [run for run in skipped if (self.path.resolve(), run.run_id) not in _NOTED]
+        if unnoted:
+            note(f"{self.path}: {describe(unnoted)}; skipped (read them with that batchlab)")
+            _NOTED.update((self.path.resolve(), run.run_id) for run in unnoted)
+        self.newer.update((run.run_id, run) for run in skipped)
+        return results
+
+
+# (store, run id) of the newer runs a note has named in this process: a command that reads the
+# store several times (a report) names each once.
+_NOTED: set[tuple[Path, str]] = set()

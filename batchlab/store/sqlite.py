@@ -17,6 +17,8 @@ decodes) into one :class:`StoreError` line that names the file and how many runs
 read; :meth:`Store.integrity` lists them from a read-only connection. Nothing writes to a file
 whose ``PRAGMA quick_check`` fails (not even the schema upgrade on open), and a write that fails
 because the file became unwritable says that the runs stored so far are kept and how to resume.
+A store another process holds is waited for, with a note saying who holds it, up to
+``BATCHLAB_LOCK_TIMEOUT`` seconds (30 by default; ``held.py``), then one line says so.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from typing import Callable, Iterable, Iterator
 from batchlab.errors import StoreError
 from batchlab.profiling import timed
 from batchlab.results import RunResult
-from batchlab.store.integrity import IntegrityReport, check_integrity, first_line, is_busy
+from batchlab.store.held import is_busy, lock_timeout, locked, patiently
+from batchlab.store.integrity import IntegrityReport, check_integrity, first_line
 from batchlab.store.reading import StoreReading
 from batchlab.store.schema import FORMAT, MIGRATIONS, SCHEMA, SCHEMA_VERSION, SQLITE_MAGIC
+from batchlab.store.versions import NewerRun
 
 # Files found healthy (path -> (size, mtime_ns)) in this process, so a sweep that opens the store
 # once per cohort runs the quick check once, not per cohort.
@@ -55,6 +59,8 @@ class Store(StoreReading):
         self.path = Path(path)
         self._healthy: bool | None = None
         self._problem = ""
+        self._timeout = lock_timeout()
+        self.newer: dict[str, NewerRun] = {}
         exists = self._check_path(create)
         if exists:
             with open(self.path, "rb") as fh:
@@ -69,6 +75,8 @@ class Store(StoreReading):
             self._open(exists)
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if is_busy(exc):
+                raise locked(self.path, self._timeout) from None
             if not exists:
                 raise StoreError(f"cannot create store {self.path} ({first_line(exc)}); "
                                  f"is the folder {self.path.parent} writable?") from None
@@ -95,12 +103,13 @@ class Store(StoreReading):
 
     def _connect(self) -> sqlite3.Connection:
         """The connection every method uses (tests replace it to simulate a read-only file)."""
-        return sqlite3.connect(self.path, timeout=30)
+        return sqlite3.connect(self.path, timeout=self._timeout)
 
     def _open(self, exists: bool) -> None:
         """Create the schema in a new file, or check an existing one and upgrade it when healthy."""
         self._db.execute("PRAGMA foreign_keys = ON")
-        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        query = "SELECT name FROM sqlite_master WHERE type='table'"
+        tables = {row[0] for row in patiently(self._db, query, self.path, self._timeout)}
         if not tables:
             if exists:
                 self._require_healthy()
@@ -157,7 +166,7 @@ class Store(StoreReading):
                 rows = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
             except sqlite3.DatabaseError as exc:
                 if is_busy(exc):
-                    raise StoreError(f"{self.path} is locked by another process ({first_line(exc)})") from None
+                    raise locked(self.path, self._timeout) from None
                 rows = [first_line(exc)]
             self._healthy = rows == ["ok"]
             self._problem = "" if self._healthy else rows[0]
@@ -175,7 +184,7 @@ class Store(StoreReading):
     def _read_error(self, exc: BaseException) -> StoreError:
         """The one-line error for a read that failed: locked, or damaged with what can still be read."""
         if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
-            return StoreError(f"{self.path} is locked by another process ({first_line(exc)})")
+            return locked(self.path, self._timeout)
         return StoreError(f"{self.path} is damaged ({first_line(exc)}): {self.integrity().readable()}; "
                           f"run `batchlab check --db {self.path}`")
 
@@ -186,12 +195,14 @@ class Store(StoreReading):
         transaction is rolled back."""
         self._require_healthy()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            patiently(self._db, "BEGIN IMMEDIATE", self.path, self._timeout)
             try:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write-probe', '')")
             finally:
                 self._db.rollback()
         except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise locked(self.path, self._timeout) from None
             raise StoreError(f"cannot write to store {self.path} ({first_line(exc)}): make the file and its "
                              f"folder writable, or choose another --db") from None
 
@@ -205,7 +216,7 @@ class Store(StoreReading):
                 yield
         except sqlite3.OperationalError as exc:
             if is_busy(exc):
-                raise StoreError(f"{self.path} is locked by another process ({first_line(exc)})") from None
+                raise locked(self.path, self._timeout) from None
             raise StoreError(failed(first_line(exc))) from None
         except sqlite3.IntegrityError as exc:  # a constraint (or a trigger) refused the change
             raise StoreError(failed(first_line(exc))) from None
