@@ -8,8 +8,9 @@ import pytest
 def test_plan_prints_the_bookkeeping(cli):
     code, out, _ = cli("plan", "--n", 200, "--batch-size", 5, "--epochs", 1000)
     assert code == 0
-    assert out.strip() == ("mini-batch gradient descent: 40 batches (updates) per epoch, "
-                           "40,000 updates, 200,000 samples seen")
+    assert " ".join(out.split()) == ("mini-batch gradient descent: 40 batches (updates) per epoch, "
+                                     "40,000 updates, 200,000 samples seen")  # wrapped to 80 columns
+    assert max(len(line) for line in out.splitlines()) <= 80
 
 
 def test_train_runs_export(cli, tmp_path):
@@ -177,7 +178,7 @@ def test_the_installed_command_exits_at_once_with_its_status_and_all_its_output(
     done = subprocess.run([sys.executable, "-m", "batchlab.cli", "plan", "--n", "200", "--batch-size", "5",
                            "--epochs", "10"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "40 batches (updates) per epoch, 400 updates, 2,000 samples seen" in done.stdout
+    assert "40 batches (updates) per epoch, 400 updates, 2,000 samples seen" in " ".join(done.stdout.split())
     bad = subprocess.run([sys.executable, "-m", "batchlab.cli", "runs", "--db", str(tmp_path / "missing" / "x.db")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2

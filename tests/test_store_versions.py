@@ -47,6 +47,7 @@ def test_check_agrees_a_newer_run_is_not_damage(newer_store, capsys):
     db, _, newer = newer_store
     code, out, err = run_cli(["check", "--db", db], capsys)
     assert code == 0, out + err
+    out = " ".join(out.split())  # lines wrapped to 80 columns
     assert "4 of 5 runs are readable; 1 written by a newer batchlab" in out
     assert f"newer run(s), skipped by this batchlab: 1 run written by a newer batchlab (v9.0.0)" in out
     assert newer[:8] in out and "damaged" not in out and out.strip().endswith(f"{db}: ok")
@@ -83,6 +84,7 @@ def test_a_damaged_record_is_damage_for_check_as_for_runs(tmp_path, capsys):
     assert code == 2 and "is damaged" in err and "2 of 3 runs are readable" in err
     code, out, err = run_cli(["check", "--db", db], capsys)
     assert code == 1, out
+    out = " ".join(out.split())  # lines wrapped to 80 columns
     assert f"damaged run(s): {runs[2].run_id[:8]}" in out and out.strip().endswith("never writes to it "
                                                                                    "(export what is readable, "
                                                                                    "or re-run the damaged runs "
