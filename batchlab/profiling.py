@@ -133,11 +133,15 @@ def table() -> str:
     names = sorted(_totals, key=lambda n: (n in _background, ORDER.index(n.split(" (")[0])
                                            if n.split(" (")[0] in ORDER else len(ORDER), n))
     foreground = sum(_totals[n] for n in names if n not in _background)
-    lines = [f"{'phase':<14}{'seconds':>9}{'share':>8}{'count':>7}"]
+    width = max(len(n) for n in names + ["phase", "other"]) + 2  # the names aligned, whatever their length
+    lines = [f"{'phase':<{width}}{'seconds':>9}{'share':>8}{'count':>7}"]
+    apart = False
     for name in names:
+        if name in _background and not apart:
+            lines.append("in other threads, overlapping the phases above:")
+            apart = True
         seconds = _totals[name]
-        note = "  in other threads, overlapping the phases above" if name in _background else ""
-        lines.append(f"{name:<14}{seconds:>9.2f}{seconds / wall:>8.0%}{_counts[name]:>7}{note}")
-    lines.append(f"{'other':<14}{max(wall - foreground, 0.0):>9.2f}{max(wall - foreground, 0.0) / wall:>8.0%}")
-    lines.append(f"{'wall':<14}{wall:>9.2f}")
+        lines.append(f"{name:<{width}}{seconds:>9.2f}{seconds / wall:>8.0%}{_counts[name]:>7}")
+    lines.append(f"{'other':<{width}}{max(wall - foreground, 0.0):>9.2f}{max(wall - foreground, 0.0) / wall:>8.0%}")
+    lines.append(f"{'wall':<{width}}{wall:>9.2f}")
     return "\n".join(lines)
