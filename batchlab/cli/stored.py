@@ -214,8 +214,10 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
         result = analyse_sweep(db, sweep_name, target)
         files = _write_sweep_analysis(result, out, drawer)
     table = Table(title=f"sweep {result.name!r}: to reach {result.target} (best lr per B; mean ± std over seeds)")
-    for column in ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime"):
-        table.add_column(column, justify="right")
+    columns = ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime")
+    shown = columns if wide else tuple(c for c in columns if c not in NARROW_DROPS)
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=column == "steps")
     for row in result.best.to_dict("records"):
         def cell(key, fmt="{:,.0f}"):
             value, std = row[key], row.get(f"{key}_std")
@@ -226,7 +228,11 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
         table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", steps,
                       cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
                       cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
+    for column in reversed([c for c in columns if c not in shown]):
+        table.columns.pop(columns.index(column))
     console(wide).print(table)
+    if not wide:
+        say(f"not shown to fit the terminal: {', '.join(NARROW_DROPS)} (--wide shows them; all in best_per_batch.csv)")
     if result.fit is not None:
         f = result.fit
         say(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
@@ -236,6 +242,9 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     if result.missing:
         say(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
     say("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
+
+
+NARROW_DROPS = ("seconds", "gap")  # columns of analyze's table left out unless --wide
 
 
 def _write_sweep_analysis(result: "SweepAnalysis", out: Path, drawer: "FigureDrawer") -> list[Path]:
