@@ -13,13 +13,12 @@ cluster, batchlab must be installed on the nodes.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
 from batchlab.engine.backends import plan, train_cohort, train_cohorts
+from batchlab.engine.parallel import in_processes
 from batchlab.errors import BatchlabError
 from batchlab.results import RunResult
 
@@ -109,17 +108,8 @@ def epoch_counter(progress: Progress | None, runs: int) -> Callable[[int], None]
 
 
 def _process_cohorts(jobs: list[tuple], workers: int | None) -> Iterator[tuple[list[RunConfig], list[RunResult]]]:
-    context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
-    try:
-        pending = {pool.submit(train_job, *job): job[0] for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                cohort = pending.pop(future)
-                yield cohort, future.result()
-    finally:  # on Ctrl-C or an error: drop queued cohorts, do not wait for them
-        pool.shutdown(wait=False, cancel_futures=True)
+    for index, results in in_processes(train_job, jobs, workers):
+        yield jobs[index][0], results
 
 
 CONNECT_TIMEOUT_S = 15  # how long a cluster address may take to answer before the sweep is refused
