@@ -14,6 +14,8 @@ cluster, batchlab must be installed on the nodes.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
@@ -146,11 +148,14 @@ def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -
 def _ray_init(ray, address: str | None, workers: int) -> None:
     """Connect to the cluster at ``address``, or start a local Ray bound to the loopback address."""
     common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         check_ray_address(address)
         ray.init(address=address, **common)
     else:
         ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
+    if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)  # ray.init made SIGTERM a sys.exit: keep the caller's handler
 
 
 def _ray_cohorts(jobs: list[tuple], address: str | None, workers: int
