@@ -66,8 +66,8 @@ def _interrupted() -> str:
     import shlex
 
     command = "batchlab " + shlex.join(sys.argv[1:])
-    if "db" not in _RESUME:
-        return "interrupted"
+    if "db" not in _RESUME:  # before the command knew its store: it had stored nothing
+        return f"interrupted before anything was stored; run again with: {command}"
     db, before = _RESUME["db"], _RESUME["before"]
     now = _stored_runs(db)
     return (f"interrupted: {now - before} run(s) finished and were stored in {db} by this command "
