@@ -5,8 +5,9 @@
 Threads share the imports, the data and every compiled program, so they start at once; on
 this 2-core machine the 180-run digits sweep trained in 4.2 s in two threads against 8.2 s in
 one (programs compiled). Worker processes each import JAX and trace their own programs, which
-cost about 2.5 s more for that sweep; they remain for isolation. Workers rebuild the data and
-model from the runs' configs (a model given as a Python object cannot be rebuilt: give it as
+cost about 2.5 s more for that sweep; they remain for isolation, and end with the command
+however it ends (``parallel.in_processes``). Workers rebuild the data and model from the
+runs' configs (a model given as a Python object cannot be rebuilt: give it as
 ``file.py:function``) and send back finished runs; only the driver writes the store. On a
 cluster, batchlab must be installed on the nodes.
 """
