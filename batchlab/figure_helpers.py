@@ -56,6 +56,8 @@ def _start_helpers(theirs: list[Connection], ours: list[Connection]) -> None:
     imports), then serve its own pipe. ``ours`` are the command's ends, closed here so that a
     helper sees the end of its pipe when the command is gone, however it ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the command's handler (forked with it): the command
+    # ends a helper with SIGTERM only when it does not wait for it
     for conn in ours:
         conn.close()
     try:

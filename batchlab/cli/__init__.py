@@ -11,9 +11,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import typer
+from batchlab.cli import interrupts
 
-from batchlab.errors import BatchlabError
+if interrupts.is_the_command():
+    interrupts.install()  # before numpy, typer and JAX are imported: see interrupts.py
+
+import typer  # noqa: E402
+
+from batchlab.errors import BatchlabError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train under controlled batch size / epochs / learning rate and see what changes.")
@@ -95,8 +100,8 @@ def _interrupted() -> str:
     import shlex
 
     command = "batchlab " + shlex.join(sys.argv[1:])
-    if "db" not in _RESUME:
-        return "interrupted"
+    if "db" not in _RESUME:  # before the command knew its store: it had stored nothing
+        return f"interrupted before anything was stored; run again with: {command}"
     db, before = _RESUME["db"], _RESUME["before"]
     now = _stored_runs(db)
     return (f"interrupted: {now - before} run(s) finished and were stored in {db} by this command "
@@ -123,7 +128,7 @@ def _root(version: bool = typer.Option(False, "--version", help="print batchlab'
 
 def main() -> None:
     """The ``batchlab`` entry point: bad input and damaged files are one line on stderr (exit 2),
-    Ctrl-C says what was saved and how to resume (exit 130)."""
+    Ctrl-C says what was saved and how to resume (exit 130; SIGTERM: 143)."""
     import sqlite3
 
     try:
@@ -135,14 +140,18 @@ def main() -> None:
     except OSError as exc:
         _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))
     except KeyboardInterrupt:
-        print(_interrupted(), file=sys.stderr)
-        sys.exit(130)
+        _stop_interrupted()
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C into exit status 130 before it reaches us
-            print(_interrupted(), file=sys.stderr)
+            _stop_interrupted()
         raise
     finally:
         _print_profile()
+
+
+def _stop_interrupted() -> None:
+    print(_interrupted(), file=sys.stderr)
+    sys.exit(interrupts.exit_status())
 
 
 def _print_profile() -> None:
@@ -161,16 +170,28 @@ def console_main() -> None:
     """The installed ``batchlab`` command: :func:`main`, then an exit without the interpreter's
     teardown, which spent 0.35-0.45 s after every command here freeing JAX's compiled programs
     and every module. Everything that must outlive the command is done by then: the store is
-    written one transaction at a time and closed, figures and tables are written; output is
-    flushed and the exit handlers still run (a local Ray shuts down). Tests call :func:`main`."""
+    written one transaction at a time and closed, figures and tables are written, worker
+    processes have ended; output is flushed and the exit handlers still run (a local Ray shuts
+    down). A SIGINT or SIGTERM received at any point makes the exit status 130 or 143, never 0
+    (``interrupts.py``). Tests call :func:`main`."""
     import atexit
     import os
 
+    interrupts.install()  # where it was not already, as the command was imported
     try:
-        main()
-        code = 0
+        try:
+            main()
+            code = 0
+        finally:
+            interrupts.finish()  # from here on a signal is only kept: the exit handlers run to their end
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:  # raised as main returned, after its own handling
+        print(_interrupted(), file=sys.stderr)
+        code = interrupts.exit_status()
+    if interrupts.received() is not None and code != interrupts.exit_status():  # not reported yet
+        print(_interrupted(), file=sys.stderr)
+        code = interrupts.exit_status()
     if isinstance(code, str):  # sys.exit("message"): printed, status 1, as Python does
         print(code, file=sys.stderr)
         code = 1

@@ -19,6 +19,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Hashable, Sequence
 
+from batchlab.engine.parallel import one_by_one
+
 
 class InOrder:
     """A lock whose waiters go in the order of the programs they build (the order they were
@@ -117,6 +119,8 @@ class CompileQueue:
                 taken = self._take(first)
             if taken is not None:
                 self._run(*taken)
+        for _ in one_by_one(futures):  # where Ctrl-C can stop this thread's wait (parallel.py)
+            pass
         return [future.result() for future in futures]
 
     def _take(self, queued: Future) -> tuple[Future, _Queued] | None:

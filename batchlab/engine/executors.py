@@ -5,21 +5,23 @@
 Threads share the imports, the data and every compiled program, so they start at once; on
 this 2-core machine the 180-run digits sweep trained in 4.2 s in two threads against 8.2 s in
 one (programs compiled). Worker processes each import JAX and trace their own programs, which
-cost about 2.5 s more for that sweep; they remain for isolation. Workers rebuild the data and
-model from the runs' configs (a model given as a Python object cannot be rebuilt: give it as
+cost about 2.5 s more for that sweep; they remain for isolation, and end with the command
+however it ends (``parallel.in_processes``). Workers rebuild the data and model from the
+runs' configs (a model given as a Python object cannot be rebuilt: give it as
 ``file.py:function``) and send back finished runs; only the driver writes the store. On a
 cluster, batchlab must be installed on the nodes.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import signal
+import threading
 from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
 from batchlab.engine.backends import plan, train_cohort, train_cohorts
+from batchlab.engine.parallel import in_processes
 from batchlab.errors import BatchlabError
 from batchlab.results import RunResult
 
@@ -109,17 +111,8 @@ def epoch_counter(progress: Progress | None, runs: int) -> Callable[[int], None]
 
 
 def _process_cohorts(jobs: list[tuple], workers: int | None) -> Iterator[tuple[list[RunConfig], list[RunResult]]]:
-    context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
-    try:
-        pending = {pool.submit(train_job, *job): job[0] for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                cohort = pending.pop(future)
-                yield cohort, future.result()
-    finally:  # on Ctrl-C or an error: drop queued cohorts, do not wait for them
-        pool.shutdown(wait=False, cancel_futures=True)
+    for index, results in in_processes(train_job, jobs, workers):
+        yield jobs[index][0], results
 
 
 CONNECT_TIMEOUT_S = 15  # how long a cluster address may take to answer before the sweep is refused
@@ -156,11 +149,14 @@ def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -
 def _ray_init(ray, address: str | None, workers: int) -> None:
     """Connect to the cluster at ``address``, or start a local Ray bound to the loopback address."""
     common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         check_ray_address(address)
         ray.init(address=address, **common)
     else:
         ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
+    if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)  # ray.init made SIGTERM a sys.exit: keep the caller's handler
 
 
 def _ray_cohorts(jobs: list[tuple], address: str | None, workers: int
