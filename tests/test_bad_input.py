@@ -3,12 +3,14 @@ stderr, no traceback, and the store's content unchanged (compared table by table
 mtime). Also what used to crash or hang: an unreachable target, a Ray address with no
 cluster, Ctrl-C in the middle of a sweep."""
 
+import http.server
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 
@@ -142,6 +144,21 @@ def test_ray_address_where_no_cluster_answers_fails_fast(store, tmp_path):
     assert_refused(code, out, err, f"no Ray cluster answers at 127.0.0.1:{port}")
     assert time.perf_counter() - start < 30
     assert dump(store) == before
+
+
+def test_ray_address_where_something_else_answers_is_refused(store, tmp_path):
+    """A web server at --address is not taken for a cluster (Ray would retry it for minutes)."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        start = time.perf_counter()
+        code, out, err = batchlab(*SWEEP[:-2], "--name", "r", "--backend", "ray", "--address", address,
+                                  cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert_refused(code, out, err, f"{address} answers, but not as a Ray cluster does")
+    assert time.perf_counter() - start < 30
 
 
 def _ctrl_c_once_a_run_is_stored(args: list[str], db, cwd) -> list[str]:

@@ -195,17 +195,12 @@ def test_a_sweep_of_a_model_file_runs_on_a_local_ray(tmp_path):
 
 
 RAY_DRIVER = """
-import ray  # Ray starts its processes before JAX is imported: nothing forks a JAX process
-
-ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-         configure_logging=False)
 from batchlab.sweep.spec import SweepSpec
 from batchlab.sweep.run import run_sweep
 
 spec = SweepSpec(name="sweep", data="blobs", model="{model}", batch_sizes="50", lr="0.05", seeds=1,
                  budget="epochs=2", target="test_acc>=0.5")
-run_sweep(spec, "{db}", executor="ray", workers=2)
-ray.shutdown()
+run_sweep(spec, "{db}", executor="ray", workers=2)  # starts a Ray of its own, on the loopback address
 """
 
 

@@ -158,16 +158,24 @@ def test_sweep_bad_input(cli, tmp_path, args, message):
 
 RAY_DRIVER = """
 import sys
-import ray  # Ray starts its processes before JAX is imported: nothing forks a JAX process
 
-ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-         configure_logging=False)
+import psutil
+import ray
+from batchlab.engine.executors import _ray_init, check_ray_address
 from batchlab.sweep.spec import SweepSpec
 from batchlab.sweep.run import run_sweep
 
+_ray_init(ray, None, 2)  # the Ray the ray executor starts, kept up here to look at its connections
 spec = SweepSpec(name="small", data="blobs", hidden=(8,), batch_sizes="50,full", lr="0.05,0.2", seeds=2,
                  budget="epochs=3", target="test_acc>=0.7")
 run_sweep(spec, sys.argv[1], executor="ray", workers=2)
+check_ray_address(ray.get_runtime_context().gcs_address)  # a real head passes the probe --address makes
+peers, listening = set(), set()
+for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+    for connection in process.net_connections(kind="inet"):
+        (peers.add(connection.raddr.ip) if connection.raddr else listening.add(connection.laddr.ip))
+loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+assert peers <= loopback and listening <= loopback, f"Ray talks to {peers}, listens on {listening}"
 ray.shutdown()
 """
 

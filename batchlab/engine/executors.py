@@ -14,9 +14,13 @@ cluster, batchlab must be installed on the nodes.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import sys
 import threading
+import warnings
 from typing import Callable, Iterator, Sequence
 
 from batchlab.config import RunConfig
@@ -129,32 +133,113 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# What a gRPC server (a Ray head's GCS, or a Ray client server) sends first: an HTTP/2
+# SETTINGS frame in answer to the HTTP/2 client preface. Anything else at the address (a web
+# server, a database) is not a Ray cluster, and Ray would retry it for minutes.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+SETTINGS_FRAME = 4
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
 def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail within ``timeout`` seconds, naming the address, when no cluster answers there
-    (Ray itself retries for minutes). ``None`` (a local Ray) and ``auto`` are not checked."""
+    """Fail within ``timeout`` seconds, naming the address, when nothing that could be a Ray
+    cluster answers there (Ray itself retries for minutes). ``None`` (a local Ray) and ``auto``
+    are not checked."""
     import socket
 
     if address is None or address == "auto":
         return
     host, port = _host_port(address)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(HTTP2_PREFACE)
+            first = conn.recv(9)
     except OSError as exc:
         raise BatchlabError(f"no Ray cluster answers at {address} within {timeout:g} s "
                             f"({exc.strerror or exc}); start one there or leave out --address for a local Ray") \
             from None
+    if len(first) < 4 or first[3] != SETTINGS_FRAME:
+        raise BatchlabError(f"{address} answers, but not as a Ray cluster does (no gRPC server there); "
+                            "give the head node's GCS port (ray start --head prints it)")
+
+
+@contextlib.contextmanager
+def _stderr_held_back() -> Iterator[None]:
+    """Ray's core writes each failed attempt to join to file descriptor 2 (some twenty lines
+    before it gives up): hold them back while joining, the failure is reported in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _loopback_only(ray) -> Iterator[None]:
+    """Keep a Ray on this machine on the loopback address. Ray otherwise advertises this
+    machine's network address (even for 127.0.0.1, so that other machines could join) and its
+    servers listen on every interface. Ray turns that off on laptops (macOS, Windows) through one
+    switch, read by the driver and inherited by the processes ``ray.init`` starts."""
+    import ray._private.ray_constants as ray_constants
+
+    saved = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+
+
+def _join_cluster(ray, address: str, common: dict) -> None:
+    """``ray.init(address)`` with one line, not a traceback, when the cluster turns us away."""
+    check_ray_address(address)
+    local = _host_port(address)[0] in LOOPBACK_NAMES
+    try:
+        with _loopback_only(ray) if local else contextlib.nullcontext(), _stderr_held_back():
+            ray.init(address=address, **common)
+    except (ConnectionError, RuntimeError) as exc:
+        while exc.__cause__ is not None:  # Ray wraps the reason (a missing token, say) twice
+            exc = exc.__cause__
+        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        # a reason that carries a remote traceback as text ends with its exception's line
+        reason = lines[-1] if "Traceback (most recent call last)" in str(exc) else lines[0]
+        reason = reason.split(". ")[0].split("Error: ", 1)[-1].strip()
+        hint = (" (a cluster with token authentication: set RAY_AUTH_MODE=token and give its token in "
+                "RAY_AUTH_TOKEN)" if "token" in reason.lower() else "")
+        raise BatchlabError(f"could not join the Ray cluster at {address}: {reason}{hint}") from None
 
 
 def _ray_init(ray, address: str | None, workers: int) -> None:
-    """Connect to the cluster at ``address``, or start a local Ray bound to the loopback address."""
+    """Connect to the cluster at ``address``, or start a local Ray on the loopback address."""
     common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     on_sigterm = signal.getsignal(signal.SIGTERM)
-    if address:
-        check_ray_address(address)
-        ray.init(address=address, **common)
-    else:
-        ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
+    with warnings.catch_warnings():
+        # Ray starts its servers with subprocess, which forks and at once executes another
+        # program: JAX's warning about forking a multithreaded process does not apply
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        if address:
+            _join_cluster(ray, address, common)
+        else:
+            # a local Ray turns token authentication on and says so at every start; on the
+            # loopback address only, that note is noise for a sweep's output
+            notes = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            level = notes.level
+            notes.setLevel(logging.ERROR)
+            try:
+                with _loopback_only(ray):
+                    ray.init(num_cpus=workers, _node_ip_address=LOOPBACK, **common)
+            finally:
+                notes.setLevel(level)
     if on_sigterm is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)  # ray.init made SIGTERM a sys.exit: keep the caller's handler
 
