@@ -20,7 +20,7 @@ from batchlab.config import DataConfig, RunConfig
 from batchlab.data import Dataset, from_arrays, load_dataset, resolve_data_config
 from batchlab.engine.executors import Progress, check_executor, run_cohorts
 from batchlab.errors import BatchlabError
-from batchlab.grid import check_parameter_memory, group_cohorts, runs_of
+from batchlab.grid import check_model_memory, group_cohorts, runs_of
 from batchlab.models import Model
 from batchlab.results import RunResult
 from batchlab.settings import TRAINING, read_given, training_defaults
@@ -91,17 +91,21 @@ def prepare(data: Any = "blobs", model: Any = "mlp", **settings: Any) -> tuple[l
     model_cfg, net = resolve_model(values["model"], dataset, hidden=values["hidden"], activation=values["activation"],
                                    init=values["init"], dropout=values["dropout"])
     configs = runs_of(values, data_cfg, dataset.n_train, model_cfg)
-    check_parameters(net, configs)
+    check_parameters(net, configs, dataset)
     return configs, dataset, net
 
 
-def check_parameters(net: Model, configs: list[RunConfig]) -> None:
-    """A JAX model's parameters must fit in memory (counted from their shapes); a PyTorch
-    module exists already, built by its own code."""
+def check_parameters(net: Model, configs: list[RunConfig], dataset: Dataset) -> None:
+    """A JAX model's parameters and activations must fit in memory (counted from their shapes);
+    a PyTorch module exists already, built by its own code."""
     if getattr(net, "backend", "jax") == "jax":
-        from batchlab.models.base import parameter_count
+        import jax
 
-        check_parameter_memory(parameter_count(net), configs)
+        from batchlab.models.base import activation_count, parameter_count
+
+        row = jax.ShapeDtypeStruct(dataset.x_train.shape[1:], dataset.x_train.dtype)
+        check_model_memory(parameter_count(net), activation_count(net, row),
+                           dataset.n_train + len(dataset.x_test), configs)
 
 
 def resolve_data(data: Any, *, standardize: bool | None, test_fraction: float, label: str,

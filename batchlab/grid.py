@@ -198,16 +198,24 @@ def check_memory(configs: Sequence[RunConfig], n_train: int) -> None:
                             f"use fewer epochs, runs or instruments")
 
 
-def check_parameter_memory(parameters: int, configs: Sequence[RunConfig]) -> None:
-    """Refuse, before anything is allocated, a model whose parameters would not fit: a cohort
-    holds about ``PARAMETER_COPIES`` float32 copies of every run's parameters (the parameters,
-    the gradient, the optimizer's state and the update)."""
+def check_model_memory(parameters: int, activations_per_row: int, n_rows: int, configs: Sequence[RunConfig]) -> None:
+    """Refuse, before anything is allocated, runs whose model would not fit: a cohort holds
+    about ``PARAMETER_COPIES`` float32 copies of every run's parameters (the parameters, the
+    gradient, the optimizer's state and the update) and every run's activations for the rows
+    it passes at once (its largest batch, or an evaluation chunk of all rows)."""
+    from batchlab.engine.epoch import EVAL_CHUNK
+
     runs = max(len(cohort) for cohort in group_cohorts(configs))
-    need, limit = parameters * 4 * PARAMETER_COPIES * runs, memory_limit()
+    rows = max(max(c.batch_size_at(e) for c in configs for e in range(1, c.epochs + 1)) if configs else 0,
+               min(n_rows, EVAL_CHUNK))
+    weights, activations = parameters * 4 * PARAMETER_COPIES * runs, activations_per_row * rows * 4 * runs
+    need, limit = weights + activations, memory_limit()
     if need > limit:
-        raise BatchlabError(f"the model has {parameters:,} parameters: {runs} run(s) trained together would take "
-                            f"about {need / 2 ** 30:,.1f} GiB (limit: half this machine's memory, "
-                            f"{limit / 2 ** 30:,.1f} GiB); use a smaller model or fewer runs")
+        raise BatchlabError(f"{runs:,} run(s) trained together would take about {need / 2 ** 30:,.1f} GiB "
+                            f"({parameters:,} parameters: {weights / 2 ** 30:,.1f} GiB; activations of "
+                            f"{rows:,} rows at once: {activations / 2 ** 30:,.1f} GiB; limit: half this "
+                            f"machine's memory, {limit / 2 ** 30:,.1f} GiB); use fewer runs (lrs x seeds), "
+                            "a smaller model or batch")
 
 
 PARAMETER_COPIES = 5  # parameters, gradient, Adam's two moments (SGD: one or none), the update

@@ -71,6 +71,9 @@ CASES = {
     "seed over 64 bits": (["train", "--data", "blobs", "--seeds", "3,18446744073709551617"],
                           "seed must be an integer in [0, 2**63)"),
     "epochs beyond memory": (["train", "--data", "blobs", "--epochs", 100_000_000], "GiB of series"),
+    "100,000 runs at once": (["train", "--data", "blobs", "--lr", ",".join(str(i / 100) for i in range(1, 11)),
+                              "--seeds", 10_000, "--batch-size", "full", "--epochs", 1],
+                             "100,000 run(s) trained together would take about"),
     "workers 0": ([*SWEEP[:-2], "--workers", 0], "workers must be an integer >= 1"),
     "noise B above N": (["noise", "--data", "blobs", "--hidden", 4, "--at-epochs", "1", "--batch-sizes", "1:4096",
                          "--trials", 4, "--out", "n"], "exceed the pool of 500 training rows"),
@@ -95,6 +98,7 @@ MORE_CASES = {
     "delete with no selection": (["delete"], "say which runs to delete"),
     "analyze unknown target": (["analyze", "--target", "val_f1>=3"], "unknown metric 'val_f1'"),
     "sweep config with epochs and budget": (["sweep", "--config", "both.toml"], "give epochs or budget, not both"),
+    "sweep config of 100,000 runs": (["sweep", "--config", "huge.toml"], "100,000 run(s) trained together"),
 }
 
 
@@ -110,6 +114,8 @@ def test_refused_in_one_line_and_the_store_is_unchanged(store, tmp_path, args, m
 @pytest.mark.parametrize("args, message", MORE_CASES.values(), ids=MORE_CASES.keys())
 def test_more_refusals_in_process(cli, store, tmp_path, args, message):
     (tmp_path / "both.toml").write_text('data = "blobs"\nepochs = 3\nbudget = "steps=10"\n')
+    (tmp_path / "huge.toml").write_text('data = "blobs"\nepochs = 1\nbatch_sizes = "full"\nseeds = 10000\n'
+                                        f'lr = "{",".join(str(i / 100) for i in range(1, 11))}"\n')
     before = dump(store)
     code, out, err = cli(*args)
     assert_refused(code, out, err, message)

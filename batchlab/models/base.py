@@ -95,3 +95,27 @@ def parameter_count(model: Model) -> int:
 
     shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))[0]
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+
+
+def activation_count(model: Model, row: jax.ShapeDtypeStruct) -> int:
+    """Floats one row's forward pass computes (every intermediate of ``model.apply`` in
+    training mode, traced from shapes alone): what a training step keeps per row for its
+    backward pass, an upper bound on what evaluation holds per row."""
+    import math
+
+    params, state = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    x = jax.ShapeDtypeStruct((1, *row.shape), row.dtype)
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    traced = jax.make_jaxpr(lambda p, s, x, k: model.apply(p, s, x, train=True, key=k))(params, state, x, key)
+
+    def count(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            inner = [v for v in eqn.params.values() if hasattr(v, "eqns") or hasattr(v, "jaxpr")]
+            if inner:  # a nested call (jit, custom derivative, a framework's wrapper): count inside it
+                total += sum(count(getattr(v, "jaxpr", v)) for v in inner)
+            else:
+                total += sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+        return total
+
+    return count(traced.jaxpr)

@@ -40,7 +40,7 @@ def prepare_sweep(spec: SweepSpec) -> tuple[list[RunConfig], Dataset, Model]:
     model_cfg, net = resolve_model(v["model"], dataset, hidden=v["hidden"], activation=v["activation"],
                                    init=v["init"], dropout=v["dropout"])
     configs = expand(spec, data_cfg, model_cfg, dataset.n_train)
-    check_parameters(net, configs)
+    check_parameters(net, configs, dataset)
     return configs, dataset, net
 
 
