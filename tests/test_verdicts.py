@@ -151,22 +151,26 @@ def test_overfitting_can_come_out_against():
     able to say so (last minus best is never negative, so it could not)."""
     s = get_study("epochs").settings(quick=True)
     history, summary = [], []
-    for seed in range(3):
-        for arm, label in (("full", "full budget"), ("early", "early stopping")):
-            run = f"{arm}{seed}"
-            loss = 2.0 * 0.9 ** np.arange(21) + 0.01 * seed  # falls to the last epoch
-            history += [dict(run_id=run, group=f"{label}, B=16", batch_size=16, epoch=e, step=10 * e,
-                             test_loss=loss[e], test_acc=0.5 + 0.02 * e, train_loss=loss[e], train_acc=0.5 + 0.02 * e)
-                        for e in range(21)]
-            summary.append(dict(run_id=run, group=f"{label}, B=16", batch_size=16, seed=seed, epochs=20,
-                                epochs_done=20, steps=200, test_acc=0.9, test_loss=loss[-1], status="finished",
-                                best_epoch=20))
+    for b in (64, 16):
+        for seed in range(3):
+            for arm, label in (("full", "full budget"), ("early", "early stopping")):
+                run = f"{arm}-{9 - seed}-{b}"  # run ids in another order than (B, seed): the pairs must align
+                loss = 2.0 * 0.9 ** np.arange(21) + 0.01 * seed  # falls to the last epoch
+                if b == 64:
+                    loss = loss + 0.08 * np.maximum(np.arange(21) - 8, 0)  # turns up after epoch 8
+                history += [dict(run_id=run, group=f"{label}, B={b}", batch_size=b, epoch=e, step=10 * e,
+                                 test_loss=loss[e], test_acc=0.5, train_loss=loss[e], train_acc=0.5) for e in range(21)]
+                summary.append(dict(run_id=run, group=f"{label}, B={b}", batch_size=b, seed=seed, epochs=20,
+                                    epochs_done=20, steps=200, test_acc=0.5, test_loss=loss[-1], status="finished",
+                                    best_epoch=20))
     from batchlab.analysis.study_data import StudyData
 
     tables = epochs.analyse(StudyData(pd.DataFrame(history), pd.DataFrame(summary), pd.DataFrame(),
                                       pd.DataFrame(), []), s)
-    overfit = [f for f in epochs.findings(tables, s) if "overfitting" in f.claim]
-    assert overfit and overfit[0].verdict == "disagrees"
+    pairs = tables["pairs"]
+    assert (pairs.full_run_id == [f"full-{9 - seed}-{b}" for b, seed in zip(pairs.batch_size, pairs.seed)]).all()
+    overfit = {f.claim[:5]: f.verdict for f in epochs.findings(tables, s) if "overfitting" in f.claim}
+    assert overfit == {"B=16:": "disagrees", "B=64:": "agrees"}
 
 
 def test_matching_a_theory_needs_an_equivalence_not_a_failure_to_reject():

@@ -89,6 +89,7 @@ def pair_table(history: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
       epochs (:func:`late_slope`), positive when it rises at the end.
     """
     runs = summary.set_index("run_id")
+    # Every column below is a Series indexed by run_id (the run ids too): the frames align on it.
     full, early = runs[runs.arm == FULL], runs[runs.arm == EARLY]
     best = best_epochs(history[history.run_id.isin(full.index)])
     restored = at_epoch(history, early.best_epoch)
@@ -96,11 +97,12 @@ def pair_table(history: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         "batch_size": full.batch_size, "seed": full.seed, "budget": full.epochs,
         "best_epoch": best.epoch, "best_updates": best.step, "full_updates": full.steps,
         "full_test_acc": full.test_acc, "full_last_loss": full.test_loss, "full_min_loss": best.test_loss,
-        "full_run_id": full.index})
+        "full_run_id": full.index.to_series()})
     right = pd.DataFrame({
         "batch_size": early.batch_size, "seed": early.seed, "status": early.status,
         "stop_epoch": early.epochs_done, "restored_epoch": early.best_epoch, "early_updates": early.steps,
-        "early_test_acc": restored.test_acc, "early_test_loss": restored.test_loss, "early_run_id": early.index})
+        "early_test_acc": restored.test_acc, "early_test_loss": restored.test_loss,
+        "early_run_id": early.index.to_series()})
     pairs = left.merge(right, on=["batch_size", "seed"], how="inner", validate="one_to_one")
     pairs["stopped"] = pairs.status == "early_stopped"
     pairs["epochs_saved"] = pairs.budget - pairs.stop_epoch

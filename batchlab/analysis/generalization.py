@@ -178,7 +178,8 @@ def fit_precondition(runs: pd.DataFrame, s: dict, needed: int = 2) -> tuple[pd.D
         return runs[runs.batch_size.isin(fitted)], ""
     accs = runs.groupby("batch_size").train_acc.min()
     return runs[runs.batch_size.isin(fitted)], (
-        f"only {len(fitted)} batch size(s) fit the training set (every seed >= {s['fit_threshold']:.0%} train "
+        f"{'only ' + str(len(fitted)) if fitted else 'no'} batch size(s) fit the training set (every seed >= "
+        f"{s['fit_threshold']:.0%} train "
         f"accuracy; lowest train accuracy " + ", ".join(f"B={b}: {accs[b]:.1%}" for b in left_out) +
         f"), {needed} needed to compare batch sizes that fit it")
 
