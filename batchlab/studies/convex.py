@@ -130,7 +130,7 @@ STUDY = Study(
     findings=analysis.findings,
     checkpoints=checkpoints,
     notes=analysis.notes,
-    minutes=(0.5, 0.1),
+    minutes=(0.55, 0.2),
     limits=dict(fractions=(1e-9, 1.0), updates=(1, None), min_epochs=(1, None), last_epochs=(1, "min_epochs"),
                 threshold=(0.0, 1.0), slope_tolerance=(0.0, None)),
 )

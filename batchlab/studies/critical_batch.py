@@ -125,7 +125,7 @@ STUDY = Study(
     checkpoints=checkpoints,
     notes=analysis.notes,
     steps=True,
-    minutes=(0.7, 0.2),
+    minutes=(0.9, 0.35),
     limits=dict(lrs=(1e-30, None), step_budget=(1, None), max_epochs=(1, None), noise_lr=(1e-30, None),
                 noise_epochs=(0, None), pool=(2, None), excess=(1e-9, None)),
 )

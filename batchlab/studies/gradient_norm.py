@@ -114,6 +114,6 @@ STUDY = Study(
              FigureSpec("sq_norm_per_sample_vs_batch", _per_sample_figure, "theory_check")),
     findings=analysis.findings,
     notes=analysis.notes,
-    minutes=(1.0, 0.2),
+    minutes=(1.4, 0.2),
     limits=dict(at_epochs=(0, None), trials=(1, None), pool=(2, None), theory_tolerance=(0.0, None)),
 )
