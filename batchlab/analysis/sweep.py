@@ -31,7 +31,7 @@ class SweepAnalysis:
     @property
     def curve_metric(self) -> str:
         """What the learning curves draw: accuracy, or R^2 for a regression (no accuracy)."""
-        return "acc" if "train_acc" in self.at_best and self.at_best.train_acc.notna().any() else "r2"
+        return "r2" if "train_r2" in self.at_best and "train_acc" not in self.at_best else "acc"
 
     @property
     def edge(self) -> str:

@@ -191,7 +191,7 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
             if value != value:  # NaN
                 return "-"
             return fmt.format(value) + ("" if std is None or std != std else " ± " + fmt.format(std))
-        steps = cell("steps") if row["steps"] == row["steps"] else "no stable lr reached it"
+        steps = cell("steps") if row["steps"] == row["steps"] else "not reached (by a usable lr)"
         lr = f"{row['lr']:g}" if row["lr"] == row["lr"] else "none"
         table.add_row(str(row["batch_size"]), lr, f"{row['reached']:.0%}", steps,
                       cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
