@@ -202,19 +202,25 @@ def identity(config: Any, prefix: str = "") -> Any:
         return [identity(item, prefix) for item in config]
     if not dataclasses.is_dataclass(config):
         return config
-    return _dataclass_identity(config, prefix)
-
-
-@functools.lru_cache(maxsize=256)
-def _dataclass_identity(config: Any, prefix: str) -> dict[str, Any]:
-    # Cached: a grid's runs share their data, model and optimizer settings, and a grid of
-    # 100,000 runs spent 10 s here recomputing them (the result is only serialized, never changed).
+    # A grid's runs share their data and model settings (the same objects): a grid of 100,000
+    # runs spent 10 s recomputing them. Cached by object, not by equality: 1 == 1.0, yet they
+    # serialize differently (configs are frozen; the result is only serialized, never changed).
+    key = (id(config), prefix)
+    cached = _IDENTITIES.get(key)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    if len(_IDENTITIES) >= 256:
+        _IDENTITIES.clear()
     out = {}
     for f in dataclasses.fields(config):
         path, value = f"{prefix}{f.name}", getattr(config, f.name)
         if path in FIRST_FIELDS or value != f.default:
             out[f.name] = identity(value, path + ".")
+    _IDENTITIES[key] = (config, out)
     return out
+
+
+_IDENTITIES: dict[tuple[int, str], tuple[Any, dict]] = {}
 
 
 SEED_SETTINGS = ("seed", "init_seed", "data_seed", "dropout_seed")

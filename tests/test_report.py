@@ -433,7 +433,8 @@ def test_hash_chooses_the_starting_axis(built, browser):
       const at = {clientX: r.left + r.width / 2, clientY: r.top + 20, bubbles: true};
       o.dispatchEvent(new PointerEvent('pointermove', at));
       return f.querySelector('.tip').innerText; })()""")
-    assert tip.count("updates") >= 4 and "samples" in tip and "epoch" in tip
+    # One line per B with a best lr: full batch (6 updates) has none reaching the target with every seed.
+    assert tip.count("updates") >= 3 and "samples" in tip and "epoch" in tip
 
 
 def test_report_command(built, cli):

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
+from batchlab.analysis.scaling import fit_critical_batch, per_setting, to_target
+from batchlab.analysis.selection import best_per_batch
 from batchlab.targets import parse_target
 from batchlab.errors import BatchlabError
 
@@ -51,7 +52,8 @@ def test_steps_to_target_interpolates_and_best_lr_per_batch():
     assert np.isnan(reached.loc["c", "steps"])
     summary = pd.DataFrame({"run_id": ["a", "b", "c"], "batch_size": [10, 10, 20], "lr": [0.1, 0.3, 0.1],
                             "train_acc": [0.95, 0.97, 0.4], "test_acc": [0.9, 0.95, 0.3]})
-    settings = per_setting(summary, reached.reset_index())
+    settings = per_setting(summary, history, parse_target("test_acc>=0.7"))
     best = best_per_batch(settings).set_index("batch_size")
     assert best.loc[10, "lr"] == 0.3 and best.loc[20, "reached"] == 0.0
+    assert np.isnan(best.loc[20, "lr"])  # no lr reached the target at B=20: no best, not the least bad
     assert settings.set_index("lr").loc[0.1].iloc[0]["gap_acc"] == pytest.approx(0.05)

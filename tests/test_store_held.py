@@ -2,7 +2,6 @@
 waits a stated time and names the holder; ``check`` reads a hot journal's store as the next
 command will find it (rolled back), without changing it."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -49,7 +49,7 @@ def test_check_agrees_a_newer_run_is_not_damage(newer_store, capsys):
     assert code == 0, out + err
     out = " ".join(out.split())  # lines wrapped to 80 columns
     assert "4 of 5 runs are readable; 1 written by a newer batchlab" in out
-    assert f"newer run(s), skipped by this batchlab: 1 run written by a newer batchlab (v9.0.0)" in out
+    assert "newer run(s), skipped by this batchlab: 1 run written by a newer batchlab (v9.0.0)" in out
     assert newer[:8] in out and "damaged" not in out and out.strip().endswith(f"{db}: ok")
 
 

@@ -100,7 +100,9 @@ def test_distance_shrinks_with_batch_size_and_vanishes_at_full_batch(result):
     assert np.all(np.diff(table.distance) < 0)  # every larger B ends closer to Theta*
     assert np.all(np.diff(table.loss_gap) < 0)
     assert table.distance.iloc[-1] < res.settings["threshold"] * table.distance.iloc[0]
-    assert table.distance_high.iloc[-1] < res.settings["threshold"] * table.distance_low.iloc[0]
+    # B = N is one deterministic computation: no interval of its seeds' float rounding.
+    assert np.isnan(table.distance_high.iloc[-1]) and table.rounding_spread.iloc[-1] < 1e-3
+    assert table.distance.iloc[-1] < res.settings["threshold"] * table.distance_low.iloc[0]
     assert _finding(res.findings, "distance to the optimum over").verdict == "agrees"
     assert _finding(res.findings, "reaches the optimum").verdict == "agrees"
     assert _finding(res.findings, "loss gap").verdict == "agrees"
@@ -119,11 +121,11 @@ def test_numbers_recomputed_from_the_store(result):
     for b, part in meas.groupby("batch_size"):
         assert set(part.epoch) == set(range(epochs[b] - res.settings["last_epochs"] + 1, epochs[b] + 1))
     per_run = meas.groupby(["batch_size", "run_id"]).distance.mean()
-    mean = per_run.groupby(level=0).mean()
+    geometric = np.exp(np.log(per_run).groupby(level=0).mean())  # distances are positive: geometric means
     table = res.tables["by_batch"].set_index("batch_size")
-    np.testing.assert_allclose(table.distance.to_numpy(), mean.loc[table.index].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(table.distance.to_numpy(), geometric.loc[table.index].to_numpy(), rtol=1e-12)
     n = max(epochs)
-    ratio = mean.loc[n] / mean.loc[1]
+    ratio = per_run.loc[n].mean() / geometric.loc[1]
     text = _finding(res.findings, "reaches the optimum").measured
     assert float(re.search(r"ratio (\S+)", text).group(1)) == pytest.approx(ratio, rel=5e-3)
     # Every run made at least the asked number of updates.
@@ -139,9 +141,10 @@ def test_noise_law_fit(result):
     one = runs[runs.batch_size == 1].iloc[0]
     assert one.noise_term == pytest.approx(res.settings["lr"] * one.trace_sigma)  # (N-1)/(N-1) = 1 at B = 1
     assert runs[runs.batch_size == n].noise_term.eq(0).all()
-    finding = _finding(res.findings, "noise level")
-    slope = float(re.search(r"slope (\S+)", finding.measured).group(1))
-    assert slope == pytest.approx(law.slope.iloc[0], rel=5e-3) and slope > 0
+    for finding in (_finding(res.findings, "the squared distance grows"), _finding(res.findings, "the squared "
+                                                                                               "distance is proportional")):
+        slope = float(re.search(r"slope (\S+)", finding.measured).group(1))
+        assert slope == pytest.approx(law.slope.iloc[0], rel=5e-3) and slope > 0
 
 
 def test_files_written(result):
@@ -151,5 +154,5 @@ def test_files_written(result):
             assert (out / f"{name}{suffix}").stat().st_size > 0
     md = (out / "findings.md").read_text()
     verdicts = sum(md.count(f"**{v}**") for v in ("agrees", "disagrees", "inconclusive"))
-    assert "## Findings" in md and verdicts == 4
+    assert "## Findings" in md and verdicts == 5
     assert "time constants" in md

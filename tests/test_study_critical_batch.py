@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from batchlab.analysis.critical_batch import per_batch
-from batchlab.analysis.noise_scale import geometric_interval, online_at_step, within_factor
-from batchlab.analysis.scaling import bootstrap_fit, operational_batch
+from batchlab.analysis.noise_scale import online_at_step, within_factor
+from batchlab.analysis.scaling import operational_batch, seed_fits
 from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, Interval
+from batchlab.analysis.intervals import geometric_t
 from batchlab.store import Store
 from helpers import quick_study
 
@@ -41,14 +42,16 @@ def stored_runs(db):
         runs = store.load(steps=False)
     return pd.DataFrame([{"run_id": r.run_id, "batch_size": r.config.batch_size, "lr": r.config.optimizer.lr,
                           "seed": r.config.seed, "steps": crossing(r.history, "step"),
-                          "epochs": crossing(r.history, "epoch")} for r in runs])
+                          "epochs": crossing(r.history, "epoch"),
+                          # The best-run rule: ends at the target, not above twice its starting loss.
+                          "usable": r.history["train_loss"][-1] <= min(TARGET, 2 * r.history["train_loss"][0])}
+                         for r in runs])
 
 
 def best_steps(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per B, the fewest mean steps among the lrs where every seed reached the target."""
-    settings = runs.groupby(["batch_size", "lr"]).steps.agg(["mean", lambda v: v.notna().all()])
-    settings.columns = ["steps", "all_reached"]
-    done = settings[settings.all_reached].reset_index()
+    """Per B, the fewest mean steps among the lrs where every seed is usable."""
+    settings = runs.groupby(["batch_size", "lr"]).agg(steps=("steps", "mean"), all_usable=("usable", "all"))
+    done = settings[settings.all_usable].reset_index()
     return done.loc[done.groupby("batch_size").steps.idxmin()].sort_values("batch_size").reset_index(drop=True)
 
 
@@ -103,7 +106,8 @@ def test_b_simple_at_target_and_ratio_recomputed_from_store(study):
     geometric = math.exp(np.mean(np.log(values)))
     fit = result.tables["fit"].iloc[0]
     assert fit.b_simple_at_target == pytest.approx(geometric, rel=1e-9)
-    assert fit.ratio == pytest.approx(geometric / fit.b_crit, rel=1e-9)
+    own_fits = result.tables["seed_fits"].b_crit  # the ratio of geometric means, B_crit fitted per seed
+    assert fit.ratio == pytest.approx(geometric / math.exp(np.mean(np.log(own_fits))), rel=1e-9)
     # Only the noise_lr runs are measured, at every checkpoint epoch.
     assert set(exact.run_id) == set(noise.run_id)
 
@@ -137,7 +141,7 @@ def test_findings_and_files(study):
     assert len(result.findings) == 6
     assert {f.verdict for f in result.findings} <= {AGREES, DISAGREES, INCONCLUSIVE}
     ratio = next(f for f in result.findings if "order of magnitude" in f.claim)
-    assert "ratio B_simple/B_crit" in ratio.measured
+    assert "B_simple/B_crit =" in ratio.measured and "Welch t on the log scale" in ratio.measured
     for name in ("steps_to_target_vs_batch", "noise_scale_over_training", "reached_lr_batch"):
         for suffix in (".png", ".svg", ".csv"):
             assert (out / f"{name}{suffix}").stat().st_size > 100
@@ -166,6 +170,7 @@ def test_operational_batch_on_the_model_curve():
 def test_batch_sizes_without_a_fully_reaching_lr_leave_the_fit():
     settings = pd.DataFrame({"batch_size": [8, 8, 64, 64, 512, 512], "lr": [0.1, 0.3] * 3,
                              "seeds": 3, "reached": [1.0, 0.0, 1.0, 1.0, 2 / 3, 0.0],
+                             "usable": [1.0, 0.0, 1.0, 1.0, 2 / 3, 0.0],
                              "steps": [400.0, np.nan, 60.0, 50.0, 20.0, np.nan],
                              "test_acc": [0.9, 0.1, 0.9, 0.92, 0.8, 0.1]})
     best = per_batch(settings).set_index("batch_size")
@@ -174,15 +179,18 @@ def test_batch_sizes_without_a_fully_reaching_lr_leave_the_fit():
     assert best.loc[512, "reached_any_lr"] == pytest.approx(2 / 6)
 
 
-def test_bootstrap_interval_covers_the_true_b_crit():
+def test_each_seed_chooses_and_fits_on_its_own_and_the_interval_covers_b_crit():
     rng = np.random.default_rng(1)
     s_min, b_crit = 30.0, 150.0
-    rows = [{"batch_size": b, "lr": 0.1, "seed": k, "steps": s_min * (1 + b_crit / b) * rng.lognormal(0, 0.05)}
-            for b in (8, 16, 32, 64, 128, 256, 512, 1024) for k in range(4)]
+    rows = [{"batch_size": b, "lr": lr, "seed": k, "steps": s_min * (1 + b_crit / b) * rng.lognormal(0, 0.05) * (
+        1 if lr == 0.1 else 1.5)} for b in (8, 16, 32, 64, 128, 256, 512, 1024) for lr in (0.1, 0.3) for k in range(4)]
     runs = pd.DataFrame(rows)
-    boot = bootstrap_fit(runs, runs[["batch_size", "lr"]].drop_duplicates(), resamples=200)
-    low, high = np.nanquantile(boot.b_crit, [0.025, 0.975])
-    assert low < b_crit < high and high / low < 2
+    fits = seed_fits(runs, runs[["batch_size", "lr"]].drop_duplicates())
+    assert list(fits.seed) == [0, 1, 2, 3]
+    for seed, own in runs[runs.lr == 0.1].groupby("seed"):  # every seed's best lr is 0.1 here
+        assert fits.set_index("seed").b_crit[seed] == pytest.approx(grid_fit(own.batch_size, own.steps), rel=2e-3)
+    iv = geometric_t(fits.b_crit)
+    assert iv.low < b_crit < iv.high and iv.high / iv.low < 2
 
 
 def test_within_factor_verdicts():
@@ -198,4 +206,4 @@ def test_withheld_online_value_stays_missing():
     got = online_at_step(steps, pd.Series({"a": 3.5}))
     assert math.isnan(got["a"])  # the last update before 3.5 was withheld: no older value is borrowed
     assert online_at_step(steps, pd.Series({"a": 4.2}))["a"] == 8.0
-    assert geometric_interval([np.nan, 4.0, 16.0]).mean == pytest.approx(8.0)
+    assert geometric_t([np.nan, 4.0, 16.0]).mean == pytest.approx(8.0)

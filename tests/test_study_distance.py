@@ -64,8 +64,8 @@ def test_budget_distance_recomputed_from_store(study):
         assert at.sum() == 1  # the budget's last update ends exactly at E * N samples
         by_b.setdefault(run.config.batch_size, []).append(float(run.steps["dist_init"][at][0]))
     found = finding(result, "travel less far")
-    for b, values in by_b.items():
-        assert f"B={b}: {np.mean(values):.3g}" in found.measured
+    for b, values in by_b.items():  # geometric means: a distance is positive and spreads by factors
+        assert f"B={b}: {np.exp(np.mean(np.log(values))):.3g}" in found.measured
     table = result.tables["runs"]
     sweep = table[table.role == "sweep"].groupby("batch_size").dist_budget.mean()
     assert sweep.to_dict() == pytest.approx({b: np.mean(v) for b, v in by_b.items()}, rel=1e-9)
@@ -123,8 +123,8 @@ def test_larger_lr_travels_farther(study):
     assert min(final[s["large_lr"]]) > max(final[s["lr"]])
     found = [f for f in result.findings if f"lr {s['large_lr']:g} travels farther" in f.claim][0]
     assert found.verdict == "agrees"
-    diff = np.mean(final[s["large_lr"]]) - np.mean(final[s["lr"]])
-    assert number_after(found.measured, "difference") == pytest.approx(diff, rel=5e-3)
+    ratio = np.exp(np.mean(np.log(final[s["large_lr"]])) - np.mean(np.log(final[s["lr"]])))
+    assert number_after(found.measured, "ratio") == pytest.approx(ratio, rel=5e-3)
 
 
 def test_spread_and_tail_recomputed(study):
@@ -140,7 +140,7 @@ def test_spread_and_tail_recomputed(study):
         window = [r.steps["update_norm"][r.steps["samples_seen"] <= s["epochs"] * n] for r in group]
         tails = [np.quantile(u, s["tail_quantile"]) / np.median(u) for u in window]
         assert all(t >= 1 for t in tails)
-        assert f"B={b}: {np.mean(tails):.3g}" in finding(result, "heavier-tailed").measured
+        assert f"B={b}: {np.exp(np.mean(np.log(tails))):.3g}" in finding(result, "heavier-tailed").measured
     for f in result.findings:
         assert f.verdict in ("agrees", "disagrees", "inconclusive")
 
@@ -172,16 +172,15 @@ def test_outputs_written(study):
 
 def test_equivalence_and_spread_verdicts():
     """The two verdict helpers on hand-made intervals and seeds."""
-    from batchlab.analysis.steps import spread_trend
-    from batchlab.analysis.findings import within
-    from batchlab.analysis.findings import Interval
+    from batchlab.analysis.findings import Interval, verdict_from_interval, within
+    from batchlab.analysis.intervals import log_spread_slope
 
     assert within(Interval(0.0, -0.05, 0.05, 5), -0.1, 0.1) == "agrees"
     assert within(Interval(0.5, 0.3, 0.7, 5), -0.1, 0.1) == "disagrees"
     assert within(Interval(0.1, 0.05, 0.15, 5), -0.1, 0.1) == "inconclusive"
     rng = np.random.default_rng(0)
     widening = [rng.normal(0, scale, 12) for scale in (0.1, 1.0, 10.0)]
-    slope, verdict = spread_trend([16, 64, 256], widening, "increasing")
-    assert verdict == "agrees" and slope.low > 0
-    assert spread_trend([16, 64, 256], widening, "decreasing")[1] == "disagrees"
-    assert spread_trend([16, 64], [[1.0, 2.0], [1.0, 3.0]], "increasing")[1] == "inconclusive"
+    slope = log_spread_slope([16, 64, 256], widening)
+    assert verdict_from_interval(slope.low, slope.high, +1) == "agrees" and slope.low > 0
+    assert verdict_from_interval(slope.low, slope.high, -1) == "disagrees"
+    assert not log_spread_slope([16, 64], [[1.0, 2.0], [1.0, 3.0]]).given  # 2 seeds: no interval

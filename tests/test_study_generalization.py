@@ -71,14 +71,21 @@ def test_correlations_recomputed_from_the_store(study):
         measured = store.measurements("sharpness").set_index("run_id")
     assert set(measured.index) == set(runs.index)  # every run measured once, at its last epoch
     assert (measured.epoch == result.settings["epochs"]).all()
-    gap = runs.train_acc - runs.test_acc
+    runs = runs.join(measured[list(gen.MEASURES)]).assign(gap=runs.train_acc - runs.test_acc)
+    fitted = runs.groupby("batch_size").train_acc.min() >= result.settings["fit_threshold"]
+    if fitted.sum() >= 2:  # the batch sizes that fit the training set, else (quick size) all of them
+        runs = runs[runs.batch_size.map(fitted)]
+    means = runs.groupby("batch_size").mean(numeric_only=True)  # the batch size is the unit, not the run
     table = result.tables["correlations"].set_index("measure")
     for name in gen.MEASURES:
-        rho = stats.spearmanr(measured[name], gap.loc[measured.index]).statistic
+        rho = stats.spearmanr(means[name], means.gap).statistic
+        exact = stats.permutation_test((means[name].to_numpy(), means.gap.to_numpy()),
+                                       lambda x, y: stats.spearmanr(x, y).statistic, permutation_type="pairings",
+                                       alternative="greater", n_resamples=np.inf)
         assert table.loc[name, "rho"] == pytest.approx(rho, abs=1e-9)
-        assert table.loc[name, "rho_low"] <= rho <= table.loc[name, "rho_high"]
+        assert table.loc[name, "p_greater"] == pytest.approx(exact.pvalue, abs=1e-9)
         claim = f"sharpness ({gen.NAMES[name]}) predicts the gap"
-        assert f"{rho:.2f} [" in finding(result, claim).measured
+        assert f"means {rho:.2f}, exact permutation p = {exact.pvalue:.3f}" in finding(result, claim).measured
 
 
 def test_sharpness_records_are_finite_and_positive(study):
@@ -92,18 +99,15 @@ def test_sharpness_records_are_finite_and_positive(study):
     assert (measured.eps_sharpness >= 0).all()
 
 
-def test_sweet_spot_is_the_best_mean_test_accuracy(study):
+def test_no_verdict_on_batch_sizes_that_did_not_fit_the_training_set(study):
+    """At quick size (8 epochs) no batch size reaches 99% train accuracy: the gap, test-accuracy,
+    sharpness and sweet-spot findings say so instead of giving a verdict."""
     result, db, _ = study
     runs = stored_runs(db)
-    means = runs.groupby("batch_size").test_acc.mean()
-    best = int(means.idxmax())
-    n = int(runs.batch_size.max())  # the quick grid includes "full"
-    label = f"{best} (full)" if best == n else str(best)
-    acc = runs[runs.batch_size == best].test_acc.to_numpy()
-    half = stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))  # 95% t-interval over seeds
-    low, high = 100 * (acc.mean() - half), 100 * (acc.mean() + half)
-    text = finding(result, "there is a sweet spot").measured
-    assert text.startswith(f"sweet spot B={label}: test acc {acc.mean() * 100:.3g} [{low:.3g}, {high:.3g}]%")
+    if (runs.groupby("batch_size").train_acc.min() >= result.settings["fit_threshold"]).sum() >= 2:
+        pytest.skip("this run fitted the training set")
+    for f in result.findings:
+        assert f.verdict == "inconclusive" and "fit the training set" in f.reason, f
 
 
 def test_files_written(study):
@@ -120,16 +124,16 @@ def test_files_written(study):
 # ------------------------------------------------------------------ findings logic on made-up tables
 
 def made_up_tables(sharp_sign: float) -> dict:
-    """Six seeds x four B: the gap and test accuracy move with B; sharpness with the gap
-    (``sharp_sign`` +1) or against it (-1)."""
+    """Six seeds x five B, every one fitting the training set: the gap and test accuracy move with
+    B; sharpness with the gap (``sharp_sign`` +1) or against it (-1)."""
     rng = np.random.default_rng(0)
     rows = []
-    for b, seed in itertools.product((16, 64, 256, 1024), range(6)):
+    for b, seed in itertools.product((16, 64, 256, 1024, 4096), range(6)):
         gap = 0.1 + 0.05 * np.log2(b) + rng.normal(0, 0.01)
-        test = {16: 0.6, 64: 0.7, 256: 0.65, 1024: 0.5}[b] + rng.normal(0, 0.01)
+        test = {16: 0.6, 64: 0.7, 256: 0.65, 1024: 0.55, 4096: 0.5}[b] + rng.normal(0, 0.01)
         sharp = np.exp(sharp_sign * 3 * gap)
         rows.append({"run_id": f"{b}-{seed}", "group": "g", "batch_size": b, "seed": seed, "steps": 10,
-                     "epochs_done": 10, "samples_seen": 10240, "train_acc": test + gap, "test_acc": test,
+                     "epochs_done": 10, "samples_seen": 10240, "train_acc": 0.995, "test_acc": test,
                      "gap_acc": gap, "lambda_max": sharp, "hessian_trace": 10 * sharp, "eps_sharpness": sharp})
     runs = pd.DataFrame(rows)
     table = gen.by_batch(runs, ("train_acc", "test_acc", "gap_acc", *gen.MEASURES))

@@ -54,7 +54,7 @@ def test_every_run_trained_on_its_own_clock(study, stored):
 def test_throughput_recomputed_from_store(study, stored):
     result, _, _ = study
     table = result.tables["per_batch"].set_index("batch_size")
-    own = stored.groupby("batch_size").throughput.mean()
+    own = np.exp(np.log(stored.throughput).groupby(stored.batch_size).mean())  # geometric means: rates
     np.testing.assert_allclose(table.throughput.loc[own.index], own, rtol=1e-9)
     np.testing.assert_allclose(table.compile_seconds_max.loc[own.index],
                                stored.groupby("batch_size").compile_seconds.max(), rtol=1e-9)
@@ -66,7 +66,7 @@ def test_throughput_recomputed_from_store(study, stored):
 def test_time_to_target_and_fastest_batch_recomputed(study, stored):
     result, _, _ = study
     table = result.tables["per_batch"].set_index("batch_size")
-    own = stored.groupby("batch_size").seconds_to_target.mean()
+    own = np.exp(np.log(stored.seconds_to_target).groupby(stored.batch_size).mean())  # geometric: positive times
     np.testing.assert_allclose(table.seconds_to_target.loc[own.index], own, rtol=1e-9)
     reached = stored.groupby("batch_size").seconds_to_target.apply(lambda v: v.notna().all())
     fastest = own[reached].idxmin()

@@ -8,7 +8,9 @@ import pandas as pd
 
 from batchlab import budget
 from batchlab.analysis.curves import curves_table, first_reaching, late_mean, late_variability
-from batchlab.analysis.findings import Finding, compare, interval, interval_table, trend
+from batchlab.analysis.findings import (PROPORTION_DIFFERENCE, Finding, compare, decided, factor_trend, interval,
+                                        interval_table, proportion, trend)
+from batchlab.analysis.intervals import geometric_t
 from batchlab.analysis.study_data import StudyData
 
 SOURCE = "Brownlee, How to Control the Stability of Training Neural Networks With the Batch Size (2019)"
@@ -16,7 +18,15 @@ SOURCE = "Brownlee, How to Control the Stability of Training Neural Networks Wit
 FOUR = (("batch GD, B=500", 500, 0.01), ("SGD, B=1, lr=0.01", 1, 0.01), ("SGD, B=1, lr=0.001", 1, 0.001),
         ("mini-batch, B=32", 32, 0.01))
 SWEEP = "sweep"  # the group of the sweep over B
-QUANTITIES = ("train_acc", "test_acc", "epoch_to_threshold", "late_jitter", "late_test_acc")
+
+
+def quantities(s: dict) -> dict:
+    """Each per-run quantity with the interval that respects its range: accuracies in [0, 1],
+    the epoch of first reaching the threshold in [0, epochs], the jitter (a positive spread)
+    on the log scale."""
+    return {"train_acc": proportion, "test_acc": proportion,
+            "epoch_to_threshold": lambda v: interval(v, (0, s["epochs"])), "late_jitter": geometric_t,
+            "late_test_acc": proportion}
 
 
 def per_run(data: StudyData, s: dict) -> pd.DataFrame:
@@ -29,10 +39,10 @@ def per_run(data: StudyData, s: dict) -> pd.DataFrame:
     return table.reset_index()
 
 
-def by_setting(runs: pd.DataFrame, key: list[str]) -> pd.DataFrame:
-    """Mean and 95% interval over seeds of each per-run quantity, and the share of seeds that
-    reached the threshold, per setting ``key``."""
-    return interval_table(runs, key, QUANTITIES, before=lambda group: {"seeds": len(group)},
+def by_setting(runs: pd.DataFrame, key: list[str], s: dict) -> pd.DataFrame:
+    """Estimate and 95% interval over seeds of each per-run quantity (:func:`quantities`), and
+    the share of seeds that reached the threshold, per setting ``key``."""
+    return interval_table(runs, key, quantities(s), before=lambda group: {"seeds": len(group)},
                           after=lambda group: {"reached": float(group.epoch_to_threshold.notna().mean())},
                           sort=False)
 
@@ -44,8 +54,8 @@ def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
     history = data.history
     return {
         "runs": runs,
-        "summary": by_setting(four, ["group", "batch_size", "lr"]),
-        "sweep": by_setting(sweep, ["batch_size"]).sort_values("batch_size"),
+        "summary": by_setting(four, ["group", "batch_size", "lr"], s),
+        "sweep": by_setting(sweep, ["batch_size"], s).sort_values("batch_size"),
         "curves": curves_table(history[history.group != SWEEP], ["group"]),
         "sweep_curves": curves_table(history[history.group == SWEEP], ["batch_size"], ("acc",)),
     }
@@ -58,22 +68,25 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     # A run that never reaches the threshold counts as reaching it after the last epoch.
     reach = [sweep[sweep.batch_size == b].epoch_to_threshold.fillna(s["epochs"] + 1) for b in sizes]
     slope, verdict = trend(sizes, reach, "increasing")
-    out = [Finding(f"the epoch at which test accuracy first reaches {threshold} grows with B", SOURCE,
+    out = [decided(f"the epoch at which test accuracy first reaches {threshold} grows with B", SOURCE,
                    f"slope {slope.format(3)} epochs per doubling of B over B in {sizes} "
-                   f"(never reached counted as epoch {s['epochs'] + 1})", verdict)]
+                   f"(never reached counted as epoch {s['epochs'] + 1}; 95% {slope.method})", verdict, slope)]
     jitter = [sweep[sweep.batch_size == b].late_jitter for b in sizes]
-    slope, verdict = trend(sizes, jitter, "decreasing")
-    out.append(Finding(f"test accuracy jitters less over the last {s['last_epochs']} epochs as B grows", SOURCE,
-                       f"slope {slope.format(3)} (std of epoch-to-epoch change) per doubling of B", verdict))
+    factor, verdict = factor_trend(sizes, jitter, "decreasing")
+    out.append(decided(f"test accuracy jitters less over the last {s['last_epochs']} epochs as B grows", SOURCE,
+                       f"the jitter (std of the epoch-to-epoch change) changes by a factor {factor.format(3)} per "
+                       f"doubling of B (geometric means; 95% {factor.method}); "
+                       + ", ".join(f"B={b}: {geometric_t(j).format(3)}" for b, j in zip(sizes, jitter)),
+                       verdict, factor))
     fast, b32 = runs[runs.group == FOUR[1][0]], runs[runs.group == FOUR[3][0]]
     # Where a run ends: its mean over the last epochs, since B=1 at lr 0.01 jumps by 10-30
     # points from epoch to epoch and a final epoch alone is a lottery ticket.
     last = s["last_epochs"]
-    diff, verdict = compare(fast.late_test_acc, b32.late_test_acc, "less")
-    out.append(Finding("B=1 at lr 0.01 ends clearly below B=32 (lr too large for B=1)", SOURCE,
+    diff, verdict = compare(fast.late_test_acc, b32.late_test_acc, "less", PROPORTION_DIFFERENCE)
+    out.append(decided("B=1 at lr 0.01 ends clearly below B=32 (lr too large for B=1)", SOURCE,
                        f"mean test acc over the last {last} epochs, B=1 lr 0.01: "
-                       f"{interval(fast.late_test_acc).format(3)}, B=32: {interval(b32.late_test_acc).format(3)}; "
-                       f"difference {diff.format(3)}", verdict))
+                       f"{proportion(fast.late_test_acc).format(3)}, B=32: {proportion(b32.late_test_acc).format(3)}; "
+                       f"difference {diff.format(3)} (95% {diff.method})", verdict, diff))
     return out
 
 

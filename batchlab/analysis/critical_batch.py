@@ -1,8 +1,7 @@
-"""The critical-batch study's analysis: steps to the target per run, the best lr per B, the fit
-S(B) = S_min (1 + B_crit / B) with bootstrap intervals and the operational critical batch size
-(``analysis/scaling.py``), the noise scale at the target (``analysis/noise_scale.py``), and the
-findings against McCandlish et al., Shallue et al. and Zhang et al. (``studies/critical_batch.py``
-declares the runs and the exact noise-scale measurement).
+"""The critical-batch study's analysis: steps to the target per run, the best lr per B (the one
+rule of ``analysis/selection.py``), the fit S(B) = S_min (1 + B_crit / B), repeated on each
+seed for its intervals, and the operational critical batch size (``analysis/scaling.py``), the
+noise scale at the target (``analysis/noise_scale.py``), and the McCandlish et al., Shallue et al. and Zhang et al. (``studies/critical_batch.py`` declares the runs and the exact noise-scale measurement).
 
 DataFrames in, DataFrames and numbers out; no engine, no JAX.
 """
@@ -14,11 +13,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import Finding, Interval, interval_columns, trend, verdict_from_interval
-from batchlab.analysis.noise_scale import (exact_band, geometric_interval, noise_checkpoints, online_at_step,
-                                           online_curve, ratio_samples, value_at_epoch, within_factor)
-from batchlab.analysis.scaling import (best_per_batch, bootstrap_fit, fit_critical_batch, operational_batch,
-                                       per_setting, percentile_interval, to_target)
+from batchlab.analysis.findings import (Finding, as_factor, decided, factor_trend, interval, interval_columns,
+                                        verdict_from_interval)
+from batchlab.analysis.intervals import Interval, geometric_t, none, welch_log
+from batchlab.analysis.noise_scale import (exact_band, noise_checkpoints, online_at_step, online_curve,
+                                           value_at_epoch, within_factor)
+from batchlab.analysis.scaling import fit_critical_batch, operational_batch, per_setting, seed_fits, to_target
+from batchlab.analysis.selection import RULE, best_per_batch, edge_warning, grid_edge, run_health
 from batchlab.analysis.study_data import StudyData
 from batchlab.targets import Target, parse_target
 from batchlab.errors import BatchlabError
@@ -38,66 +39,80 @@ def label(b: int) -> str:
 
 
 def runs_to_target(history: pd.DataFrame, summary: pd.DataFrame, target: Target) -> pd.DataFrame:
-    """One row per run: group, B, lr, seed, status, and steps / samples / epochs / seconds to
-    ``target`` (NaN when the run never reached it: a censored run, kept, not dropped)."""
+    """One row per run: group, B, lr, seed, status, steps / samples / epochs / seconds to
+    ``target`` (NaN when the run never reached it: a censored run, kept, not dropped), and
+    whether the best-run rule lets it be chosen (``usable``, ``why_not``)."""
     reached = to_target(history, target)
     table = summary[["run_id", "group", "batch_size", "lr", "seed", "status", "test_acc"]].merge(reached, on="run_id")
     table["reached"] = table["steps"].notna()
-    return table
+    return table.merge(run_health(history, summary, target), on="run_id")
 
 
 def per_batch(settings: pd.DataFrame) -> pd.DataFrame:
-    """Each B at its best lr (:func:`best_per_batch`), with the share of seeds that reached the
-    target at that lr and over all of that B's lrs, whether the best lr lies on the edge of the
-    lr grid, and whether the B enters the fit (only if every seed of its best lr reached)."""
+    """Each B at its best lr (:func:`batchlab.analysis.selection.best_per_batch`), with the share
+    of seeds that reached the target at that lr and over all of that B's lrs, whether the best lr
+    lies on the edge of the lr grid, and whether the B enters the fit (only if it has a best lr:
+    one where every seed is usable and ended at the target)."""
     best = best_per_batch(settings)
-    lrs = np.sort(settings.lr.unique())
     share_all = settings.assign(hits=settings.reached * settings.seeds).groupby("batch_size").agg(
         hits=("hits", "sum"), runs=("seeds", "sum"))
     best["reached_any_lr"] = (share_all.hits / share_all.runs).reindex(best.batch_size).to_numpy()
-    best["lr_edge"] = np.where(np.isclose(best.lr, lrs[-1]), "largest",
-                               np.where(np.isclose(best.lr, lrs[0]), "smallest", ""))
-    best["in_fit"] = best.reached == 1.0
+    best["lr_edge"] = grid_edge(best, settings.lr).to_numpy()
+    best["in_fit"] = best.lr.notna()
     return best.sort_values("batch_size").reset_index(drop=True)
 
 
 def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
     target = parse_target(s["target"])
     runs = runs_to_target(data.history, data.summary, target)
-    settings = per_setting(data.summary, to_target(data.history, target))
+    settings = per_setting(data.summary, data.history, target)
     best = per_batch(settings)
     fitted = best[best.in_fit]
-    eligible = settings[settings.reached == 1.0][["batch_size", "lr"]]
-    boot = bootstrap_fit(runs, eligible, s["resamples"], excess=s["excess"])
+    eligible = settings[settings.usable == 1.0][["batch_size", "lr"]]
+    seeds = seed_fits(runs, eligible, excess=s["excess"])
     noise = _noise_tables(data, runs, s)
-    fit = _fit_row(fitted, best, boot, noise["at_target"], s)
-    return {"runs": runs, "settings": settings, "per_batch": best, "fit": fit, **noise}
+    fit = _fit_row(fitted, best, seeds, noise["at_target"], s)
+    return {"runs": runs, "settings": settings, "per_batch": best, "fit": fit, "seed_fits": seeds, **noise}
 
 
-def _fit_row(fitted: pd.DataFrame, best: pd.DataFrame, boot, at_target: pd.DataFrame, s: dict) -> pd.DataFrame:
-    """One row: the fit, its bootstrap intervals, the operational B and B_simple / B_crit."""
+def _fit_row(fitted: pd.DataFrame, best: pd.DataFrame, seeds: pd.DataFrame, at_target: pd.DataFrame, s: dict
+             ) -> pd.DataFrame:
+    """One row: the fit of the seed means, the intervals over seeds (each seed's own fit,
+    :func:`batchlab.analysis.scaling.seed_fits`, t on the log scale), the operational B and
+    B_simple / B_crit."""
     row = {"s_min": math.nan, "b_crit": math.nan, "excess": s["excess"], "fit_sizes": len(fitted),
-           "excluded_sizes": ",".join(str(b) for b in best[~best.in_fit].batch_size), "resamples": len(boot.b_crit),
-           "failed_refits": int(np.isnan(boot.b_crit).sum())}
+           "excluded_sizes": ",".join(str(b) for b in best[~best.in_fit].batch_size), "seeds": len(seeds),
+           "failed_seed_fits": int(seeds.b_crit.isna().sum())}
     fit = _try_fit(fitted)
     if fit is not None:
         row.update(s_min=fit.s_min, b_crit=fit.b_crit, e_min=fit.e_min,
                    operational_from_fit=(1 + s["excess"]) * fitted.batch_size.min() + s["excess"] * fit.b_crit)
-    for key, samples in (("b_crit", boot.b_crit), ("s_min", boot.s_min)):
-        row.update(interval_columns(key, percentile_interval(row[key], samples)))
+    for key in ("b_crit", "s_min"):
+        row.update(_over_seeds(key, seeds[key]))
     operational = operational_batch(fitted.batch_size, fitted.steps, s["excess"]) if len(fitted) >= 2 else math.nan
-    row.update(interval_columns("operational", percentile_interval(operational, boot.operational)),
-               operational_beyond_grid=float(np.mean(np.isinf(boot.operational))))
+    beyond = np.isinf(seeds.operational)
+    row.update(operational=operational, operational_beyond_grid=float(beyond.mean()) if len(seeds) else math.nan,
+               **_over_seeds("operational", seeds.operational,
+                             f"beyond the grid for {int(beyond.sum())} of {len(seeds)} seeds" if beyond.any() else ""))
     # S(B_max) B_max / (S(B_0) B_0): the nominal samples E = B S of the perfect-scaling prediction.
     nominal = (fitted.steps * fitted.batch_size).to_numpy(float)
-    excess = nominal[-1] / nominal[0] if len(fitted) >= 2 else math.nan
-    row.update(interval_columns("excess_at_largest", percentile_interval(excess, boot.excess_at_largest)),
-               largest_fit_size=int(fitted.batch_size.max()) if len(fitted) else 0)
-    b_simple = geometric_interval(at_target.b_simple_exact)
-    ratio = percentile_interval(b_simple.mean / row["b_crit"], ratio_samples(at_target.b_simple_exact, boot.b_crit))
+    row.update(excess_at_largest=nominal[-1] / nominal[0] if len(fitted) >= 2 else math.nan,
+               largest_fit_size=int(fitted.batch_size.max()) if len(fitted) else 0,
+               **_over_seeds("excess_at_largest", seeds.excess_at_largest))
+    b_simple = geometric_t(at_target.b_simple_exact)
+    ratio = welch_log(at_target.b_simple_exact, seeds.b_crit)
     row.update(b_simple_at_target=b_simple.mean, b_simple_low=b_simple.low, b_simple_high=b_simple.high,
-               **interval_columns("ratio", ratio))
+               b_simple_why=b_simple.why, ratio_why=ratio.why, **interval_columns("ratio", ratio))
     return pd.DataFrame([row])
+
+
+def _over_seeds(key: str, values: pd.Series, why: str = "") -> dict:
+    """``key``'s interval over the seeds' own fits (t on the log scale) as the columns
+    ``key_seeds`` (their geometric mean), ``key_low``, ``key_high`` and ``key_why``."""
+    iv = none(math.nan, len(values), why) if why else geometric_t(values)
+    if not why and values.isna().any():
+        iv = none(iv.mean, iv.n, f"the fit failed for {int(values.isna().sum())} of {len(values)} seeds")
+    return {f"{key}_seeds": iv.mean, f"{key}_low": iv.low, f"{key}_high": iv.high, f"{key}_why": iv.why}
 
 
 def _try_fit(fitted: pd.DataFrame):
@@ -135,69 +150,94 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     in_fit = best[best.in_fit]
     sizes = [int(b) for b in in_fit.batch_size]
     at_best = [runs[(runs.batch_size == b) & np.isclose(runs.lr, lr)] for b, lr in zip(in_fit.batch_size, in_fit.lr)]
-    excluded = f"; left out of the fit (not every seed reached at any lr): B={fit.excluded_sizes}" \
-        if fit.excluded_sizes else ""
+    excluded = f"; left out of the fit (no lr where every seed is usable and ends at the target): " \
+               f"B={fit.excluded_sizes}" if fit.excluded_sizes else ""
     out = []
-    slope, verdict = trend(sizes, [r.steps for r in at_best], "decreasing")
-    out.append(Finding(f"with the lr tuned per B, the steps to reach {s['target']} fall as B grows", SOURCE_FIT,
-                       f"slope {slope.format(3)} steps per doubling of B over B in {sizes}{excluded}", verdict))
-    slope, verdict = trend(sizes, [r.samples for r in at_best], "increasing")
-    out.append(Finding("beyond the critical batch size, larger batches need more samples (diminishing returns): "
+    factor, verdict = factor_trend(sizes, [r.steps for r in at_best], "decreasing")
+    out.append(decided(f"with the lr tuned per B, the steps to reach {s['target']} fall as B grows", SOURCE_FIT,
+                       f"steps change by a factor {factor.format(3)} per doubling of B over B in {sizes} (geometric "
+                       f"means; 95% {factor.method}){excluded}", verdict, factor))
+    factor, verdict = factor_trend(sizes, [r.samples for r in at_best], "increasing")
+    out.append(decided("beyond the critical batch size, larger batches need more samples (diminishing returns): "
                        "S(B) = S_min (1 + B_crit/B)", SOURCE_FIT,
-                       f"samples to target: slope {slope.format(3)} per doubling of B; fit B_crit = "
-                       f"{_bounds(fit.b_crit, fit.b_crit_low, fit.b_crit_high)}, S_min = "
-                       f"{_bounds(fit.s_min, fit.s_min_low, fit.s_min_high)} steps "
-                       f"(bootstrap 95%, {fit.resamples} seed resamples)", verdict))
-    # The claim holds within the grid if even the interval's low end exceeds 1 + excess at the largest B.
-    excess_low, excess_high = (math.log(v / (1 + fit.excess)) if v > 0 else math.nan
-                               for v in (fit.excess_at_largest_low, fit.excess_at_largest_high))
-    operational = _bounds(fit.operational, fit.operational_low, fit.operational_high)
-    at_largest = _bounds(fit.excess_at_largest, fit.excess_at_largest_low, fit.excess_at_largest_high)
-    from_fit = fit.get("operational_from_fit", math.nan)
-    out.append(Finding(f"the steps exceed the perfect-scaling prediction S(B_0) B_0/B by {fit.excess:.0%} beyond an "
-                       "operational critical batch size (within this grid)", SOURCE_OPERATIONAL,
-                       f"operational B = {operational} (bootstrap 95%; {fit.operational_beyond_grid:.0%} of resamples "
-                       f"beyond the grid); from the fit {1 + fit.excess:g} B_0 + {fit.excess:g} B_crit = "
-                       f"{from_fit:.3g}; at B={fit.largest_fit_size} the steps are {at_largest} x the perfect-scaling "
-                       "prediction", verdict_from_interval(excess_low, excess_high, +1)))
+                       f"samples to target change by a factor {factor.format(3)} per doubling of B; fit of the seed "
+                       f"means B_crit = {_fmt(fit.b_crit)}, S_min = {_fmt(fit.s_min)} steps; each seed's own fit: "
+                       f"B_crit {_seeds(fit, 'b_crit')}, S_min {_seeds(fit, 's_min')} (geometric mean over "
+                       f"{int(fit.seeds)} seeds, 95% t on the log scale)", verdict, factor))
+    out.append(_operational_finding(fit))
     out += _noise_findings(tables, s, fit)
     return out
+
+
+def _operational_finding(fit: pd.Series) -> Finding:
+    """Steps at the largest B in the fit above (1 + excess) x the perfect-scaling prediction?"""
+    excess = Interval(fit.excess_at_largest_seeds, fit.excess_at_largest_low, fit.excess_at_largest_high,
+                      int(fit.seeds), why=fit.excess_at_largest_why or "")
+    # The claim holds within the grid if even the interval's low end exceeds 1 + excess at the largest B.
+    excess_low, excess_high = (math.log(v / (1 + fit.excess)) if v > 0 else math.nan
+                               for v in (excess.low, excess.high))
+    from_fit = fit.get("operational_from_fit", math.nan)
+    return decided(f"the steps exceed the perfect-scaling prediction S(B_0) B_0/B by {fit.excess:.0%} beyond an "
+                   "operational critical batch size (within this grid)", SOURCE_OPERATIONAL,
+                   f"operational B = {_fmt(fit.operational)} from the seed means, each seed's own "
+                   f"{_seeds(fit, 'operational')}; from the fit {1 + fit.excess:g} B_0 + {fit.excess:g} B_crit = "
+                   f"{from_fit:.3g}; at B={fit.largest_fit_size} the steps are {_fmt(fit.excess_at_largest)} x the "
+                   f"perfect-scaling prediction (seeds: {excess.format(3)}, 95% t on the log scale over seeds)",
+                   verdict_from_interval(excess_low, excess_high, +1), excess)
 
 
 def _noise_findings(tables: dict[str, pd.DataFrame], s: dict, fit: pd.Series) -> list[Finding]:
     exact, at_target = tables["noise_exact"], tables["at_target"]
     out = []
-    later = exact[exact.epoch >= 1]
-    epochs = sorted(int(e) for e in later.epoch.unique())
-    slope, verdict = trend(epochs, [later[later.epoch == e].noise_scale for e in epochs], "increasing")
-    out.append(Finding("B_simple grows during training (as the loss falls)", SOURCE_NOISE,
-                       f"exact B_simple at epochs {epochs} of the B={s['noise_batch']}, lr {s['noise_lr']:g} runs: "
-                       f"slope {slope.format(3)} per doubling of the epoch", verdict))
-    ratio = Interval(fit.ratio, fit.ratio_low, fit.ratio_high, int(fit.resamples))
-    online = geometric_interval(at_target.b_simple_online)
-    out.append(Finding("B_simple measured during training predicts B_crit to within an order of magnitude "
+    growth, epochs = noise_growth(exact)
+    out.append(decided("B_simple grows during training (as the loss falls)", SOURCE_NOISE,
+                       f"exact B_simple at epochs {epochs} of the B={s['noise_batch']}, lr {s['noise_lr']:g} runs "
+                       f"changes by a factor {growth.format(3)} per doubling of the epoch (each run's slope of "
+                       f"log2 B_simple on log2 epoch, 95% t over {growth.n} runs)",
+                       verdict_from_interval(math.log(growth.low) if growth.low > 0 else math.nan,
+                                             math.log(growth.high) if growth.high > 0 else math.nan, +1), growth))
+    ratio = Interval(fit.ratio, fit.ratio_low, fit.ratio_high, int(fit.seeds), why=fit.ratio_why or "")
+    online = geometric_t(at_target.b_simple_online)
+    exact_iv = Interval(fit.b_simple_at_target, fit.b_simple_low, fit.b_simple_high, len(at_target),
+                        why=fit.b_simple_why or "")
+    out.append(decided("B_simple measured during training predicts B_crit to within an order of magnitude "
                        "(ratio within [0.1, 10])", SOURCE_NOISE,
-                       f"B_simple when the runs reach the target: exact "
-                       f"{_bounds(fit.b_simple_at_target, fit.b_simple_low, fit.b_simple_high)}, online two-batch "
+                       f"B_simple when the runs reach the target: exact {exact_iv.format(3)}, online two-batch "
                        f"{online.format(3)} ({online.n} of {len(at_target)} runs not withheld there; geometric means, "
-                       f"95% t on log scale); B_crit {fit.b_crit:.3g}; ratio B_simple/B_crit = "
-                       f"{_bounds(fit.ratio, fit.ratio_low, fit.ratio_high)} (95%, B_crit bootstrap x B_simple t)",
-                       within_factor(ratio, 10)))
+                       f"95% t on the log scale); B_crit of each seed's fit {_seeds(fit, 'b_crit')}; ratio of "
+                       f"geometric means B_simple/B_crit = {ratio.format(3)} (95% Welch t on the log scale)",
+                       within_factor(ratio, 10), ratio))
     pair = at_target.dropna(subset=["b_simple_exact", "b_simple_online"])
-    agreement = geometric_interval(pair.b_simple_online / pair.b_simple_exact)
-    out.append(Finding("the online two-batch estimate (EMAs of |G|^2 and tr(Sigma), then divided) measures the "
+    agreement = geometric_t(pair.b_simple_online / pair.b_simple_exact)
+    out.append(decided("the online two-batch estimate (EMAs of |G|^2 and tr(Sigma), then divided) measures the "
                        "same B_simple as the exact per-sample computation, within a factor of 2", SOURCE_NOISE,
                        f"online / exact when the runs reach the target: {agreement.format(3)} (geometric mean over "
-                       f"{agreement.n} runs, 95% t on log scale)", within_factor(agreement, 2)))
+                       f"{agreement.n} runs, 95% t on the log scale)", within_factor(agreement, 2), agreement))
     return out
 
 
-def _bounds(point: float, low: float, high: float) -> str:
-    def fmt(v: float) -> str:
-        return "beyond the grid" if v == math.inf else f"{v:.3g}"
-    if math.isnan(low) or math.isnan(high):
-        return f"{fmt(point)} (no interval)"
-    return f"{fmt(point)} [{fmt(low)}, {fmt(high)}]"
+def noise_growth(exact: pd.DataFrame) -> tuple[Interval, list[int]]:
+    """How B_simple grows during training: each run's least-squares slope of log2 B_simple
+    against log2 epoch (checkpoints from epoch 1 on), t-interval over runs, as the factor
+    2^slope per doubling of the epoch. A run's checkpoints are repeated measures of one run,
+    so the run, not the checkpoint, is the replicate; the log scale keeps one large value from
+    swamping the rest (``science.md`` 7b)."""
+    later = exact[(exact.epoch >= 1) & (exact.noise_scale > 0)]
+    epochs = sorted(int(e) for e in later.epoch.unique())
+    slopes = [np.polyfit(np.log2(run.epoch.to_numpy(float)), np.log2(run.noise_scale.to_numpy(float)), 1)[0]
+              for _, run in later.groupby("run_id") if run.epoch.nunique() >= 2]
+    return as_factor(interval(slopes)), epochs
+
+
+def _fmt(v: float) -> str:
+    return "beyond the grid" if v == math.inf else f"{v:.3g}"
+
+
+def _seeds(fit: pd.Series, key: str) -> str:
+    """The geometric mean of the seeds' own ``key`` with its interval, or why there is none."""
+    iv = Interval(fit[f"{key}_seeds"], fit[f"{key}_low"], fit[f"{key}_high"], int(fit.seeds),
+                  why=fit[f"{key}_why"] or "")
+    return iv.format(3)
 
 
 def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
@@ -210,12 +250,13 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
            "the dropped rows change every epoch), so samples = B x steps as the fit assumes.",
            f"Learning rate tuned per B over {', '.join(f'{lr:g}' for lr in s['lrs'])}; momentum fixed at "
            f"{s['momentum']:g} (Shallue et al. tune it too). Runs that never reach the target are censored, "
-           "not dropped: a B enters the fit only if every seed reached the target at its best lr."]
-    edge = best[best.lr_edge != ""]
-    if len(edge):
-        out.append("The best lr lies on the edge of the lr grid at " + ", ".join(
-            f"B={b} ({side})" for b, side in zip(edge.batch_size, edge.lr_edge)) +
-            ": a wider grid might find fewer steps there.")
+           "not dropped: a B enters the fit only if it has a best lr. The best lr per B is chosen on the same "
+           "runs whose steps are fitted (stated: the selection is not tested on other data); the intervals "
+           "repeat that choice and the fit on each seed alone, so they include its variability."]
+    out.append(f"The best-run rule: {RULE}.")
+    edge = edge_warning(best, settings.lr)
+    if edge:
+        out.append(edge[:1].upper() + edge[1:] + ".")
     censored = settings[settings.reached < 1]
     out.append(f"{len(censored)} of {len(settings)} (B, lr) settings have at least one seed that never reached "
                f"the target; share reaching at each B's best lr: " + ", ".join(

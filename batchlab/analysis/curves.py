@@ -37,31 +37,38 @@ def seed_band(history: pd.DataFrame, metric: str, by: list[str], x: str = "epoch
     return grouped.agg(["mean", "std", "min", "max", "count"]).reset_index()
 
 
+def per_run_series(history: pd.DataFrame, x: str = "epoch") -> pd.DataFrame:
+    """Each run's records once, in order of ``x``. A study's history has one row per group a
+    run belongs to (the same settings asked for by two groups): per-run statistics must not
+    read such a run's series twice (doubled, its last 50 rows are its last 25 epochs)."""
+    return history.drop_duplicates(["run_id", x]).sort_values(["run_id", x], kind="stable")
+
+
 def first_reaching(history: pd.DataFrame, metric: str, threshold: float, x: str = "epoch") -> pd.Series:
     """Per run: the first ``x`` at which ``metric >= threshold`` (NaN if never)."""
     def first(run: pd.DataFrame) -> float:
         hit = run.loc[run[metric] >= threshold, x]
         return float(hit.iloc[0]) if len(hit) else np.nan
 
-    return history.sort_values(x).groupby("run_id").apply(first, include_groups=False)
+    return per_run_series(history, x).groupby("run_id").apply(first, include_groups=False)
 
 
 def late_variability(history: pd.DataFrame, metric: str, last: int = 50) -> pd.Series:
     """Per run: std of the epoch-to-epoch change of ``metric`` over its last ``last`` epochs."""
     def spread(run: pd.DataFrame) -> float:
-        tail = run.sort_values("epoch")[metric].to_numpy()[-(last + 1):]
+        tail = run[metric].to_numpy()[-(last + 1):]
         return float(np.std(np.diff(tail))) if len(tail) > 2 else np.nan
 
-    return history.groupby("run_id").apply(spread, include_groups=False)
+    return per_run_series(history).groupby("run_id").apply(spread, include_groups=False)
 
 
 def late_mean(history: pd.DataFrame, metric: str, last: int = 50) -> pd.Series:
     """Per run: mean of ``metric`` over its last ``last`` epochs (where a jittery run ends,
     without the luck of its final epoch)."""
     def mean(run: pd.DataFrame) -> float:
-        return float(run.sort_values("epoch")[metric].to_numpy()[-last:].mean())
+        return float(run[metric].to_numpy()[-last:].mean())
 
-    return history.groupby("run_id").apply(mean, include_groups=False)
+    return per_run_series(history).groupby("run_id").apply(mean, include_groups=False)
 
 
 def curves_table(history: pd.DataFrame, by: list[str] | None = None, metrics: tuple[str, ...] = ("acc", "loss"),

@@ -13,14 +13,17 @@ import pandas as pd
 
 from batchlab import budget
 from batchlab.analysis.curves import curves_table
-from batchlab.analysis.findings import Finding, compare, interval, interval_table, trend, within
-from batchlab.analysis.steps import (at_samples, at_step, spread_over_seeds, spread_trend, tail_ratio, thin_steps,
-                                     with_start)
+from batchlab.analysis.findings import (PROPORTION_DIFFERENCE, Finding, compare, decided, factor_trend, interval_table,
+                                        proportion, trend, verdict_from_interval, within)
+from batchlab.analysis.intervals import geometric_t, log_spread_slope, welch_log
+from batchlab.analysis.steps import at_samples, at_step, spread_over_seeds, tail_ratio, thin_steps, with_start
 from batchlab.analysis.study_data import StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
 SWEEP, LARGE_LR, LONG = "sweep", "larger lr", "more epochs"  # the three kinds of run (roles)
 QUANTITIES = ("test_acc", "train_acc", "dist_final", "dist_budget", "dist_fixed_step", "tail_ratio")
+# Accuracies are proportions; distances and tail ratios are positive and spread by factors.
+METHODS = {q: proportion if q.endswith("acc") else geometric_t for q in QUANTITIES}
 GROUP = ["group", "role", "batch_size", "lr", "epochs"]
 
 
@@ -63,10 +66,11 @@ def per_run(data: StudyData, s: dict) -> pd.DataFrame:
 
 
 def by_group(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% interval over seeds of each per-run quantity, per group, with the spread
-    (standard deviation) of the distance at the epoch budget."""
+    """Estimate and 95% interval over seeds of each per-run quantity, per group (accuracies: mean,
+    kept in [0, 1]; distances and tail ratios: geometric mean, t on the log scale), with the
+    spread (standard deviation) of the distance at the epoch budget."""
     return interval_table(
-        runs, GROUP, QUANTITIES, sort=False,
+        runs, GROUP, METHODS, sort=False,
         before=lambda part: {"seeds": len(part), "steps": int(part.steps.max())},
         after=lambda part: {"dist_budget_std": float(part.dist_budget.std(ddof=1)) if len(part) > 1 else math.nan})
 
@@ -112,46 +116,68 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     sweep = runs[runs.role == SWEEP]
     sizes = sorted(int(b) for b in sweep.batch_size.unique())
     of = {b: sweep[sweep.batch_size == b] for b in sizes}
-    means = ", ".join(f"B={b}: {interval(of[b].dist_budget).format(3)}" for b in sizes)
-    slope, verdict = trend(sizes, [of[b].dist_budget for b in sizes], "decreasing")
-    out = [Finding(f"after the same {s['epochs']} epochs at lr {s['lr']:g}, larger batches travel less far "
+    means = ", ".join(f"B={b}: {geometric_t(of[b].dist_budget).format(3)}" for b in sizes)
+    factor, verdict = factor_trend(sizes, [of[b].dist_budget for b in sizes], "decreasing")
+    out = [decided(f"after the same {s['epochs']} epochs at lr {s['lr']:g}, larger batches travel less far "
                    "from the initial weights", SOURCE,
-                   f"||theta - theta_0|| slope {slope.format(3)} per doubling of B; {means}", verdict)]
+                   f"||theta - theta_0|| changes by a factor {factor.format(3)} per doubling of B (95% "
+                   f"{factor.method}); geometric means {means}", verdict, factor)]
     out.append(_fixed_step_finding(runs, sizes, s))
     out += _remedy_findings(runs, of, sizes, s)
-    samples = f"{s['epochs']} epochs' samples"
-    slope, verdict = spread_trend(sizes, [of[b].dist_budget for b in sizes], "increasing")
+    out.append(_spread_finding(of, sizes, s))
+    q = f"Q{s['tail_quantile'] * 100:g}/median"
+    factor, verdict = factor_trend(sizes, [of[b].tail_ratio for b in sizes], "increasing")
+    tails = ", ".join(f"B={b}: {geometric_t(of[b].tail_ratio).format(3)}" for b in sizes)
+    out.append(decided(f"at equal samples seen ({s['epochs']} epochs' samples), update sizes are heavier-tailed "
+                       f"for larger B (tail = {q} of ||theta_(t+1) - theta_t|| per run)", SOURCE,
+                       f"the tail changes by a factor {factor.format(3)} per doubling of B (95% {factor.method}); "
+                       f"{tails}", verdict, factor))
+    return out
+
+
+def _spread_finding(of: dict, sizes: list[int], s: dict) -> Finding:
+    """Does the distance spread more across seeds for larger B? Checked on both scales — the
+    standard deviation and the coefficient of variation (std / mean): the mean distance itself
+    shrinks with B, so the two can disagree, and then the answer depends on the scale chosen
+    and the verdict is inconclusive rather than a pick of one."""
+    values = [of[b].dist_budget for b in sizes]
+    absolute = log_spread_slope(sizes, values)
+    relative = log_spread_slope(sizes, values, relative=True)
+    verdicts = [verdict_from_interval(iv.low, iv.high, +1) for iv in (absolute, relative)]
+    verdict = verdicts[0] if verdicts[0] == verdicts[1] else "inconclusive"
     stds = ", ".join(f"B={b}: {of[b].dist_budget.std(ddof=1):.3g} (relative "
                      f"{of[b].dist_budget.std(ddof=1) / of[b].dist_budget.mean():.2%})" for b in sizes)
-    out.append(Finding(f"at equal samples seen ({samples}), the distance spreads more across seeds for larger B "
-                       "(spread = standard deviation over seeds)", SOURCE,
-                       f"std slope {slope.format(3)} per doubling of B (bootstrap over seeds); std {stds}", verdict))
-    q = f"Q{s['tail_quantile'] * 100:g}/median"
-    slope, verdict = trend(sizes, [of[b].tail_ratio for b in sizes], "increasing")
-    tails = ", ".join(f"B={b}: {interval(of[b].tail_ratio).format(3)}" for b in sizes)
-    out.append(Finding(f"at equal samples seen ({samples}), update sizes are heavier-tailed for larger B "
-                       f"(tail = {q} of ||theta_(t+1) - theta_t|| per run)", SOURCE,
-                       f"slope {slope.format(3)} per doubling of B; {tails}", verdict))
-    return out
+    finding = decided(f"at equal samples seen ({s['epochs']} epochs' samples), the distance spreads more across "
+                      "seeds for larger B, as a standard deviation and relative to the mean", SOURCE,
+                      f"log2 of the std changes by {absolute.format(3)} per doubling of B, log2 of std/mean by "
+                      f"{relative.format(3)} (95% {absolute.method}); std {stds}", verdict, absolute, relative)
+    if not finding.reason and set(verdicts) == {"agrees", "disagrees"}:
+        return Finding(finding.claim, finding.source, finding.measured, verdict,
+                       "the absolute spread and the relative spread move in opposite directions, so the answer "
+                       "depends on the scale")
+    return finding
 
 
 def _remedy_findings(runs: pd.DataFrame, of: dict, sizes: list[int], s: dict) -> list[Finding]:
     """The largest B with a larger lr, and with more epochs, against the largest B of the sweep:
-    farther from the initial weights, and higher in test accuracy?"""
+    farther from the initial weights (ratio of geometric means above 1), and higher in test
+    accuracy?"""
     big = max(sizes)
     base, out = of[big], []
     for rl, what in ((LARGE_LR, f"lr {s['large_lr']:g}"), (LONG, f"{s['long_epochs']} epochs")):
         other = runs[runs.role == rl]
         ref = f"lr {s['lr']:g}, {s['epochs']} epochs"
-        diff, verdict = compare(other.dist_final, base.dist_final, "greater")
-        out.append(Finding(f"B={big} with {what} travels farther from the initial weights than with {ref}", SOURCE,
-                           f"final distance {interval(other.dist_final).format(3)} vs "
-                           f"{interval(base.dist_final).format(3)}; difference {diff.format(3)}", verdict))
-        diff, verdict = compare(other.test_acc, base.test_acc, "greater")
-        out.append(Finding(f"B={big} with {what} reaches a higher test accuracy than with {ref}", SOURCE,
-                           f"final test acc {interval(other.test_acc).format(3)} vs "
-                           f"{interval(base.test_acc).format(3)}; difference {diff.format(3)} "
-                           f"(best sweep B={sizes[0]}: {interval(of[sizes[0]].test_acc).format(3)})", verdict))
+        ratio = welch_log(other.dist_final, base.dist_final)
+        verdict = verdict_from_interval(np.log(ratio.low), np.log(ratio.high), +1) if ratio.given else "inconclusive"
+        out.append(decided(f"B={big} with {what} travels farther from the initial weights than with {ref}", SOURCE,
+                           f"final distance {geometric_t(other.dist_final).format(3)} vs "
+                           f"{geometric_t(base.dist_final).format(3)} (geometric means); ratio {ratio.format(3)} "
+                           f"(95% {ratio.method})", verdict, ratio))
+        diff, verdict = compare(other.test_acc, base.test_acc, "greater", PROPORTION_DIFFERENCE)
+        out.append(decided(f"B={big} with {what} reaches a higher test accuracy than with {ref}", SOURCE,
+                           f"final test acc {proportion(other.test_acc).format(3)} vs "
+                           f"{proportion(base.test_acc).format(3)}; difference {diff.format(3)} (95% {diff.method}) "
+                           f"(best sweep B={sizes[0]}: {proportion(of[sizes[0]].test_acc).format(3)})", verdict, diff))
     return out
 
 
@@ -169,12 +195,13 @@ def _fixed_step_finding(runs: pd.DataFrame, sizes: list[int], s: dict) -> Findin
     verdict = within(alpha, -bound, bound)
     sweep = runs[runs.role == SWEEP]
     alpha_epochs, _ = trend(sizes, [np.log2(sweep[sweep.batch_size == b].dist_budget) for b in sizes], "decreasing")
-    means = ", ".join(f"B={b}: {interval(base[base.batch_size == b].dist_fixed_step).format(3)}" for b in sizes)
-    return Finding(f"after the same number of updates (S={s_fixed}), the distance is roughly independent of B "
+    means = ", ".join(f"B={b}: {geometric_t(base[base.batch_size == b].dist_fixed_step).format(3)}" for b in sizes)
+    return decided(f"after the same number of updates (S={s_fixed}), the distance is roughly independent of B "
                    f"(exponent alpha of distance ~ B^alpha within +-{bound:.3f}, i.e. under "
-                   f"{s['step_tolerance']:.0%} change per doubling of B)", SOURCE,
-                   f"alpha {alpha.format(3)} at S={s_fixed} updates ({means}); for contrast, after "
-                   f"{s['epochs']} epochs alpha {alpha_epochs.format(3)}", verdict)
+                   f"{s['step_tolerance']:.0%} change per doubling of B; equivalence test)", SOURCE,
+                   f"alpha {alpha.format(3)} at S={s_fixed} updates (95% {alpha.method} on log2 distances; "
+                   f"geometric means {means}); for contrast, after {s['epochs']} epochs alpha "
+                   f"{alpha_epochs.format(3)}", verdict, alpha)
 
 
 def equal_updates(groups: pd.DataFrame, s: dict) -> list[str]:
@@ -203,6 +230,8 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
         "(Shallue et al. 2018: comparisons across B are only fair when the lr is re-tuned for each B).",
         f"- Tail of the update sizes: Q{s['tail_quantile'] * 100:g}/median of ||theta_(t+1) - theta_t|| over every "
         f"update until {s['epochs']} epochs' samples, per run (the lr cancels). Spread: the standard deviation "
-        "over seeds of ||theta - theta_0|| after the same samples; its interval is a bootstrap over seeds.",
+        "over seeds of ||theta - theta_0|| after the same samples, and the same relative to the mean; their "
+        "trends are slopes of log s^2 with the chi-square variance of normal replicates (Bartlett & Kendall "
+        "1946), which needs 3 or more seeds per B.",
         *equal_updates(groups, s),
     ]

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.curves import curves_table
-from batchlab.analysis.findings import (BOOTSTRAP, Finding, Interval, compare, interval, interval_columns,
-                                        interval_table, trend, verdict_from_interval)
+from batchlab.analysis.findings import (INCONCLUSIVE, PROPORTION_DIFFERENCE, Finding, decided, interval,
+                                        interval_table, proportion, trend, unmet, verdict_from_interval)
+from batchlab.analysis.intervals import RankTest, geometric_t, spearman, spearman_permutation
+from batchlab.analysis.selection import best_versus
 from batchlab.analysis.study_data import StudyData
 
 SOURCE = "Keskar et al., ICLR 2017"
@@ -65,61 +67,60 @@ def batch_label(b: int, n: int) -> str:
     return f"{b} (full)" if b == n else str(b)
 
 
+def method(column: str):
+    """The interval that respects ``column``'s range: accuracies in [0, 1], the accuracy gap in
+    [-1, 1], losses (positive) on the log scale, the rest (sharpness, the loss gap) a t-interval."""
+    if column.endswith("acc"):
+        return proportion
+    if column == "gap_acc":
+        return lambda values: interval(values, PROPORTION_DIFFERENCE)
+    if column.endswith("loss") and column != "gap_loss":
+        return geometric_t
+    return interval
+
+
 def by_batch(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Per batch size: mean and 95% t-interval over seeds of each of ``columns``
-    (``name``, ``name_low``, ``name_high``), the number of seeds and the updates made."""
+    """Per batch size: estimate and 95% interval over seeds of each of ``columns`` (``name``,
+    ``name_low``, ``name_high``; :func:`method`), the number of seeds and the updates made."""
     n = n_train(runs)
-    return interval_table(runs, "batch_size", columns, before=lambda group: {
+    return interval_table(runs, "batch_size", {c: method(c) for c in columns}, before=lambda group: {
         "label": batch_label(int(group.batch_size.iloc[0]), n), "seeds": len(group),
         "steps": int(group.steps.max())})
 
 
-def spearman(x, y) -> np.ndarray | float:
-    """Spearman's rank correlation: Pearson's correlation of the ranks of x and y.
-
-    rho = cov(rank x, rank y) / (sd(rank x) sd(rank y)), tied values sharing their average rank;
-    NaN when x or y is constant. 2-D inputs give one rho per row (vectorised for the bootstrap).
-    """
-    from scipy import stats
-
-    rx = stats.rankdata(np.asarray(x, float), axis=-1)
-    ry = stats.rankdata(np.asarray(y, float), axis=-1)
-    rx = rx - rx.mean(axis=-1, keepdims=True)
-    ry = ry - ry.mean(axis=-1, keepdims=True)
-    norm = np.sqrt((rx * rx).sum(axis=-1) * (ry * ry).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(norm > 0, (rx * ry).sum(axis=-1) / norm, np.nan)
-    return float(rho) if rho.ndim == 0 else rho
-
-
-def bootstrap_spearman(x: Sequence[float], y: Sequence[float], *, seed: int = 0,
-                       resamples: int = BOOTSTRAP) -> Interval:
-    """Spearman's rho of paired values with a percentile bootstrap 95% interval over the pairs.
-
-    Each resample draws n (x, y) pairs with replacement (runs are the unit: a seed and a batch
-    size together); resamples whose x or y is constant have no rho and are left out. NaN pairs
-    are dropped first; fewer than 4 pairs give no interval.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = len(x)
-    rho = spearman(x, y) if n >= 2 else math.nan
-    if n < 4 or not math.isfinite(rho):
-        return Interval(rho, math.nan, math.nan, n)
-    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    boot = spearman(x[index], y[index])
-    low, high = np.quantile(boot[np.isfinite(boot)], [0.025, 0.975])
-    return Interval(rho, float(low), float(high), n)
-
-
 def correlations(runs: pd.DataFrame, measures: Sequence[str], target: str = "gap_acc") -> pd.DataFrame:
-    """Per sharpness measure: Spearman's rho with ``target`` across runs and its bootstrap interval."""
+    """Per sharpness measure: Spearman's rho between the per-batch-size means of the measure and
+    of ``target``, with exact permutation p-values (:func:`spearman_permutation`).
+
+    The unit is the batch size: seeds of one B share everything but their seed, and all of the
+    association between sharpness and gap runs through B, so the runs are not independent
+    evidence (a bootstrap over runs treated 15 runs as 15 points). ``runs``: the runs to use
+    (the batch sizes that fit the training set, :func:`fit_precondition`)."""
+    means = runs.groupby("batch_size")[[*measures, target]].mean()
     rows = []
-    for k, name in enumerate(measures):
-        iv = bootstrap_spearman(runs[name], runs[target], seed=k)
-        rows.append({"measure": name, "target": target, **interval_columns("rho", iv), "runs": iv.n})
-    return pd.DataFrame(rows)
+    for name in measures:
+        test = spearman_permutation(means[name], means[target])
+        rows.append({"measure": name, "target": target, "rho": test.rho, "p_greater": test.p_greater,
+                     "p_less": test.p_less, "points": test.n, "runs": int(runs[name].notna().sum()),
+                     "rho_runs": spearman(runs[name], runs[target]) if len(runs) > 1 else np.nan})
+    return pd.DataFrame(rows, columns=["measure", "target", "rho", "p_greater", "p_less", "points", "runs",
+                                       "rho_runs"])
+
+
+def rank_verdict(test: RankTest, level: float = 0.025) -> tuple[str, str]:
+    """(verdict, reason) on "positively associated": agrees when the one-sided permutation p of
+    rho > 0 is at most ``level``, disagrees when that of rho < 0 is; with n points no p is
+    below 1/n!, so too few points make it inconclusive with that reason."""
+    if test.n < 2 or not math.isfinite(test.p_greater):
+        return INCONCLUSIVE, f"{test.n} batch size(s) with values: no rank correlation"
+    if 1 / math.factorial(test.n) > level:
+        return INCONCLUSIVE, (f"with {test.n} batch sizes no ranking is significant at {level:.1%} one-sided "
+                              f"(the smallest p is 1/{test.n}! = {1 / math.factorial(test.n):.3f})")
+    if test.p_greater <= level:
+        return "agrees", ""
+    if test.p_less <= level:
+        return "disagrees", ""
+    return INCONCLUSIVE, ""
 
 
 def sweet_spot(table: pd.DataFrame, key: str = "test_acc") -> pd.Series:
@@ -141,7 +142,9 @@ def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
     curves = curves_table(data.history, ["batch_size"], ("acc",))
     n = n_train(runs)
     curves["panel"] = curves.panel.where(curves.batch_size != n, f"B={n} (full)")
-    return {"runs": runs, "by_batch": table, "correlations": correlations(runs, MEASURES), "curves": curves}
+    fitted, why = fit_precondition(runs, s)  # with fewer than 2 fitted B, all B (the findings say why)
+    return {"runs": runs, "by_batch": table, "correlations": correlations(runs if why else fitted, MEASURES),
+            "curves": curves}
 
 
 def _per_batch(runs: pd.DataFrame, column: str) -> tuple[list[int], list[pd.Series]]:
@@ -164,60 +167,88 @@ def _fmt(iv, unit: tuple[float, str] = (1.0, "")) -> str:
 PERCENT, POINTS = (100.0, "%"), (100.0, " pp")
 
 
-def _trend_finding(runs, table, column: str, claim: str, direction: str, slope_unit=(1.0, ""),
+def fit_precondition(runs: pd.DataFrame, s: dict, needed: int = 2) -> tuple[pd.DataFrame, str]:
+    """(the runs of the batch sizes that fit the training set, why a finding cannot be decided
+    on them — '' when ``needed`` or more fitted). Keskar et al. compare runs that fit the training
+    set about equally; a B that has not fitted it has a smaller gap, a lower test accuracy and
+    other sharpness for a reason that has nothing to do with its batch size's minima."""
+    fitted = fitted_batches(runs, s["fit_threshold"])
+    left_out = sorted(set(int(b) for b in runs.batch_size) - set(fitted))
+    if len(fitted) >= needed:
+        return runs[runs.batch_size.isin(fitted)], ""
+    accs = runs.groupby("batch_size").train_acc.min()
+    return runs[runs.batch_size.isin(fitted)], (
+        f"{'only ' + str(len(fitted)) if fitted else 'no'} batch size(s) fit the training set (every seed >= "
+        f"{s['fit_threshold']:.0%} train "
+        f"accuracy; lowest train accuracy " + ", ".join(f"B={b}: {accs[b]:.1%}" for b in left_out) +
+        f"), {needed} needed to compare batch sizes that fit it")
+
+
+def _trend_finding(runs, table, column: str, claim: str, direction: str, s: dict, slope_unit=(1.0, ""),
                    mean_unit=(1.0, "")) -> Finding:
-    sizes, groups = _per_batch(runs, column)
+    """The trend of ``column`` over the batch sizes that fit the training set; where fewer than
+    2 did, the trend over all of them is shown for information and the finding says why it is
+    not decided."""
+    fitted, why = fit_precondition(runs, s)
+    sizes, groups = _per_batch(runs if why else fitted, column)
     slope, verdict = trend(sizes, groups, direction)
-    return Finding(claim, SOURCE, f"slope {_fmt(slope, slope_unit)} per doubling of B over B in {sizes}; "
-                                  f"means {_means(table, column, mean_unit)}", verdict)
+    left_out = sorted(set(int(b) for b in runs.batch_size) - set(int(b) for b in fitted.batch_size))
+    over = f"over all B in {sizes}, for information" if why else f"over the fitted B in {sizes}" + (
+        f" (left out, not fitted: B={left_out})" if left_out else "")
+    finding = decided(claim + ", among batch sizes that fit the training set", SOURCE,
+                      f"slope {_fmt(slope, slope_unit)} per doubling of B {over} (95% {slope.method}); means "
+                      f"{_means(table, column, mean_unit)}", verdict, slope)
+    return unmet(finding, why)
 
 
 def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     runs, table, corr = tables["runs"], tables["by_batch"], tables["correlations"]
     out = [_trend_finding(runs, table, "gap_acc", "the generalization gap (train acc - test acc, positive = "
-                          "train above test) grows with B", "increasing", POINTS, POINTS)]
-    fitted = fitted_batches(runs, s["fit_threshold"])
-    sub = runs[runs.batch_size.isin(fitted)]
-    sizes, groups = _per_batch(sub, "gap_acc")
-    slope, verdict = trend(sizes, groups, "increasing")  # inconclusive when fewer than 2 B fitted
-    out.append(Finding(
-        f"among batch sizes that fit the training set (every seed ends with train acc >= "
-        f"{s['fit_threshold']:.0%}), the gap grows with B", SOURCE,
-        f"slope {_fmt(slope, POINTS)} per doubling of B over the fitted B in {sizes}" if len(sizes) >= 2 else
-        f"no trend: fewer than 2 batch sizes fitted (fitted: {sizes or 'none'})", verdict))
-    out.append(_trend_finding(runs, table, "test_acc", "final test accuracy falls as B grows", "decreasing",
-                              POINTS, PERCENT))
+                          "train above test) grows with B", "increasing", s, POINTS, POINTS),
+           _trend_finding(runs, table, "test_acc", "final test accuracy falls as B grows", "decreasing", s,
+                          POINTS, PERCENT)]
     for name in MEASURES:
-        out.append(_trend_finding(runs, table, name, f"sharpness ({NAMES[name]}) grows with B", "increasing"))
+        out.append(_trend_finding(runs, table, name, f"sharpness ({NAMES[name]}) grows with B", "increasing", s))
+    _, why = fit_precondition(runs, s, needed=2)
     for _, row in corr.iterrows():
-        iv = f"{row.rho:.2f} [{row.rho_low:.2f}, {row.rho_high:.2f}]" if np.isfinite(row.rho_low) else \
-            f"{row.rho:.2f} (no interval)"
-        out.append(Finding(
-            f"sharpness ({NAMES[row.measure]}) predicts the gap: runs with sharper minima have larger gaps",
+        test = RankTest(row.rho, int(row.points), row.p_greater, row.p_less)
+        verdict, reason = rank_verdict(test)
+        finding = Finding(
+            f"sharpness ({NAMES[row.measure]}) predicts the gap: batch sizes with sharper minima have larger gaps",
             f"{SOURCE}; disputed by {SOURCE_WEAK}",
-            f"Spearman rho across {int(row.runs)} runs (all B and seeds, one lr) {iv}, 95% bootstrap over runs",
-            verdict_from_interval(row.rho_low, row.rho_high, 1)))
-    out.append(_sweet_spot(runs, table))
+            f"Spearman rho across the {test.n} {'' if why else 'fitted '}batch sizes' means {test.rho:.2f}, exact "
+            f"permutation p = "
+            f"{test.p_greater:.3f} (rho > 0) / {test.p_less:.3f} (rho < 0); across the {int(row.runs)} runs "
+            f"(not independent: seeds of one B share it) {row.rho_runs:.2f}", verdict, reason)
+        out.append(unmet(finding, why))
+    out.append(_sweet_spot(runs, table, s))
     return out
 
 
-def _sweet_spot(runs: pd.DataFrame, table: pd.DataFrame) -> Finding:
-    """The B with the best mean test accuracy, against the largest B (large batches generalize worse)."""
-    best = sweet_spot(table)
-    largest = table.loc[table.batch_size.idxmax()]
-    best_acc = runs[runs.batch_size == best.batch_size].test_acc
-    diff, verdict = compare(best_acc, runs[runs.batch_size == largest.batch_size].test_acc, "greater")
-    ranked = table.sort_values("test_acc", ascending=False)
-    runner = ""
-    if len(ranked) > 1:
-        second = ranked.iloc[1]
-        gap = compare(best_acc, runs[runs.batch_size == second.batch_size].test_acc, "greater")[0]
-        runner = f"; runner-up B={second.label}, {_fmt(gap, POINTS)} behind"
-    return Finding(
-        "there is a sweet spot below the largest batch: the B with the best test accuracy beats the largest B",
-        SOURCE, f"sweet spot B={best.label}: test acc {_fmt(interval(best_acc), PERCENT)}; largest "
-                f"B={largest.label}: {largest.test_acc * 100:.3g}%; difference {_fmt(diff, POINTS)}{runner}",
-        verdict)
+def _sweet_spot(runs: pd.DataFrame, table: pd.DataFrame, s: dict) -> Finding:
+    """The fitted B below the largest with the best mean test accuracy, against the largest
+    fitted B: its difference with a Welch interval at level 1 - 0.05/m, m the batch sizes it was
+    chosen from (:func:`batchlab.analysis.selection.best_versus`), so the choice is accounted for.
+    A best B at the smallest of the grid is an edge, not a sweet spot: no interior optimum is shown."""
+    claim = ("there is a sweet spot below the largest batch: the B with the best test accuracy beats the largest "
+             "B (the choice among the batch sizes accounted for)")
+    fitted, why = fit_precondition(runs, s, needed=3)
+    if why:
+        return Finding(claim, SOURCE, "no sweet spot computed", INCONCLUSIVE, why)
+    sizes = sorted(int(b) for b in fitted.batch_size.unique())
+    label = dict(zip(table.batch_size, table.label))
+    best, diff = best_versus({b: fitted[fitted.batch_size == b].test_acc.to_numpy() for b in sizes}, sizes[-1])
+    def acc(b: int) -> str:
+        return _fmt(proportion(fitted[fitted.batch_size == b].test_acc), PERCENT)
+
+    measured = (f"sweet spot B={label[best]}: test acc {acc(best)}; largest fitted B={label[sizes[-1]]}: "
+                f"{acc(sizes[-1])}; difference "
+                f"{_fmt(diff, POINTS)} ({diff.method})")
+    finding = decided(claim, SOURCE, measured, verdict_from_interval(diff.low, diff.high, 1), diff)
+    if best == sizes[0]:
+        return unmet(finding, f"the best B ({label[best]}) is the smallest of the grid: an edge, not an interior "
+                              "sweet spot (a grid with smaller B would be needed)")
+    return finding
 
 
 def notes(tables, s: dict) -> list[str]:
@@ -242,8 +273,10 @@ def notes(tables, s: dict) -> list[str]:
         f"The loss on that pool at the end: {_means(table, 'pool_loss')}. Where the cross-entropy is near zero "
         "the softmax saturates and its Hessian shrinks with it, so a run trained further down in loss looks "
         "flatter whatever its test accuracy: compare the sharpness of runs at similar loss.",
-        "The correlations pool every run of this study, which share one learning rate, so they show whether "
-        "sharpness follows the gap as B changes. Andriushchenko et al. (2023) found that across learning "
+        "The correlations are between the fitted batch sizes' means (the seeds of one B are not independent "
+        "evidence of an association that runs through B), tested exactly over every ordering of the batch "
+        "sizes; all runs share one learning rate, so they show whether sharpness follows the gap as B changes."
+        " Andriushchenko et al. (2023) found that across learning "
         "rates and other settings sharpness tracks the learning rate rather than the gap: a positive rho "
         "here does not make sharpness a predictor in general.",
     ]

@@ -18,50 +18,38 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import (AGREES, BOOTSTRAP, DISAGREES, INCONCLUSIVE, Interval, t_half_width,
-                                        verdict_from_interval)
+from batchlab.analysis.findings import INCONCLUSIVE, verdict_from_interval, within
+from batchlab.analysis.intervals import BOOTSTRAP, PERCENTILE, Interval, percentile_bootstrap, simultaneous_t
 
 
 def exponent(sizes: Sequence[int], draws: Sequence[Sequence[float]], *, seed: int = 0) -> Interval:
     """Exponent k of E||g_B||^2 ~ B^k: least-squares slope of log(mean draws) against log(B).
 
     The 95% interval is a percentile bootstrap that resamples the trials within each B
-    (``BOOTSTRAP`` resamples); ``n`` is the smallest number of trials. Fewer than two batch
-    sizes give NaN.
+    (``BOOTSTRAP`` resamples; hundreds of independent trials per B, where a percentile bootstrap
+    covers); ``n`` is the smallest number of trials. Fewer than two batch sizes give no interval.
     """
     x = np.log(np.asarray(sizes, float))
     values = [np.asarray(d, float) for d in draws]
     if len(values) < 2:
-        return Interval(math.nan, math.nan, math.nan, 0)
+        return Interval(math.nan, math.nan, math.nan, 0, PERCENTILE, "fewer than 2 batch sizes")
     slope = float(np.polyfit(x, np.log([v.mean() for v in values]), 1)[0])
     rng = np.random.default_rng(seed)
     boot = np.stack([np.log(v[rng.integers(0, len(v), size=(BOOTSTRAP, len(v)))].mean(axis=1)) for v in values],
                     axis=1)
     xc = x - x.mean()
     slopes = (boot - boot.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
-    low, high = np.quantile(slopes, [0.025, 0.975])
-    return Interval(slope, float(low), float(high), min(len(v) for v in values))
+    iv = percentile_bootstrap(slope, slopes)
+    return Interval(slope, iv.low, iv.high, min(len(v) for v in values), PERCENTILE)
 
 
-def simultaneous_interval(values: Sequence[float], family: int) -> Interval:
-    """Mean of ``values`` with a t-interval at level 1 - 0.05/family (Bonferroni).
-
-    When ``family`` intervals are checked together, all of them cover their true means with
-    probability >= 95%; one 95% interval per B would miss somewhere about 1 - 0.95^m of the
-    time (43% for m = 11 batch sizes) even when the theory is exact.
-    """
-    arr = np.asarray(values, float)
-    n = len(arr)
-    mean = float(arr.mean()) if n else math.nan
-    if n < 2:
-        return Interval(mean, math.nan, math.nan, n)
-    half = t_half_width(arr.std(ddof=1), n, quantile=1 - 0.025 / max(family, 1))
-    return Interval(mean, mean - half, mean + half, n)
-
-
-def theory_check(trials: pd.DataFrame, theory: pd.DataFrame) -> pd.DataFrame:
+def theory_check(trials: pd.DataFrame, theory: pd.DataFrame, tolerance: float = 0.1) -> pd.DataFrame:
     """Per epoch and B: the mean squared batch-sum norm with its simultaneous 95% interval
-    (over the B's of that epoch), the theory value, and whether the interval covers it.
+    (Bonferroni over the B's of that epoch, kept >= 0), the theory value, the relative error
+    measured / theory - 1 with its interval, and the equivalence verdict on "within
+    +-``tolerance`` of the theory" (``equivalent``: agrees / disagrees / inconclusive, read off
+    the interval by :func:`batchlab.analysis.findings.within`). ``covered`` (the interval
+    contains the theory) is descriptive only: failing to reject is not agreeing.
 
     ``trials``: columns epoch, batch_size, sq_norm_sum (one row per trial); ``theory``:
     columns epoch, batch_size, theory_sq_norm (batch-sum reduction).
@@ -70,30 +58,18 @@ def theory_check(trials: pd.DataFrame, theory: pd.DataFrame) -> pd.DataFrame:
     for epoch, at_epoch in trials.groupby("epoch", sort=True):
         sizes = sorted(at_epoch.batch_size.unique())
         for b in sizes:
-            iv = simultaneous_interval(at_epoch.loc[at_epoch.batch_size == b, "sq_norm_sum"], len(sizes))
-            rows.append({"epoch": epoch, "batch_size": int(b), "mean_sq_norm": iv.mean, "mean_sq_low": iv.low,
-                         "mean_sq_high": iv.high, "trials": iv.n})
+            iv = simultaneous_t(at_epoch.loc[at_epoch.batch_size == b, "sq_norm_sum"], len(sizes))
+            rows.append({"epoch": epoch, "batch_size": int(b), "mean_sq_norm": iv.mean,
+                         "mean_sq_low": max(iv.low, 0.0), "mean_sq_high": iv.high, "trials": iv.n})
     table = pd.DataFrame(rows).merge(theory[["epoch", "batch_size", "theory_sq_norm"]], on=["epoch", "batch_size"])
-    # Covered = the interval of (measured - theory) contains zero, i.e. no detectable difference.
     table["covered"] = [verdict_from_interval(lo - th, hi - th, 1) == INCONCLUSIVE
                         for lo, hi, th in zip(table.mean_sq_low, table.mean_sq_high, table.theory_sq_norm)]
     table["relative_error"] = table.mean_sq_norm / table.theory_sq_norm - 1
+    table["relative_low"] = table.mean_sq_low / table.theory_sq_norm - 1
+    table["relative_high"] = table.mean_sq_high / table.theory_sq_norm - 1
+    table["equivalent"] = [within(Interval(e, lo, hi, 2), -tolerance, tolerance)
+                           for e, lo, hi in zip(table.relative_error, table.relative_low, table.relative_high)]
     return table
-
-
-def joint_verdict(verdicts: Sequence[str]) -> str:
-    """A claim made of several parts (or holding at every B): agrees when every part agrees,
-    disagrees when any part disagrees, inconclusive otherwise."""
-    if verdicts and all(v == AGREES for v in verdicts):
-        return AGREES
-    return DISAGREES if DISAGREES in verdicts else INCONCLUSIVE
-
-
-def coverage_verdict(covered: Sequence[bool]) -> str:
-    """Theory agrees when every B's interval covers it; disagrees when any does not."""
-    if len(covered) == 0:
-        return INCONCLUSIVE
-    return AGREES if all(covered) else DISAGREES
 
 
 def noise_scale_fit(sizes: Sequence[int], mean_sq: Sequence[float], std_error: Sequence[float], pool: int, *,

@@ -15,8 +15,8 @@ import pandas as pd
 
 from batchlab import budget
 from batchlab.analysis.curves import curves_table
-from batchlab.analysis.findings import (Finding, Interval, compare, difference, interval, interval_columns,
-                                        interval_table, non_inferior)
+from batchlab.analysis.findings import (PROPORTION_DIFFERENCE, Finding, Interval, compare, decided, difference,
+                                        interval_columns, interval_table, non_inferior, proportion, unmet)
 from batchlab.analysis.study_data import StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
@@ -83,8 +83,8 @@ def relabel(frame: pd.DataFrame, s: dict) -> pd.DataFrame:
 def per_run(data: StudyData, s: dict) -> pd.DataFrame:
     """One row per run: role, group, starting B, lr, seed, updates, final train/test accuracy."""
     runs = relabel(data.summary, s)
-    return runs[["run_id", "role", "group", "batch_size", "lr", "seed", "status", "steps", "train_acc",
-                 "test_acc"]].reset_index(drop=True)
+    return runs[["run_id", "role", "group", "batch_size", "lr", "seed", "status", "steps", "samples_seen",
+                 "train_acc", "test_acc"]].reset_index(drop=True)
 
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -99,12 +99,12 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
                     seeds=len(group), updates=int(group.steps.max()), diverged=int((group.status == "diverged").sum()))
 
     def differences(group: pd.DataFrame) -> dict:
-        return {**interval_columns("vs_small", difference(group.test_acc, small)),
-                **interval_columns("vs_large", difference(group.test_acc, large))}
+        return {**interval_columns("vs_small", difference(group.test_acc, small, PROPORTION_DIFFERENCE)),
+                **interval_columns("vs_large", difference(group.test_acc, large, PROPORTION_DIFFERENCE))}
 
     in_order = runs.sort_values("role", key=lambda role: role.map(ROLES.index), kind="stable")
-    return interval_table(in_order, "role", ("test_acc", "train_acc"), before=describe, after=differences,
-                          sort=False)
+    return interval_table(in_order, "role", {"test_acc": proportion, "train_acc": proportion}, before=describe,
+                          after=differences, sort=False)
 
 
 def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
@@ -121,7 +121,18 @@ def _points(iv: Interval) -> str:
 
 
 def _acc(values) -> str:
-    return interval(values).format(3, scale=100, unit="%")
+    return proportion(values).format(3, scale=100, unit="%")
+
+
+def equal_samples(runs: pd.DataFrame, roles: tuple[str, ...]) -> str:
+    """'' when every run of ``roles`` saw the same number of samples, else why a recovery cannot
+    be called: a group that trained on more samples (or fewer) is not compared like for like."""
+    seen = runs[runs.role.isin(roles)].groupby("role").samples_seen.agg(["min", "max"])
+    if len(seen) and seen["min"].min() == seen["max"].max():
+        return ""
+    return "the groups did not see the same number of samples (" + ", ".join(
+        f"{role}: {int(row['min']):,}" + (f"-{int(row['max']):,}" if row["max"] != row["min"] else "")
+        for role, row in seen.iterrows()) + ")"
 
 
 def recovers(group: pd.Series, baseline: pd.Series, margin: float) -> tuple[Interval, str]:
@@ -131,18 +142,19 @@ def recovers(group: pd.Series, baseline: pd.Series, margin: float) -> tuple[Inte
     it agrees when the whole Welch 95% interval of (group - baseline) lies above -margin,
     disagrees when it lies entirely below -margin. Returns (group - baseline, verdict).
     """
-    return non_inferior(group, baseline, margin)
+    return non_inferior(group, baseline, margin, PROPORTION_DIFFERENCE)
 
 
 def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     runs, names = tables["runs"], labels(s)
     acc = {role: runs[runs.role == role].test_acc for role in ROLES}
     small, large = names["small"], names["large"]
-    diff, verdict = compare(acc["large"], acc["small"], "less")
-    out = [Finding(f"at a fixed lr ({s['lr']:g}) and the same {s['epochs']} epochs, the larger batch reaches a "
-                   f"lower final test accuracy (B={s['large_batch']} below B={s['small_batch']})", SOURCE,
-                   f"{large}: {_acc(acc['large'])}, {small}: {_acc(acc['small'])}; difference {_points(diff)}",
-                   verdict)]
+    updates = runs.groupby("role").steps.max()
+    diff, verdict = compare(acc["large"], acc["small"], "less", PROPORTION_DIFFERENCE)
+    out = [unmet(decided(f"at a fixed lr ({s['lr']:g}) and the same {s['epochs']} epochs, the larger batch reaches a "
+                         f"lower final test accuracy (B={s['large_batch']} below B={s['small_batch']})", SOURCE,
+                         f"{large}: {_acc(acc['large'])}, {small}: {_acc(acc['small'])}; difference {_points(diff)} "
+                         f"(95% {diff.method})", verdict, diff), equal_samples(runs, ("small", "large")))]
     margin = f"{s['margin'] * 100:g}"
     claims = {
         "x10": (f"a {s['boost']:g}x larger lr recovers the large batch's accuracy", SOURCE),
@@ -153,12 +165,15 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     }
     for role, (claim, source) in claims.items():
         diff, verdict = recovers(acc[role], acc["small"], s["margin"])
-        gain = difference(acc[role], acc["large"])
-        out.append(Finding(
+        gain = difference(acc[role], acc["large"], PROPORTION_DIFFERENCE)
+        finding = decided(
             f"{claim}: final test accuracy not lower than the B={s['small_batch']} baseline by more than "
-            f"{margin} point(s)", source,
-            f"{names[role]}: {_acc(acc[role])}; minus baseline {_points(diff)} (agrees if the whole interval "
-            f"lies above -{margin} pts); gain over {large}: {_points(gain)}", verdict))
+            f"{margin} point(s), after as many samples", source,
+            f"{names[role]}: {_acc(acc[role])}; minus baseline {_points(diff)} (95% {diff.method}; agrees if the "
+            f"whole interval lies above -{margin} pts); gain over {large}: {_points(gain)}; equal samples "
+            f"({s['epochs']} epochs), updates {updates.get(role, 0):,} vs the baseline's {updates.get('small', 0):,}",
+            verdict, diff)
+        out.append(unmet(finding, equal_samples(runs, ("small", role))))
     return out
 
 

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Interval, interval, interval_table,
-                                        verdict_from_interval)
+from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE, interval_table, verdict_from_interval
+from batchlab.analysis.intervals import Interval, geometric_t
 
 
 def within_factor(iv: Interval, factor: float) -> str:
@@ -41,9 +41,11 @@ def noise_checkpoints(measurements: pd.DataFrame, instrument: str) -> pd.DataFra
 
 
 def exact_band(exact: pd.DataFrame) -> pd.DataFrame:
-    """Per checkpoint epoch: mean and 95% t-interval over runs of B_simple, |G|^2 and tr(Sigma)."""
-    band = interval_table(exact, "epoch", ("noise_scale", "grad_sq", "trace"),
-                          after=lambda group: {"runs": interval(group.trace).n})
+    """Per checkpoint epoch: geometric mean and 95% t-interval on the log scale over runs of
+    B_simple, |G|^2 and tr(Sigma) (positive quantities: a t-interval of their raw values reached
+    below zero)."""
+    band = interval_table(exact, "epoch", {q: geometric_t for q in ("noise_scale", "grad_sq", "trace")},
+                          after=lambda group: {"runs": int(group.trace.notna().sum())})
     band.insert(4, "runs", band.pop("runs"))  # beside B_simple's columns, where the table has always had it
     return band
 
@@ -89,28 +91,3 @@ def online_curve(steps: pd.DataFrame, every: int = 1) -> pd.DataFrame:
     first = frame.groupby(["run_id", "epoch"]).step.transform("min")
     frame["epoch_fraction"] = frame.epoch - 1 + (frame.step - first + 1) / per_epoch
     return frame[frame.step % every == 0].reset_index(drop=True)
-
-
-def geometric_interval(values) -> Interval:
-    """Geometric mean of the positive finite ``values`` with a 95% t-interval computed on the
-    log scale (a noise scale is positive and spreads by factors, not by amounts)."""
-    logs = np.log([v for v in np.asarray(values, float) if np.isfinite(v) and v > 0])
-    iv = interval(logs)
-    return Interval(math.exp(iv.mean) if iv.n else math.nan, math.exp(iv.low), math.exp(iv.high), iv.n)
-
-
-def ratio_samples(b_simple, b_crit_boot: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Samples of B_simple / B_crit for a 95% interval: B_simple's geometric mean drawn from its
-    t-distribution over runs (log scale: exp(mean log + se t_{n-1})), each divided by one
-    bootstrap refit of B_crit. The two come from different runs, so they are drawn independently.
-    A t draw, not a bootstrap, because there are few runs (a bootstrap of 3 values understates
-    the spread); NaN samples with fewer than 2 runs."""
-    from scipy import stats
-
-    logs = np.log([v for v in np.asarray(b_simple, float) if np.isfinite(v) and v > 0])
-    b_crit_boot = np.asarray(b_crit_boot, float)
-    if len(logs) < 2:
-        return np.full(len(b_crit_boot), np.nan)
-    se = logs.std(ddof=1) / math.sqrt(len(logs))
-    draws = stats.t.rvs(len(logs) - 1, size=len(b_crit_boot), random_state=np.random.default_rng(seed))
-    return np.exp(logs.mean() + se * draws) / b_crit_boot

@@ -10,7 +10,9 @@ import pandas as pd
 
 from batchlab.analysis.curves import curves_table
 from batchlab.analysis.steps import thin_steps, with_start
-from batchlab.analysis.findings import Finding, compare, interval, interval_table, within
+from batchlab.analysis.findings import (PROPORTION_DIFFERENCE, Finding, compare, decided, interval_table, proportion,
+                                        within)
+from batchlab.analysis.intervals import geometric_t
 from batchlab.analysis.study_data import StudyData
 
 SOURCE = "Shen, Effect of batch size on training dynamics (2018)"
@@ -18,6 +20,8 @@ NORM = "param_norm"  # the checkpoint instrument: ||theta||_2 of the saved param
 NAMES = {"sgd": "SGD", "adam": "Adam"}
 QUANTITIES = ("test_acc", "train_acc", "initial_norm", "final_norm", "norm_ratio", "dist_final")
 GROUP = ["group", "optimizer", "batch_size", "lr"]
+# Accuracies are proportions; norms, their ratio and distances are positive and spread by factors.
+METHODS = {q: proportion if q.endswith("acc") else geometric_t for q in QUANTITIES}
 
 
 def per_run(data: StudyData, s: dict) -> pd.DataFrame:
@@ -48,7 +52,7 @@ def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
     accuracy = curves_table(data.history, GROUP, ("acc",))
     for table in (weights, accuracy):
         table["line"] = [f"{NAMES[o]}, lr {lr:g}" for o, lr in zip(table.optimizer, table.lr)]
-    groups = interval_table(runs, GROUP, QUANTITIES, before=lambda group: {"seeds": len(group)}, sort=False)
+    groups = interval_table(runs, GROUP, METHODS, before=lambda group: {"seeds": len(group)}, sort=False)
     return {"runs": runs, "groups": groups, "weights": weights,
             "accuracy": accuracy[accuracy.split == "test"].reset_index(drop=True)}
 
@@ -61,18 +65,22 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
             sgd = runs[(runs.batch_size == b) & (runs.optimizer == "sgd") & np.isclose(runs.lr, lr)]
             setting = f"B={b}, SGD lr {lr:g} vs Adam lr {s['adam_lr']:g}, {s['epochs']} epochs"
             diff, verdict = compare(adam.final_norm, sgd.final_norm, "greater")
-            out.append(Finding(f"Adam ends with a larger weight norm than SGD ({setting})", SOURCE,
-                               f"||theta_T|| Adam {interval(adam.final_norm).format(3)}, SGD "
-                               f"{interval(sgd.final_norm).format(3)}; difference {diff.format(3)}", verdict))
-            ratio = interval(sgd.norm_ratio)
-            out.append(Finding(f"SGD's weight norm stays near the initial one: ||theta_T|| / ||theta_0|| within "
-                               f"1 +- {s['tolerance']:g} (B={b}, SGD lr {lr:g}, {s['epochs']} epochs)", SOURCE,
-                               f"ratio SGD {ratio.format(3)} (Adam {interval(adam.norm_ratio).format(3)})",
-                               within(ratio, 1 - s["tolerance"], 1 + s["tolerance"])))
-            diff, verdict = compare(adam.test_acc, sgd.test_acc, "less")
-            out.append(Finding(f"Adam reaches a lower test accuracy than SGD ({setting})", SOURCE,
-                               f"final test acc Adam {interval(adam.test_acc).format(3)}, SGD "
-                               f"{interval(sgd.test_acc).format(3)}; difference {diff.format(3)}", verdict))
+            out.append(decided(f"Adam ends with a larger weight norm than SGD ({setting})", SOURCE,
+                               f"||theta_T|| Adam {geometric_t(adam.final_norm).format(3)}, SGD "
+                               f"{geometric_t(sgd.final_norm).format(3)} (geometric means); difference "
+                               f"{diff.format(3)} (95% {diff.method})", verdict, diff))
+            ratio = geometric_t(sgd.norm_ratio)
+            out.append(decided(f"SGD's weight norm stays near the initial one: ||theta_T|| / ||theta_0|| within "
+                               f"1 +- {s['tolerance']:g} (B={b}, SGD lr {lr:g}, {s['epochs']} epochs; equivalence "
+                               "test)", SOURCE,
+                               f"ratio SGD {ratio.format(3)} (Adam {geometric_t(adam.norm_ratio).format(3)}; "
+                               f"geometric means, 95% t on the log scale)",
+                               within(ratio, 1 - s["tolerance"], 1 + s["tolerance"]), ratio))
+            diff, verdict = compare(adam.test_acc, sgd.test_acc, "less", PROPORTION_DIFFERENCE)
+            out.append(decided(f"Adam reaches a lower test accuracy than SGD ({setting})", SOURCE,
+                               f"final test acc Adam {proportion(adam.test_acc).format(3)}, SGD "
+                               f"{proportion(sgd.test_acc).format(3)}; difference {diff.format(3)} "
+                               f"(95% {diff.method})", verdict, diff))
     return out
 
 

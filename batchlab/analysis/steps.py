@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import BOOTSTRAP, INCONCLUSIVE, Interval, verdict_from_interval
 
 
 def thin_steps(steps: pd.DataFrame, points: int = 150) -> pd.DataFrame:
@@ -94,30 +92,6 @@ def spread_over_seeds(steps: pd.DataFrame, metric: str, by: list[str]) -> pd.Dat
     table = ends.groupby(by + ["epoch", "samples_seen"])[metric].agg(["mean", "std", "count"]).reset_index()
     table["cv"] = table["std"] / table["mean"]
     return table
-
-
-def spread_trend(xs: Sequence[float], groups: Sequence[Sequence[float]], claim: str, seed: int = 0
-                 ) -> tuple[Interval, str]:
-    """Does the spread over seeds (standard deviation, ddof 1) rise ('increasing') or fall
-    with x? The contrast is the least-squares slope of each group's std against log2(x);
-    its 95% interval is a percentile bootstrap over seeds within each group (as
-    :func:`batchlab.analysis.findings.trend` does for means). Every group needs 3 values,
-    or the verdict is inconclusive."""
-    x = np.log2(np.asarray(xs, float))
-    values = [np.asarray([v for v in g if math.isfinite(v)], float) for g in groups]
-    n = min(len(v) for v in values)
-    if len(values) < 2 or n < 2:
-        return Interval(math.nan, math.nan, math.nan, n), INCONCLUSIVE
-    slope = float(np.polyfit(x, [v.std(ddof=1) for v in values], 1)[0])
-    if n < 3:  # a resample of 2 values is too often two copies of one (std 0)
-        return Interval(slope, math.nan, math.nan, n), INCONCLUSIVE
-    rng = np.random.default_rng(seed)
-    boot = np.stack([v[rng.integers(0, len(v), size=(BOOTSTRAP, len(v)))].std(axis=1, ddof=1) for v in values],
-                    axis=1)
-    xc = x - x.mean()
-    slopes = (boot - boot.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
-    low, high = (float(q) for q in np.quantile(slopes, [0.025, 0.975]))
-    return Interval(slope, low, high, n), verdict_from_interval(low, high, 1 if claim == "increasing" else -1)
 
 
 def parameter_norm(params) -> float:

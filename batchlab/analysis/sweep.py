@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from batchlab.analysis.scaling import CriticalBatchFit, best_per_batch, fit_critical_batch, per_setting, to_target
+from batchlab.analysis.scaling import CriticalBatchFit, fit_critical_batch, per_setting
+from batchlab.analysis.selection import best_per_batch, edge_warning
 from batchlab.targets import Target, parse_target
 from batchlab.errors import BatchlabError
 from batchlab.store import Store, series_frame, summary_frame
@@ -23,20 +24,31 @@ class SweepAnalysis:
     target: Target
     settings: pd.DataFrame  # per (B, lr)
     best: pd.DataFrame  # per B, at its best lr, with the regime
-    fit: CriticalBatchFit | None  # None when fewer than 3 B reached the target with every seed
+    fit: CriticalBatchFit | None  # None when fewer than 3 B have a best lr
     at_best: pd.DataFrame  # per-epoch history of the runs at each B's best lr
     missing: int  # runs of the sweep not (yet) in the store
+
+    @property
+    def curve_metric(self) -> str:
+        """What the learning curves draw: accuracy, or R^2 for a regression (no accuracy)."""
+        return "r2" if "train_r2" in self.at_best and "train_acc" not in self.at_best else "acc"
+
+    @property
+    def edge(self) -> str:
+        """A warning when a best lr lies at the edge of the lr grid ('' otherwise)."""
+        return edge_warning(self.best, self.settings.lr)
 
 
 def sweep_tables(history: pd.DataFrame, summary: pd.DataFrame, target: Target
                  ) -> tuple[pd.DataFrame, pd.DataFrame, CriticalBatchFit | None, pd.DataFrame]:
     """(per (B, lr) settings, each B at its best lr, the critical-batch fit or None, the history
-    of the runs at each B's best lr). The fit uses the B where every seed reached ``target``
-    (3 or more), and then labels each B with its regime."""
-    settings = per_setting(summary, to_target(history, target))
+    of the runs at each B's best lr). The best lr is chosen by the one rule of
+    ``analysis/selection.py`` (never a diverged or blown-up run, nor one ending short of the
+    target); the fit uses the B that have one (3 or more), and then labels each B with its regime."""
+    settings = per_setting(summary, history, target)
     best = best_per_batch(settings)
     fit = None
-    reached = best[best.reached == 1.0]
+    reached = best[best.lr.notna()]
     if len(reached) >= 3:
         fit = fit_critical_batch(reached.batch_size, reached.steps)
         best["regime"] = [fit.regime(b) for b in best.batch_size]

@@ -21,9 +21,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.findings import (AGREES, DISAGREES, INCONCLUSIVE, Finding, compare, interval, interval_table,
-                                        trend)
+from batchlab.analysis.findings import (AGREES, INCONCLUSIVE, Finding, decided, factor_trend, interval_table,
+                                        joint_verdict, unmet, verdict_from_interval)
+from batchlab.analysis.intervals import Interval, geometric_t
 from batchlab.analysis.scaling import to_target
+from batchlab.analysis.selection import best_versus
 from batchlab.analysis.study_data import StudyData
 from batchlab.targets import Target, parse_target
 
@@ -51,12 +53,13 @@ def per_run(history: pd.DataFrame, summary: pd.DataFrame, target: Target) -> pd.
 
 
 def per_batch(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per B: mean and 95% t-interval over seeds of throughput, seconds per update and per
-    epoch, and time / steps to target (over the seeds that reached it), the share that
-    reached it, and compile time (mean and max over the seeds' cohorts)."""
+    """Per B: geometric mean and 95% t-interval on the log scale over seeds of throughput,
+    seconds per update and per epoch, and time / steps to target (over the seeds that reached
+    it; all positive, so their intervals stay above zero), the share that reached it, and
+    compile time (mean and max over the seeds' cohorts)."""
     return interval_table(
-        runs, "batch_size", ("throughput", "seconds_per_step", "seconds_per_epoch", "seconds_to_target",
-                             "steps_to_target"),
+        runs, "batch_size", {q: geometric_t for q in ("throughput", "seconds_per_step", "seconds_per_epoch",
+                                                      "seconds_to_target", "steps_to_target")},
         before=lambda group: {"lr": group.lr.iloc[0], "seeds": len(group),
                               "reached": float(group.seconds_to_target.notna().mean()),
                               "compile_seconds": group.compile_seconds.mean(),
@@ -64,15 +67,15 @@ def per_batch(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fastest_batch(runs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
-    """The B with the least mean time to target, among the B where every seed reached it (with a clock of its own), and
-    how stable that choice is: resampling the seeds within each B, the share of resamples that
-    pick the same B and the 2.5%..97.5% range of the picked B."""
+    """The B with the least geometric-mean time to target, among the B where every seed reached
+    it (with a clock of its own), and how stable that choice is (descriptive): the share of seed
+    resamples within each B that pick the same B, and the range of the picked B."""
     eligible = runs.groupby("batch_size").seconds_to_target.apply(lambda v: v.notna().all())
     sizes = [int(b) for b in eligible.index[eligible]]
     if not sizes:
         return {"batch_size": math.nan, "stable_share": math.nan, "low": math.nan, "high": math.nan,
                 "excluded_sizes": ",".join(str(int(b)) for b in eligible.index)}
-    values = [runs[runs.batch_size == b].seconds_to_target.to_numpy(float) for b in sizes]
+    values = [np.log(runs[runs.batch_size == b].seconds_to_target.to_numpy(float)) for b in sizes]
     best = sizes[int(np.argmin([v.mean() for v in values]))]
     rng = np.random.default_rng(seed)
     means = np.stack([v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1) for v in values], axis=1)
@@ -91,42 +94,53 @@ def analyse(data: StudyData, s: dict) -> dict[str, pd.DataFrame]:
 def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     runs, table, fastest = tables["runs"], tables["per_batch"], tables["fastest"].iloc[0]
     sizes = [int(b) for b in table.batch_size]
-    slope, verdict = trend(sizes, [runs[runs.batch_size == b].throughput for b in sizes], "increasing")
+    factor, verdict = factor_trend(sizes, [runs[runs.batch_size == b].throughput for b in sizes], "increasing")
     low, high = table.throughput.iloc[0], table.throughput.iloc[-1]
-    out = [Finding("training throughput (samples per second) grows with the batch size", SOURCE,
-                   f"slope {slope.format(3)} samples/s per doubling of B over B in {sizes}; "
-                   f"{low:,.0f} samples/s at B={sizes[0]}, {high:,.0f} at B={sizes[-1]} "
-                   f"({high / low:.3g}x)", verdict)]
+    out = [decided("training throughput (samples per second) grows with the batch size", SOURCE,
+                   f"throughput changes by a factor {factor.format(3)} per doubling of B over B in {sizes} (95% "
+                   f"{factor.method}); {low:,.0f} samples/s at B={sizes[0]}, {high:,.0f} at B={sizes[-1]} "
+                   f"({high / low:.3g}x; geometric means)", verdict, factor)]
     out.append(_minimum_finding(runs, fastest, s))
     return out
 
 
 def _minimum_finding(runs: pd.DataFrame, fastest: pd.Series, s: dict) -> Finding:
-    """Interior minimum: the fastest B is significantly faster than both ends of the grid."""
+    """Interior minimum: the fastest B is faster than both ends of the grid.
+
+    At each end, the ratio of its time to the fastest candidate's (geometric means) has a Welch
+    interval on the log scale at level 1 - 0.05/m, m the batch sizes the fastest was chosen from
+    (:func:`batchlab.analysis.selection.best_versus`): the choice is accounted for. An end where
+    some seed never reached the target is slower than any time measured. A fastest B at an end
+    of the grid is no interior minimum."""
     claim = f"the time to reach {s['target']} has a minimum at an intermediate batch size"
     if not math.isfinite(fastest.batch_size):
-        return Finding(claim, SOURCE, "no batch size had every seed reach the target", INCONCLUSIVE)
-    times = runs.groupby("batch_size").seconds_to_target
-    best = times.get_group(fastest.batch_size)
-    ends = [b for b in (runs.batch_size.min(), runs.batch_size.max())]
-    parts, verdicts = [], []
-    for b in ends:
-        # A B where some seed never reached the target is slower than any time measured: inf.
-        other = times.get_group(b).fillna(math.inf)
-        if other.isin([math.inf]).any():
-            parts.append(f"B={b} did not always reach it")
+        return Finding(claim, SOURCE, "no batch size had every seed reach the target", INCONCLUSIVE,
+                       "no batch size had every seed reach the target with a clock of its own")
+    excluded = [int(x) for x in str(fastest.excluded_sizes).split(",") if x]
+    times = {int(b): group.seconds_to_target.to_numpy(float) for b, group in runs.groupby("batch_size")}
+    ends = [min(times), max(times)]
+    parts, verdicts, ratios = [], [], []
+    for end in ends:
+        if np.isnan(times[end]).any():
+            parts.append(f"B={end} did not always reach it")
             verdicts.append(AGREES)
             continue
-        diff, verdict = compare(other, best, "greater")
-        parts.append(f"B={b} is {diff.format(3)} s slower")
-        verdicts.append(verdict)
-    verdict = AGREES if all(v == AGREES for v in verdicts) else DISAGREES if DISAGREES in verdicts else INCONCLUSIVE
-    at = interval(best)
-    edge = " (at the edge of the grid: no interior minimum found)" if fastest.batch_size in ends else ""
-    return Finding(claim, SOURCE,
-                   f"fastest B={fastest.batch_size:.0f}{edge}: {at.format(3)} s (95% t over seeds); picked by "
-                   f"{fastest.stable_share:.0%} of seed resamples, 95% range B in [{fastest.low:.0f}, "
-                   f"{fastest.high:.0f}]; {'; '.join(parts)}", verdict)
+        candidates = {b: t for b, t in times.items() if b not in excluded and b != end}
+        best, ratio = best_versus({**candidates, "end": times[end]}, "end", higher_is_better=False, ratio=True)
+        ratio = Interval(1 / ratio.mean, 1 / ratio.high, 1 / ratio.low, ratio.n, ratio.method, ratio.why)
+        parts.append(f"B={end} takes {ratio.format(3)} x the time of B={best}")
+        ratios.append(ratio)
+        verdicts.append(verdict_from_interval(math.log(ratio.low), math.log(ratio.high), +1)
+                        if ratio.given and ratio.low > 0 else INCONCLUSIVE)
+    at = geometric_t(times[int(fastest.batch_size)])
+    finding = decided(claim, SOURCE,
+                      f"fastest B={fastest.batch_size:.0f}: {at.format(3)} s (geometric mean, 95% t on the log scale); "
+                      f"{'; '.join(parts)} ({ratios[0].method if ratios else 'no interval'})",
+                      joint_verdict(verdicts), *ratios)
+    if int(fastest.batch_size) in ends:
+        return unmet(finding, f"the fastest B ({fastest.batch_size:.0f}) is at the edge of the grid: no interior "
+                              "minimum can be shown")
+    return finding
 
 
 def _updates_per_epoch(runs: pd.DataFrame, b: int) -> int:

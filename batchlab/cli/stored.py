@@ -209,6 +209,7 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     from batchlab.figure_helpers import FigureDrawer
 
     with FigureDrawer() as drawer:  # first: its helpers import matplotlib while this process analyses
+        from batchlab.analysis.selection import RULE
         from batchlab.analysis.sweep import analyse_sweep
 
         result = analyse_sweep(db, sweep_name, target)
@@ -224,8 +225,9 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
             if value != value:  # NaN
                 return "-"
             return fmt.format(value) + ("" if std is None or std != std else " ± " + fmt.format(std))
-        steps = cell("steps") if row["reached"] == 1.0 or row["steps"] == row["steps"] else "not reached"
-        table.add_row(str(row["batch_size"]), f"{row['lr']:g}", f"{row['reached']:.0%}", steps,
+        steps = cell("steps") if row["steps"] == row["steps"] else "not reached (by a usable lr)"
+        lr = f"{row['lr']:g}" if row["lr"] == row["lr"] else "none"
+        table.add_row(str(row["batch_size"]), lr, f"{row['reached']:.0%}", steps,
                       cell("samples"), cell("seconds", "{:.2f}"), cell("test_acc", "{:.3f}"),
                       cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
     for column in reversed([c for c in columns if c not in shown]):
@@ -233,12 +235,16 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     console(wide).print(table)
     if not wide:
         say(f"not shown to fit the terminal: {', '.join(NARROW_DROPS)} (--wide shows them; all in best_per_batch.csv)")
+    say(f"rule: {RULE}")
+    if result.edge:
+        say(f"warning: {result.edge}")
     if result.fit is not None:
         f = result.fit
         say(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
                    f"steps, B_crit = {f.b_crit:,.1f} ± {f.b_crit_se:,.1f}, E_min = {f.e_min:,.0f} samples")
     else:
-        say("fewer than 3 batch sizes reached the target with every seed: no critical-batch fit")
+        say("fewer than 3 batch sizes have a best lr (every seed usable and ending at the target): "
+            "no critical-batch fit")
     if result.missing:
         say(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
     say("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
@@ -261,7 +267,7 @@ def _write_sweep_analysis(result: "SweepAnalysis", out: Path, drawer: "FigureDra
         drawer.draw(figures + "final_metrics_figure", result.best, path=outputs.path("final_metrics_vs_batch"))
         drawer.draw(figures + "heatmap_figure", result.settings, best=result.best,
                     title=f"sweep {result.name!r}: final test accuracy", path=outputs.path("lr_batch_heatmap"))
-        drawer.draw("learning_curves", result.at_best, "acc", title="Learning curves at each batch size's best lr",
-                    path=outputs.path("learning_curves_best_lr"))
+        drawer.draw("learning_curves", result.at_best, result.curve_metric,
+                    title="Learning curves at each batch size's best lr", path=outputs.path("learning_curves_best_lr"))
         files += [file for figure in drawer.files() for file in figure]
     return [shown(f) for f in files]

@@ -58,12 +58,14 @@ def _start_one_study(name: str, *, quick: bool, overrides: dict, db: Path, out: 
 
 
 def _print_study(result: "StudyResult") -> None:
+    from batchlab.analysis.findings import QUICK_LABEL
     from batchlab.studies import get_study
 
+    size = f", {QUICK_LABEL}" if result.quick else ""
     say(f"# {result.name}: {get_study(result.name).question}  ({result.seconds:.1f} s, "
-               f"{len(result.run_ids)} runs)")
+        f"{len(result.run_ids)} runs{size})")
     for finding in result.findings:
-        say(finding.markdown())
+        say(finding.markdown(result.quick))
     say("wrote: " + ", ".join(str(f) for f in result.files if f.suffix in (".png", ".md")) + "\n")
 
 
@@ -111,6 +113,7 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
 
     expect_interrupts(db)
     with FigureDrawer() as drawer:  # first: its helpers are forked before JAX is imported
+        from batchlab.analysis.findings import QUICK_LABEL
         from batchlab.paths import check_writable_dir
         from batchlab.report import build_report
         from batchlab.studies import available, get_study
@@ -139,8 +142,10 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
             for result in finish_in_turn(started()):  # a study's figures are drawn while the next ones train
                 verdicts = [f.verdict for f in result.findings]
                 summary.append(f"{result.name:<15} {result.seconds:5.1f} s  " + ", ".join(
-                    f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts))
+                    f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts)
+                    + " (quick)")
             bar.update(task, completed=bar.tasks[0].total, description="writing the report")
             path = build_report(db, report_dir, drawer=drawer)
-    say("\n".join(["quick-size studies (findings.md in each folder of " + str(out) + "):", *summary]))
+    say("\n".join([f"{QUICK_LABEL}: every study at --quick size (findings.md in each folder of {out}):",
+                    *summary]))
     say(f"report: {path} (open it in a browser: file://{Path(path).resolve()})")

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-BARS = "bars: 95% t-interval over seeds (a lower end at or below 0 is drawn down to the axis)"
+BARS = ("points: geometric means over seeds; bars: 95% t-interval on the log scale (none at B = N: one "
+        "deterministic computation)")
 
 
 def _positive_errorbar(ax, x, table: pd.DataFrame, key: str, **style) -> None:
@@ -71,12 +72,12 @@ def noise_law_figure(law: pd.DataFrame, last_epochs: int, title: str, excluded: 
     reference line through the same centre. B = N has noise level 0 and cannot be drawn."""
     law = law.sort_values("noise_term")
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    mean = law.sq_distance_geo.to_numpy(float)
-    bars = [np.nan_to_num(mean - law.sq_distance_geo_low.to_numpy(float)),
-            np.nan_to_num(law.sq_distance_geo_high.to_numpy(float) - mean)]
+    mean = law.sq_distance.to_numpy(float)
+    bars = [np.nan_to_num(mean - law.sq_distance_low.to_numpy(float)),
+            np.nan_to_num(law.sq_distance_high.to_numpy(float) - mean)]
     ax.errorbar(law.noise_term, mean, yerr=bars, fmt="o", ms=4, capsize=3, color="tab:blue", label="measured (per B)")
     for _, row in law.iterrows():
-        ax.annotate(f"B={int(row.batch_size)}", (row.noise_term, row.sq_distance_geo), xytext=(6, -10),
+        ax.annotate(f"B={int(row.batch_size)}", (row.noise_term, row.sq_distance), xytext=(6, -10),
                     textcoords="offset points", fontsize=8)
     x = np.geomspace(law.noise_term.min() / 1.5, law.noise_term.max() * 1.5, 50)
     first = law.iloc[0]
@@ -94,7 +95,8 @@ def noise_law_figure(law: pd.DataFrame, last_epochs: int, title: str, excluded: 
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title, fontsize=9)
     note = ("points: geometric mean over seeds; bars: its 95% t-interval (on log2 values); "
-            "line: least-squares fit to the points,\nslope interval: 95% bootstrap over seeds")
+            "line: least-squares fit to the points,\nslope interval: 95% t with Welch-Satterthwaite degrees of "
+            "freedom over seeds")
     if excluded is not None:
         note += f"; B = N has noise level 0 and is not drawn (its squared distance: {excluded:.1e})"
     fig.text(0.5, 0.01, note, ha="center", fontsize=7.5, color="dimgrey")

@@ -17,7 +17,7 @@ from batchlab.plots.scaling import heatmap_figure, to_target_figure
 
 
 def to_target_with_intervals(best: pd.DataFrame, fit: pd.Series, target: str, title: str) -> plt.Figure:
-    """:func:`to_target_figure` plus B_crit's bootstrap interval (shaded), the operational
+    """:func:`to_target_figure` plus B_crit's interval over seeds (shaded), the operational
     critical batch size (dashed) and the batch sizes left out of the fit (crosses on the top
     edge, with the share of seeds that reached the target)."""
     model = None
@@ -27,10 +27,10 @@ def to_target_with_intervals(best: pd.DataFrame, fit: pd.Series, target: str, ti
     for ax in fig.axes:
         if model is not None and math.isfinite(fit.b_crit_low) and math.isfinite(fit.b_crit_high):
             ax.axvspan(fit.b_crit_low, fit.b_crit_high, color="tab:orange", alpha=0.12, lw=0,
-                       label=f"B_crit 95% bootstrap [{fit.b_crit_low:.0f}, {fit.b_crit_high:.0f}]")
+                       label=f"B_crit 95% over seeds' fits [{fit.b_crit_low:.0f}, {fit.b_crit_high:.0f}]")
         if math.isfinite(fit.operational):
             bounds = "" if math.isnan(fit.operational_low) else \
-                f" [{fit.operational_low:.0f}, {fit.operational_high:.0f}]".replace("inf", "beyond grid")
+                f" [{fit.operational_low:.0f}, {fit.operational_high:.0f}]"
             ax.axvline(fit.operational, color="tab:red", ls="--", lw=1,
                        label=f"operational B (+{fit.excess:.0%} steps): {fit.operational:.0f}{bounds}")
         out = best[~best.in_fit]
@@ -54,7 +54,7 @@ def noise_over_training(band: pd.DataFrame, exact: pd.DataFrame, online: pd.Data
                         crossing_epoch: float, title: str) -> plt.Figure:
     """Left: B_simple vs epoch, exact at checkpoints (each run a dot, ``band``'s mean over runs a
     line) and the online two-batch estimate per run (gaps where it is withheld), beside the
-    fitted B_crit and its bootstrap interval. Right: the two parts of B_simple, |G|^2 and tr(Sigma)."""
+    fitted B_crit and its interval over the seeds' own fits. Right: the two parts of B_simple, |G|^2 and tr(Sigma)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.6), sharex=True)
     colours = plt.get_cmap("tab10")
     for i, (seed, run) in enumerate(online.groupby("seed")):
@@ -72,7 +72,7 @@ def noise_over_training(band: pd.DataFrame, exact: pd.DataFrame, online: pd.Data
         left.axhline(fit.b_crit, color="tab:orange", lw=1.2, label=f"fitted B_crit = {fit.b_crit:.0f}")
         if math.isfinite(fit.b_crit_low) and math.isfinite(fit.b_crit_high):
             left.axhspan(fit.b_crit_low, fit.b_crit_high, color="tab:orange", alpha=0.15, lw=0,
-                         label="B_crit 95% bootstrap interval")
+                         label="B_crit 95% interval over seeds' fits")
     if math.isfinite(crossing_epoch):
         for ax in (left, right):
             ax.axvline(crossing_epoch, color="grey", ls=":", lw=1, label="these runs reach the target")

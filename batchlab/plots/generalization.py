@@ -79,7 +79,8 @@ def sharpness_figure(table: pd.DataFrame, measures: tuple[str, ...], title: str)
 def sharpness_gap_figure(runs: pd.DataFrame, correlations: pd.DataFrame, measures: tuple[str, ...],
                          n_label: dict[int, str], title: str) -> plt.Figure:
     """One scatter per sharpness measure: each run's sharpness (x) against its accuracy gap (y),
-    coloured by B, with Spearman's rho and its bootstrap interval in the panel."""
+    coloured by B, with Spearman's rho over the fitted batch sizes' means and its exact
+    permutation p-value in the panel."""
     sizes = sorted(int(b) for b in runs.batch_size.unique())
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sizes)))
     fig, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures), 4.4), squeeze=False, sharey=True)
@@ -93,15 +94,16 @@ def sharpness_gap_figure(runs: pd.DataFrame, correlations: pd.DataFrame, measure
         if len(values) and values.min() > 0 and values.max() / values.min() > 10:
             ax.set_xscale("log")
         row = correlations.set_index("measure").loc[name]
-        rho = f"Spearman rho = {row.rho:.2f}"
-        rho += f" [{row.rho_low:.2f}, {row.rho_high:.2f}]" if np.isfinite(row.rho_low) else " (no interval)"
-        ax.set_title(f"{rho}\nover {int(row.runs)} runs", fontsize=9)
+        p = f", p(rho > 0) = {row.p_greater:.3f}" if np.isfinite(row.p_greater) else " (no test)"
+        ax.set_title(f"Spearman rho = {row.rho:.2f}{p}\nover {int(row.points)} fitted batch sizes' means",
+                     fontsize=9)
         ax.set_xlabel(MEASURE_LABELS.get(name, name))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("generalization gap (train acc - test acc)")
     axes[0, -1].legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
-    fig.text(0.5, 0.01, "one point per run (seed x B); rho interval: 95% percentile bootstrap over runs",
+    fig.text(0.5, 0.01, "one point per run (seed x B); rho: over the batch sizes that fit the training set (means "
+             "over seeds), p: exact permutation test",
              ha="center", fontsize=8, color="grey")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig

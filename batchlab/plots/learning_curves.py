@@ -42,6 +42,12 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     """
     table = table[table.metric == metric]
     panels = list(dict.fromkeys(table.panel))
+    if not panels:  # e.g. no batch size of a sweep has a best lr: say so rather than fail
+        fig, ax = plt.subplots(figsize=(6.5, 2.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no runs to draw", ha="center", va="center")
+        fig.suptitle(title or f"Learning curves ({metric})", fontsize=10)
+        return fig
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     # At least 6.5 inches wide, so a one- or two-panel figure's title is not clipped.

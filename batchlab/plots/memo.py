@@ -42,12 +42,14 @@ def svg_text(fig: "Figure") -> str:
     return buffer.getvalue()
 
 
-def figure_key(study: str, figure: str, tables: Mapping[str, pd.DataFrame], settings: Mapping) -> str | None:
-    """The key of figure ``figure`` of ``study`` drawn from ``tables`` and ``settings``; None
-    where an input has no exact digest (the figure is then drawn every time)."""
+def figure_key(study: str, figure: str, tables: Mapping[str, pd.DataFrame], settings: Mapping,
+               quick: bool = False) -> str | None:
+    """The key of figure ``figure`` of ``study`` drawn from ``tables`` and ``settings`` (at quick
+    size: labelled so); None where an input has no exact digest (the figure is then drawn
+    every time)."""
     digest = hashlib.sha256(_code().encode())
     try:
-        digest.update(json.dumps([study, figure, settings], sort_keys=True, default=repr).encode())
+        digest.update(json.dumps([study, figure, settings, bool(quick)], sort_keys=True, default=repr).encode())
         for name in sorted(tables):
             _digest_table(digest, name, tables[name])
     except (TypeError, ValueError):

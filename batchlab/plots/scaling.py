@@ -17,12 +17,13 @@ from batchlab.plots.stability import log2_axis
 def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
     """Steps and samples to the target vs B (log-log) at each B's best lr, with the fit.
 
-    Batch sizes that did not reach the target with every seed are not dropped: they are drawn
-    as open triangles at the top edge (the legend says what they mean) and named in the title.
+    Batch sizes without a best lr (no lr where every seed is usable and ends at the target,
+    ``analysis/selection.py``) are not dropped: they are drawn as open triangles at the top edge
+    (the legend says what they mean) and named in the title.
     """
     best = best.sort_values("batch_size")
-    reached = best[best.reached == 1.0]
-    missed = best[best.reached != 1.0]
+    reached = best[best.lr.notna()]
+    missed = best[best.lr.isna()]
     fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((ax_s, "steps", "steps to target"), (ax_e, "samples", "samples to target")):
         if len(reached):
@@ -51,7 +52,7 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
         ax.grid(alpha=0.3, which="both")
         if len(reached) or len(missed):  # where the data are not, below the triangles at the top edge
             ax.legend(fontsize=7, loc="best", bbox_to_anchor=(0, 0, 1, 0.92))
-    note = f"; not reached at B = {', '.join(str(int(b)) for b in missed.batch_size)}" if len(missed) else ""
+    note = f"; no best lr at B = {', '.join(str(int(b)) for b in missed.batch_size)}" if len(missed) else ""
     fig.suptitle(f"To reach {target}{note}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -78,7 +79,7 @@ def _not_reached(ax, missed: pd.DataFrame) -> None:
     """Open triangles at the top edge (axes coordinates in y) for batch sizes that missed the target."""
     transform = ax.get_xaxis_transform()  # x in data, y in axes fraction
     ax.plot(missed.batch_size, np.full(len(missed), 0.97), "^", mfc="none", color="tab:red", ms=6,
-            transform=transform, clip_on=False, label="not reached (with every seed)")
+            transform=transform, clip_on=False, label="no lr where every seed is stable and ends at the target")
 
 
 def final_metrics_figure(best: pd.DataFrame) -> plt.Figure:
@@ -118,7 +119,7 @@ def heatmap_figure(settings: pd.DataFrame, metric: str = "test_acc", best: pd.Da
     if best is not None:
         lrs, sizes = list(table.index), list(table.columns)
         for b, lr in zip(best.batch_size, best.lr):
-            if b in sizes:
+            if b in sizes and np.isfinite(lr):
                 i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
                 ax.add_patch(Rectangle((sizes.index(b) - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="tab:red"))
                 if len(lrs) > 1 and i in (0, len(lrs) - 1):

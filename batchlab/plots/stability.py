@@ -49,6 +49,6 @@ def stability_figure(sweep: pd.DataFrame, threshold: float, last_epochs: int, ti
         log2_axis(ax, sweep.batch_size)
         ax.set_xlabel("batch size B (log scale)")
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle(title + " — mean and 95% interval over seeds", fontsize=10)
+    fig.suptitle(title + " — mean (jitter: geometric mean) and 95% interval over seeds", fontsize=10)
     fig.tight_layout()
     return fig

@@ -14,7 +14,7 @@ from batchlab.plots.critical_batch import plain_log_ticks
 from batchlab.plots.stability import interval_errorbar
 
 
-ERRORBARS = "error bars: 95% t-interval over seeds (one reaching the bottom edge includes 0)"
+ERRORBARS = "points: geometric means over seeds; error bars: 95% t-interval on the log scale"
 
 
 def _batch_axis(ax, sizes) -> None:
@@ -35,14 +35,15 @@ def throughput_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str) -> pl
     time of each seed's program (dots) and seconds per epoch (mean, 95% interval)."""
     table = table.sort_values("batch_size")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
-    interval_errorbar(left, table.batch_size, table, "throughput", label="samples / s (mean, 95% CI over seeds)")
+    interval_errorbar(left, table.batch_size, table, "throughput",
+                      label="samples / s (geometric mean, 95% CI over seeds)")
     _plain_log_y(left)
     left.set_ylabel("training throughput\n(samples per second, log scale)")
     for i, (seed, group) in enumerate(runs.groupby("seed")):
         right.plot(group.batch_size, group.compile_seconds, "o", ms=4, mfc="none", color="tab:purple",
                    label="compile time of the run's program (one dot per seed)" if i == 0 else None)
     interval_errorbar(right, table.batch_size, table, "seconds_per_epoch", color="tab:green",
-                      label="training time per epoch (mean, 95% CI)")
+                      label="training time per epoch (geometric mean, 95% CI)")
     _plain_log_y(right)
     right.set_ylabel("seconds (log scale)")
     for ax in (left, right):
@@ -63,7 +64,7 @@ def time_to_target_figure(table: pd.DataFrame, fastest: pd.Series, target: str, 
               ("steps_to_target", "updates to reach the target (log scale)", "tab:orange"),
               ("seconds_per_step", "seconds per update (log scale)", "tab:green"))
     for ax, (key, label, colour) in zip(axes, panels):
-        interval_errorbar(ax, table.batch_size, table, key, color=colour, label="mean, 95% CI over seeds")
+        interval_errorbar(ax, table.batch_size, table, key, color=colour, label="geometric mean, 95% CI over seeds")
         _plain_log_y(ax)
         ax.set_ylabel(label)
         _batch_axis(ax, table.batch_size)

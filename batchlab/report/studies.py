@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from batchlab.analysis.findings import QUICK_LABEL
 from batchlab.plots.memo import figure_key
 from batchlab.report import html as h
 from batchlab.report.concepts import concepts_for_study, concepts_html
@@ -31,22 +32,26 @@ def study_section(name: str, record: dict, db: str | Path, *, alone: bool = Fals
 
     anchor = f"study-{h.slug(name)}"
     settings = record.get("settings", {})
+    quick = bool(record.get("quick"))
     problems: list[str] = []
     study, question, source = _identify(name, record, problems)
     membership = membership_frame(record.get("groups", {}))
     shown = _Shown(findings=[_finding_dict(f) for f in record.get("findings", [])])
     if study is not None and not membership.empty:
         try:
-            _rebuild(shown, name, study, anchor, settings, db, membership, problems)
+            _rebuild(shown, name, study, anchor, settings, db, membership, problems, quick)
         except Exception as exc:  # noqa: BLE001 - one broken study must not hide the others
             problems.append(f"could not rebuild the figures from the store: {type(exc).__name__}: {exc}")
 
     parts = [h.section_start(anchor, "study", f"{name}: {question}")]
     parts.append(f'<p class="lead">Source: {h.esc(source)}.</p>' if source else "")
     parts.append(_meta(record, membership))
+    if quick:
+        parts.append(f'<p class="notice quick-size">{h.esc(QUICK_LABEL.capitalize())}: this study ran at --quick '
+                     "size (fewer seeds, epochs and batch sizes); its verdicts can differ from the faithful study's.</p>")
     parts += [f'<p class="notice">{h.esc(p)}</p>' for p in problems]
     parts.append(concepts_html(concepts_for_study(name), open_first=alone))
-    parts.append("<h3>Findings</h3>" + findings_html(shown.findings))
+    parts.append("<h3>Findings</h3>" + findings_html(shown.findings, quick))
     if shown.notes:
         parts.append("<h3>How to read this</h3>" + "".join(f"<p>{h.esc(n)}</p>" for n in shown.notes))
     if shown.chart:
@@ -56,7 +61,7 @@ def study_section(name: str, record: dict, db: str | Path, *, alone: bool = Fals
     parts.append(_settings_block(settings, shown.runs))
     parts.append("</section>")
     return Section(anchor, "study", f"{name}: {question}", "".join(parts),
-                   _card(anchor, name, question, shown.findings), len(shown.figures), 1 if shown.chart else 0,
+                   _card(anchor, name, question, shown.findings, quick), len(shown.figures), 1 if shown.chart else 0,
                    problems)
 
 
@@ -87,11 +92,11 @@ def _identify(name: str, record: dict, problems: list[str]) -> tuple[object | No
 
 
 def _rebuild(shown: _Shown, name: str, study, anchor: str, settings: dict, db: str | Path,
-             membership: pd.DataFrame, problems: list[str]) -> None:
+             membership: pd.DataFrame, problems: list[str], quick: bool = False) -> None:
     """Recompute the study's findings, notes, figures and chart from the stored runs into
     ``shown``, in that order; a failure part way keeps what came before it (the caller notes
     it). A figure that cannot be drawn is noted in ``problems`` and the others still are."""
-    from batchlab.studies.outputs import analyse_stored, load_study_data
+    from batchlab.studies.outputs import analyse_stored, draw_study_figure, load_study_data
 
     tables, computed = analyse_stored(study, settings, db, membership)
     shown.findings = [f.to_dict() for f in computed]
@@ -99,8 +104,8 @@ def _rebuild(shown: _Shown, name: str, study, anchor: str, settings: dict, db: s
     for k, spec in enumerate(study.figures):
         caption = _caption(spec.name)
         try:
-            svg = draw_svg(lambda spec=spec: spec.draw(tables, settings), f"{anchor}-f{k}", caption,
-                           figure_key(name, spec.name, tables, settings))
+            svg = draw_svg(lambda spec=spec: draw_study_figure(spec, tables, settings, quick), f"{anchor}-f{k}",
+                           caption, figure_key(name, spec.name, tables, settings, quick))
         except Exception as exc:  # noqa: BLE001 - show the other figures
             problems.append(f"figure {spec.name} could not be drawn: {type(exc).__name__}: {exc}")
             continue
@@ -111,30 +116,33 @@ def _rebuild(shown: _Shown, name: str, study, anchor: str, settings: dict, db: s
                           chart_data(data.history, data.summary, prefix="group"))
 
 
-def _card(anchor: str, name: str, question: str, findings: list[dict]) -> str:
+def _card(anchor: str, name: str, question: str, findings: list[dict], quick: bool = False) -> str:
     verdicts = [f["verdict"] for f in findings]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts)
+    size = f' <span class="badge badge-quick">{h.esc(QUICK_LABEL)}</span>' if quick else ""
     return (f'<div class="card"><h4><a href="#{anchor}">{h.esc(name)}</a></h4><p>{h.esc(question)}</p>'
             f'<p class="meta">{len(findings)} finding{"s" if len(findings) != 1 else ""}'
-            f'{": " + counts if counts else ""}</p></div>')
+            f'{": " + counts if counts else ""}{size}</p></div>')
 
 
-def findings_html(findings: list[dict]) -> str:
+def findings_html(findings: list[dict], quick: bool = False) -> str:
     if not findings:
         return "<p>(no findings recorded)</p>"
     items = []
+    size = f'<span class="badge badge-quick">{h.esc(QUICK_LABEL)}</span>' if quick else ""
     for f in findings:
         verdict = str(f.get("verdict", ""))
-        items.append(f'<li class="{h.esc(verdict)}">{h.badge(verdict)}'
+        reason = f'<div class="measured">Not decided: {h.esc(f["reason"])}.</div>' if f.get("reason") else ""
+        items.append(f'<li class="{h.esc(verdict)}">{h.badge(verdict)}{size}'
                      f'<span class="claim">{h.esc(f.get("claim", ""))}</span>'
-                     f'<div class="measured">Measured: {h.esc(f.get("measured", ""))}</div></li>')
+                     f'<div class="measured">Measured: {h.esc(f.get("measured", ""))}</div>{reason}</li>')
     return ('<ul class="findings">' + "".join(items) + "</ul>"
-            '<p class="meta">Intervals are 95 % (t-intervals over seeds unless stated). A verdict is '
-            "<i>inconclusive</i> when the interval contains zero or there are fewer than 2 seeds.</p>")
+            '<p class="meta">Intervals are 95 %, each finding naming its method. A verdict is <i>inconclusive</i> '
+            "when the interval does not decide the claim or a precondition is not met (the finding says which).</p>")
 
 
 def _finding_dict(f: dict) -> dict:
-    return {k: f.get(k, "") for k in ("claim", "source", "measured", "verdict")}
+    return {k: f.get(k, "") for k in ("claim", "source", "measured", "verdict", "reason")}
 
 
 _WORDS = {"acc": "accuracy", "lr": "learning rate", "vs": "vs", "sq": "squared"}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from batchlab.analysis.selection import RULE
 from batchlab.report import html as h
 from batchlab.report.concepts import SWEEP_CONCEPTS, concepts_html
 from batchlab.report.html import Section
 
 
 def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> Section:
-    from batchlab.analysis.scaling import best_per_batch, fit_critical_batch, per_setting, to_target
+    from batchlab.analysis.sweep import sweep_tables
     from batchlab.targets import parse_target
     from batchlab.report.curves import chart_data
     from batchlab.store import Store, series_frame, summary_frame
@@ -32,13 +33,8 @@ def sweep_section(name: str, spec: dict, run_ids: list[str], db: str | Path) -> 
 
     goal = parse_target(spec["target"])
     history, summary = series_frame(runs, "epoch"), summary_frame(runs)
-    settings = per_setting(summary, to_target(history, goal))
-    best = best_per_batch(settings)
-    reached = best[best.reached == 1.0]
-    fit = fit_critical_batch(reached.batch_size, reached.steps) if len(reached) >= 3 else None
-    if fit is not None:
-        best["regime"] = [fit.regime(b) for b in best.batch_size]
-    at_best = history.merge(best[["batch_size", "lr"]], on=["batch_size", "lr"])
+    settings, best, fit, at_best = sweep_tables(history, summary, goal)
+    reached = best[best.lr.notna()]
 
     figures = _figures(anchor, goal, settings, best, fit, at_best)
     chart = h.chart(f"{anchor}-chart", f"sweep {name}: learning curves at each batch size's best lr",
@@ -106,21 +102,21 @@ def best_table(best, goal) -> str:
 
     rows = []
     for row in best.to_dict("records"):
-        rows.append([f"{int(row['batch_size']):,}", f"{row['lr']:g}", f"{row['reached']:.0%}",
+        rows.append([f"{int(row['batch_size']):,}", "none" if h.missing(row["lr"]) else f"{row['lr']:g}",
+                     f"{row['reached']:.0%}",
                      pm(row, "steps", lambda v: h.fmt_count(v)), pm(row, "samples", lambda v: h.fmt_count(v)),
                      pm(row, "seconds", lambda v: f"{v:.2f}"), h.fmt_pct(row["test_acc"]), h.fmt_pct(row["gap_acc"]),
                      row.get("regime", "—") if isinstance(row.get("regime"), str) else "—"])
     headers = ["B", "best lr", "seeds reaching", "updates to target", "samples to target", "seconds to target",
                "final test acc", "gap (train − test)", "regime"]
     return h.table(headers, rows, numeric=[True] * 8 + [False], caption=(
-        f"Target {goal}. Per batch size the learning rate that reaches it in the fewest updates with every seed "
-        "(or, where none does, the best final test accuracy); mean ± std over seeds."))
+        f"Target {goal}. {RULE[:1].upper() + RULE[1:]}; 'none' where no lr qualifies. Mean ± std over seeds."))
 
 
 def fit_html(fit, reached: int) -> str:
     if fit is None:
-        return (f'<p class="notice">Only {reached} batch size(s) reached the target with every seed; the critical '
-                "batch size fit needs 3 or more.</p>")
+        return (f'<p class="notice">Only {reached} batch size(s) have a best lr (every seed usable and ending at '
+                "the target); the critical batch size fit needs 3 or more.</p>")
     def g(v):
         return h.fmt_num(v, 3) if abs(v) < 1000 else h.fmt_count(v)
 

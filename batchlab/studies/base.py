@@ -69,7 +69,8 @@ class Study:
     # with the others before anything trains; a bound may name another setting (last_epochs
     # <= epochs). Training settings are checked by the grids they go into; "target" is parsed.
     limits: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    minutes: tuple[float, float] = (1.0, 0.2)  # estimated wall time here (faithful, quick), 2-core CPU
+    # Wall time of a fresh command on the 2-core CPU (faithful, quick), measured (benchmarks/bench_studies.py).
+    minutes: tuple[float, float] = (1.0, 0.2)
 
     def settings(self, quick: bool = False, overrides: dict[str, Any] | None = None) -> Settings:
         """Defaults, then the quick size, then the user's overrides (each checked and typed

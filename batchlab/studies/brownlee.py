@@ -58,6 +58,6 @@ STUDY = Study(
              FigureSpec("stability_vs_batch", _stability, "sweep")),
     findings=analysis.findings,
     notes=analysis.notes,
-    minutes=(1.0, 0.3),
+    minutes=(0.8, 0.3),
     limits=dict(threshold=(0.0, 1.0), last_epochs=(1, "epochs"), sweep_lr=(1e-30, None)),
 )

@@ -121,7 +121,7 @@ STUDY = Study(
              "noise ball that shrinks as B grows?",
     source=analysis.SOURCE,
     defaults=dict(data="blobs", lr=0.5, batch_sizes=(1, 4, 16, 64), fractions=(0.25, 0.5, 1.0), seeds=5,
-                  updates=4000, min_epochs=30, last_epochs=10, threshold=0.01),
+                  updates=4000, min_epochs=30, last_epochs=10, threshold=0.01, slope_tolerance=0.25),
     quick=dict(lr=1.0, batch_sizes=(1, 16), fractions=(1.0,), seeds=2, updates=1000, min_epochs=12),
     grids=grids,
     analyse=analysis.analyse,
@@ -130,7 +130,7 @@ STUDY = Study(
     findings=analysis.findings,
     checkpoints=checkpoints,
     notes=analysis.notes,
-    minutes=(0.5, 0.1),
+    minutes=(0.55, 0.2),
     limits=dict(fractions=(1e-9, 1.0), updates=(1, None), min_epochs=(1, None), last_epochs=(1, "min_epochs"),
-                threshold=(0.0, 1.0)),
+                threshold=(0.0, 1.0), slope_tolerance=(0.0, None)),
 )

@@ -5,9 +5,10 @@ Digits (1437 train / 360 test), MLP 64-64(relu)-10, SGD with momentum 0.9, batch
 cross-entropy; the partial last batch of an epoch is dropped, so every step uses exactly B
 samples and E = B S holds. For every B in 8..1024 and every lr of a grid, several seeds train
 for about ``step_budget`` updates (at most ``max_epochs`` epochs). Per run: the steps to the target (censored when never
-reached); per B: the best lr (fewest mean steps among the lrs where every seed reached);
-then the fit S(B) = S_min (1 + B_crit / B) with bootstrap intervals (McCandlish et al. 2018;
-Shallue et al. 2019), and the operational critical batch size, where steps exceed perfect
+reached); per B: the best lr (``analysis/selection.py``: fewest mean steps among the lrs where every
+seed is usable and ends at the target);
+then the fit S(B) = S_min (1 + B_crit / B), repeated on each seed for its intervals
+(McCandlish et al. 2018; Shallue et al. 2019), and the operational critical batch size, where steps exceed perfect
 scaling by 20% (Zhang et al. 2025). The runs at ``noise_batch`` also record the online
 two-batch estimate of B_simple every step; those at ``noise_lr`` are measured exactly at
 checkpoints (per-sample gradients over a pool of training rows, via their Gram matrix). The
@@ -112,9 +113,9 @@ STUDY = Study(
     defaults=dict(data="digits", hidden=(64,), momentum=0.9, batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024),
                   lrs=(0.01, 0.03, 0.1, 0.3, 1.0), seeds=3, target="train_loss<=0.1", step_budget=1500,
                   max_epochs=80, noise_batch=32, noise_lr=0.1, noise_epochs=(0, 1, 2, 3, 4, 6, 8, 12, 16, 24),
-                  pool=2048, resamples=200, excess=0.2),
+                  pool=2048, excess=0.2),
     quick=dict(batch_sizes=(16, 64, 256), lrs=(0.03, 0.1, 0.3), seeds=2, step_budget=600, max_epochs=20,
-               noise_batch=64, noise_epochs=(0, 1, 2, 4, 8), resamples=100),
+               noise_batch=64, noise_epochs=(0, 1, 2, 4, 8)),
     grids=grids,
     analyse=analysis.analyse,
     figures=(FigureSpec("steps_to_target_vs_batch", _to_target, "per_batch"),
@@ -124,7 +125,7 @@ STUDY = Study(
     checkpoints=checkpoints,
     notes=analysis.notes,
     steps=True,
-    minutes=(0.7, 0.2),
+    minutes=(0.9, 0.35),
     limits=dict(lrs=(1e-30, None), step_budget=(1, None), max_epochs=(1, None), noise_lr=(1e-30, None),
-                noise_epochs=(0, None), pool=(2, None), resamples=(1, None), excess=(1e-9, None)),
+                noise_epochs=(0, None), pool=(2, None), excess=(1e-9, None)),
 )

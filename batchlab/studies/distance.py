@@ -82,7 +82,7 @@ STUDY = Study(
     findings=analysis.findings,
     notes=analysis.notes,
     steps=True,
-    minutes=(2.5, 0.15),
+    minutes=(2.5, 0.25),
     limits=dict(large_lr=(1e-30, None), long_epochs=(1, None), tail_quantile=(0.5, 1.0),
                 step_tolerance=(0.0, None), fixed_step=(0, None), points=(2, None)),
 )

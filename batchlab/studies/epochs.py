@@ -63,6 +63,6 @@ STUDY = Study(
              FigureSpec("early_stopping_by_batch", _budget, "by_batch")),
     findings=analysis.findings,
     notes=analysis.notes,
-    minutes=(2.5, 0.2),
+    minutes=(1.5, 0.2),
     limits=dict(band=(0.0, None)),
 )

@@ -131,7 +131,7 @@ STUDY = Study(
     findings=analysis.findings,
     checkpoints=checkpoints,
     notes=analysis.notes,
-    minutes=(2.5, 0.2),
+    minutes=(5.5, 0.45),
     limits=dict(eps=(1e-12, None), pool=(2, None), ascent_steps=(1, None), ascent_starts=(1, None),
                 power_iterations=(1, None), hutchinson_probes=(1, None), fit_threshold=(0.0, 1.0)),
 )

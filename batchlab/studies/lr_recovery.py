@@ -85,7 +85,7 @@ STUDY = Study(
              FigureSpec("final_test_accuracy", _final, "final")),
     findings=analysis.findings,
     notes=analysis.notes,
-    minutes=(1.5, 0.25),
+    minutes=(4, 0.4),
     limits=dict(boost=(1e-30, None), switch_fraction=(1e-9, 1.0), margin=(0.0, 1.0),
                 small_batch=(1, "large_batch")),
 )

@@ -60,6 +60,6 @@ STUDY = Study(
     checkpoints=checkpoints,
     notes=analysis.notes,
     steps=True,
-    minutes=(1.5, 0.1),
+    minutes=(1.3, 0.3),
     limits=dict(sgd_lrs=(1e-30, None), adam_lr=(1e-30, None), tolerance=(0.0, None), points=(2, None)),
 )

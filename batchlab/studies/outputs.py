@@ -6,12 +6,13 @@ table, figure and finding of a recorded study without JAX or the engine.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pandas as pd
 
-from batchlab.analysis.findings import Finding
+from batchlab.analysis.findings import QUICK_LABEL, Finding
 from batchlab.figure_helpers import FigureDrawer
 from batchlab.paths import OutputSet, shown
 from batchlab.store import Store, series_frame, summary_frame
@@ -54,7 +55,19 @@ def load_study_data(db: str | Path, membership: pd.DataFrame, *, steps: bool = F
     return StudyData(*frames, runs=runs)
 
 
-def write_study_figure(study_name: str, figure_name: str, tables: Tables, settings: dict, path: Path) -> list[Path]:
+def draw_study_figure(spec, tables: Tables, settings: dict, quick: bool = False):
+    """The figure of ``spec`` (a :class:`~batchlab.studies.base.FigureSpec`), labelled quick
+    size above its title when ``quick`` (``plots/size_label.py``)."""
+    fig = spec.draw(tables, settings)
+    if quick:
+        from batchlab.plots.size_label import mark_quick
+
+        mark_quick(fig)
+    return fig
+
+
+def write_study_figure(study_name: str, figure_name: str, tables: Tables, settings: dict, path: Path,
+                       quick: bool = False) -> list[Path]:
     """Draw the figure ``figure_name`` of the registered study ``study_name`` to ``path`` (PNG
     and SVG) and keep its SVG for the report (``plots/memo.py``); run by a figure helper
     process, which cannot be handed the study's drawing function itself."""
@@ -62,8 +75,8 @@ def write_study_figure(study_name: str, figure_name: str, tables: Tables, settin
     from batchlab.studies import get_study
 
     spec = next(spec for spec in get_study(study_name).figures if spec.name == figure_name)
-    key = memo.figure_key(study_name, figure_name, tables, settings)
-    files = save_figure(spec.draw(tables, settings), path)
+    key = memo.figure_key(study_name, figure_name, tables, settings, quick)
+    files = save_figure(draw_study_figure(spec, tables, settings, quick), path)
     memo.remember(key, files[1].read_text(encoding="utf-8"))
     return files
 
@@ -93,9 +106,10 @@ def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Fin
         for spec in study.figures:
             if registered:
                 tickets.append(drawer.call(f"{__name__}:write_study_figure", study.name, spec.name, tables,
-                                           settings, outputs.path(spec.name)))
+                                           settings, outputs.path(spec.name), quick))
             else:
-                tickets.append(drawer.draw(spec.draw, tables, settings, path=outputs.path(spec.name)))
+                tickets.append(drawer.draw(partial(draw_study_figure, spec), tables, settings, quick,
+                                           path=outputs.path(spec.name)))
             csvs.append(outputs.write_csv(f"{spec.name}.csv", tables[spec.table]))
         figure_tables = {spec.table for spec in study.figures}
         others = [outputs.write_csv(f"{name}.csv", table) for name, table in tables.items()
@@ -121,16 +135,21 @@ def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Fin
 
 def findings_markdown(study: Study, settings: dict, findings: list[Finding], files: list[Path], quick: bool,
                       notes: list[str]) -> str:
-    size = "quick size (--quick): numbers are indicative only" if quick else "faithful size"
-    lines = [f"# {study.name}: {study.question}", "", f"Source: {study.source}. Run at {size}.", "",
-             "## Findings", ""]
-    lines += [f.markdown() for f in findings] or ["(no findings)"]
+    size = f"quick size (--quick): {QUICK_LABEL}" if quick else "faithful size"
+    lines = [f"# {study.name}: {study.question}", ""]
+    if quick:
+        lines += [f"> **{QUICK_LABEL.capitalize()}.** This study ran at --quick size (fewer seeds, epochs and batch "
+                  "sizes): its verdicts can differ from the faithful study's, and a finding whose precondition "
+                  "fails at this size says so instead of giving a verdict.", ""]
+    lines += [f"Source: {study.source}. Run at {size}.", "", "## Findings", ""]
+    lines += [f.markdown(quick) for f in findings] or ["(no findings)"]
     if notes:
         lines += ["", "## How to read this", ""] + [line for note in notes for line in (note, "")][:-1]
-    lines += ["", "Intervals are 95%: t-intervals over seeds or trials, Welch intervals of differences and "
-              "slopes, bootstrap or simultaneous (Bonferroni) intervals where a finding says so. A verdict is "
-              "*inconclusive* when the interval does not decide the claim, or there are fewer than 2 seeds.", "",
-              "## Settings", ""]
+    lines += ["", "Intervals are 95%, each finding naming its method (``batchlab/analysis/intervals.py``: t over "
+              "seeds, kept within the quantity's range; t on the log scale for positive quantities; Welch t for "
+              "differences; Welch-Satterthwaite t for slopes; percentile bootstrap only over many trials). A "
+              "verdict is *inconclusive* when the interval does not decide the claim, or when a precondition is "
+              "not met (the finding then says which).", "", "## Settings", ""]
     lines += [f"- `{key}` = {value}" for key, value in settings.items()]
     lines += ["", "## Files", ""] + [f"- {f.name}" for f in files if f.suffix in (".png", ".csv")] + [""]
     return "\n".join(lines)

@@ -49,6 +49,7 @@ class StudyResult:
     files: list[Path]
     run_ids: list[str]
     seconds: float
+    quick: bool = False  # run at --quick size: its numbers are indicative only
 
 
 @dataclass
@@ -81,7 +82,7 @@ class PendingStudy:
                 "outputs": [str(f) for f in files], "findings": [f.to_dict() for f in self.findings],
                 "seconds": seconds, "created": time.time()})
         return StudyResult(self.study.name, self.settings, self.tables, self.findings, files,
-                           list(dict.fromkeys(r for ids in self.groups.values() for r in ids)), seconds)
+                           list(dict.fromkeys(r for ids in self.groups.values() for r in ids)), seconds, self.quick)
 
 
 def run_study(study: Study, **options: Any) -> StudyResult:
@@ -125,6 +126,7 @@ def start_study(study: Study, *, quick: bool = False, overrides: dict[str, Any] 
     prepared = [(grid, *_prepare(grid)) for grid in study.grids(settings)]
     instruments = study.checkpoints(settings)
     _check_writable(out)
+    check_not_another_study(out, study.name)
     _check_store(db)
     with Store(db) as store:
         done = set() if force else store.run_ids()
@@ -220,6 +222,24 @@ def _measure(runs, measures, dataset, net, settings, db) -> None:
 
 def _check_writable(out: Path) -> None:
     check_writable_dir(out, "study output folder")
+
+
+def check_not_another_study(out: Path, name: str) -> None:
+    """Refuse (before anything trains) an output folder that already holds another study's
+    files: studies write files of the same names (``findings.md``, ``runs.csv``, ...), so a
+    second study there would overwrite the first one's. A folder's study is the one its
+    ``findings.md`` is about."""
+    findings = Path(out) / "findings.md"
+    if not findings.is_file():
+        return
+    try:
+        first = findings.read_text(encoding="utf-8").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return
+    other = first[2:].split(":", 1)[0] if first.startswith("# ") else ""
+    if other and other != name:
+        raise BatchlabError(f"output folder {out} already holds the files of study {other!r}; study {name!r} "
+                            f"would overwrite them: choose another --out (e.g. {Path(out) / name})")
 
 
 def _check_store(db: str | Path) -> None:

@@ -62,6 +62,6 @@ STUDY = Study(
              FigureSpec("time_to_target_vs_batch", _time_to_target, "per_batch")),
     findings=analysis.findings,
     notes=analysis.notes,
-    minutes=(0.7, 0.3),
+    minutes=(0.85, 0.3),
     limits=dict(lr_ref=(1e-30, None), ref_batch=(1, None), resamples=(1, None)),
 )
