@@ -9,6 +9,7 @@ no websocket library and no browser download is needed; only Debian's ``chromium
 from __future__ import annotations
 
 import base64
+import fcntl
 import html
 import json
 import os
@@ -248,6 +249,13 @@ def chromium() -> str | None:
     return None
 
 
+def _above_nine(fd: int) -> int:
+    """``fd`` moved to a number above 9: putting it on 3 or 4 in the child then overwrites nothing."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class Browser:
     """Headless Chromium driven over the DevTools protocol on a pipe (NUL-separated JSON)."""
 
@@ -255,17 +263,15 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="batchlab-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire():  # the browser reads commands on fd 3 and writes replies on fd 4
-            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)  # copies first: the originals may sit on 3 or 4
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
-             "--no-default-browser-check", "--hide-scrollbars", f"--user-data-dir={self.profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire,
-            close_fds=False)  # close_fds would run after ``wire`` and close 3 and 4 again
+        to_chrome_r, from_chrome_w = _above_nine(to_chrome_r), _above_nine(from_chrome_w)
+        # The browser reads commands on fd 3 and writes replies on fd 4: bash puts the pipes
+        # there and becomes the browser (no preexec_fn: JAX warns of any fork that runs Python).
+        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
+                "--no-default-browser-check", "--hide-scrollbars", f"--user-data-dir={self.profile}", "about:blank"]
+        wire = f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-'
+        self.proc = subprocess.Popen(["bash", "-c", wire, "bash", *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     pass_fds=(to_chrome_r, from_chrome_w))
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer, self._next, self.events = b"", 0, []
