@@ -1,12 +1,10 @@
 """Models given by import path (``file.py:make_model``): on the command line (train, noise,
-sweep), in sweep configs, for sweep workers (worker processes and a local Ray), with their
-identity in the run id, and every bad input as one line, exit 2, nothing stored."""
+sweep), in sweep configs, for sweep workers (worker processes here; a local Ray in
+tests/test_sweep.py), with their identity in the run id, and every bad input as one line,
+exit 2, nothing stored."""
 
-import subprocess
-import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 import batchlab
@@ -15,7 +13,6 @@ from batchlab.errors import BatchlabError
 from batchlab.models.imported import canonical, is_import_path, load
 from batchlab.store import Store
 from batchlab.sweep.spec import SweepSpec, read_spec
-from batchlab.sweep.run import run_sweep
 
 LINEN = '''
 import flax.linen as nn
@@ -174,34 +171,6 @@ def test_a_sweep_of_a_model_file_runs_in_worker_processes(cli, tmp_path):
     runs = stored(tmp_path / "batchlab.db")
     assert len(runs) == 2 and {r.status for r in runs.values()} == {"finished"}
     assert all(r.config.model.name == f"import:{tmp_path / 'nets.py'}:make_model" for r in runs.values())
-
-
-def test_a_sweep_of_a_model_file_runs_on_a_local_ray(tmp_path):
-    """Ray's workers import the file by its absolute path (the driver runs in another folder)
-    and train what this process trains."""
-    model = f"{write(tmp_path / 'nets.py', LINEN.format(width=8))}:make_model"
-    driver = RAY_DRIVER.format(model=model, db=tmp_path / "ray.db")
-    done = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300, cwd="/")
-    assert done.returncode == 0, done.stderr[-3000:]
-    run_sweep(SweepSpec(name="sweep", data="blobs", model=model, batch_sizes="50", lr="0.05", seeds=1,
-                        budget="epochs=2", target="test_acc>=0.5"), tmp_path / "here.db", executor="local")
-    on_ray, here = stored(tmp_path / "ray.db"), stored(tmp_path / "here.db")
-    assert len(on_ray) == 1 and set(on_ray) == set(here)  # one config, one model identity
-    for run_id, run in on_ray.items():
-        # Equal up to float rounding: a Ray worker's scanned epochs differ from this process's in
-        # the last bit of some steps (seen with Ray only; worker processes and repeated local runs
-        # agree bit for bit, tests/test_programs.py and tests/test_sweep.py).
-        np.testing.assert_allclose(run.steps["mb_loss"], here[run_id].steps["mb_loss"], rtol=1e-6, atol=1e-7)
-
-
-RAY_DRIVER = """
-from batchlab.sweep.spec import SweepSpec
-from batchlab.sweep.run import run_sweep
-
-spec = SweepSpec(name="sweep", data="blobs", model="{model}", batch_sizes="50", lr="0.05", seeds=1,
-                 budget="epochs=2", target="test_acc>=0.5")
-run_sweep(spec, "{db}", executor="ray", workers=2)  # starts a Ray of its own, on the loopback address
-"""
 
 
 def test_a_worker_refuses_a_model_file_edited_after_planning(tmp_path):
