@@ -10,6 +10,7 @@ import pytest
 from scipy import special, stats
 
 from batchlab.analysis import intervals as iv
+from batchlab.analysis import trends
 from batchlab.analysis.coverage import CASES, FALSE_AGREES, coverage, fit_log_grid
 from batchlab.analysis.scaling import fit_critical_batch
 
@@ -41,7 +42,7 @@ def test_welch_and_the_slope_against_scipy_and_least_squares():
     test = stats.ttest_ind(a, b, equal_var=False)
     assert (got.low, got.high) == pytest.approx(tuple(test.confidence_interval(0.95)))
     xs, groups = [1, 2, 4, 8], [rng.normal(0.1 * k, 0.05, 4) for k in range(4)]
-    slope = iv.slope_t(xs, groups)
+    slope = trends.slope_t(xs, groups)
     assert slope.mean == pytest.approx(np.polyfit(np.log2(xs), [g.mean() for g in groups], 1)[0])
     ratio = iv.welch_log([2.0, 2.2, 1.9], [1.0, 1.1, 0.9])
     assert ratio.mean == pytest.approx(stats.gmean([2.0, 2.2, 1.9]) / stats.gmean([1.0, 1.1, 0.9]))
@@ -50,21 +51,21 @@ def test_welch_and_the_slope_against_scipy_and_least_squares():
 def test_log_spread_slope_uses_the_chi_square_variance_of_log_s2():
     """With every group of n = 4 the slope's variance is sum c_k^2 psi'(3/2) / (2 ln 2)^2."""
     groups = [np.array([0.0, 1.0, 2.0, 4.0]) * f for f in (1.0, 2.0, 4.0)]  # std doubles per step of x
-    got = iv.log_spread_slope([16, 64, 256], groups)
+    got = trends.log_spread_slope([16, 64, 256], groups)
     assert got.mean == pytest.approx(0.5)  # log2 std up by 1 per 2 doublings of B
-    c = iv.slope_weights(np.log2([16, 64, 256]))
+    c = trends.slope_weights(np.log2([16, 64, 256]))
     half = 1.959964 * math.sqrt((c ** 2).sum() * special.polygamma(1, 1.5)) / (2 * math.log(2))
     assert (got.high - got.low) / 2 == pytest.approx(half, rel=1e-5)
-    assert not iv.log_spread_slope([16, 64], [[1.0, 2.0], [1.0, 3.0]]).given  # 2 seeds: refused
+    assert not trends.log_spread_slope([16, 64], [[1.0, 2.0], [1.0, 3.0]]).given  # 2 seeds: refused
 
 
 def test_spearman_permutation_is_exact():
     x, y = [1, 2, 3, 4, 5], [2.0, 1.0, 4.0, 3.0, 5.0]
-    got = iv.spearman_permutation(x, y)
+    got = trends.spearman_permutation(x, y)
     rhos = [stats.spearmanr(x, p).statistic for p in itertools.permutations(y)]
     assert got.rho == pytest.approx(0.8)
     assert got.p_greater == pytest.approx(np.mean(np.array(rhos) >= 0.8 - 1e-12))
-    assert iv.spearman_permutation([1, 2, 3], [1, 2, 3]).p_greater == pytest.approx(1 / 6)
+    assert trends.spearman_permutation([1, 2, 3], [1, 2, 3]).p_greater == pytest.approx(1 / 6)
 
 
 @pytest.mark.parametrize("values", [[0.333, 0.333], [5.0, 5.0, 5.0]])
@@ -75,7 +76,7 @@ def test_no_spread_gives_no_interval_rather_than_a_point(values):
         got = method(values)
         assert not got.given and "spread" in got.why and "no interval" in got.format()
     assert not iv.welch(values, values).given
-    assert not iv.slope_t([1, 2], [values, values]).given
+    assert not trends.slope_t([1, 2], [values, values]).given
 
 
 def test_format_prints_distinct_bounds_apart():

@@ -173,7 +173,7 @@ def test_outputs_written(study):
 def test_equivalence_and_spread_verdicts():
     """The two verdict helpers on hand-made intervals and seeds."""
     from batchlab.analysis.findings import Interval, verdict_from_interval, within
-    from batchlab.analysis.intervals import log_spread_slope
+    from batchlab.analysis.trends import log_spread_slope
 
     assert within(Interval(0.0, -0.05, 0.05, 5), -0.1, 0.1) == "agrees"
     assert within(Interval(0.5, 0.3, 0.7, 5), -0.1, 0.1) == "disagrees"

@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from batchlab.analysis.intervals import (log_spread_core, mean_t_core, slope_t_core, slope_weights, spearman,
-                                         welch_core)
+from batchlab.analysis.intervals import mean_t_core, welch_core
+from batchlab.analysis.trends import log_spread_core, slope_t_core, slope_weights, spearman
 
 QUICK_SIZES = (16, 64, 256)  # the critical-batch study's batch sizes at quick size
 FAITHFUL_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)

@@ -15,7 +15,8 @@ from batchlab import budget
 from batchlab.analysis.curves import curves_table
 from batchlab.analysis.findings import (PROPORTION_DIFFERENCE, Finding, compare, decided, factor_trend, interval_table,
                                         proportion, trend, verdict_from_interval, within)
-from batchlab.analysis.intervals import geometric_t, log_spread_slope, welch_log
+from batchlab.analysis.intervals import geometric_t, welch_log
+from batchlab.analysis.trends import log_spread_slope
 from batchlab.analysis.steps import at_samples, at_step, spread_over_seeds, tail_ratio, thin_steps, with_start
 from batchlab.analysis.study_data import StudyData
 

@@ -193,13 +193,19 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
             SOURCE, f"difference {change.format(2, 100)} points (95% t over paired seeds); test acc early-stopped "
             f"{proportion(p.early_test_acc).format(3)} vs full budget {proportion(p.full_test_acc).format(3)}",
             within(change, -s["band"], s["band"]), change))
+    return out + _timing_findings(per_b, s)
+
+
+def _timing_findings(per_b: dict[int, pd.DataFrame], s: dict) -> list[Finding]:
+    """When the best epoch comes, by B, and whether the test loss rises late (overfitting)."""
+    sizes, budget = list(per_b), s["epochs"]
     best = [per_b[b].best_epoch for b in sizes]
     slope, verdict = trend(sizes, best, "increasing")
     listed = ", ".join(f"B={b}: {interval(per_b[b].best_epoch, (1, budget)).format(3)}" for b in sizes)
     in_updates = ", ".join(f"B={b}: {_count(interval(per_b[b].best_updates, (0, None)))}" for b in sizes)
-    out.append(decided("the best-validation epoch (min test loss) comes earlier for smaller B", SOURCE,
-                       f"slope {slope.format(3)} epochs per doubling of B (95% {slope.method}); best epoch {listed} "
-                       f"(in updates: {in_updates})", verdict, slope))
+    out = [decided("the best-validation epoch (min test loss) comes earlier for smaller B", SOURCE,
+                   f"slope {slope.format(3)} epochs per doubling of B (95% {slope.method}); best epoch {listed} "
+                   f"(in updates: {in_updates})", verdict, slope)]
     for b, p in per_b.items():
         slope = interval(p.late_slope)
         out.append(decided(f"B={b}: the test loss rises over the second half of training (overfitting)", SOURCE,

@@ -21,7 +21,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.intervals import Interval, mean_t, slope_t, t_quantile, welch
+from batchlab.analysis.intervals import Interval, mean_t, t_quantile, welch
+from batchlab.analysis.trends import slope_t
 
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
 PROPORTION = (0.0, 1.0)  # the range of an accuracy or a share
@@ -166,7 +167,7 @@ def trend(xs: Sequence[float], groups: Sequence[Sequence[float]], claim: str, *,
 
     The contrast is the least-squares slope of the group means against log2(x) (or x), with a
     95% t-interval and Welch-Satterthwaite degrees of freedom
-    (:func:`batchlab.analysis.intervals.slope_t`)."""
+    (:func:`batchlab.analysis.trends.slope_t`)."""
     iv = slope_t(xs, groups, log_x=log_x)
     return iv, verdict_from_interval(iv.low, iv.high, 1 if claim == "increasing" else -1)
 

@@ -22,7 +22,8 @@ import pandas as pd
 from batchlab.analysis.curves import curves_table
 from batchlab.analysis.findings import (INCONCLUSIVE, PROPORTION_DIFFERENCE, Finding, decided, interval,
                                         interval_table, proportion, trend, unmet, verdict_from_interval)
-from batchlab.analysis.intervals import RankTest, geometric_t, spearman, spearman_permutation
+from batchlab.analysis.intervals import geometric_t
+from batchlab.analysis.trends import RankTest, spearman, spearman_permutation
 from batchlab.analysis.selection import best_versus
 from batchlab.analysis.study_data import StudyData
 

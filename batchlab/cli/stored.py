@@ -204,8 +204,6 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
             db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
             wide: bool = typer.Option(False, "--wide", help="tables as wide as they need")) -> None:
     """Best lr per batch size, steps/samples/time to target, and the critical batch size fit."""
-    from rich.table import Table
-
     from batchlab.figure_helpers import FigureDrawer
 
     with FigureDrawer() as drawer:  # first: its helpers import matplotlib while this process analyses
@@ -214,6 +212,29 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
 
         result = analyse_sweep(db, sweep_name, target)
         files = _write_sweep_analysis(result, out, drawer)
+    console(wide).print(_best_table(result, wide))
+    if not wide:
+        say(f"not shown to fit the terminal: {', '.join(NARROW_DROPS)} (--wide shows them; all in best_per_batch.csv)")
+    say(f"rule: {RULE}")
+    if result.edge:
+        say(f"warning: {result.edge}")
+    if result.fit is not None:
+        f = result.fit
+        say(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
+                   f"steps, B_crit = {f.b_crit:,.1f} ± {f.b_crit_se:,.1f}, E_min = {f.e_min:,.0f} samples")
+    else:
+        say("fewer than 3 batch sizes have a best lr (every seed usable and ending at the target): "
+            "no critical-batch fit")
+    if result.missing:
+        say(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
+    say("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
+
+
+def _best_table(result, wide: bool):
+    """The best lr per batch size and what it took to reach the target (NARROW_DROPS left out
+    unless ``wide``)."""
+    from rich.table import Table
+
     table = Table(title=f"sweep {result.name!r}: to reach {result.target} (best lr per B; mean ± std over seeds)")
     columns = ("B", "best lr", "seeds reaching", "steps", "samples", "seconds", "test acc", "gap", "regime")
     shown = columns if wide else tuple(c for c in columns if c not in NARROW_DROPS)
@@ -232,22 +253,7 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
                       cell("gap_acc", "{:.3f}"), row.get("regime", "-"))
     for column in reversed([c for c in columns if c not in shown]):
         table.columns.pop(columns.index(column))
-    console(wide).print(table)
-    if not wide:
-        say(f"not shown to fit the terminal: {', '.join(NARROW_DROPS)} (--wide shows them; all in best_per_batch.csv)")
-    say(f"rule: {RULE}")
-    if result.edge:
-        say(f"warning: {result.edge}")
-    if result.fit is not None:
-        f = result.fit
-        say(f"critical batch size fit S(B) = S_min (1 + B_crit/B): S_min = {f.s_min:,.0f} ± {f.s_min_se:,.0f} "
-                   f"steps, B_crit = {f.b_crit:,.1f} ± {f.b_crit_se:,.1f}, E_min = {f.e_min:,.0f} samples")
-    else:
-        say("fewer than 3 batch sizes have a best lr (every seed usable and ending at the target): "
-            "no critical-batch fit")
-    if result.missing:
-        say(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
-    say("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
+    return table
 
 
 NARROW_DROPS = ("seconds", "gap")  # columns of analyze's table left out unless --wide

@@ -137,15 +137,18 @@ def tour(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
                 yield start_study(studies[name], quick=True, db=db, out=out / name, progress=advance,
                                   drawer=drawer)
 
-        summary = []
         with bar:
-            for result in finish_in_turn(started()):  # a study's figures are drawn while the next ones train
-                verdicts = [f.verdict for f in result.findings]
-                summary.append(f"{result.name:<15} {result.seconds:5.1f} s  " + ", ".join(
-                    f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts)
-                    + " (quick)")
+            # a study's figures are drawn while the next ones train
+            summary = [_summary_line(result) for result in finish_in_turn(started())]
             bar.update(task, completed=bar.tasks[0].total, description="writing the report")
             path = build_report(db, report_dir, drawer=drawer)
     say("\n".join([f"{QUICK_LABEL}: every study at --quick size (findings.md in each folder of {out}):",
                     *summary]))
     say(f"report: {path} (open it in a browser: file://{Path(path).resolve()})")
+
+
+def _summary_line(result) -> str:
+    """A study's line in the tour's summary: its time and how many findings agree, disagree or are inconclusive."""
+    verdicts = [f.verdict for f in result.findings]
+    return f"{result.name:<15} {result.seconds:5.1f} s  " + ", ".join(
+        f"{verdicts.count(v)} {v}" for v in ("agrees", "disagrees", "inconclusive") if v in verdicts) + " (quick)"

@@ -1,5 +1,15 @@
 """The store's file format: the tables of a batchlab store, the marks that identify one, and the
-additive upgrades from older schemas (see ``sqlite.py`` for what each table holds)."""
+additive upgrades from older schemas.
+
+Tables: ``meta`` (marks the file as a batchlab store), ``runs`` (one row per run: its
+resolved config as JSON, batchlab version, status, summary numbers and ``notes``: what
+batchlab changed in the run's data, as a JSON list of lines), ``series`` (one row per
+recorded array: per-epoch or per-step values of one metric, stored as raw little-endian
+bytes), ``measurements`` (what checkpoint instruments measured on a run's saved parameters:
+a list of records as JSON per instrument and epoch), ``sweeps`` and ``sweep_runs`` (which
+runs a named sweep is made of, recorded before any of them trains) and ``studies`` (each
+study's settings, version, runs and outputs, so a report can be rebuilt without retraining).
+"""
 
 FORMAT = "batchlab-store"
 SCHEMA_VERSION = "4"

@@ -1,18 +1,9 @@
-"""The run store: one SQLite file, one transaction per finished cohort.
+"""The run store: one SQLite file, one transaction per finished cohort. A killed process
+loses at most the cohort in flight; finished runs are never touched again unless re-run
+with ``force``.
 
-Tables: ``meta`` (marks the file as a batchlab store), ``runs`` (one row per run: its
-resolved config as JSON, batchlab version, status, summary numbers and ``notes``: what
-batchlab changed in the run's data, as a JSON list of lines), ``series`` (one
-row per recorded array: per-epoch or per-step values of one metric, stored as raw
-little-endian bytes) and ``measurements`` (what checkpoint instruments measured on a run's
-saved parameters: a list of records as JSON per instrument and epoch), ``sweeps`` and
-``sweep_runs`` (which runs a named sweep is made of, recorded before any of them trains) and
-``studies`` (each study's settings, version, runs and outputs, so a report can be rebuilt without
-retraining). A killed process loses at most the cohort in flight; finished runs are never
-touched again unless re-run with ``force``.
-
-The file format is ``schema.py``; the queries are ``reading.py``; opening, health and writes
-are here. Damage and faults: every reading method turns an SQLite error (or a record that no longer
+The file format and its tables are ``schema.py``; the queries are ``reading.py``; opening,
+health and writes are here. Damage and faults: every reading method turns an SQLite error (or a record that no longer
 decodes) into one :class:`StoreError` line that names the file and how many runs can still be
 read; :meth:`Store.integrity` lists them from a read-only connection. Nothing writes to a file
 whose ``PRAGMA quick_check`` fails (not even the schema upgrade on open), and a write that fails

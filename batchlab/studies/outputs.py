@@ -96,21 +96,12 @@ def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Fin
     are drawn while the command goes on (it can train the next study meanwhile). Figures, tables
     and ``findings.md`` replace the previous ones in ``out`` together, once all are written
     (``paths.OutputSet``)."""
-    from batchlab.studies import REGISTRY, get_study
-
     drawer = drawer or FigureDrawer(helpers=0)  # no helpers given: drawn in this process
-    registered = study.name in REGISTRY and get_study(study.name) is study
     outputs = OutputSet(out)
     tickets, csvs, others = [], [], []
     try:
-        for spec in study.figures:
-            if registered:
-                tickets.append(drawer.call(f"{__name__}:write_study_figure", study.name, spec.name, tables,
-                                           settings, outputs.path(spec.name), quick))
-            else:
-                tickets.append(drawer.draw(partial(draw_study_figure, spec), tables, settings, quick,
-                                           path=outputs.path(spec.name)))
-            csvs.append(outputs.write_csv(f"{spec.name}.csv", tables[spec.table]))
+        tickets = _ask_figures(study, settings, tables, outputs, quick, drawer)
+        csvs = [outputs.write_csv(f"{spec.name}.csv", tables[spec.table]) for spec in study.figures]
         figure_tables = {spec.table for spec in study.figures}
         others = [outputs.write_csv(f"{name}.csv", table) for name, table in tables.items()
                   if name not in figure_tables]
@@ -131,6 +122,24 @@ def ask_outputs(study: Study, settings: dict, tables: Tables, findings: list[Fin
         return files + [out / "findings.md"]
 
     return AskedOutputs(lambda: drawer.ready(tickets), write)
+
+
+def _ask_figures(study: Study, settings: dict, tables: Tables, outputs: OutputSet, quick: bool,
+                 drawer: FigureDrawer) -> list[int]:
+    """Each figure of ``study`` asked of ``drawer``: by name where the study is registered (a
+    helper process imports it), as a function otherwise (drawn in this process)."""
+    from batchlab.studies import REGISTRY, get_study
+
+    registered = study.name in REGISTRY and get_study(study.name) is study
+    tickets = []
+    for spec in study.figures:
+        if registered:
+            tickets.append(drawer.call(f"{__name__}:write_study_figure", study.name, spec.name, tables,
+                                       settings, outputs.path(spec.name), quick))
+        else:
+            tickets.append(drawer.draw(partial(draw_study_figure, spec), tables, settings, quick,
+                                       path=outputs.path(spec.name)))
+    return tickets
 
 
 def findings_markdown(study: Study, settings: dict, findings: list[Finding], files: list[Path], quick: bool,
