@@ -143,6 +143,38 @@ def test_cli_on_a_damaged_store_in_a_subprocess_prints_one_line(made, tmp_path):
     assert path.read_bytes() == before
 
 
+def damage_index(path, name):
+    """Make the root page of the index ``name`` unreadable (a b-tree header that SQLite rejects)
+    while every table, and so every run, still reads whole."""
+    with sqlite3.connect(path) as conn:
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(path.read_bytes())
+    start = (page - 1) * page_size
+    data[start], data[start + 3:start + 5] = 0x0D, (5).to_bytes(2, "big")  # "a table leaf of 5 cells"
+    path.write_bytes(bytes(data))
+
+
+def test_reading_commands_say_the_store_is_damaged_even_when_every_run_reads(made, tmp_path, capsys):
+    healthy, path = copy_of(made, tmp_path, "healthy.db"), copy_of(made, tmp_path)
+    damage_index(path, "sqlite_autoindex_meta_1")
+    before, runs = path.read_bytes(), len(made[1])
+    assert not check_integrity(path).damaged and len(check_integrity(path).intact) == runs
+    for command in (["runs"], ["export", "--out", tmp_path / "out"], ["report", "--out", tmp_path / "report"]):
+        code, _, said_healthy = run_cli([*command, "--db", healthy], capsys)
+        assert code == 0 and "damaged" not in said_healthy, said_healthy
+        code, out, err = run_cli([*command, "--db", path], capsys)
+        assert code == 0 and out.strip(), err
+        # what the healthy copy said (the report names the fixture's unknown study), then one line
+        assert err.startswith(said_healthy.replace(str(healthy), str(path))), err
+        added = err[len(said_healthy.replace(str(healthy), str(path))):]
+        assert added.count("\n") == 1 and added.startswith(f"warning: {path} is damaged (") and \
+            f"{runs} of {runs} runs are readable" in added, err
+    assert (tmp_path / "out" / "steps.csv").stat().st_size > 0
+    assert path.read_bytes() == before
+
+
 def test_nothing_is_written_to_a_damaged_store(made, tmp_path):
     path = copy_of(made, tmp_path)
     damage_page_of(path, list(made[1].values())[2])

@@ -69,12 +69,30 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
     with Store(db, create=False) as store:
         _, frame = _select(store, data, model, batch_size, sweep_name, status)
         total = len(store.run_ids()) - len(store.newer)  # runs a newer batchlab wrote: named in a note
+        damage = store.damage_note()
     if frame.empty:
         say(f"no run of the {total} in {db} matches" if total else
                    f"{db} holds no run{' this batchlab can read' if store.newer else 's'}")
-        return
-    shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
-    print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
+    else:
+        shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
+        print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
+    warn_if_damaged(damage)
+
+
+def damage_of(db: Path) -> str | None:
+    """The store's damage note (``Store.damage_note``), read before a command reads the runs; a
+    missing or foreign store is refused here, before any folder is made."""
+    from batchlab.store import Store
+
+    with Store(db, create=False) as store:
+        return store.damage_note()
+
+
+def warn_if_damaged(note: str | None) -> None:
+    """Said last, on one line of stderr (like an error), once the command has done what it could
+    with the runs that read whole."""
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 @app.command()
@@ -169,12 +187,11 @@ def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
 
     if fmt not in ("csv", "parquet"):
         raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")
-    from batchlab.store import Store
-
-    Store(db, create=False).close()  # a missing or foreign store is named before any folder is made
+    damage = damage_of(db)
     check_writable_dir(out, "--out folder")
     for path in export_store(db, out, fmt):
         say(str(path))
+    warn_if_damaged(damage)
 
 
 @app.command()
@@ -189,12 +206,14 @@ def report(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite fil
     with FigureDrawer() as drawer:  # first: its helpers build the studies' sections side by side
         from batchlab.report import build_report
 
+        damage = damage_of(db)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             path = build_report(db, out, study, drawer)
     for warning in caught:
         say(f"warning: {warning.message}", err=True)
     say(str(path))
+    warn_if_damaged(damage)
 
 
 @app.command()
@@ -210,6 +229,7 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
         from batchlab.analysis.selection import RULE
         from batchlab.analysis.sweep import analyse_sweep
 
+        damage = damage_of(db)
         result = analyse_sweep(db, sweep_name, target)
         files = _write_sweep_analysis(result, out, drawer)
     console(wide).print(_best_table(result, wide))
@@ -228,6 +248,7 @@ def analyze(sweep_name: Optional[str] = typer.Option(None, "--sweep", help="swee
     if result.missing:
         say(f"{result.missing} run(s) of this sweep are not stored yet (re-run the sweep to finish them)")
     say("wrote: " + ", ".join(str(p) for p in files if p.suffix != ".svg"))
+    warn_if_damaged(damage)
 
 
 def _best_table(result, wide: bool):

@@ -160,7 +160,9 @@ class Store(StoreReading):
                     raise locked(self.path, self._timeout) from None
                 rows = [first_line(exc)]
             self._healthy = rows == ["ok"]
-            self._problem = "" if self._healthy else rows[0]
+            # SQLite heads its report with "*** in database main ***": the problem is the next line
+            lines = [line for row in rows for line in row.splitlines() if not line.startswith("***")]
+            self._problem = "" if self._healthy else (lines or rows)[0]
             if self._healthy and key is not None:
                 _HEALTHY[self.path.resolve()] = key
         return self._healthy
@@ -171,6 +173,15 @@ class Store(StoreReading):
             raise StoreError(f"{self.path} is damaged ({self._problem}): {self.integrity().readable()}; "
                              f"batchlab does not write to a damaged store: use another --db "
                              f"(see `batchlab check --db {self.path}`)")
+
+    def damage_note(self) -> str | None:
+        """For a command that reads: one line saying the file is damaged and how many runs still
+        read whole, or None for a healthy file. (What reads whole is used: a damaged index can
+        leave every run readable, and the user must still hear that the file is damaged.)"""
+        if self._quick_check():
+            return None
+        return (f"{self.path} is damaged ({self._problem}): {self.integrity().readable()}; "
+                f"run `batchlab check --db {self.path}`")
 
     def _read_error(self, exc: BaseException) -> StoreError:
         """The one-line error for a read that failed: locked, or damaged with what can still be read."""
