@@ -69,9 +69,13 @@ CASES = {
                               "it is a file, not a folder"),
     "export --out is a file": (["export", "--out", "afile"], "it is a file, not a folder"),
     "delete without a terminal": (["delete", "--batch-size", "50"], "add --yes"),
+    "unknown option": (["train", "--bogus", 1], "No such option: --bogus"),
 }
 # ... and the rest in this process (same entry point, without 1-2 s of start-up each).
 MORE_CASES = {
+    "option without its value": (["train", "--data", "blobs", "-e"], "Option '-e' requires an argument"),
+    "unknown command": (["bogus"], "No such command 'bogus'. (see `batchlab --help`)"),
+    "missing option": (["plan", "--n", 100, "-e", 3], "Missing option '--batch-size'"),
     "seed over 64 bits": (["train", "--data", "blobs", "--seeds", "3,18446744073709551617"],
                           "seed must be an integer in [0, 2**63)"),
     "epochs beyond memory": (["train", "--data", "blobs", "--epochs", 100_000_000], "GiB of series"),

@@ -20,7 +20,7 @@ import typer  # noqa: E402
 
 from batchlab.errors import BatchlabError  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   help="Train under controlled batch size / epochs / learning rate and see what changes.")
 
 DEFAULT_DB = "batchlab.db"
@@ -126,13 +126,28 @@ def _root(version: bool = typer.Option(False, "--version", help="print batchlab'
         raise typer.Exit()
 
 
+try:  # typer carries its own copy of click (0.25 and later)
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - an older typer, on click
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
+
 def main() -> None:
     """The ``batchlab`` entry point: bad input and damaged files are one line on stderr (exit 2),
     Ctrl-C says what was saved and how to resume (exit 130; SIGTERM: 143)."""
     import sqlite3
 
     try:
-        app()
+        # Not standalone: click's usage errors come here to be said in one line, not a box.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # a typer.Exit(code); Ctrl-C is Exit(130)
+            sys.exit(code)
+    except NoArgsIsHelpError:  # the help is printed
+        sys.exit(2)
+    except UsageError as exc:
+        _fail(f"{exc.format_message()} (see `{_command_of(exc.ctx)} --help`)")
+    except typer.Abort:  # end of input at a prompt
+        _fail("no answer (end of input): nothing done")
     except BatchlabError as exc:
         _fail(str(exc))
     except sqlite3.DatabaseError as exc:
@@ -147,6 +162,15 @@ def main() -> None:
         raise
     finally:
         _print_profile()
+
+
+def _command_of(ctx) -> str:
+    """``batchlab`` and the subcommand a usage error is about (however batchlab was started)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["batchlab", *reversed(names)])
 
 
 def _stop_interrupted() -> None:

@@ -151,9 +151,11 @@ def _full_run_ids(given: list[str], stored: set[str], db: Path) -> list[str]:
 
 @app.command()
 def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
-    """SQLite's integrity check of a store, and which runs are intact (exit 0 if every other
-    command can use it, 1 if damaged). Runs a newer batchlab wrote are listed, not damage; a
-    journal an interrupted write left is checked as the next command will find it, rolled back."""
+    """SQLite's integrity check of a store, and which runs are intact.
+
+    Exit 0 if every other command can use it, 1 if damaged. Runs a newer batchlab wrote are
+    listed, not damage; a journal an interrupted write left is checked as the next command will
+    find it, rolled back."""
     from batchlab.store import check_integrity
 
     if not db.is_file():
