@@ -117,21 +117,21 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     out = []
     slope, verdict = trend(sizes, per_b("distance"), "decreasing")
     out.append(decided("the distance to the optimum over the last epochs shrinks as B grows", SOURCE,
-                       f"slope of log10 ||Theta - Theta*|| {slope.format(3)} decades per doubling of B over "
+                       f"slope of log10 ‖θ − θ*‖ {slope.format(3)} decades per doubling of B over "
                        f"B in {sizes} (mean of the last {s['last_epochs']} epochs per run; 95% {slope.method})",
                        verdict, slope))
     small, full = runs[runs.batch_size == sizes[0]].distance, runs[runs.batch_size == n].distance
     if len(full):
         out.append(_full_batch_finding(full, small, n, sizes[0], s["threshold"]))
     slope, verdict = trend(sizes, per_b("loss_gap"), "decreasing")
-    out.append(decided("the loss gap L(Theta) - L(Theta*) shrinks as B grows", SOURCE,
+    out.append(decided("the loss gap L(θ) − L(θ*) shrinks as B grows", SOURCE,
                        f"slope of log10 loss gap {slope.format(3)} decades per doubling of B (95% {slope.method}); "
                        f"gap at B={sizes[0]} {geometric_t(runs[runs.batch_size == sizes[0]].loss_gap).format(3)} nats "
                        "(geometric mean, 95% t on the log scale)", verdict, slope))
     slope, verdict, _ = loglog_fit(runs)
     law = (f"log-log slope {slope.format(3)} over the {len(tables['noise_law'])} batch sizes with B < N "
            f"(95% {slope.method})")
-    out.append(decided("the squared distance grows with the noise level lr tr(Sigma)/B x (N-B)/(N-1)", SOURCE,
+    out.append(decided("the squared distance grows with the noise level lr tr(Σ)/B × (N − B)/(N − 1)", SOURCE,
                        law, verdict, slope))
     band = s["slope_tolerance"]
     out.append(decided(f"the squared distance is proportional to the noise level, as the with-replacement law says: "
@@ -163,18 +163,18 @@ def notes(tables, s: dict) -> list[str]:
     best, table = tables["optimum"].iloc[0], tables["by_batch"]
     out = [
         f"The exact optimum: L-BFGS then Newton steps in float64 on the same mean cross-entropy "
-        f"(residual gradient norm {best.grad_norm_star:.1e}), L(Theta*) = {best.loss_star:.6f} nats, "
-        f"||Theta*|| = {best.theta_star_norm:.3f}, training accuracy {best.accuracy_star:.1%}. Distances are "
+        f"(residual gradient norm {best.grad_norm_star:.1e}), L(θ*) = {best.loss_star:.6f} nats, "
+        f"‖θ*‖ = {best.theta_star_norm:.3f}, training accuracy {best.accuracy_star:.1%}. Distances are "
         "taken between class-centred parameters: softmax ignores a shift common to all classes, and SGD from "
         "zero never makes one.",
-        f"Curvature at Theta*: mu = {best.mu:.4f}, L = {best.l_max:.4f} (condition number "
-        f"{best.l_max / best.mu:.0f}); tr(Sigma) = {best.trace_sigma:.4f}. Every batch size made at least "
+        f"Curvature at θ*: μ = {best.mu:.4f}, L = {best.l_max:.4f} (condition number "
+        f"{best.l_max / best.mu:.0f}); tr(Σ) = {best.trace_sigma:.4f}. Every batch size made at least "
         f"{int(table.updates.min()):,} updates, i.e. at least {table.time_constants.min():.1f} time constants "
-        f"1/(lr mu) of the slowest direction: the start's influence has shrunk by "
-        f"exp(-{table.time_constants.min():.1f}) = {math.exp(-table.time_constants.min()):.1e}, and what remains "
+        f"1/(lr μ) of the slowest direction: the start's influence has shrunk by "
+        f"exp(−{table.time_constants.min():.1f}) = {math.exp(-table.time_constants.min()):.1e}, and what remains "
         "is SGD's stationary noise ball.",
         "Checkpoints are taken at the end of epochs. With reshuffling every epoch each sample is used exactly "
-        "once per epoch, so epoch-end iterates sit closer to Theta* than SGD with replacement would "
+        "once per epoch, so epoch-end iterates sit closer to θ* than SGD with replacement would "
         "(Mishchenko, Khaled & Richtarik, NeurIPS 2020), and the log-log slope of the noise law can exceed 1: the "
         "proportionality finding tests the law's own slope, the growth finding only its direction.",
     ]
@@ -185,6 +185,6 @@ def notes(tables, s: dict) -> list[str]:
         rounding = float(np.spacing(np.float32(best.theta_star_max_abs))) / (s["lr"] * best.mu)
         out.append(f"At B = N every seed runs the same GD (same zero start, the whole set each step). Its distance "
                    f"{gd.distance:.1e} is set by the larger of two limits: what is left of the start, about "
-                   f"||Theta*|| exp(-updates lr mu) = {transient:.1e}, and float32 rounding: GD stops moving once "
-                   f"a step lr mu d falls below the float32 spacing of the largest parameter, near d = {rounding:.1e}.")
+                   f"‖θ*‖ exp(−updates lr μ) = {transient:.1e}, and float32 rounding: GD stops moving once "
+                   f"a step lr μ d falls below the float32 spacing of the largest parameter, near d = {rounding:.1e}.")
     return out

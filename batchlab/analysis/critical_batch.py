@@ -181,7 +181,7 @@ def _operational_finding(fit: pd.Series) -> Finding:
                    "operational critical batch size (within this grid)", SOURCE_OPERATIONAL,
                    f"operational B = {_fmt(fit.operational)} from the seed means, each seed's own "
                    f"{_seeds(fit, 'operational')}; from the fit {1 + fit.excess:g} B_0 + {fit.excess:g} B_crit = "
-                   f"{from_fit:.3g}; at B={fit.largest_fit_size} the steps are {_fmt(fit.excess_at_largest)} x the "
+                   f"{from_fit:.3g}; at B={fit.largest_fit_size} the steps are {_fmt(fit.excess_at_largest)} × the "
                    f"perfect-scaling prediction (seeds: {excess.format(3)}, 95% t on the log scale over seeds)",
                    verdict_from_interval(excess_low, excess_high, +1), excess)
 
@@ -209,7 +209,7 @@ def _noise_findings(tables: dict[str, pd.DataFrame], s: dict, fit: pd.Series) ->
                        within_factor(ratio, 10), ratio))
     pair = at_target.dropna(subset=["b_simple_exact", "b_simple_online"])
     agreement = geometric_t(pair.b_simple_online / pair.b_simple_exact)
-    out.append(decided("the online two-batch estimate (EMAs of |G|^2 and tr(Sigma), then divided) measures the "
+    out.append(decided("the online two-batch estimate (EMAs of |G|² and tr(Σ), then divided) measures the "
                        "same B_simple as the exact per-sample computation, within a factor of 2", SOURCE_NOISE,
                        f"online / exact when the runs reach the target: {agreement.format(3)} (geometric mean over "
                        f"{agreement.n} runs, 95% t on the log scale)", within_factor(agreement, 2), agreement))
@@ -247,7 +247,7 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
            "images. Steps to target are interpolated linearly between the two epochs around the crossing, so at "
            "small B (many steps per epoch) they are coarse.",
            "Every update uses exactly B samples (the partial last batch of each epoch is dropped, MATLAB-style; "
-           "the dropped rows change every epoch), so samples = B x steps as the fit assumes.",
+           "the dropped rows change every epoch), so samples = B × steps as the fit assumes.",
            f"Learning rate tuned per B over {', '.join(f'{lr:g}' for lr in s['lrs'])}; momentum fixed at "
            f"{s['momentum']:g} (Shallue et al. tune it too). Runs that never reach the target are censored, "
            "not dropped: a B enters the fit only if it has a best lr. The best lr per B is chosen on the same "
@@ -280,14 +280,14 @@ def _noise_notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
                    f"that B's best lr. Exact: from the per-sample gradients of {s['pool']} training rows at most, at "
                    f"epochs {', '.join(map(str, s['noise_epochs']))}; its value when a run reaches the target is "
                    "interpolated in log between checkpoints. Online: two halves of every batch, EMAs of numerator "
-                   f"and denominator (decay {ONLINE_EMA_DECAY:g}), withheld (NaN) while |G|^2 is not clearly "
-                   "above zero. With momentum, B_simple is still the SGD noise statistic tr(Sigma)/|G|^2 of "
+                   f"and denominator (decay {ONLINE_EMA_DECAY:g}), withheld (NaN) while |G|² is not clearly "
+                   "above zero. With momentum, B_simple is still the SGD noise statistic tr(Σ)/|G|² of "
                    "the parameters reached.")
     online = tables["noise_online"]
     if len(online):
         per_epoch = online.groupby(["run_id", "epoch"]).step.count().median()
         memory = 1 / (1 - ONLINE_EMA_DECAY)
-        out.append(f"The online estimate's EMAs remember about 1/(1 - {ONLINE_EMA_DECAY:g}) = {memory:.0f} "
+        out.append(f"The online estimate's EMAs remember about 1/(1 − {ONLINE_EMA_DECAY:g}) = {memory:.0f} "
                    f"updates, i.e. {memory / per_epoch:.1f} epochs at B={s['noise_batch']}: while "
-                   "|G|^2 falls it reports an older, larger |G|^2, so it lags the exact value at the same epoch.")
+                   "|G|² falls it reports an older, larger |G|², so it lags the exact value at the same epoch.")
     return out

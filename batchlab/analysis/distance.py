@@ -121,7 +121,7 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     factor, verdict = factor_trend(sizes, [of[b].dist_budget for b in sizes], "decreasing")
     out = [decided(f"after the same {s['epochs']} epochs at lr {s['lr']:g}, larger batches travel less far "
                    "from the initial weights", SOURCE,
-                   f"||theta - theta_0|| changes by a factor {factor.format(3)} per doubling of B (95% "
+                   f"‖θ − θ₀‖ changes by a factor {factor.format(3)} per doubling of B (95% "
                    f"{factor.method}); geometric means {means}", verdict, factor)]
     out.append(_fixed_step_finding(runs, sizes, s))
     out += _remedy_findings(runs, of, sizes, s)
@@ -130,7 +130,7 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     factor, verdict = factor_trend(sizes, [of[b].tail_ratio for b in sizes], "increasing")
     tails = ", ".join(f"B={b}: {geometric_t(of[b].tail_ratio).format(3)}" for b in sizes)
     out.append(decided(f"at equal samples seen ({s['epochs']} epochs' samples), update sizes are heavier-tailed "
-                       f"for larger B (tail = {q} of ||theta_(t+1) - theta_t|| per run)", SOURCE,
+                       f"for larger B (tail = {q} of ‖θₜ₊₁ − θₜ‖ per run)", SOURCE,
                        f"the tail changes by a factor {factor.format(3)} per doubling of B (95% {factor.method}); "
                        f"{tails}", verdict, factor))
     return out
@@ -198,7 +198,7 @@ def _fixed_step_finding(runs: pd.DataFrame, sizes: list[int], s: dict) -> Findin
     alpha_epochs, _ = trend(sizes, [np.log2(sweep[sweep.batch_size == b].dist_budget) for b in sizes], "decreasing")
     means = ", ".join(f"B={b}: {geometric_t(base[base.batch_size == b].dist_fixed_step).format(3)}" for b in sizes)
     return decided(f"after the same number of updates (S={s_fixed}), the distance is roughly independent of B "
-                   f"(exponent alpha of distance ~ B^alpha within +-{bound:.3f}, i.e. under "
+                   f"(exponent alpha of distance ∝ B^alpha within ±{bound:.3f}, i.e. under "
                    f"{s['step_tolerance']:.0%} change per doubling of B; equivalence test)", SOURCE,
                    f"alpha {alpha.format(3)} at S={s_fixed} updates (95% {alpha.method} on log2 distances; "
                    f"geometric means {means}); for contrast, after {s['epochs']} epochs alpha "
@@ -213,7 +213,7 @@ def equal_updates(groups: pd.DataFrame, s: dict) -> list[str]:
         if len(part) > 1:
             ends = "; ".join(f"{r.group}: distance {r.dist_final:.3g}, test acc {r.test_acc:.3f}"
                              for r in part.itertuples())
-            out.append(f"- Same number of updates ({steps:,}) at lr {s['lr']:g} -> {ends}.")
+            out.append(f"- Same number of updates ({steps:,}) at lr {s['lr']:g} → {ends}.")
     return out
 
 
@@ -229,10 +229,10 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
         "(fewer updates for larger B) lets small batches travel farther; a fixed number of updates removes that.",
         f"- The learning rate is the same for every B ({s['lr']:g}, no momentum) and is not re-tuned per B "
         "(Shallue et al. 2018: comparisons across B are only fair when the lr is re-tuned for each B).",
-        f"- Tail of the update sizes: Q{s['tail_quantile'] * 100:g}/median of ||theta_(t+1) - theta_t|| over every "
+        f"- Tail of the update sizes: Q{s['tail_quantile'] * 100:g}/median of ‖θₜ₊₁ − θₜ‖ over every "
         f"update until {s['epochs']} epochs' samples, per run (the lr cancels). Spread: the standard deviation "
-        "over seeds of ||theta - theta_0|| after the same samples, and the same relative to the mean; their "
-        "trends are slopes of log s^2 with the chi-square variance of normal replicates (Bartlett & Kendall "
+        "over seeds of ‖θ − θ₀‖ after the same samples, and the same relative to the mean; their "
+        "trends are slopes of log s² with the chi-square variance of normal replicates (Bartlett & Kendall "
         "1946), which needs 3 or more seeds per B.",
         *equal_updates(groups, s),
     ]

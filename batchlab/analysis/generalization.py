@@ -179,7 +179,7 @@ def fit_precondition(runs: pd.DataFrame, s: dict, needed: int = 2) -> tuple[pd.D
         return runs[runs.batch_size.isin(fitted)], ""
     accs = runs.groupby("batch_size").train_acc.min()
     return runs[runs.batch_size.isin(fitted)], (
-        f"{'only ' + str(len(fitted)) if fitted else 'no'} batch size(s) fit the training set (every seed >= "
+        f"{'only ' + str(len(fitted)) if fitted else 'no'} batch size(s) fit the training set (every seed ≥ "
         f"{s['fit_threshold']:.0%} train "
         f"accuracy; lowest train accuracy " + ", ".join(f"B={b}: {accs[b]:.1%}" for b in left_out) +
         f"), {needed} needed to compare batch sizes that fit it")
@@ -204,7 +204,7 @@ def _trend_finding(runs, table, column: str, claim: str, direction: str, s: dict
 
 def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
     runs, table, corr = tables["runs"], tables["by_batch"], tables["correlations"]
-    out = [_trend_finding(runs, table, "gap_acc", "the generalization gap (train acc - test acc, positive = "
+    out = [_trend_finding(runs, table, "gap_acc", "the generalization gap (train acc − test acc, positive = "
                           "train above test) grows with B", "increasing", s, POINTS, POINTS),
            _trend_finding(runs, table, "test_acc", "final test accuracy falls as B grows", "decreasing", s,
                           POINTS, PERCENT)]
@@ -217,9 +217,9 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
         finding = Finding(
             f"sharpness ({NAMES[row.measure]}) predicts the gap: batch sizes with sharper minima have larger gaps",
             f"{SOURCE}; disputed by {SOURCE_WEAK}",
-            f"Spearman rho across the {test.n} {'' if why else 'fitted '}batch sizes' means {test.rho:.2f}, exact "
+            f"Spearman ρ across the {test.n} {'' if why else 'fitted '}batch sizes' means {test.rho:.2f}, exact "
             f"permutation p = "
-            f"{test.p_greater:.3f} (rho > 0) / {test.p_less:.3f} (rho < 0); across the {int(row.runs)} runs "
+            f"{test.p_greater:.3f} (ρ > 0) / {test.p_less:.3f} (ρ < 0); across the {int(row.runs)} runs "
             f"(not independent: seeds of one B share it) {row.rho_runs:.2f}", verdict, reason)
         out.append(unmet(finding, why))
     out.append(_sweet_spot(runs, table, s))
@@ -263,12 +263,12 @@ def notes(tables, s: dict) -> list[str]:
         f"{int(first.steps):,} updates, B={last.label} only {int(last.steps):,}. Final train accuracy: "
         f"{_means(table, 'train_acc', PERCENT)}. Keskar et al. compare runs that fit the training set about "
         "equally; a B that has not fitted it has a smaller gap for a reason unrelated to sharpness (batch sizes "
-        f"that fitted, every seed >= {s['fit_threshold']:.0%}: {fitted or 'none'}).",
+        f"that fitted, every seed ≥ {s['fit_threshold']:.0%}: {fitted or 'none'}).",
         f"Sharpness is measured on the same {s['pool']} training rows for every run (fewer if N is smaller), on "
-        f"the final parameters: lambda_max by power iteration (at most {s['power_iterations']} Hessian-vector "
-        f"products), the trace from {s['hutchinson_probes']} Rademacher probes, and epsilon-sharpness = "
-        "100 (max f(theta + delta) - f(theta)) / (1 + f(theta)) over the box "
-        f"|delta_i| <= {s['eps']:g} (|theta_i| + 1), maximised by {s['ascent_steps']} steps of projected "
+        f"the final parameters: λ_max by power iteration (at most {s['power_iterations']} Hessian-vector "
+        f"products), the trace from {s['hutchinson_probes']} Rademacher probes, and ε-sharpness = "
+        "100 (max f(θ + δ) − f(θ)) / (1 + f(θ)) over the box "
+        f"|δᵢ| ≤ {s['eps']:g} (|θᵢ| + 1), maximised by {s['ascent_steps']} steps of projected "
         f"sign-gradient ascent from the centre and {s['ascent_starts'] - 1} random point(s) of the box "
         "(a lower bound of the maximum).",
         f"The loss on that pool at the end: {_means(table, 'pool_loss')}. Where the cross-entropy is near zero "
@@ -278,6 +278,6 @@ def notes(tables, s: dict) -> list[str]:
         "evidence of an association that runs through B), tested exactly over every ordering of the batch "
         "sizes; all runs share one learning rate, so they show whether sharpness follows the gap as B changes."
         " Andriushchenko et al. (2023) found that across learning "
-        "rates and other settings sharpness tracks the learning rate rather than the gap: a positive rho "
+        "rates and other settings sharpness tracks the learning rate rather than the gap: a positive ρ "
         "here does not make sharpness a predictor in general.",
     ]

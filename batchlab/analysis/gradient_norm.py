@@ -112,7 +112,7 @@ def _sum_grows(at: pd.DataFrame, epoch: int) -> Finding:
     slope, verdict = trend(sizes, norms, "increasing")
     return decided(f"epoch {epoch}: with the loss summed over the batch, the mean gradient norm grows with B "
                    "(against gradient competition)", SOURCE,
-                   f"mean ||g_B|| {norms[0].mean():.3g} at B={sizes[0]} -> {norms[-1].mean():.3g} at "
+                   f"mean ‖g_B‖ {norms[0].mean():.3g} at B={sizes[0]} → {norms[-1].mean():.3g} at "
                    f"B={sizes[-1]}; slope {slope.format(3)} per doubling of B (least squares on log2 B; 95% "
                    f"{slope.method} over {slope.n} trials per B)", verdict, slope)
 
@@ -120,8 +120,8 @@ def _sum_grows(at: pd.DataFrame, epoch: int) -> Finding:
 def _mean_falls(at: pd.DataFrame, epoch: int) -> Finding:
     sizes, norms = _by_size(at.assign(norm_mean=at.norm_sum / at.batch_size), "norm_mean")
     slope, verdict = trend(sizes, norms, "decreasing")
-    return decided(f"epoch {epoch}: with the batch-mean loss, the gradient norm falls with B (towards ||G||)", THEORY,
-                   f"mean ||g_B|| {norms[0].mean():.3g} at B={sizes[0]} -> {norms[-1].mean():.3g} at B={sizes[-1]}; "
+    return decided(f"epoch {epoch}: with the batch-mean loss, the gradient norm falls with B (towards ‖G‖)", THEORY,
+                   f"mean ‖g_B‖ {norms[0].mean():.3g} at B={sizes[0]} → {norms[-1].mean():.3g} at B={sizes[-1]}; "
                    f"slope {slope.format(3)} per doubling of B (95% {slope.method} over {slope.n} trials per B)",
                    verdict, slope)
 
@@ -131,10 +131,10 @@ def _exponent(row: pd.Series, epoch: int) -> Finding:
     parts = [verdict_from_interval(row.exponent_low - 1, row.exponent_high - 1, 1),
              verdict_from_interval(2 - row.exponent_high, 2 - row.exponent_low, 1),
              verdict_from_interval(1.5 - row.exponent_small_high, 1.5 - row.exponent_small_low, 1)]
-    small = (f"B <= {row.small_batch_max:g}" if math.isfinite(row.small_batch_max)
+    small = (f"B ≤ {row.small_batch_max:g}" if math.isfinite(row.small_batch_max)
              else "no B below B_simple/4")
     return Finding(f"epoch {epoch}: the squared batch-sum gradient norm grows like B^k with k between 1 and 2, "
-                   "near 1 (closer to 1 than to 2) at small B where B||G||^2 << tr(Sigma)", SOURCE,
+                   "near 1 (closer to 1 than to 2) at small B where B‖G‖² ≪ tr(Σ)", SOURCE,
                    f"k = {_iv(row, 'exponent')} over all B; k = {_iv(row, 'exponent_small')} over {small} "
                    f"(B_simple = {row.noise_scale:,.0f}); 95% percentile bootstrap over trials", joint_verdict(parts))
 
@@ -152,10 +152,10 @@ def _theory(rows: pd.DataFrame, epoch: int, sampling: str, tolerance: float) -> 
     parts = {v: [int(b) for b, e in zip(rows.batch_size, rows.equivalent) if e == v]
              for v in ("agrees", "disagrees", "inconclusive")}
     where = "; ".join(f"{v} at B in {bs}" for v, bs in parts.items() if bs)
-    factor = "(P-B)/(P-1)" if sampling == "without" else ""
+    factor = " (P − B)/(P − 1)" if sampling == "without" else ""
     widest = (rows.relative_high - rows.relative_low).idxmax()
-    return Finding(f"epoch {epoch}: the measured E||g_B||^2 matches the theory B^2||G||^2 + B tr(Sigma){factor} "
-                   f"within +-{tolerance:.0%} at every B (equivalence test)", THEORY,
+    return Finding(f"epoch {epoch}: the measured E‖g_B‖² matches the theory B²‖G‖² + B tr(Σ){factor} "
+                   f"within ±{tolerance:.0%} at every B (equivalence test)", THEORY,
                    f"{where}; largest relative error {rows.relative_error[worst]:+.1%} at "
                    f"B={int(rows.batch_size[worst])}; widest interval of the relative error "
                    f"[{rows.relative_low[widest]:+.1%}, {rows.relative_high[widest]:+.1%}] at "
@@ -174,7 +174,7 @@ def _early_vs_late(trials: pd.DataFrame) -> Finding:
     ends = "; ".join(f"B={b}: {d.format(3)}" for b, d, _ in (diffs[0], diffs[-1]))
     return Finding(f"the early checkpoint (epoch {early}) has larger batch gradients than the late one "
                    f"(epoch {late}) at every B", SOURCE,
-                   f"difference of mean ||g_B|| (batch sum), early - late, Welch 95%: {ends}; larger at "
+                   f"difference of mean ‖g_B‖ (batch sum), early − late, Welch 95%: {ends}; larger at "
                    f"{len(sizes) - len(smaller)} of {len(sizes)} B"
                    + (f" (not at B in {smaller})" if smaller else ""),
                    joint_verdict([v for _, _, v in diffs]))
@@ -182,21 +182,21 @@ def _early_vs_late(trials: pd.DataFrame) -> Finding:
 
 def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
     stats = tables["statistics"]
-    scales = "; ".join(f"epoch {int(r.epoch)}: B_simple = tr(Sigma)/||G||^2 = {r.trace:.3g}/{r.grad_sq:.3g} = "
+    scales = "; ".join(f"epoch {int(r.epoch)}: B_simple = tr(Σ)/‖G‖² = {r.trace:.3g}/{r.grad_sq:.3g} = "
                        f"{r.noise_scale:,.0f} (weighted regression of the Monte-Carlo means on f(B)/B: "
                        f"{r.noise_scale_mc:,.0f})"
                        for r in stats.itertuples())
     return [f"- Simple noise scale over the P={int(stats.pool.iloc[0])}-row pool, {scales}. Below B_simple the "
-            "noise term dominates E||g_B||^2, so the batch-sum gradient's squared norm grows about linearly in B "
+            "noise term dominates E‖g_B‖², so the batch-sum gradient's squared norm grows about linearly in B "
             "(per-sample gradients add like a random walk: they neither cancel nor align); above it, "
             "quadratically.",
             "- Gradient competition would make the batch-sum norm stop growing with B. A norm growing like "
-            "sqrt(B) means nearly orthogonal per-sample gradients; the batch-mean norm then falls like "
-            "1/sqrt(B) towards ||G||.",
-            "- gradient_norm_vs_batch compares the RMS norm sqrt(mean ||g_B||^2) with the theory "
-            "sqrt(E||g_B||^2); the findings on growth use the mean norm (Shen's quantity), which lies below the "
+            "√B means nearly orthogonal per-sample gradients; the batch-mean norm then falls like "
+            "1/√B towards ‖G‖.",
+            "- gradient_norm_vs_batch compares the RMS norm √(mean ‖g_B‖²) with the theory "
+            "√(E‖g_B‖²); the findings on growth use the mean norm (Shen's quantity), which lies below the "
             "RMS by Jensen's inequality.",
-            "- sq_norm_per_sample_vs_batch divides the squared batch-sum norm by B: flat at tr(Sigma) where it "
+            "- sq_norm_per_sample_vs_batch divides the squared batch-sum norm by B: flat at tr(Σ) where it "
             "grows linearly, rising past B_simple; its right panel is the theory check of the findings.",
             f"- Batches are drawn {s['sampling']} replacement from the pool, so the noise term carries the factor "
-            "f(B) = (P-B)/(P-1)" + (" (1 here)" if s["sampling"] == "with" else "") + "."]
+            "f(B) = (P − B)/(P − 1)" + (" (1 here)" if s["sampling"] == "with" else "") + "."]

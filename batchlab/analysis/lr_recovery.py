@@ -187,10 +187,10 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
         "fixed per group, not re-tuned for each batch size; Shallue et al. (2018) show that comparisons across "
         "batch sizes are only fair with a re-tuned lr, and that neither scaling rule holds consistently.",
         f"The switch run keeps its parameters and SGD state across the change of batch size after epoch "
-        f"{switch_epoch(s)}. The linear-scaling run ramps its lr linearly (lr x (update + 1) / W) up to the full lr "
+        f"{switch_epoch(s)}. The linear-scaling run ramps its lr linearly (lr × (update + 1) / W) up to the full lr "
         f"over its first W updates ({s['warmup_epochs']:g} epochs).",
         f"'Recovers' is a non-inferiority test with a margin of {s['margin'] * 100:g} point(s) of test accuracy: "
-        "agrees when the Welch 95% interval of (group - baseline) lies entirely above -margin, disagrees when it "
+        "agrees when the Welch 95% interval of (group − baseline) lies entirely above −margin, disagrees when it "
         "lies entirely below, inconclusive otherwise.",
         final_markdown(final.reset_index()),
     ]

@@ -66,12 +66,12 @@ def findings(tables: dict[str, pd.DataFrame], s: dict) -> list[Finding]:
             setting = f"B={b}, SGD lr {lr:g} vs Adam lr {s['adam_lr']:g}, {s['epochs']} epochs"
             diff, verdict = compare(adam.final_norm, sgd.final_norm, "greater")
             out.append(decided(f"Adam ends with a larger weight norm than SGD ({setting})", SOURCE,
-                               f"||theta_T|| Adam {geometric_t(adam.final_norm).format(3)}, SGD "
+                               f"‖θ_T‖ Adam {geometric_t(adam.final_norm).format(3)}, SGD "
                                f"{geometric_t(sgd.final_norm).format(3)} (geometric means); difference "
                                f"{diff.format(3)} (95% {diff.method})", verdict, diff))
             ratio = geometric_t(sgd.norm_ratio)
-            out.append(decided(f"SGD's weight norm stays near the initial one: ||theta_T|| / ||theta_0|| within "
-                               f"1 +- {s['tolerance']:g} (B={b}, SGD lr {lr:g}, {s['epochs']} epochs; equivalence "
+            out.append(decided(f"SGD's weight norm stays near the initial one: ‖θ_T‖ / ‖θ₀‖ within "
+                               f"1 ± {s['tolerance']:g} (B={b}, SGD lr {lr:g}, {s['epochs']} epochs; equivalence "
                                "test)", SOURCE,
                                f"ratio SGD {ratio.format(3)} (Adam {geometric_t(adam.norm_ratio).format(3)}; "
                                f"geometric means, 95% t on the log scale)",
@@ -91,11 +91,11 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
     return [
         "- Adam divides each coordinate's step by a running estimate of its gradient's scale, so every weight "
         "moves by up to about the lr per update however small its gradient; SGD's steps shrink with the gradient.",
-        f"- Distance travelled ||theta_T - theta_0|| (mean over seeds): {far}; the initial norm is "
+        f"- Distance travelled ‖θ_T − θ₀‖ (mean over seeds): {far}; the initial norm is "
         f"{groups.initial_norm.mean():.3g} (He-uniform hidden layers, Glorot-uniform output).",
         f"- Learning rates are fixed, the same for every B and not tuned: SGD at "
         f"{' and '.join(f'{lr:g}' for lr in s['sgd_lrs'])} (no momentum), Adam at its usual default "
         f"{s['adam_lr']:g}; another lr for either optimizer can change the accuracy ranking.",
-        f"- 'Near the initial norm' means the interval of ||theta_T|| / ||theta_0|| over seeds lies within "
-        f"1 +- {s['tolerance']:g}.",
+        f"- 'Near the initial norm' means the interval of ‖θ_T‖ / ‖θ₀‖ over seeds lies within "
+        f"1 ± {s['tolerance']:g}.",
     ]

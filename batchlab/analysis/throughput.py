@@ -128,7 +128,7 @@ def _minimum_finding(runs: pd.DataFrame, fastest: pd.Series, s: dict) -> Finding
         candidates = {b: t for b, t in times.items() if b not in excluded and b != end}
         best, ratio = best_versus({**candidates, "end": times[end]}, "end", higher_is_better=False, ratio=True)
         ratio = Interval(1 / ratio.mean, 1 / ratio.high, 1 / ratio.low, ratio.n, ratio.method, ratio.why)
-        parts.append(f"B={end} takes {ratio.format(3)} x the time of B={best}")
+        parts.append(f"B={end} takes {ratio.format(3)} × the time of B={best}")
         ratios.append(ratio)
         verdicts.append(verdict_from_interval(math.log(ratio.low), math.log(ratio.high), +1)
                         if ratio.given and ratio.low > 0 else INCONCLUSIVE)
@@ -165,9 +165,9 @@ def notes(tables: dict[str, pd.DataFrame], s: dict) -> list[str]:
         f"has few updates: at B={int(large.batch_size)} an epoch ({_updates_per_epoch(runs, large.batch_size)} "
         f"update(s)) takes {large.seconds_per_epoch:.3g} s, at B={int(small.batch_size)} "
         f"({_updates_per_epoch(runs, small.batch_size)} updates) {small.seconds_per_epoch:.3g} s.",
-        "The lr is not tuned per B: it follows the square-root rule lr = lr_ref sqrt(B / ref_batch), so the "
+        "The lr is not tuned per B: it follows the square-root rule lr = lr_ref √(B / ref_batch), so the "
         "updates to the target mix the rule's fit at each B with the batch size itself (the critical-batch "
-        "study tunes lr per B). Time to target = updates to target x seconds per update.",
+        "study tunes lr per B). Time to target = updates to target × seconds per update.",
     ]
     if tables["fastest"].iloc[0].excluded_sizes:
         out.append(f"Left out of the fastest-B choice (a seed never reached the target, or its clock was shared): "

@@ -56,6 +56,22 @@ def say(text: str, err: bool = False, wide: bool = False) -> None:
     typer.echo("\n".join(lines), err=err)
 
 
+def damage_of(db: Path) -> str | None:
+    """The store's damage note (``Store.damage_note``), read before a command reads the runs; a
+    missing or foreign store is refused here, before any folder is made."""
+    from batchlab.store import Store
+
+    with Store(db, create=False) as store:
+        return store.damage_note()
+
+
+def warn_if_damaged(note: str | None) -> None:
+    """Said last, on one line of stderr (like an error), once the command has done what it could
+    with the runs that read whole."""
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+
+
 def console(wide: bool = False):
     """A rich console for tables, :func:`width` columns wide."""
     from rich.console import Console

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from batchlab.cli import DEFAULT_DB, app, console, say
+from batchlab.cli import DEFAULT_DB, app, console, damage_of, say, warn_if_damaged
 from batchlab.errors import BatchlabError
 from batchlab.runs_table import per_run_seconds, print_runs
 
@@ -77,22 +77,6 @@ def runs(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)
         shown = f"{len(frame)} of {total}" if len(frame) != total else f"{total}"
         print_runs(frame.to_dict("records"), f"{shown} run(s) in {db}", wide)
     warn_if_damaged(damage)
-
-
-def damage_of(db: Path) -> str | None:
-    """The store's damage note (``Store.damage_note``), read before a command reads the runs; a
-    missing or foreign store is refused here, before any folder is made."""
-    from batchlab.store import Store
-
-    with Store(db, create=False) as store:
-        return store.damage_note()
-
-
-def warn_if_damaged(note: str | None) -> None:
-    """Said last, on one line of stderr (like an error), once the command has done what it could
-    with the runs that read whole."""
-    if note:
-        print(f"warning: {note}", file=sys.stderr)
 
 
 @app.command()

@@ -113,10 +113,12 @@ class CompileQueue:
         while True:
             with self._lock:
                 futures = [self._replacements.get(future, future) for future in futures]
-                if not any(future in self._queued and not future.running() for future in futures):
+                # One look at what waits: a compilation thread starts a program without this lock,
+                # so two looks can disagree (the second found nothing waiting: a crash, seen once).
+                waiting = [f for f in self._queued if not f.running()]
+                if not any(future in waiting for future in futures):
                     break
-                first = min((f for f in self._queued if not f.running()), key=lambda f: self._queued[f].order)
-                taken = self._take(first)
+                taken = self._take(min(waiting, key=lambda f: self._queued[f].order))  # None: started meanwhile
             if taken is not None:
                 self._run(*taken)
         for _ in one_by_one(futures):  # where Ctrl-C can stop this thread's wait (parallel.py)

@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
+
 BARS = ("points: geometric means over seeds; bars: 95% t-interval on the log scale (none at B = N: one "
         "deterministic computation)")
 
@@ -43,12 +45,14 @@ def distance_figure(table: pd.DataFrame, last_epochs: int, title: str) -> plt.Fi
     n = int(round(table.batch_size.iloc[-1] / table.b_over_n.iloc[-1]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     window = f"(mean over the last {last_epochs} epochs)"
-    panels = (("distance", "tab:blue", f"distance to the optimum ||θ − θ*||\n{window}"),
+    panels = (("distance", "tab:blue", f"distance to the optimum ‖θ − θ*‖\n{window}"),
               ("loss_gap", "tab:red", f"training loss gap L(θ) − L(θ*) (nats)\n{window}"))
     for ax, (key, colour, label) in zip(axes, panels):
         _positive_errorbar(ax, table.b_over_n, table, key, color=colour)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        readable_log_axis(ax.xaxis)
+        readable_log_axis(ax.yaxis)
         ax.set_xlabel("B / N (fraction of the training set per update, log scale)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
@@ -89,8 +93,10 @@ def noise_law_figure(law: pd.DataFrame, last_epochs: int, title: str, excluded: 
             label="slope 1 (SGD with replacement, small lr)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    readable_log_axis(ax.xaxis)
+    readable_log_axis(ax.yaxis)
     ax.set_xlabel("noise level lr · tr(Σ*) / B · (N − B)/(N − 1)   (tr(Σ*) at the optimum, log scale)")
-    ax.set_ylabel(f"squared distance ||θ − θ*||²\n(per run: mean over its last {last_epochs} epochs)")
+    ax.set_ylabel(f"squared distance ‖θ − θ*‖²\n(per run: mean over its last {last_epochs} epochs)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title, fontsize=9)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-from matplotlib import ticker
 import pandas as pd
 
 from batchlab.analysis.scaling import CriticalBatchFit
+from batchlab.plots.log_ticks import batch_ticks, readable_log_axis
 from batchlab.plots.scaling import heatmap_figure, to_target_figure
 
 
@@ -64,8 +64,8 @@ def noise_over_training(band: pd.DataFrame, exact: pd.DataFrame, online: pd.Data
         right.plot(run.epoch_fraction, run.noise_grad_sq, lw=0.6, alpha=0.5, color="tab:blue")
         right.plot(run.epoch_fraction, run.noise_trace, lw=0.6, alpha=0.5, color="tab:green")
     for ax, key, colour, name in ((left, "noise_scale", "black", "B_simple exact, per-sample gradients"),
-                                  (right, "grad_sq", "tab:blue", "|G|^2 exact (online EMA: thin lines)"),
-                                  (right, "trace", "tab:green", "tr(Sigma) exact (online EMA: thin lines)")):
+                                  (right, "grad_sq", "tab:blue", "|G|² exact (online EMA: thin lines)"),
+                                  (right, "trace", "tab:green", "tr(Σ) exact (online EMA: thin lines)")):
         ax.plot(exact.epoch, exact[key], "o", ms=3.5, mfc="none", color=colour, alpha=0.8)
         ax.plot(band.epoch, band[key], "-", lw=1.4, color=colour, label=f"{name} (dots: runs; line: mean)")
     if math.isfinite(fit.get("b_crit", math.nan)):
@@ -76,7 +76,7 @@ def noise_over_training(band: pd.DataFrame, exact: pd.DataFrame, online: pd.Data
     if math.isfinite(crossing_epoch):
         for ax in (left, right):
             ax.axvline(crossing_epoch, color="grey", ls=":", lw=1, label="these runs reach the target")
-    left.set_ylabel("simple noise scale B_simple = tr(Sigma)/|G|^2\n(samples, log scale)")
+    left.set_ylabel("simple noise scale B_simple = tr(Σ)/|G|²\n(samples, log scale)")
     right.set_ylabel("squared gradient norm (log scale)")
     right.set_title("online EMAs that dip to zero or below leave the log axis", fontsize=7, color="grey")
     for ax in (left, right):
@@ -91,20 +91,12 @@ def noise_over_training(band: pd.DataFrame, exact: pd.DataFrame, online: pd.Data
 
 
 def plain_log_ticks(ax, batch_sizes=None) -> None:
-    """Plain numbers on a log y axis (minor ticks labelled at 2 and 5 only, and only when the
-    axis spans under 2.5 decades), and, given ``batch_sizes``, one labelled x tick per batch
+    """Plain numbers on a log y axis, at least three of them whatever its span
+    (``log_ticks.readable_log_axis``), and, given ``batch_sizes``, one labelled x tick per batch
     size (64, not 2^6)."""
-    def minor(v, _):
-        low, high = ax.get_ylim()
-        if v <= 0 or low <= 0 or math.log10(high / low) >= 2.5:
-            return ""
-        return f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
-
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor))
+    readable_log_axis(ax.yaxis)
     if batch_sizes is not None:
-        ax.set_xticks(list(batch_sizes), [str(int(b)) for b in batch_sizes])
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        batch_ticks(ax.xaxis, batch_sizes)
 
 
 def reached_heatmap(settings: pd.DataFrame, best: pd.DataFrame, target: str, title: str) -> plt.Figure:

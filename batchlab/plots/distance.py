@@ -8,15 +8,19 @@ by a ``group`` label; a ``role`` column says which groups form the batch-size sw
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from batchlab.plots.stability import interval_errorbar  # noqa: E402
+from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
+from batchlab.plots.stability import interval_errorbar, log2_axis  # noqa: E402
 
 EXTRA = ("tab:red", "tab:purple", "tab:brown", "tab:pink")
 
@@ -66,13 +70,14 @@ def distance_curves(curves: pd.DataFrame, title: str, fixed_step: int | None = N
             _band(ax, part, x, styles[group], group)
         if log:
             ax.set_xscale("log")
+            readable_log_axis(ax.xaxis)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both" if not log else "major")
     if fixed_step:
         axes[1].axvline(fixed_step, color="grey", ls=":", lw=1)
         axes[1].annotate(f"S={fixed_step}", (fixed_step, 0.98), xycoords=("data", "axes fraction"), fontsize=8,
                          color="dimgrey", ha="right", va="top", xytext=(-3, 0), textcoords="offset points")
-    axes[0].set_ylabel("distance from initial weights\n||theta_t - theta_0||_2")
+    axes[0].set_ylabel("distance from initial weights\n‖θ_t − θ₀‖₂")
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.05))
@@ -96,7 +101,7 @@ def spread_and_tails(spread: pd.DataFrame, sizes: pd.DataFrame, groups: pd.DataF
         left.plot(part.samples_seen, part["std"], "o-", ms=3, color=colour[b], label=f"B={b}")
     left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
     left.set_xlabel("samples seen (at each epoch's end)")
-    left.set_ylabel("std over seeds of ||theta - theta_0||_2")
+    left.set_ylabel("std over seeds of ‖θ − θ₀‖₂")
     left.set_title("spread of the distance across seeds", fontsize=9)
     for b, part in sizes.groupby("batch_size"):
         centres = np.sqrt(part.low * part.high)
@@ -104,14 +109,13 @@ def spread_and_tails(spread: pd.DataFrame, sizes: pd.DataFrame, groups: pd.DataF
                  label=f"B={b} ({int(part.updates.iloc[0]):,} updates)")
     mid.set_xscale("log")
     mid.set_yscale("log")
-    mid.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-    mid.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    mid.xaxis.set_minor_formatter(NullFormatter())
+    readable_log_axis(mid.xaxis)
+    readable_log_axis(mid.yaxis)
     mid.set_xlabel("update size / its run's median (log scale)")
     mid.set_ylabel("density (log scale)")
-    mid.set_title("distribution of update sizes ||theta_(t+1) - theta_t||", fontsize=9)
+    mid.set_title("distribution of update sizes ‖θₜ₊₁ − θₜ‖", fontsize=9)
     interval_errorbar(right, groups.batch_size, groups, "tail_ratio", color="tab:red")
-    right.set_xscale("log", base=2)
+    log2_axis(right, groups.batch_size)
     right.set_xlabel("batch size B (log scale)")
     right.set_ylabel(f"Q{quantile * 100:g} / median of update sizes")
     right.set_title("tail heaviness (mean and 95% interval over seeds)", fontsize=9)
@@ -126,31 +130,49 @@ def spread_and_tails(spread: pd.DataFrame, sizes: pd.DataFrame, groups: pd.DataF
 
 def far_solutions(accuracy: pd.DataFrame, runs: pd.DataFrame, title: str) -> plt.Figure:
     """Left: test accuracy vs epoch per group (mean, min..max band over seeds). Right: each
-    run's final test accuracy against its final distance from the initial weights."""
+    run's final test accuracy against its final distance from the initial weights. One legend
+    for both, below the panels: inside either it hid a curve or points (the longest run's
+    curve ends in the lower right, where a legend would go)."""
     styles = group_styles(runs)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    rows = math.ceil(len(styles) / LEGEND_COLUMNS)
+    legend_inches = 0.12 + 0.22 * rows
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8 + legend_inches))
     for group, part in _by_style(accuracy, styles):
         _band(left, part, "epoch", styles[group], group)
     left.set_xlabel("epoch")
     left.set_ylabel("test accuracy")
     left.set_title("test accuracy (line: mean; band: min..max over seeds)", fontsize=9)
-    left.legend(fontsize=8, loc="lower right")
     for group, part in _by_style(runs, styles):
-        style = styles[group]
-        # Extra runs as hollow diamonds: a sweep point under one stays visible.
-        filled = style["ls"] == "-"
-        right.scatter(part.dist_final, part.test_acc, marker="o" if filled else "D", s=30 if filled else 46,
-                      label=group, facecolor=style["color"] if filled else "none", edgecolor=style["color"],
-                      lw=1.2, alpha=0.9)
-    right.set_xlabel("final distance from initial weights ||theta_T - theta_0||_2")
+        right.scatter(part.dist_final, part.test_acc, label=group, lw=1.2, alpha=0.9, **_point_style(styles[group]))
+    right.set_xlabel("final distance from initial weights ‖θ_T − θ₀‖₂")
     right.set_ylabel("final test accuracy")
     right.set_title("each run at its end (one point per seed)", fontsize=9)
-    right.legend(fontsize=8, loc="lower right")
     for ax in (left, right):
         ax.grid(alpha=0.3)
+    handles = [_legend_entry(group, style) for group, style in styles.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), LEGEND_COLUMNS), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_inches / fig.get_size_inches()[1], 1, 1))
     return fig
+
+
+LEGEND_COLUMNS = 3
+
+
+def _point_style(style: dict) -> dict:
+    """A run's marker: sweep runs as filled dots, extra runs as hollow diamonds (a sweep point
+    under one stays visible)."""
+    filled = style["ls"] == "-"
+    return dict(marker="o" if filled else "D", s=30 if filled else 46, facecolor=style["color"] if filled else "none",
+                edgecolor=style["color"])
+
+
+def _legend_entry(group: str, style: dict) -> Line2D:
+    """The group's line (left panel) with its marker (right panel) on it."""
+    point = _point_style(style)
+    return Line2D([], [], color=style["color"], ls=style["ls"], lw=1.4, marker=point["marker"], ms=6,
+                  mfc=point["facecolor"], mec=point["edgecolor"], label=group)
 
 
 def optimizer_curves(weights: pd.DataFrame, accuracy: pd.DataFrame, initial: pd.DataFrame, tolerance: float,
@@ -167,7 +189,7 @@ def optimizer_curves(weights: pd.DataFrame, accuracy: pd.DataFrame, initial: pd.
         top, bottom = axes[0, col], axes[1, col]
         start = float(initial.loc[initial.batch_size == b, "weight_norm"].mean())
         top.axhspan(start * (1 - tolerance), start * (1 + tolerance), color="grey", alpha=0.12,
-                    label=f"initial norm +-{tolerance:.0%}")
+                    label=f"initial norm ±{tolerance:.0%}")
         top.axhline(start, color="black", lw=0.8, ls=":", label="initial norm (mean over seeds)")
         for ax, table in ((top, weights), (bottom, accuracy)):
             for line, part in table[table.batch_size == b].groupby("line"):
@@ -176,7 +198,7 @@ def optimizer_curves(weights: pd.DataFrame, accuracy: pd.DataFrame, initial: pd.
         top.set_title(f"B={b}: weight norm", fontsize=9)
         bottom.set_title(f"B={b}: test accuracy", fontsize=9)
         bottom.set_xlabel("epochs (samples seen / N)")
-    axes[0, 0].set_ylabel("weight norm ||theta_t||_2")
+    axes[0, 0].set_ylabel("weight norm ‖θ_t‖₂")
     axes[1, 0].set_ylabel("test accuracy")
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8, frameon=False,

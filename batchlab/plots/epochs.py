@@ -3,16 +3,14 @@ what early stopping saves and costs per batch size."""
 
 from __future__ import annotations
 
-import math
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from batchlab.plots.learning_curves import LINES  # noqa: E402
+from batchlab.plots.log_ticks import batch_ticks, readable_log_axis  # noqa: E402
 from batchlab.plots.stability import interval_errorbar  # noqa: E402
 
 BEST, STOP = "tab:green", "tab:red"
@@ -59,18 +57,9 @@ def marked_curves(curves: pd.DataFrame, marks: pd.DataFrame, title: str) -> plt.
 
 
 def _plain_log_axis(ax) -> None:
-    """Log y axis labelled with plain numbers (0.01, 0.3, 2); ticks between powers of ten are
-    labelled (2, 3, 5 times one) only when the data span less than about one and a half decades."""
+    """Log y axis labelled with plain numbers (0.01, 0.3, 2), at least three whatever its span."""
     ax.set_yscale("log")
-    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.yaxis.set_major_formatter(plain)
-    low, high = ax.get_ylim()
-
-    def some(value: float, _) -> str:  # 2, 3 and 5 times a power of ten, when there is room
-        mantissa = round(value / 10 ** math.floor(math.log10(value)))
-        return f"{value:g}" if mantissa in (2, 3, 5) and math.log10(high / low) < 1.5 else ""
-
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(some))
+    readable_log_axis(ax.yaxis)
 
 
 def _mark(ax, mark: pd.Series, key: str, colour: str, style: str, label: str) -> None:
@@ -97,6 +86,7 @@ def budget_figure(table: pd.DataFrame, band: float, title: str) -> plt.Figure:
     interval_errorbar(b, x, table, "early_updates", color=STOP, label="updates with early stopping")
     b.plot(x, table.full_updates, color="grey", ls=":", marker="s", ms=3, label="updates of the full budget")
     b.set_yscale("log")
+    readable_log_axis(b.yaxis)
     b.set_ylabel("optimizer updates (log scale)")
     b.set_title("(b) updates made (saved = grey - red)", fontsize=9)
     c.axhspan(-100 * band, 100 * band, color="grey", alpha=0.15, lw=0,
@@ -113,8 +103,7 @@ def budget_figure(table: pd.DataFrame, band: float, title: str) -> plt.Figure:
     d.set_title("(d) overfitting: test loss, best vs last epoch", fontsize=9)
     for ax in axes.flat:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(x, [f"{int(v)}" for v in x])
-        ax.minorticks_off()
+        batch_ticks(ax.xaxis, x)
         ax.set_xlabel("batch size B (samples per update, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -13,17 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogFormatter
+from matplotlib.ticker import FuncFormatter
+
+from batchlab.plots.log_ticks import readable_log_axis
 
 BAND = ("q05_norm", "q95_norm")  # the spread drawn: 5% and 95% quantiles of ||g_B|| over the trials
 DRAWN = {"without": "without replacement from a pool of P rows", "with": "with replacement"}
-
-
-class PlainLogFormatter(LogFormatter):
-    """Log-axis tick labels as plain numbers (0.6, 2, 300) on the ticks ``LogFormatter`` picks."""
-
-    def __call__(self, x, pos=None):
-        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def theory_label(reduction: str, sampling: str) -> str:
@@ -85,8 +80,7 @@ def _dress_panel(ax, reduction: str, sampling: str, epochs: list, colours: list,
     ax.grid(alpha=0.3, which="both")
     # Plain numbers (1, 64, 0.5) rather than powers; minor ticks labelled only on short ranges.
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        set_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    readable_log_axis(ax.yaxis)
     handles = [Line2D([], [], color=c, marker="o", ms=4, ls="", label=f"epoch {e}") for c, e in zip(colours, epochs)]
     rms = r"measured RMS $\sqrt{\mathrm{mean}\,\|g_B\|^2}$"
     handles.append(Line2D([], [], color="0.3", marker="o", ms=4, ls="", label=rms))

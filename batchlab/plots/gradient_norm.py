@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.ticker import FuncFormatter, LogFormatter
+from matplotlib.ticker import FuncFormatter
 
-
-class _PlainLog(LogFormatter):
-    """Log-axis labels as plain numbers (60, 200) rather than powers of ten, on LogFormatter's ticks."""
-
-    def __call__(self, x, pos=None):
-        return f"{x:g}" if super().__call__(x, pos) else ""
+from batchlab.plots.log_ticks import readable_log_axis
 
 
 def _number(x: float) -> str:
@@ -42,7 +37,7 @@ def sq_norm_per_sample_figure(check: pd.DataFrame, stats: pd.DataFrame, title: s
                       label=f"epoch {epoch}: measured")
         left.plot(b, theory, "--", color=colour, lw=1.2, label=f"epoch {epoch}: theory")
         row = stats[stats.epoch == epoch].iloc[0]
-        left.axhline(row.trace, color=colour, ls=":", lw=1, label=f"epoch {epoch}: tr(Sigma) = {_number(row.trace)}")
+        left.axhline(row.trace, color=colour, ls=":", lw=1, label=f"epoch {epoch}: tr(Σ) = {_number(row.trace)}")
         inside = b.min() <= row.noise_scale <= b.max()
         # Out of range, B_simple still gets its legend entry (an empty line), so it is never silently lost.
         (left.axvline if inside else lambda x, **kw: left.plot([], [], **kw))(
@@ -53,8 +48,7 @@ def sq_norm_per_sample_figure(check: pd.DataFrame, stats: pd.DataFrame, title: s
                        color=colour, label=f"epoch {epoch}")
     right.axhline(0, color="0.3", lw=1, label="theory (0)")
     left.set_yscale("log")
-    for set_formatter in (left.yaxis.set_major_formatter, left.yaxis.set_minor_formatter):
-        set_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    readable_log_axis(left.yaxis)
     left.set_ylabel(r"$\|g_1 + \dots + g_B\|^2 \,/\, B$, batch-sum gradient" + "\n((nats per unit parameter)$^2$)")
     left.set_title("squared batch-sum norm per sample: flat = linear in B, rising = quadratic", fontsize=9)
     right.set_ylabel("measured / theory - 1")

@@ -12,10 +12,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from batchlab.analysis.curves import curves_table  # noqa: E402
 from batchlab.paths import OutputSet  # noqa: E402
+from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
 from batchlab.plots.memo import svg_text  # noqa: E402
 from batchlab.profiling import timed  # noqa: E402
 
@@ -73,8 +73,7 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
         ax.grid(alpha=0.3)
         if metric == "loss":
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.6, not 6x10^-1
-            ax.yaxis.set_minor_formatter(FuncFormatter(_two_three_five))
+            readable_log_axis(ax.yaxis)  # 0.6, not 6x10^-1, and at least three labels
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
@@ -91,14 +90,6 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.62 / height, top=1 - top / height,
                         wspace=0.25 / ((width - 1.0) / ncols), hspace=0.7 / ((height - top - 0.62) / nrows))
     return fig
-
-
-def _two_three_five(value: float, _) -> str:
-    """Minor log ticks labelled at 2, 3 and 5 times a power of ten only, so they never crowd."""
-    if value <= 0:
-        return ""
-    leading = round(value / 10 ** math.floor(math.log10(value)))
-    return f"{value:g}" if leading in (2, 3, 5) else ""
 
 
 @timed("figures")

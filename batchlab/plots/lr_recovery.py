@@ -9,7 +9,8 @@ matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
 
 COLOURS = ("black", "tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange")
 STYLES = ("-", "-", "--", "-.", ":", "-")
@@ -39,12 +40,7 @@ def accuracy_curves(curves: pd.DataFrame, switch_epoch: int | None, title: str,
         zoom.fill_between(tail.epoch, 100 * (1 - tail["max"]), 100 * (1 - tail["min"]), color=style["color"],
                           alpha=0.12, lw=0)
     zoom.set_yscale("log")
-    zoom.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    # A span under about one decade shows few major ticks: label every minor one there.
-    tail = test[test.epoch >= start]
-    narrow = np.log10((1 - tail["min"]).max() / max((1 - tail["max"]).min(), 1e-4)) < 1.2
-    zoom.yaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: f"{v:g}" if narrow or _leading_digit(v) in (2, 3, 5) else ""))
+    readable_log_axis(zoom.yaxis)  # a span under a decade still gets three or more labels
     zoom.set_xlim(start, last)
     full.set_ylabel("test accuracy (%)")
     zoom.set_ylabel("test error = 100 - accuracy (%, log scale)")
@@ -64,10 +60,6 @@ def accuracy_curves(curves: pd.DataFrame, switch_epoch: int | None, title: str,
     fig.text(0.5, 0.01, "line: mean over seeds; band: min..max over seeds", ha="center", fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
-
-
-def _leading_digit(value: float) -> int:
-    return int(round(value / 10 ** np.floor(np.log10(value))))
 
 
 def final_accuracy(final: pd.DataFrame, margin: float, title: str) -> plt.Figure:

@@ -7,10 +7,10 @@ import textwrap
 
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, NullFormatter
 import numpy as np
 import pandas as pd
 
+from batchlab.plots.log_ticks import readable_log_axis
 from batchlab.plots.stability import log2_axis
 
 
@@ -31,16 +31,11 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
                         capsize=2, label="measured (best lr per B, mean ± std over seeds)")
             _scaling_lines(ax, reached, key, fit)
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 100, not 10^2
             low, high = ax.get_ylim()
             if high < 4 * low:  # one point (or equal ones): give the log axis a readable span
                 middle = (low * high) ** 0.5
                 ax.set_ylim(middle / 3, middle * 3)
-            # Minor ticks are numbered at 2 and 5 (x a power of ten) on an axis under two decades,
-            # all of them under one: numbering every one ran them into each other (200, ..., 900).
-            low, high = ax.get_ylim()
-            ax.yaxis.set_minor_formatter(NullFormatter() if high >= 100 * low else FuncFormatter(
-                lambda v, _, every=high < 10 * low: f"{v:,.0f}" if every or _leading_digit(v) in (2, 5) else ""))
+            readable_log_axis(ax.yaxis)  # 100, not 10^2, and at least three of them on a short span
         else:
             ax.set_yticks([])
             ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", fontsize=9)
@@ -56,10 +51,6 @@ def to_target_figure(best: pd.DataFrame, fit, target: str) -> plt.Figure:
     fig.suptitle(f"To reach {target}{note}", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _leading_digit(value: float) -> int:
-    return round(value / 10 ** np.floor(np.log10(value))) if value > 0 else 0
 
 
 def _scaling_lines(ax, reached: pd.DataFrame, key: str, fit) -> None:

@@ -31,7 +31,9 @@ def mark_quick(fig: "Figure") -> "Figure":
     for ax in fig.axes:
         box = ax.get_position()
         ax.set_position([box.x0, box.y0 * scale, box.width, box.height * scale])
-    for text in [*fig.texts, *([fig._suptitle] if fig._suptitle is not None else [])]:
+    # The suptitle is also one of ``fig.texts``: moved twice, it came down onto the panels' titles.
+    texts = {id(text): text for text in [*fig.texts, *([fig._suptitle] if fig._suptitle is not None else [])]}
+    for text in texts.values():
         x, y = text.get_position()
         text.set_position((x, y * scale))
     fig.text(0.5, 1 - 0.5 * STRIP_INCHES / (height + STRIP_INCHES), QUICK_LABEL.upper(), ha="center", va="center",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullLocator
 import numpy as np
 import pandas as pd
+
+from batchlab.plots.log_ticks import batch_ticks
 
 
 def interval_errorbar(ax, x, table: pd.DataFrame, key: str, **style) -> None:
@@ -19,7 +20,8 @@ def interval_errorbar(ax, x, table: pd.DataFrame, key: str, **style) -> None:
 def log2_axis(ax, values) -> None:
     """A log-2 x axis with ticks at the given batch sizes, written as plain numbers; a tick
     closer than a factor 1.5 to a larger labelled one (1024 beside a full batch of 1437) keeps
-    its mark but not its number, which would overlap."""
+    its mark but not its number, which would overlap. Fewer than three sizes get powers of two
+    labelled beside them (``log_ticks.batch_ticks``)."""
     ax.set_xscale("log", base=2)
     ticks = sorted({int(v) for v in values})
     labels, last = [], None
@@ -27,8 +29,7 @@ def log2_axis(ax, values) -> None:
         near = last is not None and last < 1.5 * t
         labels.append("" if near else str(t))
         last = last if near else t
-    ax.set_xticks(ticks, labels[::-1])
-    ax.xaxis.set_minor_locator(NullLocator())
+    batch_ticks(ax.xaxis, ticks, labels[::-1])
 
 
 def stability_figure(sweep: pd.DataFrame, threshold: float, last_epochs: int, title: str) -> plt.Figure:

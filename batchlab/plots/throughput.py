@@ -8,9 +8,9 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib import ticker
 
 from batchlab.plots.critical_batch import plain_log_ticks
+from batchlab.plots.log_ticks import batch_ticks
 from batchlab.plots.stability import interval_errorbar
 
 
@@ -19,8 +19,7 @@ ERRORBARS = "points: geometric means over seeds; error bars: 95% t-interval on t
 
 def _batch_axis(ax, sizes) -> None:
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(sizes), [str(int(b)) for b in sizes])
-    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    batch_ticks(ax.xaxis, sizes)
     ax.set_xlabel("batch size B (log scale)")
     ax.grid(alpha=0.3, which="both")
 

@@ -41,7 +41,7 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
     for section in sections:
         for problem in section.problems:
             warnings.warn(f"report, {section.title}: {problem}", stacklevel=2)
-    counts = _counts(sections, len(loose))
+    counts = _counts(sections, studies, sweeps, len(loose))
     if not sections:
         counts += ('<p class="notice">This store holds nothing to show yet. Fill it with, for example, '
                    f'<code>batchlab study brownlee --quick --db {h.esc(db.name)}</code> or '
@@ -121,29 +121,56 @@ def _header(db: Path, title: str, extra: str) -> str:
             "Every figure, table and finding is recomputed from the stored runs; this file works offline.</p>" + extra)
 
 
-def _counts(sections: list[Section], loose: int) -> str:
+def _counts(sections: list[Section], studies: dict, sweeps: dict, loose: int) -> str:
+    """What the store holds, in words: "10 studies (183 runs) · 1 sweep (16 runs)"; kinds it
+    holds none of are left out (the overview says so), and an empty store gets no line."""
     kinds = [s.kind for s in sections]
-    parts = [f"{kinds.count('study')} stud{'y' if kinds.count('study') == 1 else 'ies'}",
-             f"{kinds.count('sweep')} sweep{'s' if kinds.count('sweep') != 1 else ''}",
-             f"{kinds.count('runs')} group{'s' if kinds.count('runs') != 1 else ''} of training runs ({loose:,} runs)"]
-    return f'<p class="meta">{h.esc(" · ".join(parts))}</p>'
+    study_runs = {r for record in studies.values() for ids in record.get("groups", {}).values() for r in ids}
+    sweep_runs = {r for _, ids in sweeps.values() for r in ids}
+    parts = []
+    if kinds.count("study"):
+        parts.append(f"{_count(kinds.count('study'), 'study', 'studies')} ({_count(len(study_runs), 'run')})")
+    if kinds.count("sweep"):
+        parts.append(f"{_count(kinds.count('sweep'), 'sweep')} ({_count(len(sweep_runs), 'run')})")
+    if kinds.count("runs"):
+        parts.append(f"{_count(kinds.count('runs'), 'group')} of training runs ({_count(loose, 'run')})")
+    return f'<p class="meta">{h.esc(" · ".join(parts))}</p>' if parts else ""
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``3 studies``, ``1 study``: a count with its noun."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+KIND_NAMES = {"study": "Studies", "sweep": "Sweeps", "runs": "Training runs"}
+KIND_HINTS = {"study": "Each study asks one published question and checks it against runs stored here.",
+              "sweep": "Batch size x learning rate grids: the best learning rate per batch size and the critical "
+                       "batch size.",
+              "runs": "Runs from batchlab train that belong to no study or sweep, grouped by data, model and "
+                      "optimizer."}
+ABSENT = {"study": "no studies", "sweep": "no sweeps", "runs": "no plain training runs (runs in no study or sweep)"}
 
 
 def _overview(sections: list[Section]) -> str:
-    names = {"study": "Studies", "sweep": "Sweeps", "runs": "Training runs"}
-    hints = {"study": "Each study asks one published question and checks it against runs stored here.",
-             "sweep": "Batch size x learning rate grids: the best learning rate per batch size and the critical "
-                      "batch size.",
-             "runs": "Runs from batchlab train that belong to no study or sweep, grouped by data, model and "
-                     "optimizer."}
+    """A heading and cards for each kind of section the store has; the kinds it has none of are
+    named in one sentence instead of a heading each over "None"."""
     parts = ['<section aria-labelledby="overview"><h2 id="overview">Overview</h2>']
-    for kind, name in names.items():
+    absent = []
+    for kind, name in KIND_NAMES.items():
         cards = [s.card for s in sections if s.kind == kind]
-        parts.append(f"<h3>{name}</h3>")
-        parts.append(f"<p>{hints[kind]}</p><div class=\"cards\">{''.join(cards)}</div>" if cards
-                     else '<p class="meta">None in this store.</p>')
+        if not cards:
+            absent.append(ABSENT[kind])
+            continue
+        parts.append(f"<h3>{name}</h3><p>{KIND_HINTS[kind]}</p><div class=\"cards\">{''.join(cards)}</div>")
+    if absent and len(absent) < len(KIND_NAMES):
+        parts.append(f'<p class="meta">This store holds {_and(absent)}.</p>')
     parts.append('<p><a href="#glossary">Glossary: the ideas behind the studies</a></p></section>')
     return "".join(parts)
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _nav(sections: list[Section]) -> str:

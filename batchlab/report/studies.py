@@ -22,6 +22,7 @@ from batchlab.report.concepts import concepts_for_study, concepts_html
 from batchlab.report.curves import chart_data
 from batchlab.report.figures import draw_svg
 from batchlab.report.html import Section
+from batchlab.report.markdown import markdown_html
 from batchlab.report.runs import settings_details
 
 
@@ -53,7 +54,7 @@ def study_section(name: str, record: dict, db: str | Path, *, alone: bool = Fals
     parts.append(concepts_html(concepts_for_study(name), open_first=alone))
     parts.append("<h3>Findings</h3>" + findings_html(shown.findings, quick))
     if shown.notes:
-        parts.append("<h3>How to read this</h3>" + "".join(f"<p>{h.esc(n)}</p>" for n in shown.notes))
+        parts.append('<h3>How to read this</h3><div class="notes">' + markdown_html(shown.notes) + "</div>")
     if shown.chart:
         parts.append("<h3>Learning curves (interactive)</h3>" + shown.chart)
     if shown.figures:
@@ -171,7 +172,8 @@ def _meta(record: dict, membership: pd.DataFrame) -> str:
 def _settings_block(settings: dict, runs: list) -> str:
     rows = [(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value)
             for key, value in settings.items()]
-    body = h.table(["setting", "value"], rows, caption="Study settings (defaults, --quick size and overrides applied)")
+    body = (h.table(["setting", "value"], rows, caption="Study settings (defaults, --quick size and overrides applied)")
+            if rows else '<p class="meta">No study settings recorded.</p>')
     if runs:
         body += settings_details(runs)
     return f'<details class="settings"><summary>Resolved settings</summary>{body}</details>'

@@ -37,6 +37,12 @@ def first_line(exc: BaseException, limit: int = 100) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def problem_of(rows: list[str]) -> str:
+    """The first problem SQLite's quick or integrity check reports, without its report's header."""
+    lines = [line for row in rows for line in row.splitlines() if not line.startswith("*** in database")]
+    return (lines or rows)[0]
+
+
 def read_json(text):
     """json.loads of a stored text; a damaged text raises :class:`Damaged`."""
     try:

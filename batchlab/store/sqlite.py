@@ -25,7 +25,7 @@ from batchlab.errors import StoreError
 from batchlab.profiling import timed
 from batchlab.results import RunResult
 from batchlab.store.held import is_busy, lock_timeout, locked, patiently
-from batchlab.store.integrity import IntegrityReport, check_integrity, first_line
+from batchlab.store.integrity import IntegrityReport, check_integrity, first_line, problem_of
 from batchlab.store.reading import StoreReading
 from batchlab.store.schema import FORMAT, MIGRATIONS, SCHEMA, SCHEMA_VERSION, SQLITE_MAGIC
 from batchlab.store.versions import NewerRun
@@ -160,9 +160,7 @@ class Store(StoreReading):
                     raise locked(self.path, self._timeout) from None
                 rows = [first_line(exc)]
             self._healthy = rows == ["ok"]
-            # SQLite heads its report with "*** in database main ***": the problem is the next line
-            lines = [line for row in rows for line in row.splitlines() if not line.startswith("***")]
-            self._problem = "" if self._healthy else (lines or rows)[0]
+            self._problem = "" if self._healthy else problem_of(rows)
             if self._healthy and key is not None:
                 _HEALTHY[self.path.resolve()] = key
         return self._healthy
@@ -175,9 +173,8 @@ class Store(StoreReading):
                              f"(see `batchlab check --db {self.path}`)")
 
     def damage_note(self) -> str | None:
-        """For a command that reads: one line saying the file is damaged and how many runs still
-        read whole, or None for a healthy file. (What reads whole is used: a damaged index can
-        leave every run readable, and the user must still hear that the file is damaged.)"""
+        """One line saying the file is damaged (even where every run still reads whole, as with a
+        damaged index) and how many runs read whole; None for a healthy file."""
         if self._quick_check():
             return None
         return (f"{self.path} is damaged ({self._problem}): {self.integrity().readable()}; "
@@ -242,12 +239,10 @@ class Store(StoreReading):
 
     @timed("store")
     def write(self, results: Iterable[RunResult], version: str, notes: dict[str, list[str]] | None = None) -> None:
-        """Store finished runs in one transaction (replacing earlier records of the same runs).
-
-        ``notes`` (run id -> lines) records what batchlab changed in the run's data (label
-        remapping, one-hot labels read as indices, ...), read back with :meth:`notes`. When the
-        file cannot be written (read-only, disk full) the runs stored before are kept and the
-        error says to re-run the same command, which trains only what is missing."""
+        """Store finished runs in one transaction (replacing earlier records of the same runs), with
+        ``notes`` (run id -> what batchlab changed in its data; :meth:`notes`). When the file cannot
+        be written (read-only, disk full) the runs stored before are kept and the error says to
+        re-run the same command, which trains only what is missing."""
         from batchlab.store.records import encode
 
         notes = notes or {}
@@ -272,8 +267,7 @@ class Store(StoreReading):
                         for name, values in series.items()]
                 self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?)", rows)
 
-    def _unwritten(self, what: str) -> Callable[[str], str]:
-        """The failure message of a small write (one transaction: nothing of it was kept)."""
+    def _unwritten(self, what: str) -> Callable[[str], str]:  # a small write's failure: nothing of it was kept
         return lambda cause: f"could not write {what} to {self.path} ({cause}); the store is unchanged"
 
     def write_measurements(self, run_id: str, instrument: str, epoch: int, rows: list[dict]) -> None:
@@ -290,9 +284,8 @@ class Store(StoreReading):
             self._db.executemany("INSERT INTO sweep_runs VALUES (?, ?)", [(name, r) for r in run_ids])
 
     def write_study(self, name: str, record: dict) -> None:
-        """Record (replace) a study's last run: its settings, version, run ids and outputs. Keys
-        keep their order: a report analyses the groups of runs in the study's own order, as the
-        study's files were drawn (sorted, "B=1024" came before "B=256")."""
+        """Record (replace) a study's last run: its settings, version, run ids and outputs, keys in
+        their order (a report analyses the groups as the study drew them; sorted, B=1024 came first)."""
         with self._writing(self._unwritten(f"study {name!r}")):
             self._db.execute("INSERT OR REPLACE INTO studies VALUES (?, ?)", (name, json.dumps(record, default=str)))
 

@@ -14,6 +14,7 @@
                 samples: "samples_seen", samples_seen: "samples_seen"};
   var METRICS = {test_acc: "test accuracy", train_acc: "train accuracy", test_r2: "test R\u00b2",
                  train_r2: "train R\u00b2", test_loss: "test loss", train_loss: "train loss"};
+  var LOG_SPREAD = 20;  // lines that end further apart than this factor get a log x axis at first
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
 
@@ -72,18 +73,25 @@
     for (var t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toPrecision(12));
     return ticks;
   }
+  // Log-axis ticks, at least three whatever the span (a lone "5000" does not show the scale):
+  // powers of ten, else also 2 and 5 times them, else 1, 2, 3, 5, else every 1..9 times them.
+  var LOG_MULTS = [[1], [1, 2, 5], [1, 2, 3, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]];
   function logTicks(lo, hi) {
     if (hi / lo < 8) {  // less than a decade: evenly spaced round values read better
       var lin = niceTicks(lo, hi, 5, false).filter(function (t) { return t > 0; });
-      if (lin.length >= 2) return lin;
+      if (lin.length >= 3) return lin;
     }
-    var ticks = [], a = Math.floor(Math.log10(lo)), b = Math.ceil(Math.log10(hi));
-    var mults = b - a <= 2 ? [1, 2, 5] : [1];
-    for (var e = a; e <= b; e++) mults.forEach(function (m) {
-      var t = m * Math.pow(10, e);
-      if (t >= lo * 0.999 && t <= hi * 1.001) ticks.push(+t.toPrecision(6));
-    });
-    return ticks.length >= 2 ? ticks : [lo, hi];
+    var a = Math.floor(Math.log10(lo)), b = Math.ceil(Math.log10(hi));
+    for (var k = 0; k < LOG_MULTS.length; k++) {
+      var ticks = [];
+      for (var e = a; e <= b; e++) LOG_MULTS[k].forEach(function (m) {
+        var t = m * Math.pow(10, e);
+        if (t >= lo * 0.999 && t <= hi * 1.001) ticks.push(+t.toPrecision(6));
+      });
+      var step = Math.ceil(ticks.length / 8);  // many decades: every second (third...) power of ten
+      if (ticks.length >= 3) return ticks.filter(function (t, i) { return i % step === 0; });
+    }
+    return [lo, hi];
   }
   function scale(lo, hi, a, b, log) {
     if (log) { lo = Math.log10(lo); hi = Math.log10(hi); }
@@ -181,11 +189,14 @@
     var self = this, x = this.x, m = this.m, data = this.data;
     this.isLoss = m.slice(-4) === "loss";
     var visible = data.series.map(function (s, i) { return i; }).filter(function (i) { return !self.hidden[i]; });
-    // automatic log x: updates differ by orders of magnitude between batch sizes
+    // Automatic log x when the lines end more than a factor 20 apart, on any clock: updates
+    // differ by orders of magnitude between batch sizes, and a study may train one setting far
+    // longer (full-batch GD for 1,000 epochs beside SGD for 12): on a linear axis the short
+    // lines would be squashed against zero.
     var lasts = visible.map(function (i) { var v = data.series[i][x]; return v[v.length - 1]; })
       .filter(function (v) { return v > 0; });
     var spread = lasts.length ? Math.max.apply(null, lasts) / Math.min.apply(null, lasts) : 1;
-    this.useLogX = this.logx === null ? (x === "step" && spread > 20) : this.logx;
+    this.useLogX = this.logx === null ? spread > LOG_SPREAD : this.logx;
     this.logInput.checked = this.useLogX;
 
     var W = Math.max(260, Math.round(this.plot.clientWidth || 640));
@@ -327,8 +338,16 @@
         fig.setAttribute("data-rendered", Math.round(box.width) + "x" + Math.round(box.height));
         fig.classList.toggle("wide", fig.scrollWidth > fig.clientWidth + 8);
       });
+      // A table wider than its frame says so above itself (its edges also cast a shadow): a
+      // clipped column gave no other hint that the frame scrolls.
+      Array.prototype.forEach.call(document.querySelectorAll(".table-wrap"), function (wrap) {
+        if (!wrap.clientWidth) return;  // in a closed <details>: measured when it opens
+        var table = wrap.querySelector("table");
+        wrap.classList.toggle("scrolls", !!table && table.offsetWidth > wrap.clientWidth + 1);
+      });
     }
     measure();
+    document.addEventListener("toggle", measure, true);  // a <details> opened: its tables have a width now
     var timer = null;
     window.addEventListener("resize", function () {
       clearTimeout(timer);
