@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from stores import made_up_runs
-from test_report import Browser, chromium
+from test_report import browser  # noqa: F401 - the headless Chromium fixture of the report tests
 
 from batchlab.store import Store
 from batchlab.version import __version__
@@ -102,16 +102,6 @@ def test_a_studys_how_to_read_this_is_rendered(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- in headless Chromium
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no Chromium found: browser checks skipped")
-    b = Browser(binary)
-    yield b
-    b.close()
-
 
 def _page(tmp_path, body: str):
     from batchlab.report import html as h
