@@ -20,7 +20,9 @@ import typer  # noqa: E402
 
 from batchlab.errors import BatchlabError  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
+# Markdown: a docstring's paragraph reflows to the terminal instead of keeping its line breaks.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown",
                   help="Train under controlled batch size / epochs / learning rate and see what changes.")
 
 DEFAULT_DB = "batchlab.db"
