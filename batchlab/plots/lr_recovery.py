@@ -29,7 +29,7 @@ def accuracy_curves(curves: pd.DataFrame, switch_epoch: int | None, title: str,
     groups = list(dict.fromkeys(test.group))
     last = int(test.epoch.max())
     start = int(np.floor(last * zoom_from))
-    fig, (full, zoom) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(12, 5.4))
     for i, group in enumerate(groups):
         band = test[test.group == group].sort_values("epoch")
         style = dict(color=COLOURS[i % len(COLOURS)], ls=STYLES[i % len(STYLES)], lw=1.4)
@@ -55,10 +55,12 @@ def accuracy_curves(curves: pd.DataFrame, switch_epoch: int | None, title: str,
         ax.set_xlabel("epoch (full passes over the training set)")
         ax.grid(alpha=0.3, which="both")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    full.legend(fontsize=7, loc="lower right")
+    # Below both panels: inside the left one it covered the slowest (lowest) curve.
+    handles, names = full.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.04))
     fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.01, "line: mean over seeds; band: min..max over seeds", ha="center", fontsize=7, color="grey")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     return fig
 
 
