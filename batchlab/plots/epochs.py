@@ -76,6 +76,22 @@ def budget_figure(table: pd.DataFrame, band: float, title: str) -> plt.Figure:
     x = table.batch_size.to_numpy(float)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.2))
     (a, b), (c, d) = axes
+    _timing_panels(a, b, x, table)
+    _cost_panels(c, d, x, table, band)
+    for ax in axes.flat:
+        ax.set_xscale("log", base=2)
+        batch_ticks(ax.xaxis, x)
+        ax.set_xlabel("batch size B (samples per update, log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title + "\nmarkers: mean over seeds; error bars: 95% t-interval over seeds "
+                 "(paired by seed in (c))", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _timing_panels(a: plt.Axes, b: plt.Axes, x, table: pd.DataFrame) -> None:
+    """(a) the best and early-stop epochs against the budget; (b) the updates made by then."""
     interval_errorbar(a, x, table, "best_epoch", color=BEST, label="best-validation epoch (full budget)")
     interval_errorbar(a, x, table, "stop_epoch", color=STOP, label="early stop epoch")
     a.plot(x, table.budget, color="grey", ls=":", label="epoch budget")
@@ -89,6 +105,11 @@ def budget_figure(table: pd.DataFrame, band: float, title: str) -> plt.Figure:
     readable_log_axis(b.yaxis)
     b.set_ylabel("optimizer updates (log scale)")
     b.set_title("(b) updates made (saved = grey - red)", fontsize=9)
+
+
+def _cost_panels(c: plt.Axes, d: plt.Axes, x, table: pd.DataFrame, band: float) -> None:
+    """(c) the paired accuracy change of stopping early, in the claim's band; (d) the test loss
+    at the best and the last epoch."""
     c.axhspan(-100 * band, 100 * band, color="grey", alpha=0.15, lw=0,
               label=f"claim: within \u00b1{100 * band:g} point")
     c.axhline(0, color="grey", lw=0.8)
@@ -101,16 +122,6 @@ def budget_figure(table: pd.DataFrame, band: float, title: str) -> plt.Figure:
     interval_errorbar(d, x, table, "full_last_loss", color="tab:orange", label="at the last epoch")
     d.set_ylabel("test cross-entropy loss")
     d.set_title("(d) overfitting: test loss, best vs last epoch", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xscale("log", base=2)
-        batch_ticks(ax.xaxis, x)
-        ax.set_xlabel("batch size B (samples per update, log scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title + "\nmarkers: mean over seeds; error bars: 95% t-interval over seeds "
-                 "(paired by seed in (c))", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 __all__ = ["marked_curves", "budget_figure"]

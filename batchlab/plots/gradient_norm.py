@@ -19,6 +19,27 @@ def _number(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
+def _draw_checkpoint(left: plt.Axes, right: plt.Axes, colour: str, first: bool, epoch, group: pd.DataFrame,
+                     row: pd.Series) -> None:
+    """One checkpoint's measured norms per sample with theory, tr(Σ) and B_simple (left), and
+    its deviation from theory (right; nudged sideways so checkpoints do not hide each other)."""
+    b = group.batch_size.to_numpy(float)
+    mean, low, high = (group[c].to_numpy(float) / b for c in ("mean_sq_norm", "mean_sq_low", "mean_sq_high"))
+    theory = group.theory_sq_norm.to_numpy(float) / b
+    left.errorbar(b, mean, yerr=[mean - low, high - mean], fmt="o", ms=4, capsize=3, color=colour,
+                  label=f"epoch {epoch}: measured")
+    left.plot(b, theory, "--", color=colour, lw=1.2, label=f"epoch {epoch}: theory")
+    left.axhline(row.trace, color=colour, ls=":", lw=1, label=f"epoch {epoch}: tr(Σ) = {_number(row.trace)}")
+    inside = b.min() <= row.noise_scale <= b.max()
+    # Out of range, B_simple still gets its legend entry (an empty line), so it is never silently lost.
+    (left.axvline if inside else lambda x, **kw: left.plot([], [], **kw))(
+        row.noise_scale, color=colour, ls="-.", lw=1,
+        label=f"epoch {epoch}: B_simple = {_number(row.noise_scale)}" + ("" if inside else " (off the axis)"))
+    right.errorbar(b * (1 / 1.04 if first else 1.04), mean / theory - 1,
+                   yerr=[(mean - low) / theory, (high - mean) / theory], fmt="o", ms=4, capsize=3,
+                   color=colour, label=f"epoch {epoch}")
+
+
 def sq_norm_per_sample_figure(check: pd.DataFrame, stats: pd.DataFrame, title: str = "") -> plt.Figure:
     """Left: mean ||batch-sum g_B||^2 / B with its simultaneous 95% interval, the theory curve
     (dashed), tr(Sigma) (dotted) and B_simple (vertical line), one colour per checkpoint.
@@ -29,23 +50,9 @@ def sq_norm_per_sample_figure(check: pd.DataFrame, stats: pd.DataFrame, title: s
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.6), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for colour, (epoch, group) in zip(colours, check.sort_values("batch_size").groupby("epoch", sort=True)):
-        b = group.batch_size.to_numpy(float)
-        mean, low, high = (group[c].to_numpy(float) / b for c in ("mean_sq_norm", "mean_sq_low", "mean_sq_high"))
-        theory = group.theory_sq_norm.to_numpy(float) / b
-        left.errorbar(b, mean, yerr=[mean - low, high - mean], fmt="o", ms=4, capsize=3, color=colour,
-                      label=f"epoch {epoch}: measured")
-        left.plot(b, theory, "--", color=colour, lw=1.2, label=f"epoch {epoch}: theory")
-        row = stats[stats.epoch == epoch].iloc[0]
-        left.axhline(row.trace, color=colour, ls=":", lw=1, label=f"epoch {epoch}: tr(Σ) = {_number(row.trace)}")
-        inside = b.min() <= row.noise_scale <= b.max()
-        # Out of range, B_simple still gets its legend entry (an empty line), so it is never silently lost.
-        (left.axvline if inside else lambda x, **kw: left.plot([], [], **kw))(
-            row.noise_scale, color=colour, ls="-.", lw=1,
-            label=f"epoch {epoch}: B_simple = {_number(row.noise_scale)}" + ("" if inside else " (off the axis)"))
-        right.errorbar(b * (1.04 if colour != colours[0] else 1 / 1.04), mean / theory - 1,
-                       yerr=[(mean - low) / theory, (high - mean) / theory], fmt="o", ms=4, capsize=3,
-                       color=colour, label=f"epoch {epoch}")
+    for i, (epoch, group) in enumerate(check.sort_values("batch_size").groupby("epoch", sort=True)):
+        _draw_checkpoint(left, right, colours[i % len(colours)], i == 0, epoch, group,
+                         stats[stats.epoch == epoch].iloc[0])
     right.axhline(0, color="0.3", lw=1, label="theory (0)")
     left.set_yscale("log")
     readable_log_axis(left.yaxis)

@@ -43,11 +43,7 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     table = table[table.metric == metric]
     panels = list(dict.fromkeys(table.panel))
     if not panels:  # e.g. no batch size of a sweep has a best lr: say so rather than fail
-        fig, ax = plt.subplots(figsize=(6.5, 2.0))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no runs to draw", ha="center", va="center")
-        fig.suptitle(title or f"Learning curves ({metric})", fontsize=10)
-        return fig
+        return _nothing_to_draw(title or f"Learning curves ({metric})")
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     # At least 6.5 inches wide, so a one- or two-panel figure's title is not clipped.
@@ -60,20 +56,7 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel(x.replace("_", " "))
     for ax, panel in zip(axes.flat, panels):
-        sel = table[table.panel == panel]
-        for split, colour in LINES.items():
-            band = sel[sel.split == split].sort_values(x)
-            ax.plot(band[x], band["mean"], color=colour, lw=1.2, label=split)
-            if band["count"].max() > 1:
-                ax.fill_between(band[x], band["min"], band["max"], color=colour, alpha=0.2, lw=0)
-        seeds = int(sel["count"].max())
-        # y given: matplotlib would otherwise measure every axis on each draw to place the
-        # title above tick labels, which are never on top here (a fifth of the figure's time).
-        ax.set_title(panel + (f"  ({seeds} seeds)" if seeds > 1 else ""), fontsize=9, y=1.0)
-        ax.grid(alpha=0.3)
-        if metric == "loss":
-            ax.set_yscale("log")
-            readable_log_axis(ax.yaxis)  # 0.6, not 6x10^-1, and at least three labels
+        _draw_panel(ax, table[table.panel == panel], panel, metric, x)
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
@@ -90,6 +73,31 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.62 / height, top=1 - top / height,
                         wspace=0.25 / ((width - 1.0) / ncols), hspace=0.7 / ((height - top - 0.62) / nrows))
     return fig
+
+
+def _nothing_to_draw(title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 2.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "no runs to draw", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _draw_panel(ax: plt.Axes, sel: pd.DataFrame, panel: str, metric: str, x: str) -> None:
+    """One panel: each split's mean over seeds, with its min..max band where there are seeds."""
+    for split, colour in LINES.items():
+        band = sel[sel.split == split].sort_values(x)
+        ax.plot(band[x], band["mean"], color=colour, lw=1.2, label=split)
+        if band["count"].max() > 1:
+            ax.fill_between(band[x], band["min"], band["max"], color=colour, alpha=0.2, lw=0)
+    seeds = int(sel["count"].max())
+    # y given: matplotlib would otherwise measure every axis on each draw to place the
+    # title above tick labels, which are never on top here (a fifth of the figure's time).
+    ax.set_title(panel + (f"  ({seeds} seeds)" if seeds > 1 else ""), fontsize=9, y=1.0)
+    ax.grid(alpha=0.3)
+    if metric == "loss":
+        ax.set_yscale("log")
+        readable_log_axis(ax.yaxis)  # 0.6, not 6x10^-1, and at least three labels
 
 
 @timed("figures")

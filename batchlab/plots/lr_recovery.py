@@ -55,13 +55,18 @@ def accuracy_curves(curves: pd.DataFrame, switch_epoch: int | None, title: str,
         ax.set_xlabel("epoch (full passes over the training set)")
         ax.grid(alpha=0.3, which="both")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    # Below both panels: inside the left one it covered the slowest (lowest) curve.
-    handles, names = full.get_legend_handles_labels()
+    _legend_below(fig, full, title)
+    return fig
+
+
+def _legend_below(fig: plt.Figure, ax: plt.Axes, title: str) -> None:
+    """The curves' legend below both panels (inside the left one it covered the slowest, lowest
+    curve), the title above, how to read the bands at the foot."""
+    handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.04))
     fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.01, "line: mean over seeds; band: min..max over seeds", ha="center", fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.15, 1, 1))
-    return fig
 
 
 def final_accuracy(final: pd.DataFrame, margin: float, title: str) -> plt.Figure:
