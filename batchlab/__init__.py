@@ -9,7 +9,7 @@ from batchlab.version import __version__  # noqa: E402
 
 # The training API (and with it JAX) is imported on first use, so code that only reads a store
 # (``batchlab runs``, ``export``, ``analyze``, ``report``, ``batchlab.store``) never loads it.
-_LAZY = {"train": "batchlab.api", "TrainResult": "batchlab.api", "plan": "batchlab.budget",
+_LAZY = {"train": "batchlab.api", "advise": "batchlab.advisor", "Advice": "batchlab.advisor", "TrainResult": "batchlab.api", "plan": "batchlab.budget",
          "EarlyStopping": "batchlab.config", "Model": "batchlab.models"}
 
 
@@ -40,4 +40,4 @@ def study(name: str, *, quick: bool = False, db: str = "batchlab.db", out: str |
     return run_study(get_study(name), quick=quick, overrides=settings, db=db, out=out, force=force)
 
 
-__all__ = ["train", "study", "TrainResult", "plan", "EarlyStopping", "BatchlabError", "Model", "__version__"]
+__all__ = ["train", "advise", "Advice", "study", "TrainResult", "plan", "EarlyStopping", "BatchlabError", "Model", "__version__"]

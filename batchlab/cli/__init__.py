@@ -247,6 +247,7 @@ def console_main() -> None:
 # exists); this order is the order of ``batchlab --help``.
 from batchlab.cli import training  # noqa: E402,F401
 from batchlab.cli import noise  # noqa: E402,F401
+from batchlab.cli import advice  # noqa: E402,F401
 from batchlab.cli import rescale  # noqa: E402,F401
 from batchlab.cli import stored  # noqa: E402,F401
 from batchlab.cli import studies  # noqa: E402,F401

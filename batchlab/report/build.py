@@ -57,7 +57,7 @@ def _read_store(db: Path, loose: bool) -> tuple[dict, dict, list]:
     from batchlab.store import Store
 
     with Store(db, create=False) as store:
-        studies = store.studies()
+        studies = store.studies()  # advices (kind "advice") too: they are recorded the same way
         sweeps = {name: (spec, store.sweep_run_ids(name)) for name, spec in store.sweeps().items()}
         if not loose:
             return studies, sweeps, []
@@ -72,7 +72,12 @@ def _study_page(name: str, studies: dict, db: Path, out_dir: Path) -> Path:
         known = ", ".join(sorted(studies)) or "none"
         raise BatchlabError(f"no study {name!r} recorded in {db} (recorded: {known}); "
                             f"run it first: batchlab study {name} --db {db}")
-    section = _study(name, studies[name], db, alone=True)
+    if studies[name].get("kind") == "advice":
+        from batchlab.report.advice import advice_section
+
+        section = advice_section(name, studies[name])
+    else:
+        section = _study(name, studies[name], db, alone=True)
     text = h.page(f"batchlab · {name}", _header(db, f"Study {name}", "") + section.body)
     return write_output(out_dir / f"{h.slug(name)}.html", text)
 
@@ -81,11 +86,15 @@ def _sections(studies: dict, sweeps: dict, loose: list, db: Path, drawer: Figure
     """Every section of the full page: the studies (sent to ``drawer`` first, so that its helpers
     build them while this process builds the sweeps and the groups of runs), then the sweeps,
     then the groups of training runs."""
+    from batchlab.report.advice import advice_section
     from batchlab.report.runs import runs_sections
     from batchlab.report.sweeps import sweep_section
 
-    for name in sorted(studies):
+    advices = {name: record for name, record in studies.items() if record.get("kind") == "advice"}
+    for name in sorted(set(studies) - set(advices)):
         drawer.call("batchlab.report.studies:study_section", name, studies[name], db)
+    first = [_guarded(lambda: advice_section(name, record), f"advice-{h.slug(name)}", "advice", name)
+             for name, record in sorted(advices.items())]
     later = [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
              for name, (spec, ids) in sorted(sweeps.items())]
     later += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
@@ -94,7 +103,7 @@ def _sections(studies: dict, sweeps: dict, loose: list, db: Path, drawer: Figure
         if isinstance(section, Exception):
             raise section
         sections.append(section)
-    return sections + later
+    return first + sections + later
 
 
 def _study(name: str, record: dict, db: Path, alone: bool = False) -> Section:
@@ -125,9 +134,12 @@ def _counts(sections: list[Section], studies: dict, sweeps: dict, loose: int) ->
     """What the store holds, in words: "10 studies (183 runs) · 1 sweep (16 runs)"; kinds it
     holds none of are left out (the overview says so), and an empty store gets no line."""
     kinds = [s.kind for s in sections]
-    study_runs = {r for record in studies.values() for ids in record.get("groups", {}).values() for r in ids}
+    study_runs = {r for record in studies.values() if record.get("kind") != "advice"
+                  for ids in record.get("groups", {}).values() for r in ids}
     sweep_runs = {r for _, ids in sweeps.values() for r in ids}
     parts = []
+    if kinds.count("advice"):
+        parts.append(_count(kinds.count("advice"), "advice", "advices"))
     if kinds.count("study"):
         parts.append(f"{_count(kinds.count('study'), 'study', 'studies')} ({_count(len(study_runs), 'run')})")
     if kinds.count("sweep"):
@@ -142,13 +154,14 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
-KIND_NAMES = {"study": "Studies", "sweep": "Sweeps", "runs": "Training runs"}
-KIND_HINTS = {"study": "Each study asks one published question and checks it against runs stored here.",
+KIND_NAMES = {"advice": "Advice", "study": "Studies", "sweep": "Sweeps", "runs": "Training runs"}
+KIND_HINTS = {"advice": "Which batch size, learning rate and epochs for a model, with the evidence (batchlab advise).",
+              "study": "Each study asks one published question and checks it against runs stored here.",
               "sweep": "Batch size x learning rate grids: the best learning rate per batch size and the critical "
                        "batch size.",
               "runs": "Runs from batchlab train that belong to no study or sweep, grouped by data, model and "
                       "optimizer."}
-ABSENT = {"study": "no studies", "sweep": "no sweeps", "runs": "no plain training runs (runs in no study or sweep)"}
+ABSENT = {"advice": "no advice", "study": "no studies", "sweep": "no sweeps", "runs": "no plain training runs (runs in no study or sweep)"}
 
 
 def _overview(sections: list[Section]) -> str:
