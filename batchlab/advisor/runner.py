@@ -65,7 +65,7 @@ def advise(model: Any = "mlp", data: Any = "digits", *, target: str, budget: str
            **settings: Any) -> Advice:
     """Recommend a batch size, lr (and the optimizer's other settings) and epochs to reach
     ``target`` (e.g. ``"test_acc>=0.9"``) with ``model`` on ``data`` within ``budget`` (``"10m"``,
-    ``"90s"`` or seconds). ``prefer``: ``balanced`` (time x samples), ``time`` or ``compute``.
+    ``"90s"`` or seconds). ``prefer``: ``balanced`` (updates x samples, near B_crit), ``time`` (on this device) or ``compute``.
     ``settings``: any training setting of ``batchlab.train`` the advisor should keep fixed
     (momentum, weight_decay, hidden, ...); batch size, lr, epochs and seeds are its to choose.
 
@@ -126,7 +126,7 @@ def _gather(job: steps.Job, goal: Target, clock: plan.Clock, max_batch, prefer: 
     exact, branches, local = steps.measure_noise(job, b0, float(row.lr), base_epochs, float(row.epochs), max(tested),
                                                  clock)
     noise = local["value"] if math.isfinite(local["value"]) else steps.summary_of(exact)
-    near = [lr for lr in base_lrs if abs(math.log(lr / row.lr)) < math.log(plan.LR_STEP) * 1.01]
+    near = [lr for lr in base_lrs if abs(math.log(lr / row.lr)) < math.log(plan.LR_STEP) * 2.01]
     base = {"lrs": near, "epochs": base_epochs, "steps": float(row.steps)}
     rescaled = _rescaler(job, b0, float(row.lr))
     results = steps.sweep(job, tested, b0, base, noise, throughput, clock, rescaled)
@@ -187,7 +187,7 @@ def _assemble(name: str, job: steps.Job, goal: Target, clock: plan.Clock, ev: di
                "critical_batch": None, "local_critical_batch": None, "b_simple": None}
         return Advice(name, rec, tables, [])
     table, settings = ev["per_batch"], ev["settings"]
-    runs = analysis.runs_to_target(ev["history"], ev["summary"].assign(group=""), goal)
+    runs = analysis.runs_of(ev["history"], ev["summary"], goal)
     crit = analysis.critical_batch(runs, settings, table)
     table["regime"] = [analysis.regime(crit["value"], b) for b in table.batch_size]
     choice = analysis.choose(table, prefer)

@@ -19,15 +19,17 @@ import numpy as np
 import pandas as pd
 
 from batchlab.advisor import memory
-from batchlab.advisor.plan import (CENTER_LR, PROBE_STEPS, SHARES, SWEEP_SEEDS, Clock, epochs_within, lr_grid,
+from batchlab.advisor.plan import (CENTER_LR, LR_STEP, PROBE_STEPS, SHARES, SWEEP_SEEDS, Clock, epochs_within, lr_grid,
                                   predicted_epochs)
 from batchlab.analysis import advice as analysis
+from batchlab.analysis.selection import blown_up
 from batchlab.api import prepare, run_configs
 from batchlab.config import Phase
 from batchlab.store import series_frame, summary_frame
 from batchlab.targets import Target
 
 BRANCH_SEEDS = 3  # trunks whose branches are averaged
+BASE_STEPS = 600  # updates the base batch size tries first
 POOL = 512  # training rows whose per-sample gradients give the exact B_simple
 LR_POWER = {"sgd": 1.0, "adam": 0.5, "adamw": 0.5}  # lr ~ k^power when B grows k-fold (Goyal; Malladi)
 
@@ -100,14 +102,21 @@ def probe(job: Job, sizes: list[int], clock: Clock, cap: int | None) -> tuple[me
 
 
 def tune_base(job: Job, b0: int, throughput: pd.DataFrame, clock: Clock, target: Target):
-    """The lr at ``b0``: five lrs a factor 3 apart around the optimizer's usual value, 2 seeds,
+    """The lr at ``b0``: seven lrs a factor LR_STEP apart around the optimizer's usual value, 2 seeds,
     as many epochs as the step's share of the budget allows; one more pair of lrs beyond the
     edge when the best lies at it. Returns (results, per-B table, epochs, lrs)."""
     row = throughput.set_index("batch_size").loc[b0]
-    lrs = lr_grid(CENTER_LR[job.optimizer], 2, 2)
-    epochs = epochs_within(clock.share("base"), row.seconds_per_epoch, len(lrs) * 2, row.compile_seconds)
+    lrs = lr_grid(CENTER_LR[job.optimizer], 3, 3)
+    most = epochs_within(clock.share("base"), row.seconds_per_epoch, len(lrs) * 2, row.compile_seconds)
+    # First about BASE_STEPS updates (most targets a tuned lr reaches, in far less than the
+    # share); the whole share only when no lr reached the target in them.
+    epochs = min(most, max(1, math.ceil(BASE_STEPS * b0 / job.n_train)))
     results = [job.train("base", batch_size=b0, epochs=epochs, lr=lrs, seeds=2)]
     table = _table(results, target, {b0: row.seconds_per_step}, job.n_train)
+    if math.isnan(table.lr.iloc[0]) and most > epochs:
+        epochs = most
+        results = [job.train("base", batch_size=b0, epochs=epochs, lr=lrs, seeds=2)]
+        table = _table(results, target, {b0: row.seconds_per_step}, job.n_train)
     edge = table.lr_edge.iloc[0] if len(table) else ""
     if edge:
         beyond = lr_grid(max(lrs) if edge == "largest" else min(lrs), 0 if edge == "largest" else 2,
@@ -154,8 +163,9 @@ def measure_noise(job: Job, b0: int, lr: float, epochs: int, epochs_to_target: f
         # smoothed losses are averaged over BRANCH_SEEDS trunks (one compiled cohort).
         losses = [analysis.smoothed(r.history["train_loss"][branch_at + 1:])
                   if len(r.history["train_loss"]) == branch_at + after + 1 else math.inf for r in runs]
-        rows.append({"batch_size": b, "k": k, "lr": rate, "loss": float(np.mean(losses)),
-                     "loss_sd": float(np.std(losses, ddof=1)) if len(losses) > 1 else math.nan,
+        finite = np.isfinite(losses).all() and len(losses) > 1  # a diverged trunk: the branch fell behind
+        rows.append({"batch_size": b, "k": k, "lr": rate, "loss": float(np.mean(losses)) if finite else math.inf,
+                     "loss_sd": float(np.std(losses, ddof=1)) if finite else math.nan,
                      "steps": int(runs[0].history["step"][-1] - runs[0].history["step"][branch_at])})
     branches = pd.DataFrame(rows)
     value, censored = analysis.local_critical_batch(branches.batch_size, branches.loss) if len(branches) \
@@ -191,7 +201,7 @@ def _exact_noise(pilot, marks: list[int]) -> pd.DataFrame:
 
 def sweep(job: Job, sizes: list[int], b0: int, base: dict, noise: float, throughput: pd.DataFrame,
           clock: Clock, rescaled: Callable[[int], dict]) -> list:
-    """lr x B: at each size three lrs a factor 3 apart around the lr the optimizer's rule predicts
+    """lr x B: at each size five lrs a factor LR_STEP apart around the lr the optimizer's rule predicts
     from the base (``rescaled(B)``: lr and the other optimizer settings), SWEEP_SEEDS seeds, the
     epochs that SAFETY x the predicted steps need. Sizes nearest the base train first; a size
     whose estimated time no longer fits the budget is cut (and said)."""
@@ -201,7 +211,7 @@ def sweep(job: Job, sizes: list[int], b0: int, base: dict, noise: float, through
     for b in order:
         settings = rescaled(b)
         center = settings.pop("lr")
-        lrs = lr_grid(center, 1, 1) if b != b0 else base["lrs"]
+        lrs = lr_grid(center, 2, 2) if b != b0 else base["lrs"]
         epochs = base["epochs"] if b == b0 else predicted_epochs(b, b0, base["steps"], noise, job.n_train)
         estimate = per.seconds_per_epoch.get(b, math.nan) * epochs * len(lrs) * SWEEP_SEEDS
         estimate += per.compile_seconds.get(b, 0.0)
@@ -213,22 +223,46 @@ def sweep(job: Job, sizes: list[int], b0: int, base: dict, noise: float, through
 
 
 def extend_edges(job: Job, table: pd.DataFrame, results: list, clock: Clock, rescaled: Callable[[int], dict]) -> int:
-    """One more lr beyond the edge for each B whose best lr lies at the edge of its grid, while
-    the budget allows; returns how many sizes were extended."""
+    """More lrs where the grid missed the best, while the budget allows (returns how many sizes
+    were extended): one beyond the edge where the best lr lies at it; where no lr has a best, two
+    below the grid when every lr was unstable (diverged or blew up), else the geometric midpoint
+    between the largest stable lr (too slow) and the smallest unstable one above it."""
     extended = 0
-    for _, row in table[table.lr_edge != ""].iterrows():
+    for _, row in table.iterrows():
         b = int(row.batch_size)
         runs = [r for result in results for r in result.runs if r.config.batch_size == b]
-        if not runs or clock.left < 0.1 * clock.budget:
+        new = _missed_lrs(row, runs)
+        if not new or not runs:
+            continue
+        if clock.left < 0.1 * clock.budget:
             clock.cut.append(f"extending the lr grid at B={b}")
             continue
-        lr = float(row.lr) * (3.0 if row.lr_edge == "largest" else 1 / 3.0)
         settings = rescaled(b)
         settings.pop("lr")
-        results.append(job.train("sweep", batch_size=b, epochs=runs[0].config.epochs, lr=[float(f"{lr:.3g}")],
-                                 seeds=SWEEP_SEEDS, **settings))
+        results.append(job.train("sweep", batch_size=b, epochs=runs[0].config.epochs,
+                                 lr=[float(f"{lr:.3g}") for lr in new], seeds=SWEEP_SEEDS, **settings))
         extended += 1
     return extended
+
+
+def _missed_lrs(row: pd.Series, runs: list) -> list[float]:
+    """The lrs to add at one batch size (see :func:`extend_edges`); [] when its grid holds its best."""
+    if row.lr_edge:
+        return [float(row.lr) * (LR_STEP if row.lr_edge == "largest" else 1 / LR_STEP)]
+    if not math.isnan(row.lr):
+        return []
+    unstable: dict[float, bool] = {}
+    for r in runs:
+        lr = r.config.optimizer.lr
+        bad = r.status == "diverged" or bool(blown_up(r.history["train_loss"]))
+        unstable[lr] = unstable.get(lr, True) and bad
+    lrs = sorted(unstable)
+    if all(unstable.values()):
+        return [lrs[0] / LR_STEP, lrs[0] / LR_STEP ** 2]
+    for low, high in zip(lrs, lrs[1:]):
+        if not unstable[low] and unstable[high]:
+            return [math.sqrt(low * high)]
+    return []
 
 
 def summary_of(exact: pd.DataFrame) -> float:

@@ -6,12 +6,12 @@ is :mod:`batchlab.analysis.selection`'s rule, the one ``analyze`` and the studie
 that diverged, blew up or ended short of the target is never recommended.
 
 The rule that decides (:data:`RULE`): among the batch sizes that have a best lr, the one with
-the least (wall time to the target) x (samples to the target). With S(B) = S_min (1 + B_crit/B)
-and a step time that does not depend on B, time x samples is proportional to
-(1 + B_crit/B)(1 + B/B_crit), smallest at B = B_crit: the balance point of the time / compute
-trade-off (McCandlish et al. 2018, where both are twice their minimum). Where a step's time
-grows with B, the product moves the choice towards smaller batches, as it should.
-``prefer="time"`` takes the least wall time instead, ``prefer="compute"`` the fewest samples.
+the least (updates to the target) x (samples to the target). With S(B) = S_min (1 + B_crit/B)
+and E = B S, S x E is proportional to (1 + B_crit/B)(1 + B/B_crit), smallest at B = B_crit: the
+balance point of time on hardware that parallelises the batch and compute (McCandlish et al.
+2018: both are twice their minimum there). It does not depend on this device, whose time per
+update is measured and reported; ``prefer="time"`` takes the least wall time on this device
+instead, ``prefer="compute"`` the fewest samples.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from batchlab.analysis.selection import RULE as BEST_RULE, best_per_batch
 from batchlab.targets import Target
 
 PREFERENCES = ("balanced", "time", "compute")
-RULE = {"balanced": "the least (wall time to the target) x (samples to the target): the balance of time and "
-                    "compute, B_crit when a step's time does not depend on B",
-        "time": "the least wall time to the target",
+RULE = {"balanced": "the least (updates to the target) x (samples to the target): the balance of time and "
+                    "compute where the device parallelises the batch, near B_crit",
+        "time": "the least wall time to the target on this device",
         "compute": "the fewest samples (forward and backward passes) to the target"}
 BRANCH_TOLERANCE = 0.05  # a branch at k x B "keeps up" while its loss is within 5% of every smaller one's
 BRANCH_SMOOTHING = 0.5  # EMA weight of the newest loss (Merrill et al. 2025 used 0.5)
@@ -49,8 +49,7 @@ def per_batch(history: pd.DataFrame, summary: pd.DataFrame, target: Target, seco
     to the target: geometric means over seeds with 95% t intervals on the log scale (3 seeds: a
     percentile bootstrap of so few under-covers, ``science.md`` 7b). Wall time = steps x the
     B's measured seconds per update (one run alone on this device, compilation excluded)."""
-    summary = summary if "group" in summary else summary.assign(group="")
-    runs = runs_to_target(history, summary, target)
+    runs = runs_of(history, summary, target)
     settings = per_setting(summary, history, target)
     best = best_per_batch(settings)
     rows = []
@@ -72,6 +71,14 @@ def per_batch(history: pd.DataFrame, summary: pd.DataFrame, target: Target, seco
     if len(table):
         table["pareto"] = pareto(table.seconds.to_numpy(float), table.samples.to_numpy(float))
     return settings, table
+
+
+def runs_of(history: pd.DataFrame, summary: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """One row per run with its steps to the target and whether it is usable
+    (``critical_batch.runs_to_target``; a regression has no accuracy and the advisor's runs no
+    study group: those columns are NaN)."""
+    missing = {c: math.nan for c in ("group", "test_acc") if c not in summary}
+    return runs_to_target(history, summary.assign(**missing), target)
 
 
 def _lr_edge(lrs: pd.Series, best: float) -> str:
@@ -112,10 +119,12 @@ def pareto(seconds: np.ndarray, samples: np.ndarray) -> np.ndarray:
 
 def choose(table: pd.DataFrame, prefer: str = "balanced") -> pd.Series | None:
     """The recommended row of :func:`per_batch`'s table under :data:`RULE` (None: no B has a best lr)."""
-    ok = table[table.lr.notna() & np.isfinite(table.seconds) & np.isfinite(table.samples)]
+    ok = table[table.lr.notna() & np.isfinite(table.steps) & np.isfinite(table.samples)]
+    if prefer == "time":
+        ok = ok[np.isfinite(ok.seconds)]
     if ok.empty:
         return None
-    score = {"balanced": ok.seconds * ok.samples, "time": ok.seconds, "compute": ok.samples}[prefer]
+    score = {"balanced": ok.steps * ok.samples, "time": ok.seconds, "compute": ok.samples}[prefer]
     return ok.loc[score.idxmin()]
 
 

@@ -25,7 +25,7 @@ def advise(
     target: str = typer.Option(..., help="what counts as reached, e.g. test_acc>=0.9 or train_loss<=0.1"),
     budget: str = typer.Option("10m", help="time for the whole advice: 90s, 10m, 1h"),
     max_batch: Optional[str] = typer.Option(None, "--max-batch", help="largest batch size to consider"),
-    prefer: str = typer.Option("balanced", help="balanced (time x samples), time or compute (samples)"),
+    prefer: str = typer.Option("balanced", help="balanced (updates x samples: near B_crit), time (on this device) or compute (samples)"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
     name: Optional[str] = typer.Option(None, help="the advice's name in the store (default: advice-<digest>)"),
     as_json: bool = typer.Option(False, "--json", help="print the recommendation as one JSON object"),
