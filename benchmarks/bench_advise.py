@@ -23,6 +23,7 @@ from pathlib import Path
 from harness import save
 
 import batchlab
+from batchlab.advisor.runner import plain
 from batchlab.analysis.intervals import geometric_t
 from batchlab.analysis.scaling import to_target
 from batchlab.store import series_frame
@@ -71,6 +72,8 @@ def one(label: str, model, budget: str, target: str, db: Path, **fixed) -> dict:
     print(f"\n{label}: advise took {took:.0f} s (budget {budget}); recommends B={rec['batch_size']} "
           f"lr={rec['lr']} for {rec['epochs']} epochs; fitted B_crit {rec['critical_batch']['value']:.3g}, "
           f"local {rec['local_critical_batch']['value']}, B_simple {rec['b_simple']['value']:.3g}")
+    for line in rec["warnings"] + [f"cut: {c}" for c in rec["cut"]]:
+        print(f"  - {line}")
     table = advice.tables["per_batch"].set_index("batch_size")
     goal = parse_target(target)
     rows = []
@@ -104,7 +107,7 @@ def main() -> None:
         db = Path(tmp) / "advise.db"
         out.append(one("digits CNN", "cnn", args.budget, args.target, db))
         out.append(one("PyTorch MLP 64-128-10", torch_mlp, args.budget, args.target, db))
-    print(f"\nsaved {save('advise', out)}")
+    print(f"\nsaved {save('advise', plain(out))}")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,14 @@ def test_advise_recommends_a_setting_its_stored_runs_support(case, tmp_path):
     chosen = [r for r in runs if r.config.batch_size == rec["batch_size"] and r.config.optimizer.lr == rec["lr"]]
     assert len(chosen) >= 3 and all(r.status == "finished" for r in chosen)
     assert record["kind"] == "advice" and record["recommendation"]["batch_size"] == rec["batch_size"]
+
+
+def test_an_unreachable_target_gets_no_recommendation_but_the_closest_runs(tmp_path):
+    x, y = digits(200)
+    advice = advise("mlp", (x, y), target="train_loss<=0", budget="20s", max_batch=16, hidden=(8,),
+                    db=tmp_path / "advice.db")
+    rec = advice.recommendation
+    assert not rec["reached"] and rec["batch_size"] is None and rec["lr"] is None and rec["epochs"] is None
+    closest = advice.tables["closest"]
+    assert len(closest) == 3 and (closest.best > 0).all()  # the smallest training losses any run reached
+    assert closest.best.is_monotonic_increasing and "not reached" in rec["warnings"][-1]

@@ -41,7 +41,6 @@ class Advice:
     name: str
     recommendation: dict[str, Any]
     tables: dict[str, pd.DataFrame]
-    notes: list[str]
 
     def to_json(self) -> str:
         return json.dumps(plain(self.recommendation))
@@ -83,7 +82,8 @@ def advise(model: Any = "mlp", data: Any = "digits", *, target: str, budget: str
     evidence = _gather(job, goal, clock, max_batch, prefer)
     evidence["feature_warning"] = _feature_warning(dataset.x_train, fixed.get("standardize"))
     result = _assemble(name, job, goal, clock, evidence, prefer)
-    _record(db, name, result, job, fixed, goal, seconds, clock)
+    labels = {"data": configs[0].data.name, "model": configs[0].model.name}
+    _record(db, name, result, job, {**fixed, **labels}, goal, seconds, clock)
     return result
 
 
@@ -175,17 +175,7 @@ def _assemble(name: str, job: steps.Job, goal: Target, clock: plan.Clock, ev: di
               "memory": ev["memory"].describe(), "largest_fitting_batch": ev["memory"].fits,
               "base_batch": ev["b0"], "cut": list(clock.cut), "seconds": round(clock.used, 1), "budget": clock.budget}
     if "per_batch" not in ev or analysis.choose(ev["per_batch"], prefer) is None:
-        results = ev["base_results"] if "per_batch" not in ev else [ev]
-        history = steps.frames(ev["base_results"])[0] if "per_batch" not in ev else ev["history"]
-        closest = analysis.closest_runs(history, goal)
-        tables["closest"] = closest
-        warnings.append(f"target {goal} not reached by any usable setting within the budget; closest: " +
-                        "; ".join(f"B={r.batch_size} lr={r.lr:g} seed {r.seed}: {r.best:.4g} at epoch {r.epoch}"
-                                  for r in closest.itertuples()))
-        del results
-        rec = {"batch_size": None, "lr": None, "epochs": None, "reached": False, **common, "warnings": warnings,
-               "critical_batch": None, "local_critical_batch": None, "b_simple": None}
-        return Advice(name, rec, tables, [])
+        return _not_reached(name, goal, ev, tables, common, warnings)
     table, settings = ev["per_batch"], ev["settings"]
     runs = analysis.runs_of(ev["history"], ev["summary"], goal)
     crit = analysis.critical_batch(runs, settings, table)
@@ -209,7 +199,20 @@ def _assemble(name: str, job: steps.Job, goal: Target, clock: plan.Clock, ev: di
            "b_simple": {"value": b_simple, "epoch": int(ev["exact"].epoch.iloc[-1]) if len(ev["exact"]) else None},
            **common, "warnings": warnings}
     tables.update(per_batch=table, settings=settings, noise=ev["exact"], branches=ev["branches"], rules=rules)
-    return Advice(name, rec, tables, [])
+    return Advice(name, rec, tables)
+
+
+def _not_reached(name: str, goal: Target, ev: dict, tables: dict, common: dict, warnings: list[str]) -> Advice:
+    """An honest "not reached": no batch size, lr or epochs, and the runs that came closest."""
+    history = ev["history"] if "per_batch" in ev else steps.frames(ev["base_results"])[0]
+    closest = analysis.closest_runs(history, goal)
+    tables["closest"] = closest
+    warnings.append(f"target {goal} not reached by any usable setting within the budget; closest: " +
+                    "; ".join(f"B={r.batch_size} lr={r.lr:g} seed {r.seed}: {r.best:.4g} at epoch {r.epoch}"
+                              for r in closest.itertuples()))
+    rec = {"batch_size": None, "lr": None, "epochs": None, "reached": False, **common, "warnings": warnings,
+           "critical_batch": None, "local_critical_batch": None, "b_simple": None}
+    return Advice(name, rec, tables)
 
 
 def _iv(row: pd.Series, key: str) -> dict:
@@ -217,8 +220,8 @@ def _iv(row: pd.Series, key: str) -> dict:
 
 
 def _optimizer_settings(job: steps.Job, ev: dict, b: int) -> dict:
-    """The optimizer's other settings at the recommended B (rescaled from the base, as trained)."""
-    runs = [r for res in ev.get("base_results", []) for r in res.runs]
+    """The optimizer's other settings at the recommended B, as its runs trained (rescaled from the
+    base batch size's by the optimizer's rules)."""
     chosen = ev["summary"][ev["summary"].batch_size == b]
     out = {}
     for key in OPTIMIZER_FIELDS[job.optimizer]:
@@ -226,7 +229,6 @@ def _optimizer_settings(job: steps.Job, ev: dict, b: int) -> dict:
         if column in chosen and len(chosen):
             value = chosen[column].iloc[0]
             out[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-    del runs
     return out
 
 
@@ -271,10 +273,11 @@ def _feature_warning(x: np.ndarray, standardize) -> str:
 
 def _record(db, name: str, advice: Advice, job: steps.Job, fixed: dict, goal: Target, seconds: float,
             clock: plan.Clock) -> None:
-    """Store the advice as a record of kind ``advice``: settings, recommendation, the evidence
-    tables and the run ids of each step (which the report reads back)."""
-    shown = {k: (v if isinstance(v, (str, int, float, bool, type(None), list, tuple)) else type(v).__name__)
-             for k, v in {**fixed, "data": job.data, "model": job.model}.items()}
+    """Store the advice as a record of kind ``advice``: settings (``fixed``, with the data's and
+    the model's names), recommendation, the evidence tables and the run ids of each step (which
+    the report reads back)."""
+    shown = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)[:80])
+             for k, v in fixed.items()}
     advice.recommendation["seconds"] = round(clock.used, 1)
     record = {"kind": "advice", "settings": plain(shown), "target": str(goal), "budget": seconds,
               "recommendation": plain(advice.recommendation), "groups": job.groups, "version": __version__,

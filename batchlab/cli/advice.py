@@ -76,7 +76,7 @@ def _headline(rec: dict) -> str:
     return (f"recommended: B={rec['batch_size']} lr={rec['lr']:g} {rec['optimizer']}" + (f" ({extra})" if extra else "")
             + f", {rec['epochs']} epochs\n"
             f"to {rec['target']}: {_iv(up)} updates, {_iv(ep)} epochs, {_iv(sec, 's')} of training steps "
-            f"(95% {rec['interval_method']}); regime: {rec['regime'] or 'no fit'}; fastest B={rec['fastest_batch']}, "
+            f"(95% intervals: {rec['interval_method']}); regime: {rec['regime'] or 'no fit'}; fastest B={rec['fastest_batch']}, "
             f"fewest samples B={rec['cheapest_batch']}")
 
 
@@ -114,8 +114,17 @@ def _per_batch(table, chosen: int, wide: bool) -> None:
 
 
 def _rules(rules, wide: bool) -> None:
+    """What the linear and square-root lr rules predicted from the base batch size, per B, against
+    the best lr the sweep found (and the grid neighbours it lies between)."""
     if rules.empty:
         return
-    held = {name: int(rules[f"{name}_holds"].sum()) for name in ("linear", "square_root")}
-    say("lr rules against the sweep (best lr within its grid neighbours): " +
-        ", ".join(f"{name.replace('_', ' ')} held at {n} of {len(rules)} B" for name, n in held.items()), wide=wide)
+    from rich.table import Table
+
+    out = Table(title="lr rules from the base batch size against the sweep's best lr")
+    for column in ("B", "best lr", "lies between", "linear", "square root"):
+        out.add_column(column, justify="right")
+    for r in rules.itertuples():
+        out.add_row(str(r.batch_size), f"{r.best_lr:.3g}", f"{r.bracket_low:.3g} .. {r.bracket_high:.3g}",
+                    f"{r.linear_lr:.3g} {'yes' if r.linear_holds else 'no'}",
+                    f"{r.square_root_lr:.3g} {'yes' if r.square_root_holds else 'no'}")
+    console(wide).print(out)

@@ -53,25 +53,31 @@ def scaling_figure(table: pd.DataFrame, chosen: int, b_crit: float, s_min: float
     left.legend(fontsize=7)
     left.set_title(f"updates to {target}", fontsize=9)
 
-    front = table[table.pareto].sort_values("samples")
-    right.plot(front.samples, front.seconds, color="tab:green", lw=1, label="Pareto front (no B better in both)")
-    right.plot(table.samples, table.seconds, "o", color="tab:blue", ms=5, label="batch sizes at their best lr")
-    for row in table.itertuples():
-        right.annotate(f"B={row.batch_size}", (row.samples, row.seconds), textcoords="offset points", xytext=(4, 4),
-                       fontsize=7)
-    pick = table[table.batch_size == chosen]
-    right.plot(pick.samples, pick.seconds, "o", ms=13, mfc="none", mec="tab:red", mew=2, label=f"recommended B={chosen}")
-    right.set_xscale("log")
-    right.set_yscale("log")
-    plain_log_ticks(right)
-    right.set_xlabel("samples to the target (log scale)")
-    right.set_ylabel("seconds of training steps to the target\n(log scale)")
-    right.grid(alpha=0.3, which="both")
-    right.legend(fontsize=7)
-    right.set_title("time against compute", fontsize=9)
+    _time_against_compute(right, table, chosen)
     fig.suptitle(f"{title}\n{BARS}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _time_against_compute(ax, table: pd.DataFrame, chosen: int) -> None:
+    """Wall time vs samples to the target, one point per B, the Pareto front joined, the
+    recommended B ringed."""
+    front = table[table.pareto].sort_values("samples")
+    ax.plot(front.samples, front.seconds, color="tab:green", lw=1, label="Pareto front (no B better in both)")
+    ax.plot(table.samples, table.seconds, "o", color="tab:blue", ms=5, label="batch sizes at their best lr")
+    for row in table.itertuples():
+        ax.annotate(f"B={row.batch_size}", (row.samples, row.seconds), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    pick = table[table.batch_size == chosen]
+    ax.plot(pick.samples, pick.seconds, "o", ms=13, mfc="none", mec="tab:red", mew=2, label=f"recommended B={chosen}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain_log_ticks(ax)
+    ax.set_xlabel("samples to the target (log scale)")
+    ax.set_ylabel("seconds of training steps to the target\n(log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("time against compute", fontsize=9)
 
 
 def noise_figure(exact: pd.DataFrame, branches: pd.DataFrame, local: dict, title: str) -> plt.Figure:
