@@ -63,10 +63,10 @@ CASES = {"flax classification": (flax_model, digits, "classification", "train_ac
 def test_advise_recommends_a_setting_its_stored_runs_support(case, tmp_path):
     make, data, task, target = CASES[case]
     db = tmp_path / "advice.db"
-    advice = advise(make(), data(), target=target, budget="20s", max_batch=32, task=task, db=db)
+    advice = advise(make(), data(), target=target, budget="20s", max_batch=16, task=task, db=db)
     rec = json.loads(advice.to_json())
     assert KEYS <= set(rec) and rec["reached"], rec["warnings"]
-    assert rec["batch_size"] in {8, 16, 32} and rec["lr"] > 0 and rec["epochs"] >= 1
+    assert rec["batch_size"] in {8, 16} and rec["lr"] > 0 and rec["epochs"] >= 1
     table = advice.tables["per_batch"].set_index("batch_size")
     assert table.loc[rec["batch_size"], "lr"] == rec["lr"]  # the recommended lr is that B's best
     assert rec["seconds"] <= 1.1 * 20  # the budget holds

@@ -161,7 +161,7 @@ KIND_HINTS = {"advice": "Which batch size, learning rate and epochs for a model,
                        "batch size.",
               "runs": "Runs from batchlab train that belong to no study or sweep, grouped by data, model and "
                       "optimizer."}
-ABSENT = {"advice": "no advice", "study": "no studies", "sweep": "no sweeps", "runs": "no plain training runs (runs in no study or sweep)"}
+ABSENT = {"study": "no studies", "sweep": "no sweeps", "runs": "no plain training runs (runs in no study or sweep)"}
 
 
 def _overview(sections: list[Section]) -> str:
@@ -172,7 +172,8 @@ def _overview(sections: list[Section]) -> str:
     for kind, name in KIND_NAMES.items():
         cards = [s.card for s in sections if s.kind == kind]
         if not cards:
-            absent.append(ABSENT[kind])
+            if kind != "advice":  # a store without advice is the usual case: not worth a word
+                absent.append(ABSENT[kind])
             continue
         parts.append(f"<h3>{name}</h3><p>{KIND_HINTS[kind]}</p><div class=\"cards\">{''.join(cards)}</div>")
     if absent and len(absent) < len(KIND_NAMES):
