@@ -54,16 +54,18 @@ def torch_model():
     return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
 
 
-CASES = {"flax classification": (flax_model, digits, "classification", "train_acc>=0.9"),
-         "keras regression": (keras_model, regression, "regression", "train_loss<=0.3"),
-         "torch classification": (torch_model, digits, "classification", "train_acc>=0.9")}
+CASES = {"flax classification": (flax_model, digits, "classification", "train_acc>=0.9", {}),
+         # AdamW with beta2 as the command line gives it (text): its rules rescale beta2, eps and decay
+         "keras regression": (keras_model, regression, "regression", "train_loss<=0.3",
+                              {"optimizer": "adamw", "beta2": "0.99", "weight_decay": "0.01"}),
+         "torch classification": (torch_model, digits, "classification", "train_acc>=0.9", {})}
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_advise_recommends_a_setting_its_stored_runs_support(case, tmp_path):
-    make, data, task, target = CASES[case]
+    make, data, task, target, fixed = CASES[case]
     db = tmp_path / "advice.db"
-    advice = advise(make(), data(), target=target, budget="20s", max_batch=16, task=task, db=db)
+    advice = advise(make(), data(), target=target, budget="20s", max_batch=16, task=task, db=db, **fixed)
     rec = json.loads(advice.to_json())
     assert KEYS <= set(rec) and rec["reached"], rec["warnings"]
     assert rec["batch_size"] in {8, 16} and rec["lr"] > 0 and rec["epochs"] >= 1
@@ -76,6 +78,9 @@ def test_advise_recommends_a_setting_its_stored_runs_support(case, tmp_path):
     chosen = [r for r in runs if r.config.batch_size == rec["batch_size"] and r.config.optimizer.lr == rec["lr"]]
     assert len(chosen) >= 3 and all(r.status == "finished" for r in chosen)
     assert record["kind"] == "advice" and record["recommendation"]["batch_size"] == rec["batch_size"]
+    if fixed:  # beta2 kept at the same half-life in samples from the base batch size (Marek et al.)
+        k = rec["batch_size"] / rec["base_batch"]
+        assert rec["beta2"] == pytest.approx(0.99 ** k) and chosen[0].config.optimizer.b2 == pytest.approx(0.99 ** k)
 
 
 def test_an_unreachable_target_gets_no_recommendation_but_the_closest_runs(tmp_path):

@@ -68,6 +68,8 @@ def test_advise_finds_the_known_critical_batch_size(problem, cli, tmp_path):
     (["--prefer", "cheap"], "prefer must be one of"),
     (["--max-batch", "0"], "max batch"),
     (["--optimizer", "rmsprop"], "optimizer"),
+    (["--momentum", "0,0.9"], "advise keeps momentum fixed"),
+    (["--batch-size", "32"], "No such option"),
 ])
 def test_bad_advice_settings_are_refused_before_training(problem, cli, tmp_path, extra, message):
     path, target, _ = problem

@@ -79,7 +79,7 @@ def advise(model: Any = "mlp", data: Any = "digits", *, target: str, budget: str
         store.check_writable()
     clock = plan.Clock(seconds)
     job = steps.Job(data, model, fixed, db, dataset.n_train, progress)
-    evidence = _gather(job, goal, clock, max_batch, prefer)
+    evidence = _gather(job, goal, clock, max_batch)
     evidence["feature_warning"] = _feature_warning(dataset.x_train, fixed.get("standardize"))
     result = _assemble(name, job, goal, clock, evidence, prefer)
     labels = {"data": configs[0].data.name, "model": configs[0].model.name}
@@ -99,7 +99,21 @@ def _check(target: str, budget, optimizer: str, max_batch, prefer: str, settings
     chosen = sorted(set(settings) & set(CHOSEN_BY_ADVISE))
     if chosen:
         raise BatchlabError(f"advise chooses {', '.join(chosen)} itself: leave {'it' if len(chosen) == 1 else 'them'} out")
-    return goal, seconds, {**settings, "optimizer": optimizer}
+    return goal, seconds, {**_one_value_each(settings), "optimizer": optimizer}
+
+
+def _one_value_each(settings: dict) -> dict:
+    """The fixed settings read as ``train`` reads them (text from the command line included),
+    each grid axis held to a single value: the advisor varies B and lr, nothing else."""
+    from batchlab.settings import read_given
+
+    values = read_given(dict(settings))
+    for name, value in values.items():
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise BatchlabError(f"advise keeps {name} fixed: give one value, not {len(value)}")
+            values[name] = value[0]
+    return {**settings, **values}
 
 
 def _default_name(config, goal: Target, optimizer: str, prefer: str, max_batch) -> str:
@@ -110,7 +124,7 @@ def _default_name(config, goal: Target, optimizer: str, prefer: str, max_batch) 
     return "advice-" + hashlib.sha256(about.encode()).hexdigest()[:8]
 
 
-def _gather(job: steps.Job, goal: Target, clock: plan.Clock, max_batch, prefer: str) -> dict[str, Any]:
+def _gather(job: steps.Job, goal: Target, clock: plan.Clock, max_batch) -> dict[str, Any]:
     """Run the steps in order; what each measured, by name (the base step's failure ends early)."""
     found, throughput = steps.probe(job, plan.candidate_sizes(job.n_train, max_batch), clock, max_batch)
     if found.fits is None:
@@ -219,16 +233,20 @@ def _iv(row: pd.Series, key: str) -> dict:
     return {"value": float(row[key]), "low": float(row[f"{key}_low"]), "high": float(row[f"{key}_high"])}
 
 
+# The recommendation's names for the optimizer's settings -> their columns in a summary frame.
+COLUMNS = {"momentum": "momentum", "nesterov": "optimizer.nesterov", "beta1": "optimizer.b1", "beta2": "optimizer.b2",
+           "eps": "optimizer.eps", "weight_decay": "optimizer.weight_decay"}
+
+
 def _optimizer_settings(job: steps.Job, ev: dict, b: int) -> dict:
     """The optimizer's other settings at the recommended B, as its runs trained (rescaled from the
     base batch size's by the optimizer's rules)."""
     chosen = ev["summary"][ev["summary"].batch_size == b]
     out = {}
     for key in OPTIMIZER_FIELDS[job.optimizer]:
-        column = key if key in chosen else f"optimizer.{key}"
-        if column in chosen and len(chosen):
-            value = chosen[column].iloc[0]
-            out[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        if COLUMNS[key] in chosen and len(chosen):
+            value = chosen[COLUMNS[key]].iloc[0]
+            out[key] = value.item() if hasattr(value, "item") else value
     return out
 
 
