@@ -11,9 +11,10 @@ from collections import Counter
 import typer
 
 from batchlab.config import setting_names
+from batchlab.diagnosis import short
 
 # Accuracy for classification runs, R^2 for regression runs (a column shows when any run has it).
-_METRICS = [("status", "status"), ("train loss", "train_loss"), ("train acc", "train_acc"), ("train R2", "train_r2"),
+_METRICS = [("status", "status"), ("fit", "diagnosis"), ("train loss", "train_loss"), ("train acc", "train_acc"), ("train R2", "train_r2"),
             ("test loss", "test_loss"), ("test acc", "test_acc"), ("test R2", "test_r2"), ("best ep", "best_epoch"),
             ("steps", "steps"), ("samples", "samples_seen"), ("s/run", "seconds_per_run")]
 _SCORES = ("train_acc", "train_r2", "test_acc", "test_r2")
@@ -62,6 +63,8 @@ def _cell(row: dict, key: str) -> str:
     value = row.get(key)
     if key == "run_id" or (key in _HASHES and isinstance(value, str)):
         return str(value)[:8]
+    if key == "diagnosis" and isinstance(value, str):
+        return short(value)  # whole: it is short already, and a cut label would mislead
     if key == "status" and value == "diverged" and not _missing(row.get("diverged_step")):
         return f"diverged@{int(row['diverged_step'])}"
     if _missing(value):
@@ -123,6 +126,9 @@ def print_runs(records: list[dict], title: str, wide: bool = False) -> None:
     notes = []
     if "s/run" in (columns[i][0] for i in keep):
         notes.append("s/run: the cohort's training seconds / its number of runs (a cohort trains together)")
+    if "fit" in (columns[i][0] for i in keep):
+        notes.append("fit: what the learning curves say (under-fit, over@EPOCH: over-fit from that epoch, unstable, "
+                     "diverged, good): docs/diagnosis.md")
     if dropped:
         notes.append(f"not shown to fit {width} columns: {', '.join(dropped)} (--wide shows all)")
     for note in notes:

@@ -142,7 +142,7 @@ def _gather(job: steps.Job, goal: Target, clock: plan.Clock, max_batch) -> dict[
     noise = local["value"] if math.isfinite(local["value"]) else steps.summary_of(exact)
     near = [lr for lr in base_lrs if abs(math.log(lr / row.lr)) < math.log(plan.LR_STEP) * 2.01]
     base = {"lrs": near, "epochs": base_epochs, "steps": float(row.steps)}
-    rescaled = _rescaler(job, b0, float(row.lr))
+    rescaled = _rescaler(job, b0, float(row.lr), noise)
     results = steps.sweep(job, tested, b0, base, noise, throughput, clock, rescaled)
     a, per_sample = analysis.step_time_fit(throughput.batch_size, throughput.seconds_per_step)
     throughput["seconds_per_step_fit"] = a + per_sample * throughput.batch_size
@@ -154,28 +154,32 @@ def _gather(job: steps.Job, goal: Target, clock: plan.Clock, max_batch) -> dict[
             break
         history, summary = steps.frames(results)
         settings, table = analysis.per_batch(history, summary, goal, seconds_per_step, job.n_train)
-    out.update(exact=exact, branches=branches, local=local, base_lr=float(row.lr), history=history,
+    out.update(exact=exact, branches=branches, local=local, noise=noise, base_lr=float(row.lr), history=history,
                summary=summary, settings=settings, per_batch=table)
     return out
 
 
-def _rescaler(job: steps.Job, b0: int, lr: float) -> Callable[[int], dict]:
-    """B -> the lr and optimizer settings the optimizer's rescaling rule gives from (b0, lr)
-    (``batchlab/rescale.py``); warmup is not added (the sweep's runs are short and its lr grid
-    brackets the rule's lr)."""
+def _rescaler(job: steps.Job, b0: int, lr: float, noise: float) -> Callable[[int], dict]:
+    """B -> the lr and optimizer settings the sweep centres its grid on, from the best lr at b0.
+    SGD: McCandlish et al.'s lr(B) = lr_max / (1 + B_noise / B) with the measured noise scale
+    (linear scaling below it, saturating above it, where linear scaling over-shoots into
+    divergence; linear when no noise scale was measured). Adam and AdamW: their rules in
+    ``batchlab/rescale.py`` (square-root lr, beta2^k, eps / sqrt(k), AdamW's decay timescale).
+    Warmup is not added: the sweep's runs are short and its lr grid brackets the centre."""
     from batchlab import rescale
 
     given = {k: job.settings[k] for k in ("momentum", "beta1", "beta2", "eps", "weight_decay")
              if job.settings.get(k) is not None}
     base = rescale.Setting(batch_size=b0, lr=lr, optimizer=job.optimizer, **given)
+    predict = analysis.lr_rules(b0, lr, noise)
 
     def at(b: int) -> dict:
+        if job.optimizer == "sgd":
+            return {"lr": predict["noise_scale" if "noise_scale" in predict else "linear"](b)}
         new = rescale.rescale(base, b).setting
-        out = {"lr": new.lr}
-        if job.optimizer != "sgd":
-            out.update(beta2=new.beta2, eps=new.eps)
-            if new.weight_decay is not None:
-                out["weight_decay"] = new.weight_decay
+        out = {"lr": new.lr, "beta2": new.beta2, "eps": new.eps}
+        if new.weight_decay is not None:
+            out["weight_decay"] = new.weight_decay
         return out
 
     return at
@@ -196,7 +200,7 @@ def _assemble(name: str, job: steps.Job, goal: Target, clock: plan.Clock, ev: di
     table["regime"] = [analysis.regime(crit["value"], b) for b in table.batch_size]
     choice = analysis.choose(table, prefer)
     b = int(choice.batch_size)
-    rules = analysis.rule_check(table, settings, ev["b0"], ev["base_lr"], {"linear": 1.0, "square_root": 0.5})
+    rules = analysis.rule_check(table, settings, analysis.lr_rules(ev["b0"], ev["base_lr"], ev["noise"]))
     b_simple = steps.summary_of(ev["exact"])
     warnings += _warnings(table, choice, crit, b_simple, ev, job)
     epochs = int(math.ceil(choice.epochs_high if math.isfinite(choice.epochs_high) else 1.25 * choice.epochs))

@@ -17,7 +17,7 @@ instead, ``prefer="compute"`` the fewest samples.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -184,12 +184,24 @@ def local_critical_batch(batch_sizes: Sequence[int], losses: Sequence[float],
     return float(sizes[-1]), True
 
 
-def rule_check(table: pd.DataFrame, settings: pd.DataFrame, base_batch: int, base_lr: float,
-               rules: dict[str, float]) -> pd.DataFrame:
+def lr_rules(base_batch: int, base_lr: float, noise: float) -> dict[str, Callable[[int], float]]:
+    """The lr at B each rule predicts from the best lr at ``base_batch``: ``linear`` (Goyal et al.
+    2017), ``square_root`` (Hoffer et al. 2017; Malladi et al. 2022 for Adam) and ``noise_scale``,
+    McCandlish et al.'s (2018) optimal step lr(B) = lr_max / (1 + B_noise / B), linear far below
+    the noise scale and saturating above it, with B_noise = ``noise`` (NaN: left out)."""
+    rules: dict[str, Callable[[int], float]] = {
+        "linear": lambda b: base_lr * b / base_batch,
+        "square_root": lambda b: base_lr * math.sqrt(b / base_batch)}
+    if math.isfinite(noise) and noise > 0:
+        rules["noise_scale"] = lambda b: base_lr * (1 + noise / base_batch) / (1 + noise / b)
+    return rules
+
+
+def rule_check(table: pd.DataFrame, settings: pd.DataFrame, rules: dict[str, Callable[[int], float]]
+               ) -> pd.DataFrame:
     """Per B: the best lr found, the bracket it lies in (its neighbours in that B's lr grid: the
-    best of a unimodal curve lies between them), and what each rescaling rule predicted from the
-    best lr at ``base_batch`` (``rules``: name -> exponent of k = B / base_batch, 1 for linear,
-    0.5 for square root) and whether the prediction falls inside the bracket."""
+    best of a unimodal curve lies between them), what each rule of :func:`lr_rules` predicted,
+    and whether the prediction falls inside the bracket."""
     rows = []
     for _, row in table[table.lr.notna()].iterrows():
         b, lr = int(row.batch_size), float(row.lr)
@@ -198,9 +210,8 @@ def rule_check(table: pd.DataFrame, settings: pd.DataFrame, base_batch: int, bas
         low = grid[i - 1] if i > 0 else 0.0
         high = grid[i + 1] if i + 1 < len(grid) else math.inf
         out = {"batch_size": b, "best_lr": lr, "bracket_low": low, "bracket_high": high}
-        for name, power in rules.items():
-            predicted = base_lr * (b / base_batch) ** power
-            out[f"{name}_lr"] = predicted
+        for name, predict in rules.items():
+            out[f"{name}_lr"] = predicted = predict(b)
             out[f"{name}_holds"] = bool(low < predicted < high)
         rows.append(out)
     return pd.DataFrame(rows)

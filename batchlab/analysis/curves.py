@@ -84,3 +84,21 @@ def curves_table(history: pd.DataFrame, by: list[str] | None = None, metrics: tu
     table = pd.concat(parts, ignore_index=True)
     table["panel"] = [group_label(row, by) for row in table[by].to_dict("records")]
     return table
+
+
+def fits_by_panel(history: pd.DataFrame, by: list[str] | None = None) -> dict[str, str]:
+    """Per panel of :func:`curves_table`: the learning-curve diagnosis of its runs
+    (``batchlab/diagnosis.py``), counted, e.g. ``fit: unstable 2/2`` or ``fit: good 1, over@12 1``."""
+    from collections import Counter
+
+    from batchlab.diagnosis import diagnose, short
+
+    by = by or group_columns(history)
+    out = {}
+    for _, group in per_run_series(history).groupby(by, dropna=False, sort=False):
+        counts = Counter(short(str(diagnose({c: run[c].to_numpy() for c in ("train_loss", "test_loss", "test_acc")
+                                             if c in run}))) for _, run in group.groupby("run_id", sort=False))
+        total = sum(counts.values())
+        text = ", ".join(f"{label} {n}/{total}" if len(counts) == 1 else f"{label} {n}" for label, n in counts.items())
+        out[group_label(group.iloc[0], by)] = f"fit: {text}"
+    return out

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.intervals import LEVEL, Interval, welch, welch_log
+from batchlab.diagnosis import BLOWUP  # final training loss above twice its start: worse than not training at all
 from batchlab.targets import Target
 
-BLOWUP = 2.0  # final training loss above twice its start: worse than not training at all
 RISE = 1.5  # rising at the end: final loss 50% above the run's smallest ...
 RISING_EPOCHS = 3  # ... with the loss trending up over (at least) its last 3 evaluations
 

@@ -121,10 +121,10 @@ def _rules(rules, wide: bool) -> None:
     from rich.table import Table
 
     out = Table(title="lr rules from the base batch size against the sweep's best lr")
-    for column in ("B", "best lr", "lies between", "linear", "square root"):
+    names = [n for n in ("linear", "square_root", "noise_scale") if f"{n}_lr" in rules]
+    for column in ["B", "best lr", "lies between"] + [n.replace("_", " ") for n in names]:
         out.add_column(column, justify="right")
-    for r in rules.itertuples():
-        out.add_row(str(r.batch_size), f"{r.best_lr:.3g}", f"{r.bracket_low:.3g} .. {r.bracket_high:.3g}",
-                    f"{r.linear_lr:.3g} {'yes' if r.linear_holds else 'no'}",
-                    f"{r.square_root_lr:.3g} {'yes' if r.square_root_holds else 'no'}")
+    for r in rules.to_dict("records"):
+        out.add_row(str(r["batch_size"]), f"{r['best_lr']:.3g}", f"{r['bracket_low']:.3g} .. {r['bracket_high']:.3g}",
+                    *[f"{r[n + '_lr']:.3g} {'yes' if r[n + '_holds'] else 'no'}" for n in names])
     console(wide).print(out)

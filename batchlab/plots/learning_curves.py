@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from batchlab.analysis.curves import curves_table  # noqa: E402
+from batchlab.analysis.curves import curves_table, fits_by_panel  # noqa: E402
 from batchlab.paths import OutputSet  # noqa: E402
 from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
 from batchlab.plots.memo import svg_text  # noqa: E402
@@ -25,8 +25,10 @@ LINES = {"train": "tab:blue", "test": "tab:orange"}
 def learning_curves(history: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", ncols: int = 4,
                     title: str | None = None, by: list[str] | None = None) -> plt.Figure:
     """``metric`` is ``acc`` or ``loss``: draws ``train_<metric>`` and ``test_<metric>`` per panel
-    (panels: ``by``, default the settings that vary between runs)."""
-    return band_curves(curves_table(history, by, (metric,), x=x), metric, x=x, ncols=ncols, title=title)
+    (panels: ``by``, default the settings that vary between runs), each with the diagnosis of its
+    runs' curves (``batchlab/diagnosis.py``) under its title."""
+    return band_curves(curves_table(history, by, (metric,), x=x), metric, x=x, ncols=ncols, title=title,
+                       fits=fits_by_panel(history, by))
 
 
 YLABELS = {"acc": "accuracy", "r2": "R² (1 = exact, 0 = the mean)", "loss": "loss (log scale)"}
@@ -34,7 +36,7 @@ YLABELS = {"acc": "accuracy", "r2": "R² (1 = exact, 0 = the mean)", "loss": "lo
 
 @timed("figures")
 def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", ncols: int = 4,
-                title: str | None = None) -> plt.Figure:
+                title: str | None = None, fits: dict[str, str] | None = None) -> plt.Figure:
     """Draw a :func:`batchlab.analysis.curves.curves_table`: one panel per ``panel`` value.
 
     Loss panels use a log axis, so the epoch-0 loss and a run that blows up do not squash
@@ -57,6 +59,9 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
             ax.set_xlabel(x.replace("_", " "))
     for ax, panel in zip(axes.flat, panels):
         _draw_panel(ax, table[table.panel == panel], panel, metric, x)
+        if fits and panel in fits:
+            ax.text(0.02, 0.03, fits[panel], transform=ax.transAxes, fontsize=7, color="dimgrey",
+                    bbox=dict(facecolor="white", alpha=0.7, lw=0, pad=1))
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
@@ -65,7 +70,9 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     width, height = fig.get_size_inches()
     heading = textwrap.fill(title or f"Learning curves ({metric})", int(width * 13))
     fig.suptitle(heading, fontsize=10)
-    fig.text(0.5, 0.005, "line: mean over seeds; band: min..max over seeds", ha="center", fontsize=7, color="grey")
+    note = "line: mean over seeds; band: min..max over seeds" + \
+        ("; fit: what the curves say (docs/diagnosis.md)" if fits else "")
+    fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="grey")
     # Margins in inches for what surrounds the panels (tick labels, axis labels, titles), set
     # directly: matplotlib's tight_layout draws the whole figure once more to measure them,
     # which took about a third of a command's figure time.

@@ -93,13 +93,15 @@ def _per_batch(table: pd.DataFrame, rec: dict) -> str:
 
 
 def _rules(rules: pd.DataFrame) -> str:
-    rows = [[r.batch_size, h.fmt_num(r.best_lr), f"({h.fmt_num(r.bracket_low)}, {h.fmt_num(r.bracket_high)})",
-             h.fmt_num(r.linear_lr) + (" ✓" if r.linear_holds else " ✗"),
-             h.fmt_num(r.square_root_lr) + (" ✓" if r.square_root_holds else " ✗")] for r in rules.itertuples()]
-    return h.table(["B", "best lr", "lies between", "linear rule", "square-root rule"], rows,
-                   numeric=[True, True, False, True, True],
-                   caption="Each rule's lr from the best lr at the base batch size; ✓ when it falls between the "
-                           "best lr's neighbours in that batch size's grid.")
+    names = [n for n in ("linear", "square_root", "noise_scale") if f"{n}_lr" in rules]
+    rows = [[r["batch_size"], h.fmt_num(r["best_lr"]), f"({h.fmt_num(r['bracket_low'])}, {h.fmt_num(r['bracket_high'])})"]
+            + [h.fmt_num(r[n + "_lr"]) + (" ✓" if r[n + "_holds"] else " ✗") for n in names]
+            for r in rules.to_dict("records")]
+    return h.table(["B", "best lr", "lies between"] + [n.replace("_", " ") + " rule" for n in names], rows,
+                   numeric=[True, True, False] + [True] * len(names),
+                   caption="Each rule's lr from the best lr at the base batch size (noise scale: McCandlish et al.'s "
+                           "lr_max / (1 + B_noise / B)); ✓ when it falls between the best lr's neighbours in that "
+                           "batch size's grid.")
 
 
 def _throughput(table: pd.DataFrame) -> str:

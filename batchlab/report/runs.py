@@ -86,16 +86,19 @@ def summary_table(summary: pd.DataFrame, by: list[str]) -> str:
         score = "r2" if "test_r2" in g and g.test_r2.notna().any() else "acc"
         fmt = h.fmt_pct if score == "acc" else (lambda v: h.fmt_num(v, 3))
         train, test = g[f"train_{score}"], g[f"test_{score}"]
-        rows.append([group_label(first, by), len(g), status, fmt(train.mean()), fmt(test.mean()),
+        fits = g.diagnosis.value_counts(sort=False) if "diagnosis" in g else pd.Series(dtype=int)
+        fit = ", ".join(f"{label} ({n})" if len(fits) > 1 else label for label, n in fits.items())
+        rows.append([group_label(first, by), len(g), status, fit, fmt(train.mean()), fmt(test.mean()),
                      fmt((train - test).mean()), h.fmt_num(g.train_loss.mean(), 3),
                      h.fmt_num(g.test_loss.mean(), 3), h.fmt_count(g.epochs_done.mean()),
                      h.fmt_count(g.steps.mean(), "updates"), h.fmt_count(g.samples_seen.mean(), "samples"),
                      h.fmt_seconds(g.train_seconds.mean())])
-    headers = ["setting", "seeds", "status", "train acc (R² for regressions)", "test acc (R²)", "gap (train − test)",
+    headers = ["setting", "seeds", "status", "learning curves say", "train acc (R² for regressions)", "test acc (R²)", "gap (train − test)",
                "train loss",
                "test loss", "epochs", "updates", "samples seen", "train time"]
-    return h.table(headers, rows, caption="Final values after the last epoch, mean over seeds",
-                   numeric=[False, True, False] + [True] * 9)
+    return h.table(headers, rows, caption="Final values after the last epoch, mean over seeds; what the learning "
+                                          "curves say: docs/diagnosis.md",
+                   numeric=[False, True, False, False] + [True] * 9)
 
 
 def settings_details(runs: list) -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from batchlab.config import eval_names, flat_settings
+from batchlab.diagnosis import diagnose
 from batchlab.results import RunResult
 
 if TYPE_CHECKING:  # pandas is imported where frames are made: storing runs (a sweep) needs none
@@ -75,6 +76,7 @@ def summary_rows(results: Iterable[RunResult]) -> list[dict]:
             "best_epoch": res.best_epoch, "epochs_done": int(h["epoch"][-1]), "steps": int(h["step"][-1]),
             "samples_seen": int(h["samples_seen"][-1]), "diverged_step": res.diverged_step,
             "train_seconds": res.train_seconds, "compile_seconds": res.compile_seconds,
+            "diagnosis": str(diagnose(h, res.status)),
         })
     return rows
 
