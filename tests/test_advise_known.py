@@ -49,10 +49,12 @@ def test_advise_finds_the_known_critical_batch_size(problem, cli, tmp_path):
     assert rec["critical_batch"]["low"] < rec["critical_batch"]["value"] < rec["critical_batch"]["high"]
     assert rec["seconds"] <= 1.1 * 90
 
-    # Again, as text: every run is read back from the store; the same recommendation, in 80 columns.
+    # Again, as text: the runs are read back from the store; the same recommendation (unless the
+    # first run's budget cut something that the second, with its runs stored, had time for), in
+    # 80 columns.
     code, out, err = cli(*advise_args(path, target, db))
     assert code == 0, err
-    assert f"recommended: B={rec['batch_size']} lr={rec['lr']:g}" in out
+    assert (f"recommended: B={rec['batch_size']} lr={rec['lr']:g}" if not rec["cut"] else "recommended: B=") in out
     assert [line for line in out.splitlines() if len(line) > 80] == []
     with Store(tmp_path / db, create=False) as store:
         records = [r for r in store.studies().values() if r.get("kind") == "advice"]

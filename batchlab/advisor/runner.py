@@ -141,7 +141,8 @@ def _gather(job: steps.Job, goal: Target, clock: plan.Clock, max_batch) -> dict[
                                                  clock)
     noise = local["value"] if math.isfinite(local["value"]) else steps.summary_of(exact)
     near = [lr for lr in base_lrs if abs(math.log(lr / row.lr)) < math.log(plan.LR_STEP) * 2.01]
-    base = {"lrs": near, "epochs": base_epochs, "steps": float(row.steps)}
+    base = {"lrs": near, "epochs": base_epochs, "steps": float(row.steps),
+            "cohort_share": steps.cohort_share(base_results, throughput, b0)}
     rescaled = _rescaler(job, b0, float(row.lr), noise)
     results = steps.sweep(job, tested, b0, base, noise, throughput, clock, rescaled)
     a, per_sample = analysis.step_time_fit(throughput.batch_size, throughput.seconds_per_step)

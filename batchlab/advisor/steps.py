@@ -128,6 +128,16 @@ def tune_base(job: Job, b0: int, throughput: pd.DataFrame, clock: Clock, target:
     return results, table, epochs, sorted(lrs)
 
 
+def cohort_share(results, throughput: pd.DataFrame, b0: int) -> float:
+    """A run's share of a vmapped cohort's time against training alone, measured on the base
+    step: its cohort's seconds / (runs x epochs x the probe's seconds per epoch at b0); at most 1
+    (counting runs as if one after another is the safe side)."""
+    run = results[0].runs[0]
+    alone = float(throughput.set_index("batch_size").seconds_per_epoch.get(b0, math.nan))
+    share = run.train_seconds / (len(results[0].runs) * run.config.epochs * alone)
+    return float(min(1.0, share)) if math.isfinite(share) and share > 0 else 1.0
+
+
 def _table(results, target: Target, seconds_per_step: dict[int, float], n_train: int) -> pd.DataFrame:
     history, summary = frames(results)
     return analysis.per_batch(history, summary, target, seconds_per_step, n_train)[1]
@@ -204,7 +214,9 @@ def sweep(job: Job, sizes: list[int], b0: int, base: dict, noise: float, through
     """lr x B: at each size five lrs a factor LR_STEP apart around the lr the optimizer's rule predicts
     from the base (``rescaled(B)``: lr and the other optimizer settings), SWEEP_SEEDS seeds, the
     epochs that SAFETY x the predicted steps need. Sizes nearest the base train first; a size
-    whose estimated time no longer fits the budget is cut (and said)."""
+    whose estimated time no longer fits the budget is cut (and said). A size's estimate: its
+    probe's seconds per epoch x epochs x runs x ``base["cohort_share"]`` (what one run of the
+    base's vmapped cohort cost against a run alone, measured) + its probe's compile time."""
     per = throughput.set_index("batch_size")
     order = sorted(sizes, key=lambda b: (abs(math.log2(b / b0)), b))
     results = []
@@ -213,7 +225,8 @@ def sweep(job: Job, sizes: list[int], b0: int, base: dict, noise: float, through
         center = settings.pop("lr")
         lrs = lr_grid(center, 2, 2) if b != b0 else base["lrs"]
         epochs = base["epochs"] if b == b0 else predicted_epochs(b, b0, base["steps"], noise, job.n_train)
-        estimate = per.seconds_per_epoch.get(b, math.nan) * epochs * len(lrs) * SWEEP_SEEDS
+        runs = len(lrs) * SWEEP_SEEDS
+        estimate = per.seconds_per_epoch.get(b, math.nan) * epochs * runs * base["cohort_share"]
         estimate += per.compile_seconds.get(b, 0.0)
         if b != b0 and not estimate < clock.left:
             clock.cut.append(f"B={b} (needs about {estimate:.0f} s, {max(clock.left, 0):.0f} s left)")
