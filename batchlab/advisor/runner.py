@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from batchlab.advisor import plan, steps
+from batchlab.advisor import notices, plan, steps
 from batchlab.analysis import advice as analysis
 from batchlab.api import prepare
 from batchlab.errors import BatchlabError
@@ -80,7 +80,7 @@ def advise(model: Any = "mlp", data: Any = "digits", *, target: str, budget: str
     clock = plan.Clock(seconds)
     job = steps.Job(data, model, fixed, db, dataset.n_train, progress)
     evidence = _gather(job, goal, clock, max_batch)
-    evidence["feature_warning"] = _feature_warning(dataset.x_train, fixed.get("standardize"))
+    evidence["feature_warning"] = notices.unscaled_features(dataset.x_train, fixed.get("standardize"))
     result = _assemble(name, job, goal, clock, evidence, prefer)
     labels = {"data": configs[0].data.name, "model": configs[0].model.name}
     _record(db, name, result, job, {**fixed, **labels}, goal, seconds, clock)
@@ -203,7 +203,7 @@ def _assemble(name: str, job: steps.Job, goal: Target, clock: plan.Clock, ev: di
     b = int(choice.batch_size)
     rules = analysis.rule_check(table, settings, analysis.lr_rules(ev["b0"], ev["base_lr"], ev["noise"]))
     b_simple = steps.summary_of(ev["exact"])
-    warnings += _warnings(table, choice, crit, b_simple, ev, job)
+    warnings += notices.of_choice(table, choice, crit, b_simple, ev, job.optimizer)
     epochs = int(math.ceil(choice.epochs_high if math.isfinite(choice.epochs_high) else 1.25 * choice.epochs))
     rec = {"batch_size": b, "lr": float(choice.lr), "epochs": epochs, "reached": True,
            **_optimizer_settings(job, ev, b),
@@ -253,45 +253,6 @@ def _optimizer_settings(job: steps.Job, ev: dict, b: int) -> dict:
             value = chosen[COLUMNS[key]].iloc[0]
             out[key] = value.item() if hasattr(value, "item") else value
     return out
-
-
-def _warnings(table: pd.DataFrame, choice: pd.Series, crit: dict, b_simple: float, ev: dict, job: steps.Job) -> list[str]:
-    out = []
-    edge = table[table.lr_edge != ""]
-    if len(edge):
-        out.append("best lr at the edge of its grid at " + ", ".join(f"B={int(r.batch_size)} ({r.lr_edge})"
-                                                                     for r in edge.itertuples()) +
-                   ": the best may lie beyond it")
-    missing = table[table.lr.isna()]
-    if len(missing):
-        out.append("no usable lr reached the target at B=" + ", ".join(str(int(b)) for b in missing.batch_size))
-    tried = ev["throughput"].batch_size.max()
-    if int(choice.batch_size) >= tried:
-        out.append(f"the recommended B={int(choice.batch_size)} is the largest tried ({ev['memory'].stopped or 'N or --max-batch'}); "
-                   "a larger one might be faster")
-    value = crit["value"]
-    if math.isfinite(value) and math.isfinite(b_simple) and not 0.1 <= b_simple / value <= 10:
-        out.append(f"B_simple ({b_simple:.3g}) and the fitted B_crit ({value:.3g}) differ by more than 10x"
-                   + (": for Adam, B_simple can underestimate it by orders of magnitude (Merrill et al. 2025)"
-                      if job.optimizer != "sgd" else ""))
-    return out
-
-
-def _feature_warning(x: np.ndarray, standardize) -> str:
-    """A warning when the features look unscaled ('' otherwise): a column's largest magnitude
-    above 1,000, or above 100 x the median column's. One lr then suits no column (pixels in
-    [0, 1] with a few near-constant border pixels are fine: their magnitudes are small)."""
-    if standardize:
-        return ""
-    scale = np.abs(np.asarray(x, np.float64).reshape(len(x), -1)).max(axis=0)
-    scale = scale[scale > 0]
-    if not len(scale):
-        return ""
-    top, median = float(scale.max()), float(np.median(scale))
-    if top > 1e3 or top > 100 * median:
-        return (f"features look unscaled (largest magnitude {top:.3g}, median column {median:.3g}); "
-                "standardize them (--standardize) before trusting one lr for all of them")
-    return ""
 
 
 def _record(db, name: str, advice: Advice, job: steps.Job, fixed: dict, goal: Target, seconds: float,

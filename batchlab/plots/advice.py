@@ -11,16 +11,9 @@ import numpy as np
 import pandas as pd
 
 from batchlab.plots.critical_batch import plain_log_ticks
-from batchlab.plots.log_ticks import batch_ticks
+from batchlab.plots.log_ticks import batch_axis
 
 BARS = "points: geometric means over seeds; bars: 95% t-intervals on the log scale"
-
-
-def _batch_axis(ax, sizes) -> None:
-    ax.set_xscale("log", base=2)
-    batch_ticks(ax.xaxis, sizes)
-    ax.set_xlabel("batch size B (log scale)")
-    ax.grid(alpha=0.3, which="both")
 
 
 def _bars(ax, x, table: pd.DataFrame, key: str, **style) -> None:
@@ -49,7 +42,7 @@ def scaling_figure(table: pd.DataFrame, chosen: int, b_crit: float, s_min: float
     left.set_yscale("log")
     plain_log_ticks(left)
     left.set_ylabel("updates to the target (log scale)")
-    _batch_axis(left, table.batch_size)
+    batch_axis(left, table.batch_size)
     left.legend(fontsize=7)
     left.set_title(f"updates to {target}", fontsize=9)
 
@@ -109,7 +102,7 @@ def noise_figure(exact: pd.DataFrame, branches: pd.DataFrame, local: dict, title
                           label=f"local critical batch {'>= ' if local['censored'] else ''}{local['value']:.0f}")
         right.set_yscale("log")
         plain_log_ticks(right)
-        _batch_axis(right, branches.batch_size)
+        batch_axis(right, branches.batch_size)
         right.legend(fontsize=7)
     right.set_ylabel("training loss after the branch (log scale)")
     right.set_title(f"branches from epoch {local.get('epoch')}, {local.get('samples', 0):,} samples each", fontsize=9)

@@ -58,10 +58,7 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel(x.replace("_", " "))
     for ax, panel in zip(axes.flat, panels):
-        _draw_panel(ax, table[table.panel == panel], panel, metric, x)
-        if fits and panel in fits:
-            ax.text(0.02, 0.03, fits[panel], transform=ax.transAxes, fontsize=7, color="dimgrey",
-                    bbox=dict(facecolor="white", alpha=0.7, lw=0, pad=1))
+        _draw_panel(ax, table[table.panel == panel], panel, metric, x, (fits or {}).get(panel))
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:, 0]:
@@ -90,8 +87,12 @@ def _nothing_to_draw(title: str) -> plt.Figure:
     return fig
 
 
-def _draw_panel(ax: plt.Axes, sel: pd.DataFrame, panel: str, metric: str, x: str) -> None:
-    """One panel: each split's mean over seeds, with its min..max band where there are seeds."""
+def _draw_panel(ax: plt.Axes, sel: pd.DataFrame, panel: str, metric: str, x: str, fit: str | None = None) -> None:
+    """One panel: each split's mean over seeds, with its min..max band where there are seeds, and
+    ``fit``, what its runs' curves say, in its lower left corner."""
+    if fit:
+        ax.text(0.02, 0.03, fit, transform=ax.transAxes, fontsize=7, color="dimgrey",
+                bbox=dict(facecolor="white", alpha=0.7, lw=0, pad=1))
     for split, colour in LINES.items():
         band = sel[sel.split == split].sort_values(x)
         ax.plot(band[x], band["mean"], color=colour, lw=1.2, label=split)

@@ -135,3 +135,11 @@ def _power_of_two_below(size: float) -> float:
 
 def _power_of_two_above(size: float) -> float:
     return 2.0 ** (math.floor(math.log2(size)) + 1)
+
+
+def batch_axis(ax, sizes) -> None:
+    """A batch-size x axis: log base 2, ticks at the sizes studied, a label, a light grid."""
+    ax.set_xscale("log", base=2)
+    batch_ticks(ax.xaxis, sizes)
+    ax.set_xlabel("batch size B (log scale)")
+    ax.grid(alpha=0.3, which="both")

@@ -10,18 +10,11 @@ import numpy as np
 import pandas as pd
 
 from batchlab.plots.critical_batch import plain_log_ticks
-from batchlab.plots.log_ticks import batch_ticks
+from batchlab.plots.log_ticks import batch_axis
 from batchlab.plots.stability import interval_errorbar
 
 
 ERRORBARS = "points: geometric means over seeds; error bars: 95% t-interval on the log scale"
-
-
-def _batch_axis(ax, sizes) -> None:
-    ax.set_xscale("log", base=2)
-    batch_ticks(ax.xaxis, sizes)
-    ax.set_xlabel("batch size B (log scale)")
-    ax.grid(alpha=0.3, which="both")
 
 
 def _plain_log_y(ax) -> None:
@@ -46,7 +39,7 @@ def throughput_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str) -> pl
     _plain_log_y(right)
     right.set_ylabel("seconds (log scale)")
     for ax in (left, right):
-        _batch_axis(ax, table.batch_size)
+        batch_axis(ax, table.batch_size)
         ax.legend(fontsize=7)
     fig.suptitle(f"{title}\nthroughput = samples seen / training seconds (compile excluded; per-epoch evaluation "
                  f"included)\n{ERRORBARS}", fontsize=9)
@@ -66,7 +59,7 @@ def time_to_target_figure(table: pd.DataFrame, fastest: pd.Series, target: str, 
         interval_errorbar(ax, table.batch_size, table, key, color=colour, label="geometric mean, 95% CI over seeds")
         _plain_log_y(ax)
         ax.set_ylabel(label)
-        _batch_axis(ax, table.batch_size)
+        batch_axis(ax, table.batch_size)
     for b, share, y in zip(table.batch_size, table.reached, table.seconds_to_target):
         if share < 1:
             axes[0].annotate("never" if share == 0 else f"{share:.0%} reached", (b, y if np.isfinite(y) else 1),
