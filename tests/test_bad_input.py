@@ -189,7 +189,10 @@ def _ctrl_c_once_a_run_is_stored(args: list[str], db, cwd) -> list[str]:
 
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
     db = tmp_path / "k.db"
-    args = ["sweep", "--name", "k", "--data", "blobs", "--hidden", "8", "--batch-sizes", "100,1", "--lr", "0.05",
+    # Three cohorts, two of them long (B = 1 and 2: 250,000 updates or more), so that whichever
+    # finishes first (the first whose program is compiled), a long one is still training when
+    # Ctrl-C comes: with only B = 100 left (5,000 updates) the command could end before it.
+    args = ["sweep", "--name", "k", "--data", "blobs", "--hidden", "8", "--batch-sizes", "100,2,1", "--lr", "0.05",
             "--seeds", "1", "--epochs", "1000", "--executor", "local", "--db", str(db)]
     lines = _ctrl_c_once_a_run_is_stored(args, db, tmp_path)
     assert lines[0].startswith("interrupted: 1 run(s) finished and were stored in")

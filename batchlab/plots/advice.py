@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.plots.critical_batch import plain_log_ticks
-from batchlab.plots.log_ticks import batch_axis
+from batchlab.plots.log_ticks import batch_axis, readable_log_axis
 
 BARS = "points: geometric means over seeds; bars: 95% t-intervals on the log scale"
 
@@ -66,6 +66,7 @@ def _time_against_compute(ax, table: pd.DataFrame, chosen: int) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain_log_ticks(ax)
+    readable_log_axis(ax.xaxis)
     ax.set_xlabel("samples to the target (log scale)")
     ax.set_ylabel("seconds of training steps to the target\n(log scale)")
     ax.grid(alpha=0.3, which="both")
@@ -85,6 +86,7 @@ def noise_figure(exact: pd.DataFrame, branches: pd.DataFrame, local: dict, title
         left.legend(fontsize=7)
     else:
         left.text(0.5, 0.5, "not measured (a model with state)", ha="center", transform=left.transAxes)
+    left.xaxis.get_major_locator().set_params(integer=True)
     left.set_xlabel("epoch of the pilot run")
     left.set_ylabel("simple noise scale (samples, log scale)")
     left.grid(alpha=0.3, which="both")
