@@ -27,15 +27,16 @@ def advise(
     max_batch: Optional[str] = typer.Option(None, "--max-batch", help="largest batch size to consider"),
     prefer: str = typer.Option("balanced", help="balanced (updates x samples: near B_crit), time (on this device) or compute (samples)"),
     db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)"),
-    name: Optional[str] = typer.Option(None, help="the advice's name in the store (default: advice-<digest>)"),
+    name: Optional[str] = typer.Option(None, help="the advice's name in the store (default: advice- and a digest of what it is about)"),
     as_json: bool = typer.Option(False, "--json", help="print the recommendation as one JSON object"),
     wide: bool = typer.Option(False, "--wide", help="tables as wide as they need, whatever the terminal"),
 ) -> None:
     """Recommend a batch size, learning rate and epochs for a model and data, with evidence.
 
     Probes memory and throughput, tunes the lr at a base batch, measures the noise scale and
-    the local critical batch (branching), sweeps lr x B around the optimizer's rescaling rule,
-    and picks by a stated rule. Stored like a study: `batchlab report` shows it."""
+    the local critical batch (branching), sweeps lr x B around the lr the noise scale (SGD) or
+    the optimizer's rescaling rule (Adam, AdamW) predicts, and picks by a stated rule. Stored
+    like a study: `batchlab report` shows it (docs/advise.md)."""
     from batchlab.advisor import advise as run_advice
     from batchlab.parsing import integer_at_least
 
