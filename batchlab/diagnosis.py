@@ -115,13 +115,3 @@ def _unstable(history: dict, test: np.ndarray, tail: int, numbers: dict) -> bool
         numbers["test_loss_jumps"] = float(np.std(np.diff(test[-tail - 1:]), ddof=1) / np.mean(test[-tail:]))
         return numbers["test_loss_jumps"] > JUMPY_LOSS
     return False
-
-
-def thresholds() -> str:
-    """The thresholds in words (for docs, figure notes and the report)."""
-    return (f"diverged: not finite or final train loss > {BLOWUP:g} x start; under-fit: final train loss > "
-            f"{HIGH:g} x start, or both losses still falling (train by > {STILL_FALLING:.0%}) over the last "
-            f"{TAIL:.0%} of epochs; over-fit@e: test loss ends > {RISE:.0%} above its minimum at epoch e, "
-            f">= {AFTER} epochs before the end, while train loss fell; unstable: sd of the last {TAIL:.0%} of "
-            f"epochs' test-accuracy changes > {JUMPY_ACC:g} (regression: test-loss changes > {JUMPY_LOSS:.0%} "
-            "of its mean)")

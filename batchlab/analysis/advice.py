@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.critical_batch import runs_to_target
-from batchlab.analysis.intervals import Interval, geometric_t
+from batchlab.analysis.intervals import geometric_t
 from batchlab.analysis.scaling import CriticalBatchFit, fit_critical_batch, per_setting, seed_fits
-from batchlab.analysis.selection import RULE as BEST_RULE, best_per_batch
+from batchlab.analysis.selection import RULE as BEST_RULE, best_per_batch, grid_edge
 from batchlab.targets import Target
 
 PREFERENCES = ("balanced", "time", "compute")
@@ -65,7 +65,8 @@ def per_batch(history: pd.DataFrame, summary: pd.DataFrame, target: Target, seco
             out.update({key: iv.mean * scale, f"{key}_low": iv.low * scale, f"{key}_high": iv.high * scale})
         out["interval"] = steps.method if steps.given else steps.why
         out["seconds_per_step"] = per_step
-        out["lr_edge"] = _lr_edge(settings[settings.batch_size == b].lr, row.lr)
+        # This B's own grid: the advisor's lrs differ from one B to the next.
+        out["lr_edge"] = grid_edge(pd.DataFrame({"lr": [row.lr]}), settings[settings.batch_size == b].lr).iloc[0]
         rows.append(out)
     table = pd.DataFrame(rows)
     if len(table):
@@ -79,14 +80,6 @@ def runs_of(history: pd.DataFrame, summary: pd.DataFrame, target: Target) -> pd.
     study group: those columns are NaN)."""
     missing = {c: math.nan for c in ("group", "test_acc") if c not in summary}
     return runs_to_target(history, summary.assign(**missing), target)
-
-
-def _lr_edge(lrs: pd.Series, best: float) -> str:
-    """'largest' / 'smallest' when ``best`` is at that end of this B's own lr grid, else ''."""
-    grid = np.sort(lrs.unique())
-    if math.isnan(best) or len(grid) < 2:
-        return ""
-    return "largest" if np.isclose(best, grid[-1]) else "smallest" if np.isclose(best, grid[0]) else ""
 
 
 def step_time_fit(batch_sizes: Sequence[int], seconds: Sequence[float]) -> tuple[float, float]:
@@ -230,9 +223,3 @@ def closest_runs(history: pd.DataFrame, target: Target, count: int = 3) -> pd.Da
                      "seed": int(run.seed.iloc[0]), "best": float(values[i]), "epoch": int(run.epoch.iloc[i])})
     frame = pd.DataFrame(rows, columns=["run_id", "batch_size", "lr", "seed", "best", "epoch"])
     return frame.sort_values("best", ascending=not target.op == ">=").head(count).reset_index(drop=True)
-
-
-def interval_text(value: float, low: float, high: float, unit: str = "", digits: int = 3) -> str:
-    """``value [low, high] unit`` (no interval: just the value)."""
-    iv = Interval(value, low, high, 0)
-    return iv.format(digits, unit=unit) if iv.given else f"{value:.{digits}g}{unit}"

@@ -64,19 +64,24 @@ def band_curves(table: pd.DataFrame, metric: str = "acc", *, x: str = "epoch", n
     for ax in axes[:, 0]:
         ax.set_ylabel(YLABELS.get(metric, metric))
     axes.flat[0].legend(fontsize=8)
-    width, height = fig.get_size_inches()
-    heading = textwrap.fill(title or f"Learning curves ({metric})", int(width * 13))
-    fig.suptitle(heading, fontsize=10)
     note = "line: mean over seeds; band: min..max over seeds" + \
         ("; fit: what the curves say (docs/diagnosis.md)" if fits else "")
     fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="grey")
-    # Margins in inches for what surrounds the panels (tick labels, axis labels, titles), set
-    # directly: matplotlib's tight_layout draws the whole figure once more to measure them,
-    # which took about a third of a command's figure time.
+    _frame(fig, title or f"Learning curves ({metric})", nrows, ncols)
+    return fig
+
+
+def _frame(fig: plt.Figure, title: str, nrows: int, ncols: int) -> None:
+    """The title (wrapped to the figure's width) and the margins around the panels, in inches
+    for what surrounds them (tick labels, axis labels, titles), set directly: matplotlib's
+    tight_layout draws the whole figure once more to measure them, which took about a third of
+    a command's figure time."""
+    width, height = fig.get_size_inches()
+    heading = textwrap.fill(title, int(width * 13))
+    fig.suptitle(heading, fontsize=10)
     top = 0.38 + 0.17 * (heading.count("\n") + 1)
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.62 / height, top=1 - top / height,
                         wspace=0.25 / ((width - 1.0) / ncols), hspace=0.7 / ((height - top - 0.62) / nrows))
-    return fig
 
 
 def _nothing_to_draw(title: str) -> plt.Figure:
