@@ -13,6 +13,23 @@ import numpy as np
 
 from batchlab.config import RunConfig
 
+MONITORED = "monitored"  # the kind of a run recorded in a user's own training loop (batchlab.monitor)
+# A monitored run's settings that fill a field of its config (``monitor/described.py``); the
+# others are free key/values, shown as columns of their own.
+DESCRIBED_SETTINGS = ("batch_size", "lr", "momentum", "weight_decay", "optimizer", "epochs", "data", "model", "seed")
+
+
+@dataclass(frozen=True)
+class Monitored:
+    """What makes a run *monitored*: it was trained by the user's own loop and only measured by
+    batchlab (``batchlab.monitor``), so its config describes it but cannot reproduce it. Its id
+    is drawn once per monitor (two sessions of the same loop are two runs); ``settings`` are the
+    key/values the user gave, as stored (numbers, text, booleans)."""
+
+    run_id: str
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
 
 @dataclass
 class RunResult:
@@ -29,7 +46,13 @@ class RunResult:
     params: Any = field(default=None, repr=False)  # final (or restored best) parameters
     version: str | None = None  # batchlab version that produced it (set when read from a store)
     checkpoints: dict[int, Any] = field(default_factory=dict, repr=False)  # epoch -> parameters, when asked
+    monitored: Monitored | None = None  # set for a run measured in the user's own loop
 
     @property
     def run_id(self) -> str:
-        return self.config.run_id
+        return self.monitored.run_id if self.monitored is not None else self.config.run_id
+
+    @property
+    def kind(self) -> str:
+        """``"monitored"`` for a run of the user's own loop, ``"trained"`` for one batchlab trained."""
+        return MONITORED if self.monitored is not None else "trained"

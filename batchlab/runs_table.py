@@ -55,8 +55,9 @@ def _run_columns(rows: list[dict]) -> list[tuple[str, str]]:
     settings = ["batch_size", "lr"] + varying
     seed = [("seed", "seed")] if _distinct(rows, "seed") > 1 or len(rows) == 1 else []
     metrics = [(h, k) for h, k in _METRICS if k not in _SCORES or any(not _missing(row.get(k)) for row in rows)]
-    return ([("run", "run_id")] + [(_SHORT_NAMES.get(c, c.rsplit(".", 1)[-1]), c) for c in settings] + seed
-            + metrics)
+    named = [("name", "name")] if any(isinstance(row.get("name"), str) for row in rows) else []  # monitored runs
+    return ([("run", "run_id")] + named + [(_SHORT_NAMES.get(c, c.rsplit(".", 1)[-1]), c) for c in settings]
+            + seed + metrics)
 
 
 def _cell(row: dict, key: str) -> str:

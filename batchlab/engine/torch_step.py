@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from batchlab.engine.torch_ops import TorchOps
 from batchlab.engine.torch_optim import RunHyper, TorchOptimizer
 from batchlab.instruments.base import Step, StepInstrument, measure
 from batchlab.models.adapters.torch_losses import batch_loss, hits
@@ -39,47 +40,6 @@ class Group(Protocol):
     def grads(self, loss: torch.Tensor) -> list[torch.Tensor]: ...  # d loss / d leaves, (R, ...) each
     def get_state(self) -> list[torch.Tensor]: ...  # model state (batch-norm statistics) that training moves
     def set_state(self, state: list[torch.Tensor]) -> None: ...
-
-
-class TorchOps:
-    """The array operations instruments use (``instruments.base.Ops``) on tensors of ``runs``
-    runs (parameter lists with a leading run axis, or one run's own leaves)."""
-
-    nan = float("nan")
-
-    def __init__(self, runs: int):
-        self.runs = runs
-
-    def sq_norms(self, trees: list) -> torch.Tensor:
-        return torch.stack([sum(t.reshape(self.runs, -1).square().sum(1) for t in tree) for tree in trees])
-
-    def sub(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
-        return torch._foreach_sub(a, b)
-
-    def where(self, condition, a, b):
-        return torch.where(torch.as_tensor(condition), a, b)
-
-    def maximum(self, x, y):
-        return torch.clamp_min(x, y) if isinstance(y, (int, float)) else torch.maximum(x, y)
-
-    sqrt = staticmethod(torch.sqrt)
-
-    def stack(self, values: list, axis: int = 0):
-        return torch.stack(values, dim=axis)
-
-    def concatenate(self, values: list, axis: int = 0):
-        return torch.cat(values, dim=axis)
-
-    def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.zeros((self.runs, *shape))
-
-    def asarray(self, value, like):
-        return torch.as_tensor(value, dtype=like.dtype)
-
-    def every(self, k: int, count: int, update, state, outputs: tuple[str, ...] = ()):
-        if count % k == 0:
-            return update(state)
-        return state, {name: torch.full((self.runs,), float("nan")) for name in outputs}
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ def build_report(db: str | Path, out_dir: str | Path, study: str | None = None,
     for section in sections:
         for problem in section.problems:
             warnings.warn(f"report, {section.title}: {problem}", stacklevel=2)
-    counts = _counts(sections, studies, sweeps, len(loose))
+    monitored = sum(run.monitored is not None for run in loose)
+    counts = _counts(sections, studies, sweeps, len(loose) - monitored, monitored)
     if not sections:
         counts += ('<p class="notice">This store holds nothing to show yet. Fill it with, for example, '
                    f'<code>batchlab study brownlee --quick --db {h.esc(db.name)}</code> or '
@@ -87,6 +88,7 @@ def _sections(studies: dict, sweeps: dict, loose: list, db: Path, drawer: Figure
     build them while this process builds the sweeps and the groups of runs), then the sweeps,
     then the groups of training runs."""
     from batchlab.report.advice import advice_section
+    from batchlab.report.monitored import monitored_section
     from batchlab.report.runs import runs_sections
     from batchlab.report.sweeps import sweep_section
 
@@ -97,7 +99,11 @@ def _sections(studies: dict, sweeps: dict, loose: list, db: Path, drawer: Figure
              for name, record in sorted(advices.items())]
     later = [_guarded(lambda: sweep_section(name, spec, ids, db), f"sweep-{h.slug(name)}", "sweep", name)
              for name, (spec, ids) in sorted(sweeps.items())]
-    later += _guarded(lambda: runs_sections(loose), "runs", "training runs", "training runs", many=True)
+    trained = [run for run in loose if run.monitored is None]
+    monitored = [run for run in loose if run.monitored is not None]  # per update only: a section of their own
+    later += _guarded(lambda: runs_sections(trained), "runs", "training runs", "training runs", many=True)
+    later += _guarded(lambda: monitored_section(monitored), "monitored", "monitored runs", "monitored runs",
+                      many=True)
     sections = []
     for section in drawer.results():  # study_section turns a study's failures into notices
         if isinstance(section, Exception):
@@ -130,7 +136,7 @@ def _header(db: Path, title: str, extra: str) -> str:
             "Every figure, table and finding is recomputed from the stored runs; this file works offline.</p>" + extra)
 
 
-def _counts(sections: list[Section], studies: dict, sweeps: dict, loose: int) -> str:
+def _counts(sections: list[Section], studies: dict, sweeps: dict, loose: int, monitored: int = 0) -> str:
     """What the store holds, in words: "10 studies (183 runs) · 1 sweep (16 runs)"; kinds it
     holds none of are left out (the overview says so), and an empty store gets no line."""
     kinds = [s.kind for s in sections]
@@ -146,6 +152,8 @@ def _counts(sections: list[Section], studies: dict, sweeps: dict, loose: int) ->
         parts.append(f"{_count(kinds.count('sweep'), 'sweep')} ({_count(len(sweep_runs), 'run')})")
     if kinds.count("runs"):
         parts.append(f"{_count(kinds.count('runs'), 'group')} of training runs ({_count(loose, 'run')})")
+    if kinds.count("monitored"):
+        parts.append(_count(monitored, "monitored run"))
     return f'<p class="meta">{h.esc(" · ".join(parts))}</p>' if parts else ""
 
 
@@ -154,13 +162,15 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
-KIND_NAMES = {"advice": "Advice", "study": "Studies", "sweep": "Sweeps", "runs": "Training runs"}
+KIND_NAMES = {"advice": "Advice", "study": "Studies", "sweep": "Sweeps", "runs": "Training runs",
+              "monitored": "Monitored runs"}
 KIND_HINTS = {"advice": "Which batch size, learning rate and epochs for a model, with the evidence (batchlab advise).",
               "study": "Each study asks one published question and checks it against runs stored here.",
               "sweep": "Batch size x learning rate grids: the best learning rate per batch size and the critical "
                        "batch size.",
               "runs": "Runs from batchlab train that belong to no study or sweep, grouped by data, model and "
-                      "optimizer."}
+                      "optimizer.",
+              "monitored": "Runs trained by your own loop and measured by batchlab.monitor, per update."}
 ABSENT = {"study": "no studies", "sweep": "no sweeps", "runs": "no plain training runs (runs in no study or sweep)"}
 
 
@@ -172,7 +182,7 @@ def _overview(sections: list[Section]) -> str:
     for kind, name in KIND_NAMES.items():
         cards = [s.card for s in sections if s.kind == kind]
         if not cards:
-            if kind != "advice":  # a store without advice is the usual case: not worth a word
+            if kind in ABSENT:  # a store without advice or monitored runs is usual: not worth a word
                 absent.append(ABSENT[kind])
             continue
         parts.append(f"<h3>{name}</h3><p>{KIND_HINTS[kind]}</p><div class=\"cards\">{''.join(cards)}</div>")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from batchlab.errors import BatchlabError
 from batchlab.paths import OutputSet, check_writable_dir
-from batchlab.store.records import series_frame, summary_frame
+from batchlab.store.records import config_record, series_frame, summary_frame
 from batchlab.store.sqlite import Store
 
 
@@ -26,7 +26,7 @@ def export_store(db: str | Path, out: str | Path, fmt: str = "csv") -> list[Path
         raise BatchlabError(f"{db} holds no runs to export")
     out = check_writable_dir(out, "--out folder")
     runs = summary_frame(results)
-    runs["config"] = [json.dumps(r.config.to_dict(), sort_keys=True) for r in results]
+    runs["config"] = [json.dumps(config_record(r), sort_keys=True) for r in results]
     runs["version"] = [r.version for r in results]
     tables = (("runs", runs), ("epochs", series_frame(results, "epoch")), ("steps", series_frame(results, "step")))
     try:

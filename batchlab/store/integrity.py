@@ -198,19 +198,21 @@ RUN_COLUMNS = "run_id, status, config, best_epoch, diverged_step, compile_second
 def decode_run(conn: sqlite3.Connection, row: tuple, steps: bool) -> RunResult:
     """A :class:`RunResult` from its ``runs`` row and its series; :class:`Damaged` when any
     part does not decode, :class:`~batchlab.store.versions.Newer` when a newer batchlab wrote it."""
-    from batchlab.store.records import check_run, decode
+    from batchlab.store.records import check_run, decode, monitored_of
 
     run_id, status, config, best_epoch, diverged_step, compile_s, train_s, version = row
-    levels = ("epoch", "step") if steps else ("epoch",)
     series: dict[str, dict[str, np.ndarray]] = {level: {} for level in ("epoch", "step")}
-    query = (f"SELECT level, name, dtype, data FROM series WHERE run_id = ? "
-             f"AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid")
     try:
+        record, monitored = monitored_of(read_json(config), run_id)
+        # A monitored run's summary is read from its per-step series: it has no per-epoch ones.
+        levels = ("epoch", "step") if steps or monitored is not None else ("epoch",)
+        query = (f"SELECT level, name, dtype, data FROM series WHERE run_id = ? "
+                 f"AND level IN ({','.join('?' * len(levels))}) ORDER BY rowid")
         for level, name, dtype, data in conn.execute(query, (run_id, *levels)):
             series[level][name] = decode(dtype, data)
-        cfg = stored_config(read_json(config), run_id, version)
+        cfg = stored_config(record, run_id, version)
         result = RunResult(cfg, status, series["epoch"], series["step"], best_epoch, diverged_step,
-                           compile_s or 0.0, train_s or 0.0, version=version)
+                           compile_s or 0.0, train_s or 0.0, version=version, monitored=monitored)
         if result.run_id != run_id:
             raise ValueError(f"run {run_id}: its stored config belongs to another run")
         check_run(result)

@@ -243,7 +243,7 @@ class Store(StoreReading):
         ``notes`` (run id -> what batchlab changed in its data; :meth:`notes`). When the file cannot
         be written (read-only, disk full) the runs stored before are kept and the error says to
         re-run the same command, which trains only what is missing."""
-        from batchlab.store.records import encode
+        from batchlab.store.records import config_record, encode
 
         notes = notes or {}
         now = time.time()
@@ -259,7 +259,7 @@ class Store(StoreReading):
                 self._db.execute(
                     "INSERT INTO runs (run_id, status, config, version, created, best_epoch, diverged_step, "
                     "compile_seconds, train_seconds, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (res.run_id, res.status, json.dumps(res.config.to_dict(), sort_keys=True), version, now,
+                    (res.run_id, res.status, json.dumps(config_record(res), sort_keys=True), version, now,
                      res.best_epoch, res.diverged_step, res.compile_seconds, res.train_seconds,
                      json.dumps(list(notes[res.run_id])) if notes.get(res.run_id) else None))
                 rows = [(res.run_id, level, name, *encode(values))

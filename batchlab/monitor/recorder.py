@@ -1,0 +1,110 @@
+"""Per-step rows of a monitored run, and their trips to the store.
+
+Values arrive as whatever the loop computes them in (torch tensors, JAX arrays, floats) and
+stay so until a flush: turning a device value into a Python float waits for the device, and a
+monitor that did so at every step would stall a GPU's pipeline once per step. Every
+``flush_every`` updates, and at :meth:`Recorder.close`, the whole run so far is written in one
+transaction (``Store.write``: the run's row and its series, replacing the previous flush), so a
+crashed process leaves the last flush behind, whole, with status ``running``.
+
+A flush rewrites the run's series rather than appending to them (the store keeps one array per
+series): its cost grows with the steps recorded, which is why flushes are every few hundred
+updates and not every one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from batchlab.config import RunConfig
+from batchlab.errors import BatchlabError
+from batchlab.results import Monitored, RunResult
+from batchlab.version import __version__
+
+RUNNING, FINISHED = "running", "finished"
+
+
+def as_float(value: Any) -> float:
+    """One recorded value as a Python float (a one-element tensor or array, or a number)."""
+    if hasattr(value, "item"):
+        return float(value.reshape(-1)[0].item()) if getattr(value, "ndim", 0) else float(value.item())
+    return float(value)
+
+
+class Recorder:
+    """Rows of (step, samples_seen, wall_time, values...) and the store they go to.
+
+    ``describe(batch_size)`` makes the run's (config, monitored record) when it is first written.
+    ``db=None`` keeps the rows in memory only (:meth:`steps`); a store that cannot be written is
+    refused here, before the first step, with the store's one-line error.
+    """
+
+    def __init__(self, db: str | Path | None, run_id: str, describe: Callable[[int], tuple[RunConfig, Monitored]],
+                 flush_every: int):
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise BatchlabError(f"flush_every={flush_every!r} must be a whole number of updates >= 1")
+        self.run_id, self.describe, self.flush_every = run_id, describe, flush_every
+        self.rows: list[tuple[int, int, float, dict[str, Any]]] = []
+        self.names: dict[str, None] = {}  # value names in first-seen order
+        self.sizes: dict[int, int] = {}  # batch size -> updates that used it
+        self.started = time.time()
+        self.unflushed = 0
+        self.store = None
+        if db is not None:
+            from batchlab.store import Store
+
+            self.store = Store(db)
+            try:
+                self.store.check_writable()
+            except BaseException:
+                self.store.close()
+                raise
+
+    def add(self, step: int, samples_seen: int, values: dict[str, Any]) -> None:
+        """Keep one update's values (device values stay on the device until a flush)."""
+        self.rows.append((step, samples_seen, time.time() - self.started, values))
+        self.names.update(dict.fromkeys(values))
+
+    def count_update(self, batch_size: int) -> None:
+        """Note an update (recorded or not) and flush when ``flush_every`` have passed."""
+        self.sizes[batch_size] = self.sizes.get(batch_size, 0) + 1
+        self.unflushed += 1
+        if self.unflushed >= self.flush_every:
+            self.flush()
+
+    def steps(self) -> dict[str, np.ndarray]:
+        """The per-step series so far: ``step``, ``samples_seen``, ``wall_time`` and each value
+        (NaN at steps where it was not measured)."""
+        series = {"step": np.array([r[0] for r in self.rows], np.int64),
+                  "samples_seen": np.array([r[1] for r in self.rows], np.int64),
+                  "wall_time": np.array([r[2] for r in self.rows], np.float64)}
+        for name in self.names:
+            series[name] = np.array([as_float(r[3][name]) if name in r[3] else np.nan for r in self.rows])
+        return series
+
+    def result(self, status: str) -> RunResult:
+        """The run so far as a :class:`RunResult` (no per-epoch series: the loop is the user's)."""
+        size = max(self.sizes, key=lambda b: (self.sizes[b], b)) if self.sizes else 0  # the most used
+        config, monitored = self.describe(size)
+        return RunResult(config, status, {}, self.steps(), None, train_seconds=time.time() - self.started,
+                         monitored=monitored)
+
+    def flush(self, status: str = RUNNING) -> None:
+        """Write the run so far in one transaction (nothing to do without a store or updates)."""
+        self.unflushed = 0
+        if self.store is not None and self.sizes:
+            self.store.write([self.result(status)], __version__)
+
+    def close(self) -> None:
+        """Write the finished run and let go of the store."""
+        if self.store is None:
+            return
+        try:
+            self.flush(FINISHED)
+        finally:
+            self.store.close()
+            self.store = None
