@@ -86,10 +86,9 @@ def prepare(data: Any = "blobs", model: Any = "mlp", **settings: Any) -> tuple[l
                                      test_fraction=values["test_fraction"], label=values["label"], task=values["task"])
     # A built-in name, an import path ("file.py:make_model") or a model object (batchlab.Model,
     # Flax, Equinox, Keras, PyTorch, or a function returning one): see batchlab.models.resolve.
-    from batchlab.models.resolve import resolve_model
+    from batchlab.models.resolve import model_options, resolve_model
 
-    model_cfg, net = resolve_model(values["model"], dataset, hidden=values["hidden"], activation=values["activation"],
-                                   init=values["init"], dropout=values["dropout"])
+    model_cfg, net = resolve_model(values["model"], dataset, **model_options(values))
     configs = runs_of(values, data_cfg, dataset.n_train, model_cfg)
     check_parameters(net, configs, dataset)
     return configs, dataset, net

@@ -20,6 +20,7 @@ from batchlab.budget import updates_after
 FULL = "full"
 SHUFFLE_MODES = ("every-epoch", "once", "never")
 REDUCTIONS = ("mean", "sum")
+NORMS = ("none", "batch", "ghost")  # the built-in models' normalisation (models/norm.py)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "linear")
 TASKS = ("classification", "regression")  # the losses: models/losses.py
@@ -64,6 +65,8 @@ class ModelConfig:
     activation: str = "relu"
     init: str = "he_uniform"  # hidden-layer init; the output layer is glorot_uniform (Keras default)
     dropout: float = 0.0
+    norm: str = "none"  # "batch" or "ghost" batch norm in the hidden layers (models/norm.py)
+    ghost_size: int | None = None  # rows per ghost batch (norm "ghost")
     # A model given as code (not a built-in name) is known by a fingerprint of its parameter
     # shapes, initial values and outputs (``models.fingerprint``), never by its name alone.
     fingerprint: str | None = None

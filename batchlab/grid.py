@@ -106,6 +106,9 @@ def _check_together(values: Values) -> None:
             if values[name] != BY_NAME[name].default:
                 raise BatchlabError(f"{name} applies to adam and adamw, not sgd")
     _check_schedule(values)
+    if values["norm"] != "none" and values["model"] == "mlp" and 1 in values["batch_size"]:
+        raise BatchlabError("batch norm over one row sets every hidden feature to its shift (each row is "
+                            "its own mean): use B >= 2 with --norm, or no norm at B = 1")
     if values["micro_batch"] is not None and uses_halves(values["instruments"]):
         raise BatchlabError("the noise-scale instruments split each batch in two halves; "
                             "they cannot be combined with --micro-batch")

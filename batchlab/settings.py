@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from batchlab.config import OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, TASKS, EarlyStopping
+from batchlab.config import NORMS, OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, TASKS, EarlyStopping
 from batchlab.errors import BatchlabError
 from batchlab.parsing import (boolean, choice_of, choices_of, epoch_list, integer_at_least, number_of, numbers_of,
                               parse_batch_sizes, parse_budget, parse_phases, parse_seeds, parse_widths, seed_value,
@@ -147,6 +147,10 @@ def _declare() -> tuple[Setting, ...]:
           text_value("init"), "glorot_uniform", group="model"),
         S("dropout", 0.0, "dropout rate after hidden layers", number_of("dropout rate", low=0.0, high=1.0), 0.2,
           group="model"),
+        S("norm", "none", "mlp and cnn: none, batch (batch norm before each hidden activation) or ghost "
+          "(batch norm over virtual batches of --ghost-size rows)", choice_of("norm", NORMS), "batch", group="model"),
+        S("ghost_size", None, "rows per ghost batch (--norm ghost); at least B is plain batch norm",
+          integer_at_least("ghost batch size", 2), 16, unit="samples", group="model"),
         # batches and epochs
         S("batch_size", 32, "B in [1, N], 'full' (B = N), lists 1,32,full and ranges 1:1024 (powers of two)",
           parse_batch_sizes, "1,32,full", unit="samples per update", axis=True, short="-b",

@@ -19,12 +19,14 @@ COMPANIONS = {
     "beta1": {"optimizer": "adam"}, "beta2": {"optimizer": "adam"}, "eps": {"optimizer": "adam"},
     "decay_epochs": {"schedule": "step", "epochs": 50},
     "decay": {"schedule": "step", "decay_epochs": "2"},
+    "norm": {"batch_size": 32}, "ghost_size": {"norm": "ghost", "batch_size": 32},
     "monitor": {"patience": 5}, "min_delta": {"patience": 5}, "restore_best": {"patience": 5},
 }
 # A bad value every interface can give (as text), for each setting that takes text.
 BAD = {
     "data": "", "standardize": "maybe", "test_fraction": "1.5", "label": "", "task": "cubic", "model": "",
-    "hidden": "a,b", "activation": "cubic", "init": "ones", "dropout": "1", "batch_size": "0", "epochs": "abc",
+    "hidden": "a,b", "activation": "cubic", "init": "ones", "dropout": "1", "norm": "layer",
+    "ghost_size": "1", "batch_size": "0", "epochs": "abc",
     "seeds": "-1", "reduction": "median", "drop_last": "maybe", "shuffle": "sometimes", "micro_batch": "0",
     "phases": "x", "optimizer": "rmsprop", "lr": "-1", "momentum": "1", "nesterov": "maybe", "weight_decay": "-1",
     "beta1": "1", "beta2": "1.5", "eps": "0", "clip_norm": "0", "schedule": "exponential", "decay_epochs": "0",

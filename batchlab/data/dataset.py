@@ -41,6 +41,24 @@ class Dataset:
         return array_digest(self.x_train, self.y_train, self.x_test, self.y_test)
 
 
+def training_subset(dataset: Dataset, rows: int, seed: int = 0) -> Dataset:
+    """``dataset`` with ``rows`` of its training rows (each class keeping about its share, drawn
+    with ``seed``; ``data/splitting.py``) and its whole test set: a small training set that
+    over-fits. Named so ("mnist1d, 1000 training rows"); its fingerprint is its own arrays'."""
+    from batchlab.data.splitting import train_test_rows
+
+    if not 2 <= rows <= dataset.n_train:
+        raise BatchlabError(f"{dataset.name}: a training subset needs 2 to {dataset.n_train} rows, got {rows}")
+    if rows == dataset.n_train:
+        return dataset
+    stratified = dataset.task == "classification"
+    # a test fraction half a row short of n - rows: its ceiling is exactly n - rows, whatever the rounding
+    keep, _ = train_test_rows(dataset.y_train, (dataset.n_train - rows - 0.5) / dataset.n_train, seed, stratified)
+    keep = np.sort(keep)
+    return replace(dataset, name=f"{dataset.name}, {rows} training rows", x_train=dataset.x_train[keep],
+                   y_train=dataset.y_train[keep])
+
+
 def array_digest(*arrays) -> str:
     """SHA-256 over each array's shape, dtype and bytes, in order."""
     import hashlib

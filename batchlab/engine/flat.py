@@ -59,7 +59,7 @@ def _flatten(model: Model) -> tuple[Model, Callable]:
         params, state = model.init(key)
         return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(params)]), state
 
-    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
-        return model.apply(unravel(params), state, x, train=train, key=key)
+    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None, **mask):
+        return model.apply(unravel(params), state, x, train=train, key=key, **mask)
 
     return model._replace(init=init, apply=apply, dense_taps=None), unravel

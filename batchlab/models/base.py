@@ -34,6 +34,9 @@ class Model(NamedTuple):
     # True when each row's output depends on that row alone (no batch statistics): then the
     # engine may pad batches with masked rows to share one compiled program between sizes.
     rowwise: bool = False
+    # True when ``apply`` takes ``mask=`` (1 for a batch's real rows, 0 for padding) in training
+    # mode: models with batch statistics, so padded rows of a partial batch never enter them.
+    uses_mask: bool = False
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -64,6 +64,10 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise BatchlabError(f"unknown init {cfg.init!r}: choose one of {', '.join(INITIALIZERS)}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise BatchlabError(f"dropout rate must lie in [0, 1), got {cfg.dropout}")
+    if cfg.norm != "none" and cfg.name not in ("mlp", "cnn"):
+        raise BatchlabError(f"--norm {cfg.norm} applies to mlp and cnn, not {cfg.name}")
+    if (cfg.norm == "ghost") != (cfg.ghost_size is not None):
+        raise BatchlabError("ghost batch norm needs --ghost-size, and --ghost-size needs --norm ghost")
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,10 +80,11 @@ def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: in
     if cfg.name == "logreg":
         model = logreg(sample_shape, num_classes)
     elif cfg.name == "mlp":
-        model = mlp(sample_shape, num_classes, cfg.hidden, cfg.activation, cfg.init, cfg.dropout)
+        model = mlp(sample_shape, num_classes, cfg.hidden, cfg.activation, cfg.init, cfg.dropout, cfg.norm,
+                    cfg.ghost_size)
     else:
         shape = image_shape(sample_shape)
         if shape is None:
             raise BatchlabError(f"model 'cnn' needs image samples (HxW or HxWxC); this data has shape {sample_shape}")
-        model = cnn(shape, num_classes, cfg.activation, cfg.init, cfg.dropout)
+        model = cnn(shape, num_classes, cfg.activation, cfg.init, cfg.dropout, cfg.norm, cfg.ghost_size)
     return describe(model._replace(task=task), (cfg, tuple(sample_shape), num_classes, task))

@@ -2,7 +2,7 @@
 list them without loading JAX; ``models/__init__.py`` builds them)."""
 
 MODELS = {
-    "mlp": "multi-layer perceptron (--hidden, --activation, --init, --dropout)",
+    "mlp": "multi-layer perceptron (--hidden, --activation, --init, --dropout, --norm)",
     "logreg": "softmax (or linear) regression: one dense layer",
-    "cnn": "small convolutional network for image data (--activation, --init, --dropout)",
+    "cnn": "small convolutional network for image data (--activation, --init, --dropout, --norm)",
 }

@@ -1,7 +1,8 @@
 """Multi-layer perceptron: Dense(width, activation) x len(hidden) -> Dense(classes).
 
 Hidden layers use the chosen init (Brownlee: he_uniform); the output layer glorot_uniform,
-biases zero (Keras' defaults). Optional inverted dropout after each hidden activation.
+biases zero (Keras' defaults). Optional batch norm or ghost batch norm between each hidden
+layer's dense part and its activation (``models/norm.py``), and inverted dropout after it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import math
 import jax
 
 from batchlab.models.base import ACTIVATIONS, Model, dense_init, dropout
+from batchlab.models.norm import batch_norm, norm_init
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (50,),
-        activation: str = "relu", init: str = "he_uniform", dropout_rate: float = 0.0) -> Model:
+        activation: str = "relu", init: str = "he_uniform", dropout_rate: float = 0.0,
+        norm: str = "none", ghost_size: int | None = None) -> Model:
+    """``norm``: "none", "batch" or "ghost" (batch norm over ``ghost_size`` rows at a time)."""
     act = ACTIVATIONS[activation]
     widths = (math.prod(input_shape), *hidden, num_classes)
+    normed = norm != "none"
+    ghost = ghost_size if norm == "ghost" else None
 
     def init_fn(key: jax.Array):
         keys = jax.random.split(key, len(widths) - 1)
@@ -24,27 +30,39 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
             dense_init(k, fan_in, fan_out, init if i < len(hidden) else "glorot_uniform")
             for i, (k, fan_in, fan_out) in enumerate(zip(keys, widths[:-1], widths[1:]))
         ]
-        return layers, {}
+        if not normed:
+            return layers, {}
+        norms = [norm_init(width) for width in hidden]
+        layers = [{**layer, **scales} for layer, (scales, _) in zip(layers, norms)] + layers[len(hidden):]
+        return layers, {"norm": [stats for _, stats in norms]}
 
-    def forward(params, x, *, train: bool = False, key: jax.Array | None = None, shifts=None):
-        """Logits and the input of every dense layer; ``shifts`` are added to pre-activations."""
+    def forward(params, state, x, *, train: bool = False, key: jax.Array | None = None, shifts=None,
+                mask: jax.Array | None = None):
+        """Logits, the input of every dense layer and the new state; ``shifts`` are added to
+        pre-activations."""
         h = x.reshape(x.shape[0], -1)
-        inputs = []
+        inputs, stats = [], []
         for i, layer in enumerate(params):
             inputs.append(h)
             z = h @ layer["w"] + layer["b"]
             if shifts is not None:
                 z = z + shifts[i]
             if i == len(params) - 1:
-                return z, inputs
+                return z, inputs, ({"norm": stats} if normed else state)
+            if normed:
+                z, new = batch_norm(z, layer, state["norm"][i], train=train, mask=mask, ghost_size=ghost)
+                stats.append(new)
             h = act(z)
             if dropout_rate:
                 h = dropout(h, dropout_rate, None if key is None else jax.random.fold_in(key, i), train)
 
-    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None):
-        return forward(params, x, train=train, key=key)[0], state
+    def apply(params, state, x, *, train: bool = False, key: jax.Array | None = None, mask=None):
+        logits, _, new_state = forward(params, state, x, train=train, key=key, mask=mask)
+        return logits, new_state
 
     def dense_taps(params, state, x, shifts):
-        return forward(params, x, shifts=shifts)
+        return forward(params, state, x, shifts=shifts)[:2]
 
+    if normed:  # rows interact through the batch statistics: no padding to share programs, no taps
+        return Model(init_fn, apply, "mlp", uses_mask=True)
     return Model(init_fn, apply, "mlp", dense_taps, rowwise=True)

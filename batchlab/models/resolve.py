@@ -33,13 +33,26 @@ def outputs_of(dataset) -> int:
     return int(getattr(dataset, "num_outputs", dataset.num_classes))
 
 
+MODEL_OPTIONS = ("hidden", "activation", "init", "dropout", "norm", "ghost_size")  # built-in models only
+
+
+def model_options(values: dict) -> dict:
+    """The built-in models' options among a run's setting values (``resolve_model``'s keywords)."""
+    return {name: values[name] for name in MODEL_OPTIONS}
+
+
 def resolve_model(model: Any, dataset, *, hidden: Any = (50,), activation: str = "relu", init: str = "he_uniform",
-                  dropout: float = 0.0) -> tuple[ModelConfig, Model]:
+                  dropout: float = 0.0, norm: str = "none", ghost_size: int | None = None
+                  ) -> tuple[ModelConfig, Model]:
     """The run identity and the engine's model for ``model`` on ``dataset``; options other than
-    ``model`` apply to built-in models only."""
+    ``model`` apply to built-in models only (a model given as code brings its own; a norm
+    asked of one is refused rather than ignored)."""
     if isinstance(model, str) and not imported.is_import_path(model):
-        cfg = ModelConfig(model, parse_widths(hidden), activation, init, float(dropout))
+        cfg = ModelConfig(model, parse_widths(hidden), activation, init, float(dropout), norm, ghost_size)
         return cfg, build_model(cfg, dataset.sample_shape, dataset.num_classes, task_of(dataset))
+    if norm != "none":
+        raise BatchlabError(f"--norm {norm} applies to the built-in mlp and cnn; a model given as code "
+                            "brings its own normalisation layers")
     from batchlab.models.adapters import describe
 
     if isinstance(model, (str, Path)):

@@ -22,6 +22,7 @@ REGISTRY = {
     "epochs": "epochs",
     "critical-batch": "critical_batch",
     "throughput": "throughput",
+    "regularization": "regularization",
 }
 
 

@@ -31,14 +31,13 @@ class SweepRun:
 
 def prepare_sweep(spec: SweepSpec) -> tuple[list[RunConfig], Dataset, Model]:
     """Validate the spec and resolve its runs, data and model (nothing is trained or written)."""
-    from batchlab.models.resolve import resolve_model
+    from batchlab.models.resolve import model_options, resolve_model
 
     v = spec.values()
     dataset, data_cfg = resolve_data(v["data"], standardize=v["standardize"], test_fraction=v["test_fraction"],
                                      label=v["label"], task=v["task"])
     # A built-in name or an import path (file.py:make_model), checked against the data here.
-    model_cfg, net = resolve_model(v["model"], dataset, hidden=v["hidden"], activation=v["activation"],
-                                   init=v["init"], dropout=v["dropout"])
+    model_cfg, net = resolve_model(v["model"], dataset, **model_options(v))
     configs = expand(spec, data_cfg, model_cfg, dataset.n_train)
     check_parameters(net, configs, dataset)
     return configs, dataset, net
