@@ -96,7 +96,11 @@ def prepare(data: Any = "blobs", model: Any = "mlp", **settings: Any) -> tuple[l
 
 def check_parameters(net: Model, configs: list[RunConfig], dataset: Dataset) -> None:
     """A JAX model's parameters and activations must fit in memory (counted from their shapes);
-    a PyTorch module exists already, built by its own code."""
+    a PyTorch module exists already, built by its own code (and splits its batches over devices
+    its own way: ``torch.distributed``, see ``batchlab.monitor``)."""
+    if getattr(net, "backend", "jax") != "jax" and any(c.devices > 1 for c in configs):
+        raise BatchlabError("devices applies to JAX models (built-in, Flax, Equinox, Keras on JAX); a PyTorch model "
+                            "is split over devices by torch.distributed in your own loop (batchlab.monitor)")
     if getattr(net, "backend", "jax") == "jax":
         import jax
 

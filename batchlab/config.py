@@ -149,6 +149,7 @@ class RunConfig:
     micro_batch: int | None = None  # largest forward pass; bigger batches accumulate gradients
     instruments: tuple[str, ...] = ()  # per-step instruments recorded with the run ("name" or "name@k")
     phases: tuple[Phase, ...] = ()  # changes of batch size / lr at given epochs, in order
+    devices: int = 1  # each batch split over this many devices (data parallel); B / devices rows each
 
     def batch_size_at(self, epoch: int) -> int:
         """The batch size of epoch ``epoch`` (1-based): the last phase started before it."""
@@ -181,7 +182,7 @@ class RunConfig:
         decay and seeds)."""
         return (self.data, self.model, self.optimizer.program_kind(), self.batch_size, self.epochs, self.reduction,
                 self.drop_last, self.shuffle, self.early_stopping, self.micro_batch, self.instruments,
-                self.phases)
+                self.phases, self.devices)
 
 
 # The fields the first stores (batchlab 0.2.0) hashed into every id, whatever their value: they

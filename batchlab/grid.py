@@ -45,6 +45,7 @@ def runs_of(values: Values, data: DataConfig, n_train: int, model: ModelConfig) 
     _check_together(values)
     sizes = list(dict.fromkeys(resolve_batch_size(b, n_train) for b in values["batch_size"]))
     phases = resolve_phases(values["phases"], n_train, values["epochs"])
+    devices = resolve_devices(values["devices"], sizes + [p.batch_size for p in phases if p.batch_size])
     configs = []
     for b, name, lr, momentum, decay, seed in itertools.product(
             sizes, values["optimizer"], values["lr"], values["momentum"], _decays(values), values["seeds"]):
@@ -55,12 +56,33 @@ def runs_of(values: Values, data: DataConfig, n_train: int, model: ModelConfig) 
             init_seed=_seed(values, "init_seed", seed), data_seed=_seed(values, "data_seed", seed),
             dropout_seed=_seed(values, "dropout_seed", seed), reduction=values["reduction"],
             drop_last=values["drop_last"], shuffle=values["shuffle"], early_stopping=early,
-            micro_batch=values["micro_batch"], instruments=values["instruments"]))
+            micro_batch=values["micro_batch"], instruments=values["instruments"], devices=devices))
     # Settings that do not apply to an optimizer (momentum to adam) repeat its runs: each is
     # kept once. Equal configs are equal runs; comparing them is 20x faster than hashing ids.
     configs = list(dict.fromkeys(configs))
     check_memory(configs, n_train)
     return configs
+
+
+def resolve_devices(devices: int | str, sizes: list[int]) -> int:
+    """The device count a run splits its batches over: ``all`` counted now; more than JAX sees
+    refused, and a batch size that does not split evenly (each device takes B / devices rows,
+    so the update is the single-device one)."""
+    if devices == 1:
+        return 1
+    import jax
+
+    available = jax.device_count()
+    count = available if devices == "all" else devices
+    if count > available:
+        kinds = ", ".join(sorted({d.platform for d in jax.devices()}))
+        raise BatchlabError(f"{count} devices asked for; JAX sees {available} ({kinds}). On a CPU, "
+                            f"XLA_FLAGS=--xla_force_host_platform_device_count={count} makes {count} CPU devices")
+    uneven = [b for b in sizes if b % count]
+    if uneven:
+        raise BatchlabError(f"batch size {uneven[0]} does not split evenly over {count} devices: use a multiple of "
+                            f"{count} (each device takes B / {count} rows)")
+    return count
 
 
 def _seed(values: Values, name: str, seed: int) -> int:

@@ -204,6 +204,13 @@ def choices_of(what: str, choices: tuple[str, ...]) -> Callable[[Any], list[str]
     return lambda value: list(dict.fromkeys(parse_choice(v, what, choices) for v in items_of(value)))
 
 
+def device_count_value(value: Any) -> int | str:
+    """``all`` (every device JAX sees, counted when the runs are resolved) or a count >= 1."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    return integer_at_least("devices", 1)(value)
+
+
 def integer_at_least(what: str, low: int) -> Callable[[Any], int]:
     def read(value: Any) -> int:
         number = parse_int(value, what)

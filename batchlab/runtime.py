@@ -38,3 +38,32 @@ def configure_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", str(where))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def join_processes(coordinator: str, processes: int, process_id: int, loopback: bool = False) -> None:
+    """Several processes (hosts, or processes of one machine) as one JAX runtime, so
+    ``--devices all`` splits each batch over the devices of all of them (``docs/devices.md``).
+    Call it first, before anything else uses JAX. ``loopback``: every process on this machine,
+    and every connection between them on 127.0.0.1 — JAX's CPU collectives (gloo) otherwise
+    connect over the address this machine's host name resolves to, and JAX has no public
+    setting for it, so the CPU client is made here with gloo bound to 127.0.0.1 (JAX's private
+    ``make_gloo_tcp_collectives``: refused with one line if this JAX has not got it)."""
+    import jax
+
+    from batchlab.errors import BatchlabError
+
+    if loopback:
+        try:
+            from jax._src import distributed, xla_bridge
+            from jax._src.lib import _jax
+
+            def cpu_client():
+                collectives = _jax.make_gloo_tcp_collectives(distributed_client=distributed.global_state.client,
+                                                             hostname="127.0.0.1")
+                return xla_bridge.make_cpu_client(collectives=collectives)
+
+            xla_bridge.register_backend_factory("cpu", cpu_client, priority=0, fail_quietly=False)
+        except (ImportError, AttributeError, RuntimeError) as error:
+            raise BatchlabError(f"this JAX ({jax.__version__}) cannot keep its CPU collectives on 127.0.0.1: "
+                                f"{error}") from None
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=processes, process_id=process_id)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from batchlab.config import NORMS, OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, TASKS, EarlyStopping
 from batchlab.errors import BatchlabError
-from batchlab.parsing import (boolean, choice_of, choices_of, epoch_list, integer_at_least, number_of, numbers_of,
+from batchlab.parsing import (boolean, choice_of, choices_of, device_count_value, epoch_list, integer_at_least, number_of, numbers_of,
                               parse_batch_sizes, parse_budget, parse_phases, parse_seeds, parse_widths, seed_value,
                               text_value)
 from batchlab.targets import parse_target
@@ -167,6 +167,8 @@ def _declare() -> tuple[Setting, ...]:
           "once", group="batches"),
         S("micro_batch", None, "largest forward pass; larger batches accumulate gradients (same update)",
           integer_at_least("micro-batch size", 1), 16, unit="samples", group="batches"),
+        S("devices", 1, "devices each batch is split over, data parallel (JAX models): a count or all; "
+          "B must be a multiple of it", device_count_value, "all", group="batches"),
         S("phases", (), "changes during a run: 10:B=64 (batch size after epoch 10), 20:lr=0.001, comma-separated",
           parse_phases, "10:B=64", group="batches"),
         # optimizer

@@ -72,7 +72,7 @@ def test_masked_partial_batch_is_exactly_the_smaller_batch():
     params, _ = model.init(jax.random.PRNGKey(0))
     rows = jnp.array([2, 7, 11, 0, 0, 0])  # 3 real rows padded to a batch of 6
     mask = jnp.array([1.0, 1, 1, 0, 0, 0])
-    loss_sum, _, grad_sum, _, _ = batch_gradient(model, params, {}, (jnp.asarray(x), jnp.asarray(y)),
+    loss_sum, _, grad_sum, *_ = batch_gradient(model, params, {}, (jnp.asarray(x), jnp.asarray(y)),
                                                  Batch(rows, mask), None, None)
     mean_grad = jax.tree.map(lambda g: g / 3, grad_sum)
     expected = jax.grad(plain_mean_loss, argnums=1)(model, params, x[[2, 7, 11]], y[[2, 7, 11]])

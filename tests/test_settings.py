@@ -27,7 +27,7 @@ BAD = {
     "data": "", "standardize": "maybe", "test_fraction": "1.5", "label": "", "task": "cubic", "model": "",
     "hidden": "a,b", "activation": "cubic", "init": "ones", "dropout": "1", "norm": "layer",
     "ghost_size": "1", "batch_size": "0", "epochs": "abc",
-    "seeds": "-1", "reduction": "median", "drop_last": "maybe", "shuffle": "sometimes", "micro_batch": "0",
+    "seeds": "-1", "reduction": "median", "drop_last": "maybe", "shuffle": "sometimes", "micro_batch": "0", "devices": "0",
     "phases": "x", "optimizer": "rmsprop", "lr": "-1", "momentum": "1", "nesterov": "maybe", "weight_decay": "-1",
     "beta1": "1", "beta2": "1.5", "eps": "0", "clip_norm": "0", "schedule": "exponential", "decay_epochs": "0",
     "decay": "2", "warmup_epochs": "-1", "init_seed": "-1", "data_seed": "x", "dropout_seed": "1.5",

@@ -84,7 +84,7 @@ def _buckets(work: dict[int, int], epochs: dict[int, int], key: ProgramKey, data
     and the epochs they run."""
     n = data.n_train
     steps = {b: budget.steps_per_epoch(n, b, False) for b in work}
-    if len(work) == 1 or not key.model.rowwise:
+    if len(work) == 1 or not key.model.rowwise or key.devices > 1:  # over devices: B / D rows each, exactly
         return {b: EpochShape(b, steps[b], evaluates=epochs[b] >= EVALUATES_FROM_EPOCHS) for b in work}
     flops = flops_per_row(key.model, data)
     buckets: list[list[int]] = []

@@ -244,6 +244,22 @@ def _ray_init(ray, address: str | None, workers: int) -> None:
         signal.signal(signal.SIGTERM, on_sigterm)  # ray.init made SIGTERM a sys.exit: keep the caller's handler
 
 
+def ray_resources(ray, cohort: list[RunConfig]) -> dict:
+    """What one cohort's task asks Ray for: a CPU, and on a cluster with GPUs one GPU per device
+    its batches are split over (``--devices``), so Ray runs as many cohorts at once as there
+    are GPUs to give each its own, and JAX in the task sees exactly those (Ray sets
+    ``CUDA_VISIBLE_DEVICES``). A cohort that no node could hold is refused rather than left
+    waiting for ever."""
+    if not ray.cluster_resources().get("GPU", 0):
+        return {"num_cpus": 1}  # CPU devices (--xla_force_host_platform_device_count) live inside the task's process
+    devices = cohort[0].devices
+    largest = max(node["Resources"].get("GPU", 0) for node in ray.nodes() if node.get("Alive"))
+    if devices > largest:
+        raise BatchlabError(f"a cohort splits its batches over {devices} GPUs; the largest node of this Ray cluster "
+                            f"has {largest:g}")
+    return {"num_cpus": 1, "num_gpus": devices}
+
+
 def _ray_cohorts(jobs: list[tuple], address: str | None, workers: int
                  ) -> Iterator[tuple[list[RunConfig], list[RunResult]]]:
     try:
@@ -254,8 +270,8 @@ def _ray_cohorts(jobs: list[tuple], address: str | None, workers: int
     if started:
         _ray_init(ray, address, workers)
     try:
-        task = ray.remote(num_cpus=1)(train_job)
-        pending = {task.remote(*job): job[0] for job in jobs}
+        task = ray.remote(train_job)
+        pending = {task.options(**ray_resources(ray, job[0])).remote(*job): job[0] for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cohort = pending.pop(done[0])

@@ -72,6 +72,8 @@ class JaxCohort:
         self.cfg = first = configs[0]
         self.model, self.to_tree = measuring_model(model, first)
         self.data = epoch_data(dataset)
+        if first.devices > 1:  # the programs take their arguments replicated on every device
+            self.data = jax.device_put(self.data, programs.replicated(first.devices))
         n, r = dataset.n_train, len(configs)
         self.orders = EpochOrders([c.data_seed for c in configs], n, first.shuffle)
         self.shapes = shapes or exact_shapes(first, n)

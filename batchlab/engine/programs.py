@@ -76,18 +76,20 @@ class ProgramKey(NamedTuple):
     micro_batch: int | None
     runs: int
     data: DataShape
+    devices: int = 1  # > 1: every program runs on a mesh of that many devices (``gradients.device_mesh``)
 
     @classmethod
     def of(cls, model: Model, cfg: RunConfig, runs: int, data: EpochData) -> "ProgramKey":
         return cls(model, cfg.optimizer.program_kind(), cfg.instruments, cfg.reduction, cfg.micro_batch, runs,
-                   DataShape.of(data))
+                   DataShape.of(data), cfg.devices)
 
     def described(self) -> tuple | None:
         """The key in plain values (the model as what it is made of), to find its programs on
         disk; None for a model or an instrument given as code (their code is not in the
-        environment that names the folder of saved programs)."""
+        environment that names the folder of saved programs), or for programs over several devices
+        (an executable is tied to its devices; JAX's own persistent cache still keeps them)."""
         made_of = description(self.model)
-        if made_of is None or any(not ins.update.__module__.startswith("batchlab.")
+        if made_of is None or self.devices > 1 or any(not ins.update.__module__.startswith("batchlab.")
                                   for ins in step_instruments(self.instruments)):
             return None
         return self._replace(model=made_of)
@@ -123,10 +125,23 @@ def _data_spec(data: DataShape) -> EpochData:
                      data.n_train)
 
 
-def _build(function, specs, described: tuple | None = None, options: dict | None = None):
+def replicated(devices: int):
+    """Every array whole on each of ``devices`` devices (None: one device, JAX's default)."""
+    if devices == 1:
+        return None
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from batchlab.engine.gradients import device_mesh
+
+    return NamedSharding(device_mesh(devices), PartitionSpec())
+
+
+def _build(function, specs, described: tuple | None = None, options: dict | None = None, devices: int = 1):
     """Trace and compile ``function`` for the argument shapes ``specs()`` (in whichever
     thread runs it; ``options``: XLA's), or load it from disk where ``described`` says what
-    it is (``engine/saved_programs.py``; None: never kept)."""
+    it is (``engine/saved_programs.py``; None: never kept). Over ``devices`` > 1, arguments
+    and results are replicated on each device (data parallel: only the batch's rows are split,
+    inside the step)."""
     configure_cache()
     if described is not None:
         with profiling.phase("loading programs"):
@@ -139,7 +154,9 @@ def _build(function, specs, described: tuple | None = None, options: dict | None
     arguments = specs()  # before taking the tracing turn: the state's shapes take one themselves
     with jax.threefry_partitionable(False):
         with QUEUE.tracing, profiling.phase("tracing"):
-            lowered = jax.jit(function).lower(*arguments)
+            every = replicated(devices)
+            jitted = jax.jit(function) if every is None else jax.jit(function, in_shardings=every, out_shardings=every)
+            lowered = jitted.lower(*arguments)
         with profiling.phase("compilation"):
             compiled, new = saved_programs.compile_lowered(lowered, options)
     if described is not None and new:
@@ -158,7 +175,7 @@ def start_program(key: ProgramKey):
     described = key.described()
     return QUEUE.submit(("start", key), lambda: _build(
         _start_function(key.model, key.optimizer, key.instruments), lambda: _start_specs(key.runs),
-        described and ("start", described), _start_options()))
+        described and ("start", described), _start_options(), key.devices))
 
 
 _state_specs: dict[ProgramKey, object] = {}
@@ -187,7 +204,8 @@ def eval_program(key: ProgramKey):
 
     function = jax.vmap(partial(evaluated, model=key.model), in_axes=(0, 0, None))
     described = key.described()
-    return QUEUE.submit(("eval", key), lambda: _build(function, specs, described and ("eval", described)))
+    return QUEUE.submit(("eval", key), lambda: _build(function, specs, described and ("eval", described),
+                                                      devices=key.devices))
 
 
 def epoch_program(key: ProgramKey, shape: EpochShape):
@@ -204,11 +222,12 @@ def epoch_program(key: ProgramKey, shape: EpochShape):
     function = jax.vmap(partial(run_epoch, model=key.model, optimizer=key.optimizer, width=shape.width,
                                 max_steps=shape.max_steps, shared=shape.shared, evaluates=shape.evaluates,
                                 reduction=key.reduction, micro_batch=key.micro_batch,
-                                instruments=step_instruments(key.instruments)),
+                                instruments=step_instruments(key.instruments), devices=key.devices),
                         in_axes=(0, 0, 0, None, None, None, None))
     described = key.described()
     return QUEUE.submit(("epoch", shape, key),
-                        lambda: _build(function, specs, described and ("epoch", shape, described)))
+                        lambda: _build(function, specs, described and ("epoch", shape, described),
+                                       devices=key.devices))
 
 
 def compile_ahead(key: ProgramKey, shapes) -> None:

@@ -38,7 +38,8 @@ class RunState(NamedTuple):
 
 
 def train_step(run: RunState, batch: Batch, count, *, model: Model, optimizer: OptimizerConfig, data,
-               reduction: str, micro_batch: int | None, instruments: tuple[StepInstrument, ...] = ()):
+               reduction: str, micro_batch: int | None, instruments: tuple[StepInstrument, ...] = (),
+               devices: int = 1):
     """One optimizer update of one run (update number ``count``, 1-based, the same for every
     run of the cohort). Returns the new state and the step's outputs.
 
@@ -47,7 +48,8 @@ def train_step(run: RunState, batch: Batch, count, *, model: Model, optimizer: O
     """
     key = jax.random.fold_in(run.dropout_key, run.step)
     halves = any(ins.halves for ins in instruments)
-    batch_grad = batch_gradient(model, run.params, run.model_state, data, batch, key, micro_batch, split=halves)
+    batch_grad = batch_gradient(model, run.params, run.model_state, data, batch, key, micro_batch, split=halves,
+                                devices=devices)
     rows = jnp.sum(batch.mask)
     mean_grad = jax.tree.map(lambda g: g / rows, batch_grad.grad_sum)
     grads = batch_grad.grad_sum if reduction == "sum" else mean_grad
@@ -60,11 +62,15 @@ def train_step(run: RunState, batch: Batch, count, *, model: Model, optimizer: O
     outputs = {"mb_loss": mb_loss, "mb_score": batch_grad.correct / rows}
     measures = run.measures
     if instruments:
-        half = None
-        if halves:
+        half = small_sq = None
+        if halves and batch_grad.parts is not None:  # split over devices: each device's part is a small batch
+            small_sq, part_rows = batch_grad.parts
+            half = ((None, part_rows), (mean_grad, rows))
+        elif halves:
             half_sum, half_rows = batch_grad.first_half
             half = ((jax.tree.map(lambda g: g / half_rows, half_sum), half_rows), (mean_grad, rows))
-        measures, measured = measure(instruments, run.measures, Step(grads, run.params, new_params, OPS, half), count)
+        measures, measured = measure(instruments, run.measures,
+                                     Step(grads, run.params, new_params, OPS, half, small_sq), count)
         outputs.update(measured)
 
     step = run.step + 1

@@ -52,6 +52,9 @@ class Step(NamedTuple):
     new_params: Any  # theta_{t+1}
     ops: Ops
     halves: Any = None  # ((g_small, B_small), (g_big, B_big)): mean gradients of the first half and the batch
+    # A batch split over devices gives, instead of g_small, the mean of |g_small|^2 over the devices'
+    # parts (B_small: their effective rows); ``halves`` then holds (None, B_small) as its small batch.
+    small_sq: Any = None
 
 
 def stateless(params: Any, ops: Ops) -> None:

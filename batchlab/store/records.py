@@ -90,6 +90,8 @@ def run_columns(res: RunResult) -> dict:
     (:func:`batchlab.config.flat_settings`); a monitored run adds ``kind``, ``name`` and each
     of the user's settings that is not a column already (all of them stay in its config)."""
     columns = {"run_id": res.run_id, **flat_settings(res.config)}
+    if res.config.devices > 1:  # batch_size is the global batch; each device took this many rows
+        columns["per_device_batch"] = res.config.batch_size // res.config.devices
     if res.monitored is not None:
         columns.update(kind=MONITORED, name=res.monitored.name)
         for key, value in res.monitored.settings.items():

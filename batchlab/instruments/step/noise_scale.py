@@ -9,6 +9,11 @@ batch gives; with B_s = |first half| (real rows), B_b = |batch| and mean gradien
     ||G||^2  ~ (B_b |g_b|^2 - B_s |g_s|^2) / (B_b - B_s)
     tr(Sigma) ~ (|g_s|^2 - |g_b|^2) / (1/B_s - 1/B_b)
 
+Over D devices (``--devices``) the batch is not halved: each device's B / D rows are a small
+batch, and the mean of |g_s|^2 over the devices stands for |g_s|^2 (E|g_s|^2 = ||G||^2 +
+tr(Sigma) / B_s for each; with unequal real rows in a partial batch, B_s = D / sum 1/B_d keeps
+it unbiased).
+
 Each is averaged by its own exponential moving average (decay ``DECAY``, bias-corrected)
 *before* dividing: B_simple = EMA[tr(Sigma)] / EMA[|G|^2] (a ratio of noisy estimates is
 biased). A batch of one row cannot be split: it leaves the averages as they were.
@@ -55,8 +60,11 @@ def init(params: Any, ops: Ops):
 def update(state, step: Step) -> tuple[Any, dict[str, Any]]:
     ops = step.ops
     (g_small, n_small), (g_big, n_big) = step.halves
-    squares = ops.sq_norms([g_small, g_big])
-    grad_sq, trace = two_batch_estimates(squares[0], n_small, squares[1], n_big)
+    if step.small_sq is None:
+        small_sq, big_sq = ops.sq_norms([g_small, g_big])  # one fused pass over both
+    else:  # split over devices: the mean over their parts, all-reduced by the engine
+        small_sq, big_sq = step.small_sq, ops.sq_norms([g_big])[0]
+    grad_sq, trace = two_batch_estimates(small_sq, n_small, big_sq, n_big)
     state = ema_step(state, grad_sq, trace, n_big > n_small, ops)
     return state, outputs(state, ops)
 
