@@ -74,7 +74,10 @@ def _environment() -> str:
 
     device = jax.devices()[0]
     parts = (files_digest(Path(__file__).resolve().parent.rglob("*.py")), jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""),
-             device.platform, device.device_kind, getattr(device.client, "platform_version", ""), _cpu_flags())
+             device.platform, device.device_kind, getattr(device.client, "platform_version", ""), _cpu_flags(),
+             # how many devices and processes: an executable compiled under jax.distributed (its
+             # devices spread over processes) must never be found by a one-process run
+             jax.device_count(), jax.process_count())
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 

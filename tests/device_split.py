@@ -67,4 +67,11 @@ for name, settings in {"uneven": dict(devices=4, batch_size=30), "too_many": dic
     except BatchlabError as error:
         out["errors"][name] = str(error)
 out["all"] = prepare("iris", "mlp", devices="all", batch_size=32)[0][0].devices
+
+# 5. A one-device program saved to disk loads onto one device, though JAX sees four.
+from batchlab.engine import saved_programs  # noqa: E402
+
+saved_programs.save(("test", "double"), jax.jit(lambda a: 2 * a).lower(jnp.ones(3)).compile())
+loaded = saved_programs.load(("test", "double"))
+out["saved_program"] = None if loaded is None else [float(v) for v in loaded(jnp.ones(3))]
 print(json.dumps(out))

@@ -14,8 +14,9 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def measured():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+def measured(tmp_path_factory):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               BATCHLAB_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
     done = subprocess.run([sys.executable, str(HERE / "device_split.py")], capture_output=True, text=True, env=env,
                           timeout=300, cwd=HERE.parent)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -56,6 +57,12 @@ def test_uneven_batches_and_missing_devices_are_refused(measured):
                                             "(each device takes B / 4 rows)")
     assert measured["errors"]["too_many"].startswith("8 devices asked for; JAX sees 4 (cpu)")
     assert measured["all"] == 4
+
+
+def test_a_saved_one_device_program_loads_onto_one_device(measured):
+    """Compiled programs kept on disk run on JAX's default device even where JAX sees several
+    (they were loaded onto every device, and refused their one-device arguments)."""
+    assert measured["saved_program"] == [2.0, 2.0, 2.0]
 
 
 class FakeRay:

@@ -30,6 +30,7 @@ _IGNORED_SETTINGS = ("cache", "log", "dump", "traceback", "pprint", "explain")
 
 def load(description: tuple):
     """The compiled program saved under ``description``, or None."""
+    import jax
     from jax.experimental import serialize_executable
 
     path = _path(description, ".pkl")
@@ -37,7 +38,11 @@ def load(description: tuple):
         return None
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+        # Saved programs run on one device (JAX's default): without saying so, JAX would load
+        # one onto every device it sees (2 GPUs, or CPU devices made by XLA_FLAGS) and refuse
+        # its one-device arguments.
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
+                                                         execution_devices=jax.devices()[:1])
     except Exception:  # none yet, or a damaged or foreign file: compile again and replace it
         return None
 
