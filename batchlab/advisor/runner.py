@@ -96,6 +96,9 @@ def _check(target: str, budget, optimizer: str, max_batch, prefer: str, settings
         raise BatchlabError(f"advise tunes sgd, adam or adamw, got optimizer {optimizer!r}")
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise BatchlabError(f"max batch must be an integer >= 1, got {max_batch!r}")
+    if settings.get("devices") not in (None, 1):
+        raise BatchlabError("advise measures on one device: leave devices out (the batch size it recommends can "
+                            "then be split over devices, docs/devices.md)")
     chosen = sorted(set(settings) & set(CHOSEN_BY_ADVISE))
     if chosen:
         raise BatchlabError(f"advise chooses {', '.join(chosen)} itself: leave {'it' if len(chosen) == 1 else 'them'} out")

@@ -15,7 +15,7 @@ from batchlab.settings import TRAINING
 
 # What advise chooses or does not use: the rest of the training settings stay the user's to fix.
 NOT_OPTIONS = {"batch_size", "lr", "epochs", "seeds", "phases", "micro_batch", "instruments", "patience", "monitor",
-               "min_delta", "restore_best"}
+               "min_delta", "restore_best", "devices"}
 
 
 @app.command()
