@@ -84,6 +84,17 @@ it has not improved for a number of epochs (the patience), usually restoring the
 weights.</p>
 <p>How many epochs that takes depends on the batch size, because an epoch at a small batch
 holds more updates: compare runs by updates or samples seen as well as by epochs.</p>"""),
+    "regularisation": ("Regularisation and batch size", """
+<p><b>Regularisers</b> trade a little fit to the training set for a better fit to new data.
+<b>Dropout</b> zeroes a random share of the hidden units at every update (Srivastava et al.
+2014); <b>weight decay</b> pulls the weights towards zero at every update (Krogh &amp; Hertz
+1992), so at a fixed learning rate its total effect grows with the number of updates, which a
+larger batch lowers; <b>batch norm</b> normalises each layer by the statistics of the current
+batch (Ioffe &amp; Szegedy 2015), whose noise acts as a regulariser that fades as B grows.
+<b>Ghost batch norm</b> takes those statistics over small virtual batches inside a large one
+(Hoffer et al. 2017), keeping that noise at large B.</p>
+<p>Over-fitting shows in the learning curves as the test loss turning up while the training
+loss keeps falling; the epoch where it turns is where more training starts to hurt.</p>"""),
 }
 
 STUDY_CONCEPTS: dict[str, tuple[str, ...]] = {
@@ -97,6 +108,7 @@ STUDY_CONCEPTS: dict[str, tuple[str, ...]] = {
     "epochs": ("early-stopping", "batch-epoch-update"),
     "critical-batch": ("critical-batch", "gradient-noise"),
     "throughput": ("batch-epoch-update", "critical-batch"),
+    "regularization": ("regularisation", "early-stopping"),
 }
 SWEEP_CONCEPTS = ("critical-batch", "lr-scaling")
 DEFAULT_CONCEPTS = ("batch-epoch-update",)
