@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 from batchlab.config import NORMS, OPTIMIZERS, REDUCTIONS, SCHEDULES, SHUFFLE_MODES, TASKS, EarlyStopping
 from batchlab.errors import BatchlabError
-from batchlab.parsing import (boolean, choice_of, choices_of, device_count_value, epoch_list, integer_at_least, number_of, numbers_of,
-                              parse_batch_sizes, parse_budget, parse_phases, parse_seeds, parse_widths, seed_value,
-                              text_value)
+from batchlab.parsing import (boolean, choice_of, choices_of, device_count_value, epoch_list, integer_at_least,
+                              number_of, numbers_of, parse_batch_sizes, parse_budget, parse_phases, parse_seeds,
+                              parse_widths, seed_value, text_value)
 from batchlab.targets import parse_target
 
 SCALING_RULES = ("linear", "sqrt")
@@ -156,11 +156,9 @@ def _declare() -> tuple[Setting, ...]:
           parse_batch_sizes, "1,32,full", unit="samples per update", axis=True, short="-b",
           aliases=("batch_sizes",), group="batches"),
         S("epochs", 10, "passes over the training set", integer_at_least("epochs", 1), 30, short="-e", group="batches"),
-        S("seeds", 1, "number of seeds (5 -> seeds 0..4) or a list 3,7", parse_seeds, "3,7", axis=True,
-          group="batches"),
+        S("seeds", 1, "number of seeds (5 -> seeds 0..4) or a list 3,7", parse_seeds, "3,7", axis=True, group="batches"),
         S("reduction", "mean", "loss over the batch: mean (Keras, PyTorch) or sum",
-          choice_of("loss reduction", REDUCTIONS),
-          "sum", group="batches"),
+          choice_of("loss reduction", REDUCTIONS), "sum", group="batches"),
         S("drop_last", False, "drop the last partial batch of each epoch (MATLAB)", boolean("drop last"), True,
           flag=True, group="batches"),
         S("shuffle", "every-epoch", "data order: every-epoch, once or never", choice_of("shuffle mode", SHUFFLE_MODES),
@@ -187,8 +185,7 @@ def _declare() -> tuple[Setting, ...]:
         S("beta2", 0.999, "Adam's and AdamW's second-moment decay", number_of("beta2", low=0.0, high=1.0), 0.98,
           group="optimizer"),
         S("eps", 1e-7, "Adam's and AdamW's epsilon (Keras' default; PyTorch's is 1e-8)",
-          number_of("eps", positive=True),
-          1e-8, group="optimizer"),
+          number_of("eps", positive=True), 1e-8, group="optimizer"),
         S("clip_norm", None, "clip the gradient's global L2 norm to this before each update",
           number_of("clip norm", positive=True), 1.0, group="optimizer"),
         # learning-rate schedule
