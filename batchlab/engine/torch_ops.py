@@ -17,6 +17,12 @@ class TorchOps:
         self.runs = runs
 
     def sq_norms(self, trees: list) -> torch.Tensor:
+        if self.runs == 1:  # one run's leaves: every leaf's norm in one fused call, then squared and summed
+            trees = [list(tree) for tree in trees]
+            norms = torch.stack(torch._foreach_norm([t for tree in trees for t in tree])).square()
+            if len({len(tree) for tree in trees}) == 1:
+                return norms.reshape(len(trees), -1).sum(1, keepdim=True)
+            return torch.stack([part.sum(0, keepdim=True) for part in norms.split([len(tree) for tree in trees])])
         return torch.stack([sum(t.reshape(self.runs, -1).square().sum(1) for t in tree) for tree in trees])
 
     def sub(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -135,8 +135,7 @@ class TorchMonitor:
         if self._due(self.count):
             halves = self._halves(grads, size, ranks)
             values = {} if loss is None else {"mb_loss": loss.detach() if torch.is_tensor(loss) else float(loss)}
-            self.pending = (self.count, self.samples, [g.detach().clone() for g in grads],
-                            [p.detach().clone() for p in self.params], halves, values)
+            self.pending = (self.count, self.samples, _copy(grads), _copy(self.params), halves, values)
         if self.ranks is not None:
             self.ranks.capture = self._due(self.count + 1)
         self.micro, self.first_micro = [], None
@@ -181,7 +180,7 @@ class TorchMonitor:
             raise BatchlabError("update(micro_batch=True) needs batch_size: the rows of that micro-batch")
         self.micro.append(_rows(batch_size))
         if len(self.micro) == 1 and self._due(self.count + 1) and self.ranks is None:
-            self.first_micro = [g.detach().clone() for g in self._grads()]
+            self.first_micro = _copy(self._grads())
 
     def _step_size(self, batch_size: int | None) -> int:
         """The update's batch (this rank's): the given size, or the micro-batches' total."""
@@ -210,7 +209,7 @@ class TorchMonitor:
         if not any(ins.halves for ins in self.instruments):
             return None
         if ranks is not None:
-            return (ranks, size), ([g.detach().clone() for g in grads], size * self.world)
+            return (ranks, size), (_copy(grads), size * self.world)
         if self.first_micro is not None and len(self.micro) >= 2:
             first = self.micro[0]
             return (torch._foreach_mul(self.first_micro, size / first), first), (None, size)
@@ -240,6 +239,12 @@ class TorchMonitor:
         outputs = tuple(out if ins.every == 1 else f"{out}@{ins.every}"
                         for ins in self.instruments for out in ins.outputs)
         return describe(self.run_id, self.name, settings, batch_size, outputs, self.model_name)
+
+
+def _copy(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Detached copies of ``tensors``, in one fused call."""
+    with torch.no_grad():
+        return torch._foreach_mul([t.detach() for t in tensors], 1.0)
 
 
 def _rows(batch_size: Any) -> int:

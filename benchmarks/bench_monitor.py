@@ -1,0 +1,127 @@
+"""Time ``TorchMonitor`` (default instruments) in a plain PyTorch loop against the same loop bare.
+
+Problem: scikit-learn's digits (1437 training rows of 8x8x1, batchlab's split), softmax
+cross-entropy (batch mean), ``torch.optim.SGD`` lr 0.01 momentum 0.9, a new ``torch.randperm``
+order each epoch, B = 32 and 256. Models, as in ``bench_torch.py`` (batchlab's ``mlp`` and
+``cnn`` architectures as PyTorch modules):
+
+- MLP: flatten -> Dense(50) relu -> Dense(10) (3,760 parameters).
+- CNN: conv3x3(16) relu -> conv3x3(32) relu -> 2x2 mean pool -> flatten -> Dense(10).
+
+Each timing is a whole run end to end: the model and (monitored) the ``TorchMonitor`` with its
+store (a fresh SQLite file in a temporary folder) built, ``UPDATES`` optimizer updates, and
+``close()`` (the last measurement and the final write); flushes every 500 updates, the default,
+are inside it. Default instruments: grad_norm, update_norm, dist_init (no micro-batches, one
+process: no noise estimate). Bare and monitored runs alternate, one thread, after a warm-up;
+each figure is the median of ``--repeat`` timings (default 5; 3 with ``--quick``, and fewer
+updates). Overhead = monitored / bare - 1, per update in microseconds and as a ratio.
+
+Usage::
+
+    python benchmarks/bench_monitor.py            # about 2 minutes on 2 cores
+    python benchmarks/bench_monitor.py --quick    # about 40 seconds
+
+Results are printed and written to benchmarks/results/bench_monitor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from harness import save  # benchmarks/harness.py
+
+LR, MOMENTUM = 0.01, 0.9
+UPDATES = {"mlp": 1500, "cnn": 300}  # per timing (x 1/3 with --quick)
+CASES = (("mlp", 32), ("mlp", 256), ("cnn", 32), ("cnn", 256))
+
+
+def torch_module(name: str):
+    import torch
+    from torch import nn
+
+    class Images(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 3, 1, 2)
+
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 50), nn.ReLU(), nn.Linear(50, 10))
+    return nn.Sequential(Images(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 32, 10)).to(torch.float32)
+
+
+def run(name: str, batch: int, updates: int, x, y, folder: Path | None) -> float:
+    """Seconds for one run of ``updates`` updates; monitored when ``folder`` is given."""
+    import torch
+
+    from batchlab.monitor import TorchMonitor
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = torch_module(name)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    mon = None
+    if folder is not None:
+        mon = TorchMonitor(model, db=folder / f"{time.perf_counter_ns()}.db", name=f"{name}-{batch}",
+                           settings=dict(optimizer=optimizer, batch_size=batch))
+    done, n = 0, len(x)
+    while done < updates:
+        order = torch.randperm(n)
+        for i in range(0, n, batch):
+            rows = order[i:i + batch]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x[rows]), y[rows])
+            loss.backward()
+            if mon is not None:
+                mon.update(batch_size=len(rows))
+            optimizer.step()
+            done += 1
+            if done == updates:
+                break
+    if mon is not None:
+        mon.close()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer updates and repeats")
+    parser.add_argument("--repeat", type=int, default=None, help="timings per figure (median)")
+    args = parser.parse_args()
+    repeat = args.repeat or (3 if args.quick else 5)
+
+    import torch
+
+    from batchlab.data import load_dataset, resolve_data_config
+
+    torch.set_num_threads(1)
+    data = load_dataset(resolve_data_config("digits"))
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
+        folder = Path(tmp)
+        for name, batch in CASES:
+            updates = UPDATES[name] // (3 if args.quick else 1)
+            run(name, batch, 20, x, y, None)  # warm-up: lazy imports, first-call costs
+            run(name, batch, 20, x, y, folder)
+            bare, monitored = [], []
+            for _ in range(repeat):
+                bare.append(run(name, batch, updates, x, y, None))
+                monitored.append(run(name, batch, updates, x, y, folder))
+            b, m = statistics.median(bare), statistics.median(monitored)
+            rows.append({"model": name, "batch_size": batch, "updates": updates, "bare_s": b, "monitored_s": m,
+                         "bare_us": b / updates * 1e6, "overhead_us": (m - b) / updates * 1e6, "ratio": m / b})
+    print(f"TorchMonitor, default instruments, vs the bare loop (median of {repeat})")
+    print(f"{'model':<6}{'B':>5}{'updates':>9}{'bare us/upd':>13}{'+monitor us':>13}{'ratio':>8}{'overhead':>10}")
+    for r in rows:
+        print(f"{r['model']:<6}{r['batch_size']:>5}{r['updates']:>9,}{r['bare_us']:>13,.0f}{r['overhead_us']:>13,.0f}"
+              f"{r['ratio']:>8.3f}{r['ratio'] - 1:>10.1%}")
+    print(f"wrote {save('bench_monitor', {'repeat': repeat, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
