@@ -48,7 +48,7 @@ def target_variance(y: np.ndarray) -> float:
 def masked_loss_sum(model, params, model_state, x, y, mask, *, train: bool, key):
     """Sum of per-example losses (the model's task) over the real rows (``mask``);
     aux = (sum of per-example scores: correct count or squared errors, new model state)."""
-    masked = {"mask": mask} if model.uses_mask else {}
+    masked = {"mask": mask} if getattr(model, "uses_mask", False) else {}  # a torch model has no such field
     outputs, new_state = model.apply(params, model_state, x, train=train, key=key, **masked)
     losses, scores = row_losses(model.task, outputs, y)
     return jnp.sum(losses * mask), (jnp.sum(scores * mask), new_state)
