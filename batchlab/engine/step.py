@@ -62,15 +62,10 @@ def train_step(run: RunState, batch: Batch, count, *, model: Model, optimizer: O
     outputs = {"mb_loss": mb_loss, "mb_score": batch_grad.correct / rows}
     measures = run.measures
     if instruments:
-        half = small_sq = None
-        if halves and batch_grad.parts is not None:  # split over devices: each device's part is a small batch
-            small_sq, part_rows = batch_grad.parts
-            half = ((None, part_rows), (mean_grad, rows))
-        elif halves:
-            half_sum, half_rows = batch_grad.first_half
-            half = ((jax.tree.map(lambda g: g / half_rows, half_sum), half_rows), (mean_grad, rows))
+        small, small_sq = _small_batch(batch_grad) if halves else (None, None)
+        pair = None if small is None else (small, (mean_grad, rows))
         measures, measured = measure(instruments, run.measures,
-                                     Step(grads, run.params, new_params, OPS, half, small_sq), count)
+                                     Step(grads, run.params, new_params, OPS, pair, small_sq), count)
         outputs.update(measured)
 
     step = run.step + 1
@@ -79,6 +74,16 @@ def train_step(run: RunState, batch: Batch, count, *, model: Model, optimizer: O
                            step=step, diverged_step=jnp.where(first_bad, step, run.diverged_step),
                            measures=measures)
     return new_run, outputs
+
+
+def _small_batch(batch_grad) -> tuple:
+    """The two-batch estimate's small batch, (mean gradient, rows), and the mean squared norm
+    where the batch was split over devices (their parts are the small batches; no gradient)."""
+    if batch_grad.parts is not None:
+        small_sq, part_rows = batch_grad.parts
+        return (None, part_rows), small_sq
+    half_sum, half_rows = batch_grad.first_half
+    return (jax.tree.map(lambda g: g / half_rows, half_sum), half_rows), None
 
 
 def squared_norms(trees: list) -> jax.Array:

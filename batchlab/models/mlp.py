@@ -8,6 +8,7 @@ layer's dense part and its activation (``models/norm.py``), and inverted dropout
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 
@@ -21,20 +22,9 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
     """``norm``: "none", "batch" or "ghost" (batch norm over ``ghost_size`` rows at a time)."""
     act = ACTIVATIONS[activation]
     widths = (math.prod(input_shape), *hidden, num_classes)
-    normed = norm != "none"
-    ghost = ghost_size if norm == "ghost" else None
+    normed, ghost = norm != "none", (ghost_size if norm == "ghost" else None)
 
-    def init_fn(key: jax.Array):
-        keys = jax.random.split(key, len(widths) - 1)
-        layers = [
-            dense_init(k, fan_in, fan_out, init if i < len(hidden) else "glorot_uniform")
-            for i, (k, fan_in, fan_out) in enumerate(zip(keys, widths[:-1], widths[1:]))
-        ]
-        if not normed:
-            return layers, {}
-        norms = [norm_init(width) for width in hidden]
-        layers = [{**layer, **scales} for layer, (scales, _) in zip(layers, norms)] + layers[len(hidden):]
-        return layers, {"norm": [stats for _, stats in norms]}
+    init_fn = partial(_init, widths=widths, init=init, normed=normed)
 
     def forward(params, state, x, *, train: bool = False, key: jax.Array | None = None, shifts=None,
                 mask: jax.Array | None = None):
@@ -66,3 +56,17 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
     if normed:  # rows interact through the batch statistics: no padding to share programs, no taps
         return Model(init_fn, apply, "mlp", uses_mask=True)
     return Model(init_fn, apply, "mlp", dense_taps, rowwise=True)
+
+
+def _init(key: jax.Array, widths: tuple[int, ...], init: str, normed: bool):
+    """Dense layers (hidden ones with ``init``, the output layer glorot_uniform), each hidden one
+    with its norm's scale and shift when ``normed``; the state: the norms' running statistics."""
+    hidden = len(widths) - 2
+    keys = jax.random.split(key, len(widths) - 1)
+    layers = [dense_init(k, fan_in, fan_out, init if i < hidden else "glorot_uniform")
+              for i, (k, fan_in, fan_out) in enumerate(zip(keys, widths[:-1], widths[1:]))]
+    if not normed:
+        return layers, {}
+    norms = [norm_init(width) for width in widths[1:-1]]
+    layers = [{**layer, **scales} for layer, (scales, _) in zip(layers, norms)] + layers[hidden:]
+    return layers, {"norm": [stats for _, stats in norms]}
