@@ -163,16 +163,16 @@ def check(db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file
 
 
 @app.command()
-def export(fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-           out: Path = typer.Option(..., help="folder to write runs, epochs and steps tables into"),
+def export(fmt: str = typer.Option("csv", "--format", help="csv, parquet, tensorboard or mlflow"),
+           out: Path = typer.Option(..., help="folder for the tables, event files or MLflow file store"),
            db: Path = typer.Option(Path(DEFAULT_DB), help="run store (SQLite file)")) -> None:
-    """Write the store as tables: runs (settings, status, config, version), epochs, steps."""
-    from batchlab.store.export import export_store
+    """Write the store as tables (runs, epochs, steps), TensorBoard event files or an MLflow store."""
+    from batchlab.store.export import FORMATS, export_store
 
     from batchlab.paths import check_writable_dir
 
-    if fmt not in ("csv", "parquet"):
-        raise BatchlabError(f"unknown export format {fmt!r}: choose csv or parquet")
+    if fmt not in FORMATS:
+        raise BatchlabError(f"unknown export format {fmt!r}: choose {', '.join(FORMATS)}")
     damage = damage_of(db)
     check_writable_dir(out, "--out folder")
     for path in export_store(db, out, fmt):

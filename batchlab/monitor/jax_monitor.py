@@ -128,15 +128,19 @@ class OptaxRecorder:
     """The host side of :func:`optax_monitor`: ``read(opt_state)`` takes the updates measured
     since the last read (at most ``window`` ago) and writes the run to store ``db`` every
     ``flush_every`` updates and at :meth:`close`, as a monitored run named ``name``.
-    ``batch_size``: rows per update (the micro-batches together)."""
+    ``batch_size``: rows per update (the micro-batches together). ``log_to``: also send the
+    series to TensorBoard, MLflow or W&B, as :class:`~batchlab.monitor.TorchMonitor` does."""
 
     def __init__(self, db: str | Path | None = "batchlab.db", name: str = "my-run", *, batch_size: int,
-                 settings: dict[str, Any] | None = None, flush_every: int = FLUSH_EVERY, **more_settings: Any):
+                 settings: dict[str, Any] | None = None, flush_every: int = FLUSH_EVERY, log_to: Any = None,
+                 **more_settings: Any):
         self.batch_size = _whole(batch_size, "batch_size")
         self.settings = plain_settings({**(settings or {}), **more_settings})
         self.name, self.run_id = str(name), new_run_id(str(name))
         self.seen, self.outputs = 0, None
         self.recorder = Recorder(db, self.run_id, self._describe, flush_every)
+        if log_to is not None:
+            self.recorder.log_to(log_to, self.name, self.settings)
 
     def read(self, opt_state: Any) -> int:
         """Record the updates measured since the last read; returns how many."""

@@ -5,7 +5,9 @@ stay so until a flush: turning a device value into a Python float waits for the 
 monitor that did so at every step would stall a GPU's pipeline once per step. Every
 ``flush_every`` updates, and at :meth:`Recorder.close`, the whole run so far is written in one
 transaction (``Store.write``: the run's row and its series, replacing the previous flush), so a
-crashed process leaves the last flush behind, whole, with status ``running``.
+crashed process leaves the last flush behind, whole, with status ``running``. The same rows
+then go to the sinks of ``log_to`` (TensorBoard, MLflow, W&B: ``batchlab/sinks/``), each row
+once, so they hold the store's numbers.
 
 A flush rewrites the run's series rather than appending to them (the store keeps one array per
 series): its cost grows with the steps recorded, which is why flushes are every few hundred
@@ -23,6 +25,7 @@ import numpy as np
 from batchlab.config import RunConfig
 from batchlab.errors import BatchlabError
 from batchlab.results import Monitored, RunResult
+from batchlab.sinks import Sink, SinkRun, close_sinks, open_sinks
 from batchlab.version import __version__
 
 RUNNING, FINISHED = "running", "finished"
@@ -40,7 +43,8 @@ class Recorder:
 
     ``describe(batch_size)`` makes the run's (config, monitored record) when it is first written.
     ``db=None`` keeps the rows in memory only (:meth:`steps`); a store that cannot be written is
-    refused here, before the first step, with the store's one-line error.
+    refused here, before the first step, with the store's one-line error. The sinks
+    (:meth:`log_to`) get each row once, at the flush that writes it to the store.
     """
 
     def __init__(self, db: str | Path | None, run_id: str, describe: Callable[[int], tuple[RunConfig, Monitored]],
@@ -53,6 +57,8 @@ class Recorder:
         self.sizes: dict[int, int] = {}  # batch size -> updates that used it
         self.started = time.time()
         self.unflushed = 0
+        self.sinks: list[Sink] = []
+        self.sent = 0  # rows[:sent] went to the sinks
         self.store = None
         if db is not None:
             from batchlab.store import Store
@@ -63,6 +69,14 @@ class Recorder:
             except BaseException:
                 self.store.close()
                 raise
+
+    def log_to(self, log_to: Any, name: str, settings: dict[str, Any]) -> None:
+        """Open the sinks of ``log_to`` for this run (the store is let go if one cannot open)."""
+        try:
+            self.sinks = open_sinks(log_to, SinkRun(self.run_id, name, "monitored", settings))
+        except BaseException:
+            self.close()
+            raise
 
     def add(self, step: int, samples_seen: int, values: dict[str, Any]) -> None:
         """Keep one update's values (device values stay on the device until a flush)."""
@@ -98,13 +112,29 @@ class Recorder:
         self.unflushed = 0
         if self.store is not None and self.sizes:
             self.store.write([self.result(status)], __version__)
+        if self.sinks and self.sent < len(self.rows):
+            rows = [(step, self.started + wall, _finite(values)) for step, _, wall, values in self.rows[self.sent:]]
+            for sink in self.sinks:
+                sink.write(rows)
+            self.sent = len(self.rows)
 
     def close(self) -> None:
-        """Write the finished run and let go of the store."""
-        if self.store is None:
+        """Write the finished run and let go of the store and the sinks."""
+        if self.store is None and not self.sinks:
             return
         try:
             self.flush(FINISHED)
         finally:
-            self.store.close()
-            self.store = None
+            sinks, self.sinks = self.sinks, []
+            try:
+                close_sinks(sinks)
+            finally:
+                if self.store is not None:
+                    self.store.close()
+                    self.store = None
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    """One row's values as floats, without NaN (a value not measured at that update)."""
+    out = {name: as_float(value) for name, value in values.items()}
+    return {name: value for name, value in out.items() if value == value and abs(value) != float("inf")}

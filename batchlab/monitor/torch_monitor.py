@@ -82,11 +82,14 @@ class TorchMonitor:
         settings: the run's settings as key/values (``batch_size``, ``lr``, ``momentum``,
             ``optimizer`` as a name or the optimizer object, ``data``, ``model``, anything else);
             keyword arguments are added to them.
+        log_to: also send the recorded series to TensorBoard, MLflow or W&B (``"tensorboard"``,
+            ``"mlflow:file:./mlruns"``, a sink object, or a list; ``batchlab/sinks/``), at each
+            flush to the store; under DDP rank 0 only.
     """
 
     def __init__(self, model: torch.nn.Module, db: str | Path | None = "batchlab.db", name: str = "my-run", *,
                  instruments: Any = None, every: int = 1, flush_every: int = FLUSH_EVERY,
-                 settings: dict[str, Any] | None = None, **more_settings: Any):
+                 settings: dict[str, Any] | None = None, log_to: Any = None, **more_settings: Any):
         if not isinstance(model, torch.nn.Module):
             raise BatchlabError(f"TorchMonitor watches a torch.nn.Module, not {type(model).__name__}")
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -110,6 +113,8 @@ class TorchMonitor:
         self.first_micro: list[torch.Tensor] | None = None  # accumulated .grad after the first micro-batch
         self.closed = False
         self.recorder = Recorder(db if self.rank == 0 else None, self.run_id, self._describe, flush_every)
+        if log_to is not None and self.rank == 0:
+            self.recorder.log_to(log_to, self.name, self.settings)
 
     # ------------------------------------------------------------------ the loop's calls
 
