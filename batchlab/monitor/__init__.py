@@ -3,6 +3,7 @@ size, distance from the initial weights, the two-batch gradient noise estimate) 
 loop batchlab does not run, into the batchlab store as runs of kind ``monitored``.
 
 - :class:`TorchMonitor`: a PyTorch loop (plain, with gradient accumulation, or under DDP).
+- :class:`LightningCallback`: the same, as a Lightning callback (``lightning_callback.py``).
 - :func:`optax_monitor`: an optax transformation for a JAX loop, with :class:`OptaxRecorder`
   to take its statistics to the store.
 
@@ -12,15 +13,16 @@ The contract, accumulation, DDP and the store: ``docs/monitor.md``.
 
 from batchlab.monitor.torch_monitor import TorchMonitor
 
-__all__ = ["TorchMonitor", "optax_monitor", "OptaxRecorder"]
+__all__ = ["TorchMonitor", "LightningCallback", "optax_monitor", "OptaxRecorder"]
+LAZY = {"optax_monitor": "jax_monitor", "OptaxRecorder": "jax_monitor", "LightningCallback": "lightning_callback"}
 
 
 def __getattr__(name: str):
-    # The optax monitor imports JAX: only when asked for, so a PyTorch user never pays for it.
-    if name in ("optax_monitor", "OptaxRecorder"):
+    # JAX and Lightning are imported only when asked for: a plain PyTorch user never pays for them.
+    if name in LAZY:
         import importlib
 
-        module = importlib.import_module("batchlab.monitor.jax_monitor")
+        module = importlib.import_module(f"batchlab.monitor.{LAZY[name]}")
 
         return getattr(module, name)
     raise AttributeError(f"module 'batchlab.monitor' has no attribute {name!r}")
