@@ -59,6 +59,7 @@ class Recorder:
         self.unflushed = 0
         self.sinks: list[Sink] = []
         self.sent = 0  # rows[:sent] went to the sinks
+        self.settled = 0  # rows[:settled] hold Python floats
         self.store = None
         if db is not None:
             from batchlab.store import Store
@@ -90,14 +91,24 @@ class Recorder:
         if self.unflushed >= self.flush_every:
             self.flush()
 
+    def settle(self) -> None:
+        """Turn the values of rows not yet flushed into Python floats, once: every later
+        flush rewrites the whole series, and converting each value again would cost an
+        ``item()`` per value per flush."""
+        for i in range(self.settled, len(self.rows)):
+            step, samples, wall, values = self.rows[i]
+            self.rows[i] = (step, samples, wall, {name: as_float(v) for name, v in values.items()})
+        self.settled = len(self.rows)
+
     def steps(self) -> dict[str, np.ndarray]:
         """The per-step series so far: ``step``, ``samples_seen``, ``wall_time`` and each value
         (NaN at steps where it was not measured)."""
+        self.settle()
         series = {"step": np.array([r[0] for r in self.rows], np.int64),
                   "samples_seen": np.array([r[1] for r in self.rows], np.int64),
                   "wall_time": np.array([r[2] for r in self.rows], np.float64)}
         for name in self.names:
-            series[name] = np.array([as_float(r[3][name]) if name in r[3] else np.nan for r in self.rows])
+            series[name] = np.array([r[3].get(name, np.nan) for r in self.rows], np.float64)
         return series
 
     def result(self, status: str) -> RunResult:
@@ -113,6 +124,7 @@ class Recorder:
         if self.store is not None and self.sizes:
             self.store.write([self.result(status)], __version__)
         if self.sinks and self.sent < len(self.rows):
+            self.settle()
             rows = [(step, self.started + wall, _finite(values)) for step, _, wall, values in self.rows[self.sent:]]
             for sink in self.sinks:
                 sink.write(rows)
@@ -134,7 +146,6 @@ class Recorder:
                     self.store = None
 
 
-def _finite(values: dict[str, Any]) -> dict[str, float]:
-    """One row's values as floats, without NaN (a value not measured at that update)."""
-    out = {name: as_float(value) for name, value in values.items()}
-    return {name: value for name, value in out.items() if value == value and abs(value) != float("inf")}
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """One settled row's values without NaN (a value not measured at that update)."""
+    return {name: value for name, value in values.items() if value == value and abs(value) != float("inf")}

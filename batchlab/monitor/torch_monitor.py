@@ -140,7 +140,9 @@ class TorchMonitor:
         if self._due(self.count):
             halves = self._halves(grads, size, ranks)
             values = {} if loss is None else {"mb_loss": loss.detach() if torch.is_tensor(loss) else float(loss)}
-            self.pending = (self.count, self.samples, _copy(grads), _copy(self.params), halves, values)
+            copies = _copy(grads + self.params)  # one fused copy of g_t and theta_t
+            n = len(grads)
+            self.pending = (self.count, self.samples, copies[:n], copies[n:], halves, values)
         if self.ranks is not None:
             self.ranks.capture = self._due(self.count + 1)
         self.micro, self.first_micro = [], None
