@@ -4,6 +4,7 @@ loop batchlab does not run, into the batchlab store as runs of kind ``monitored`
 
 - :class:`TorchMonitor`: a PyTorch loop (plain, with gradient accumulation, or under DDP).
 - :class:`LightningCallback`: the same, as a Lightning callback (``lightning_callback.py``).
+- :class:`KerasCallback`: a Keras 3 ``model.fit`` on the JAX or torch backend (``keras_callback.py``).
 - :func:`optax_monitor`: an optax transformation for a JAX loop, with :class:`OptaxRecorder`
   to take its statistics to the store.
 
@@ -13,12 +14,13 @@ The contract, accumulation, DDP and the store: ``docs/monitor.md``.
 
 from batchlab.monitor.torch_monitor import TorchMonitor
 
-__all__ = ["TorchMonitor", "LightningCallback", "optax_monitor", "OptaxRecorder"]
-LAZY = {"optax_monitor": "jax_monitor", "OptaxRecorder": "jax_monitor", "LightningCallback": "lightning_callback"}
+__all__ = ["TorchMonitor", "LightningCallback", "KerasCallback", "optax_monitor", "OptaxRecorder"]
+LAZY = {"optax_monitor": "jax_monitor", "OptaxRecorder": "jax_monitor", "LightningCallback": "lightning_callback",
+        "KerasCallback": "keras_callback"}
 
 
 def __getattr__(name: str):
-    # JAX and Lightning are imported only when asked for: a plain PyTorch user never pays for them.
+    # JAX, Lightning and Keras are imported only when asked for: a plain PyTorch user never pays for them.
     if name in LAZY:
         import importlib
 
