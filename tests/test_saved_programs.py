@@ -68,6 +68,10 @@ def test_the_file_follows_what_makes_the_program(blobs_model, monkeypatch):
         key = programs.ProgramKey.of(model, config, runs, data)
         return saved_programs._path(("epoch", epoch_shape, key.described()), ".pkl")
 
+    # the environment as it is now (an earlier test in this process may have set XLA_FLAGS
+    # after the folder was first named: batchlab's own default flags are set on first import)
+    cachedir._environment.cache_clear()
+    cachedir._environment_folder.cache_clear()
     wider = dataclasses.replace(cfg, model=ModelConfig(hidden=(6,)))
     dataset = load_dataset(cfg.data)
     other_model = build_model(wider.model, dataset.sample_shape, dataset.num_classes)
