@@ -12,10 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# What a panel shows, in the order drawn; a quantity no run recorded gets no panel.
-QUANTITIES = {"mb_loss": "mini-batch loss", "grad_norm": "gradient norm ||g||", "update_norm": "update size",
-              "dist_init": "distance from the initial weights", "weight_norm": "weight norm",
-              "noise_scale": "noise scale B_simple"}
+from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
+
+# What a panel shows (title, y axis), in the order drawn; a quantity no run recorded gets no panel.
+QUANTITIES = {"mb_loss": ("mini-batch loss", "loss of the update's batch"),
+              "grad_norm": ("gradient norm ||g||", "L2 norm of the mean gradient"),
+              "update_norm": ("update size", "||theta_t+1 - theta_t||"),
+              "dist_init": ("distance from the initial weights", "||theta_t - theta_0||"),
+              "weight_norm": ("weight norm", "||theta_t||"),
+              "noise_scale": ("noise scale B_simple", "samples (tr Sigma / ||G||^2)")}
 LOG = ("mb_loss", "grad_norm", "update_norm", "noise_scale")  # spread over decades: log axes
 
 
@@ -28,14 +33,19 @@ def monitored_figure(steps: pd.DataFrame, label: str = "label", title: str | Non
     rows = max(1, math.ceil(len(shown) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False)
     for ax, quantity in zip(axes.flat, shown):
-        for name, run in steps.groupby(label, sort=True):
+        for run_name, run in steps.groupby(label, sort=True):
             values = run[quantity].to_numpy(float)
             ok = np.isfinite(values) & ((values > 0) if quantity in LOG else True)
-            ax.plot(run["step"].to_numpy()[ok], values[ok], lw=1.2, label=str(name))
+            # NaN where not measured: the line breaks there instead of bridging the gap
+            ax.plot(run["step"].to_numpy(), np.where(ok, values, np.nan), lw=1.2, label=str(run_name))
+        name, unit = QUANTITIES[quantity]
         if quantity in LOG:
             ax.set_yscale("log")
-        ax.set_title(QUANTITIES[quantity], fontsize=10)
-        ax.set_xlabel("update")
+            readable_log_axis(ax.yaxis)
+            unit += " (log scale)"
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_xlabel("update (optimizer step)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
