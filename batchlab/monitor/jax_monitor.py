@@ -36,7 +36,7 @@ from batchlab.instruments import step_instruments
 from batchlab.instruments.base import Step, measure, start_measures
 from batchlab.monitor.described import describe, new_run_id, plain_settings
 from batchlab.monitor.recorder import Recorder
-from batchlab.monitor.torch_monitor import DEFAULT_INSTRUMENTS, FLUSH_EVERY, NOISE, _instrument_spec
+from batchlab.monitor.choices import DEFAULT_INSTRUMENTS, FLUSH_EVERY, NOISE, instrument_spec
 
 WINDOW = 256  # updates whose values the state keeps (read them at least this often)
 
@@ -62,7 +62,7 @@ def optax_monitor(optimizer: optax.GradientTransformation, *, instruments: Any =
     k = _whole(micro_batches, "micro_batches")
     window = _whole(window, "window")
     spec = DEFAULT_INSTRUMENTS + ((NOISE,) if k > 1 else ()) if instruments is None else instruments
-    chosen = step_instruments(_instrument_spec(spec, every))
+    chosen = step_instruments(instrument_spec(spec, every))
     if any(ins.halves for ins in chosen):
         if k < 2 or micro_batch_size is None:
             raise BatchlabError("noise_scale in an optax loop needs micro-batches: wrap optax.MultiSteps(opt, k) "

@@ -52,18 +52,12 @@ import numpy as np
 from batchlab.errors import BatchlabError
 from batchlab.instruments import step_instruments
 from batchlab.instruments.base import Step, measure, start_measures
+from batchlab.monitor.choices import DEFAULT_INSTRUMENTS, FLUSH_EVERY, instrument_spec
+from batchlab.monitor.keras_model import optimizer_of, optimizer_settings, rows_of
 from batchlab.monitor.described import describe, new_run_id, plain_settings
 from batchlab.monitor.recorder import Recorder
 
-DEFAULT_INSTRUMENTS = ("grad_norm", "update_norm", "dist_init")
-FLUSH_EVERY = 500
 BACKENDS = ("jax", "torch")
-
-
-def _instrument_spec(instruments: Any, every: int) -> tuple[str, ...]:
-    from batchlab.monitor.torch_monitor import _instrument_spec as spec  # imports torch, not the engine
-
-    return spec(instruments, every)
 
 
 class KerasCallback(keras.callbacks.Callback):
@@ -91,7 +85,7 @@ class KerasCallback(keras.callbacks.Callback):
         if self.backend not in BACKENDS:
             raise BatchlabError(f"KerasCallback runs on Keras' jax or torch backend, not {self.backend!r}: set "
                                 f"KERAS_BACKEND=jax (or torch) before Keras is first imported")
-        self.instruments = step_instruments(_instrument_spec(DEFAULT_INSTRUMENTS if instruments is None
+        self.instruments = step_instruments(instrument_spec(DEFAULT_INSTRUMENTS if instruments is None
                                                              else instruments, every))
         if any(ins.halves for ins in self.instruments):
             raise BatchlabError("noise_scale needs two batch sizes, and Keras' fit gives no split of a batch: "
@@ -111,7 +105,7 @@ class KerasCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None) -> None:
         self.close()  # a fit that raised before its end leaves its run to close here
         model = self.model
-        optimizer = _optimizer_of(model)
+        optimizer = optimizer_of(model)
         if self.backend == "torch" and getattr(model, "jit_compile", False) and not model.run_eagerly:
             raise BatchlabError("KerasCallback on the torch backend needs an eager step: compile the model "
                                 "with jit_compile=False (the default there)")
@@ -121,7 +115,7 @@ class KerasCallback(keras.callbacks.Callback):
         self.ids = [id(v) for v in self.watched]
         if not self.watched:
             raise BatchlabError(f"{model.name} has no trainable variables: nothing to measure")
-        self.settings = plain_settings({**_optimizer_settings(optimizer), **self.given})
+        self.settings = plain_settings({**optimizer_settings(optimizer), **self.given})
         self.run_id = new_run_id(self.name)
         self.model_name = type(model).__name__
         self.recorder = Recorder(self.db, self.run_id, self._describe, self.flush_every)
@@ -182,7 +176,7 @@ class KerasCallback(keras.callbacks.Callback):
 
         @functools.wraps(original_step)
         def train_step(*args, **kwargs):
-            self.rows = _rows_of(args[-1] if args else kwargs.get("data"))
+            self.rows = rows_of(args[-1] if args else kwargs.get("data"))
             return original_step(*args, **kwargs)
 
         optimizer.apply = apply
@@ -294,49 +288,6 @@ class KerasCallback(keras.callbacks.Callback):
         outputs = tuple(out if ins.every == 1 else f"{out}@{ins.every}"
                         for ins in self.instruments for out in ins.outputs)
         return describe(self.run_id, self.name, settings, batch_size, outputs, self.model_name)
-
-
-def _optimizer_of(model) -> Any:
-    """The compiled model's optimizer (one line when there is none, or one the wrapper cannot read)."""
-    optimizer = getattr(model, "optimizer", None) if model is not None else None
-    if model is None or not getattr(model, "compiled", False) or optimizer is None:
-        raise BatchlabError("KerasCallback needs a compiled model with an optimizer: model.compile(optimizer=..., "
-                            "loss=...) before fit")
-    if getattr(optimizer, "gradient_accumulation_steps", None):
-        raise BatchlabError("KerasCallback does not measure an optimizer with gradient_accumulation_steps: "
-                            "apply() sees micro-batch gradients, not the update's")
-    if hasattr(optimizer, "inner_optimizer"):
-        raise BatchlabError(f"KerasCallback does not measure a {type(optimizer).__name__} (its apply() sees scaled "
-                            f"gradients): compile with the plain optimizer")
-    return optimizer
-
-
-def _optimizer_settings(optimizer) -> dict[str, Any]:
-    """The optimizer's class (lower case), learning rate (a constant one), momentum and weight decay."""
-    config = optimizer.get_config()
-    settings: dict[str, Any] = {"optimizer": type(optimizer).__name__.lower()}
-    for key, name in (("learning_rate", "lr"), ("momentum", "momentum"), ("weight_decay", "weight_decay")):
-        value = config.get(key)
-        if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
-            settings[name] = float(value)
-        elif key == "learning_rate" and isinstance(value, dict):
-            settings["lr_schedule"] = str(value.get("class_name", "schedule"))
-    return settings
-
-
-def _rows_of(data: Any) -> int | None:
-    """Rows of a batch ``(x, y[, w])``: the leading length of the first array in it (static under jit)."""
-    items = [data]
-    while items:
-        item = items.pop(0)
-        shape = getattr(item, "shape", None)
-        if shape is not None and len(shape) >= 1 and shape[0] is not None:
-            return int(shape[0])
-        if isinstance(item, (tuple, list)):
-            items[:0] = list(item)
-        elif isinstance(item, dict):
-            items[:0] = list(item.values())
-    return None
 
 
 def _copy(tensors: list) -> list:

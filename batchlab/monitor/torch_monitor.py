@@ -43,27 +43,12 @@ import torch
 
 from batchlab.engine.torch_ops import TorchOps
 from batchlab.errors import BatchlabError
-from batchlab.instruments import resolve_instruments, step_instruments
-from batchlab.instruments.base import Step, StepInstrument, measure, start_measures
+from batchlab.instruments import step_instruments
+from batchlab.instruments.base import Step, measure, start_measures
+from batchlab.monitor.choices import DEFAULT_INSTRUMENTS, FLUSH_EVERY, NOISE, instrument_spec
 from batchlab.monitor.described import describe, new_run_id, plain_settings
 from batchlab.monitor.distributed import RankGradients, is_ddp, process_group_size
 from batchlab.monitor.recorder import Recorder
-
-DEFAULT_INSTRUMENTS = ("grad_norm", "update_norm", "dist_init")  # + noise_scale when a step can split
-NOISE = "noise_scale"
-FLUSH_EVERY = 500  # updates between writes to the store (a flush rewrites the run's series)
-
-
-def _instrument_spec(instruments: Any, every: int) -> tuple[str, ...]:
-    """The outputs to record (``name@k`` with a schedule), from names, presets or objects."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise BatchlabError(f"every={every!r} must be a whole number of updates >= 1")
-    items = [instruments] if isinstance(instruments, (str, StepInstrument)) else list(instruments)
-    names = [resolve_instruments(item) if isinstance(item, StepInstrument) else str(item).split(",")
-             for item in items]
-    parts = [p.strip() for group in names for p in group if p.strip()]
-    return resolve_instruments([p if "@" in p or every == 1 else f"{p}@{every}" for p in parts])
-
 
 class TorchMonitor:
     """Measure a PyTorch model's updates in the user's loop and record them as a monitored run.
@@ -96,7 +81,7 @@ class TorchMonitor:
         if not self.params:
             raise BatchlabError(f"{type(model).__name__} has no parameters that require grad: nothing to measure")
         self.default = instruments is None
-        spec = _instrument_spec(DEFAULT_INSTRUMENTS + (NOISE,) if self.default else instruments, every)
+        spec = instrument_spec(DEFAULT_INSTRUMENTS + (NOISE,) if self.default else instruments, every)
         self.instruments = step_instruments(spec)
         if any(ins.halves and ins.name != NOISE for ins in self.instruments):
             raise BatchlabError("a monitored loop gives the two-batch instruments noise_scale's split only")
