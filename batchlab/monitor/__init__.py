@@ -12,15 +12,14 @@ The instruments are the engine's own (``batchlab/instruments/step/``): one imple
 The contract, accumulation, DDP and the store: ``docs/monitor.md``.
 """
 
-from batchlab.monitor.torch_monitor import TorchMonitor
-
 __all__ = ["TorchMonitor", "LightningCallback", "KerasCallback", "optax_monitor", "OptaxRecorder"]
-LAZY = {"optax_monitor": "jax_monitor", "OptaxRecorder": "jax_monitor", "LightningCallback": "lightning_callback",
+LAZY = {"TorchMonitor": "torch_monitor", "optax_monitor": "jax_monitor", "OptaxRecorder": "jax_monitor", "LightningCallback": "lightning_callback",
         "KerasCallback": "keras_callback"}
 
 
 def __getattr__(name: str):
-    # JAX, Lightning and Keras are imported only when asked for: a plain PyTorch user never pays for them.
+    # Each framework is imported only when its monitor is asked for: a JAX user needs no torch,
+    # a plain PyTorch user never pays for JAX, Lightning or Keras.
     if name in LAZY:
         import importlib
 
