@@ -11,6 +11,7 @@ anything trains it must give one row of ``num_outputs`` finite values per sample
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ def outputs_of(dataset) -> int:
     return int(getattr(dataset, "num_outputs", dataset.num_classes))
 
 
-MODEL_OPTIONS = ("hidden", "activation", "init", "dropout", "norm", "ghost_size")  # built-in models only
+# The built-in models' options: every ModelConfig field but its name and a coded model's fingerprint
+# (a setting of the same name in settings.py fills each).
+MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("name", "fingerprint"))
 
 
 def model_options(values: dict) -> dict:
@@ -41,17 +44,16 @@ def model_options(values: dict) -> dict:
     return {name: values[name] for name in MODEL_OPTIONS}
 
 
-def resolve_model(model: Any, dataset, *, hidden: Any = (50,), activation: str = "relu", init: str = "he_uniform",
-                  dropout: float = 0.0, norm: str = "none", ghost_size: int | None = None
-                  ) -> tuple[ModelConfig, Model]:
-    """The run identity and the engine's model for ``model`` on ``dataset``; options other than
-    ``model`` apply to built-in models only (a model given as code brings its own; a norm
-    asked of one is refused rather than ignored)."""
+def resolve_model(model: Any, dataset, **options: Any) -> tuple[ModelConfig, Model]:
+    """The run identity and the engine's model for ``model`` on ``dataset``; ``options``
+    (:data:`MODEL_OPTIONS`, the defaults where not given) apply to built-in models only (a model
+    given as code brings its own; a norm asked of one is refused rather than ignored)."""
     if isinstance(model, str) and not imported.is_import_path(model):
-        cfg = ModelConfig(model, parse_widths(hidden), activation, init, float(dropout), norm, ghost_size)
+        cfg = ModelConfig(model, **options)
+        cfg = dataclasses.replace(cfg, hidden=parse_widths(cfg.hidden), dropout=float(cfg.dropout))
         return cfg, build_model(cfg, dataset.sample_shape, dataset.num_classes, task_of(dataset))
-    if norm != "none":
-        raise BatchlabError(f"--norm {norm} applies to the built-in mlp and cnn; a model given as code "
+    if options.get("norm", "none") != "none":
+        raise BatchlabError(f"--norm {options['norm']} applies to the built-in mlp and cnn; a model given as code "
                             "brings its own normalisation layers")
     from batchlab.models.adapters import describe
 

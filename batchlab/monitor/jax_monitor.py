@@ -22,6 +22,8 @@ state when it wants (:meth:`OptaxRecorder.read`), at least every ``window`` upda
 
 from __future__ import annotations
 
+from functools import partial
+
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,15 +61,8 @@ def optax_monitor(optimizer: optax.GradientTransformation, *, instruments: Any =
     """``optimizer``, measured. ``instruments``: names, presets or instrument objects (default
     grad_norm, update_norm, dist_init, and noise_scale with ``micro_batches`` >= 2);
     ``every``: measure every k-th update only."""
-    k = _whole(micro_batches, "micro_batches")
-    window = _whole(window, "window")
-    spec = DEFAULT_INSTRUMENTS + ((NOISE,) if k > 1 else ()) if instruments is None else instruments
-    chosen = step_instruments(instrument_spec(spec, every))
-    if any(ins.halves for ins in chosen):
-        if k < 2 or micro_batch_size is None:
-            raise BatchlabError("noise_scale in an optax loop needs micro-batches: wrap optax.MultiSteps(opt, k) "
-                                "and give micro_batches=k and micro_batch_size")
-        small = _whole(micro_batch_size, "micro_batch_size")
+    k, window = _whole(micro_batches, "micro_batches"), _whole(window, "window")
+    chosen, small = _chosen(instruments, every, k, micro_batch_size)
     names = tuple(out for ins in chosen for out in ins.outputs)
 
     def init(params: Any) -> MonitorState:
@@ -75,12 +70,7 @@ def optax_monitor(optimizer: optax.GradientTransformation, *, instruments: Any =
         return MonitorState(optimizer.init(params), start_measures(chosen, params, OPS), jnp.zeros((), jnp.int32),
                             jnp.zeros((), jnp.int32), zeros, zeros, jnp.full((window, len(names)), jnp.nan))
 
-    def measured(state: MonitorState, grads: Any, params: Any, updates: Any, halves: Any) -> MonitorState:
-        count = state.count + 1
-        step = Step(grads, params, optax.apply_updates(params, updates), OPS, halves)
-        measures, values = measure(chosen, state.measures, step, count)
-        row = jnp.stack([jnp.asarray(values[n], state.values.dtype) for n in names]) if names else state.values[0]
-        return state._replace(measures=measures, count=count, values=state.values.at[(count - 1) % window].set(row))
+    measured = partial(_measured, chosen, names, window)
 
     def update(grads: Any, state: MonitorState, params: Any = None) -> tuple[Any, MonitorState]:
         if params is None:
@@ -96,12 +86,35 @@ def optax_monitor(optimizer: optax.GradientTransformation, *, instruments: Any =
 
         def real_update(state: MonitorState) -> MonitorState:
             mean = jax.tree.map(lambda t: t / k, total)
-            halves = ((first, small), (mean, k * small)) if any(ins.halves for ins in chosen) else None
+            halves = None if small is None else ((first, small), (mean, k * small))
             return measured(state, mean, params, updates, halves)
 
         return updates, jax.lax.cond(state.micro == 0, real_update, lambda state: state, state)
 
     return optax.GradientTransformation(init, update)
+
+
+def _measured(chosen: tuple, names: tuple, window: int, state: MonitorState, grads: Any, params: Any,
+              updates: Any, halves: Any) -> MonitorState:
+    """The state after measuring one update (its values in the window's row for it)."""
+    count = state.count + 1
+    step = Step(grads, params, optax.apply_updates(params, updates), OPS, halves)
+    measures, values = measure(chosen, state.measures, step, count)
+    row = jnp.stack([jnp.asarray(values[n], state.values.dtype) for n in names]) if names else state.values[0]
+    return state._replace(measures=measures, count=count, values=state.values.at[(count - 1) % window].set(row))
+
+
+def _chosen(instruments: Any, every: int, k: int, micro_batch_size: int | None) -> tuple:
+    """The instruments to run, and the small batch's rows when one needs the two-batch split
+    (which only micro-batches give an optax loop)."""
+    spec = DEFAULT_INSTRUMENTS + ((NOISE,) if k > 1 else ()) if instruments is None else instruments
+    chosen = step_instruments(instrument_spec(spec, every))
+    if not any(ins.halves for ins in chosen):
+        return chosen, None
+    if k < 2 or micro_batch_size is None:
+        raise BatchlabError("noise_scale in an optax loop needs micro-batches: wrap optax.MultiSteps(opt, k) "
+                            "and give micro_batches=k and micro_batch_size")
+    return chosen, _whole(micro_batch_size, "micro_batch_size")
 
 
 def _whole(value: Any, name: str) -> int:
