@@ -32,25 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import save  # benchmarks/harness.py
+from harness import save, torch_module  # benchmarks/harness.py
 
 LR, MOMENTUM = 0.01, 0.9
 UPDATES = {"mlp": 1500, "cnn": 300}  # per timing (x 1/3 with --quick)
 CASES = (("mlp", 32), ("mlp", 256), ("cnn", 32), ("cnn", 256))
-
-
-def torch_module(name: str):
-    import torch
-    from torch import nn
-
-    class Images(nn.Module):
-        def forward(self, x):
-            return x.permute(0, 3, 1, 2)
-
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 50), nn.ReLU(), nn.Linear(50, 10))
-    return nn.Sequential(Images(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
-                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 32, 10)).to(torch.float32)
 
 
 def run(name: str, batch: int, updates: int, x, y, folder: Path | None) -> float:

@@ -37,7 +37,7 @@ import statistics
 import tempfile
 import time
 
-from harness import OtherCpu, plain_torch_loop, report_other_cpu, run_worker, save  # benchmarks/harness.py
+from harness import OtherCpu, plain_torch_loop, report_other_cpu, run_worker, save, torch_module  # benchmarks/harness.py
 
 EPOCHS, BATCH, SEEDS = 30, 32, 16
 LR, MOMENTUM = 0.01, 0.9
@@ -48,21 +48,6 @@ def digits():
     from batchlab.data import load_dataset, resolve_data_config
 
     return load_dataset(resolve_data_config("digits"))
-
-
-def torch_module(name: str):
-    """The digits MLP or CNN as a PyTorch module (inputs NHWC, as batchlab's data)."""
-    import torch
-    from torch import nn
-
-    class Images(nn.Module):
-        def forward(self, x):
-            return x.permute(0, 3, 1, 2)
-
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 50), nn.ReLU(), nn.Linear(50, 10))
-    return nn.Sequential(Images(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
-                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 32, 10)).to(torch.float32)
 
 
 # ----------------------------------------------------------------------------- torch loops

@@ -6,6 +6,7 @@
   and spread over processes shows how much of a difference is noise.
 - ``plain_torch_loop``: the training loop a PyTorch user would write, the baseline of the
   comparisons.
+- ``torch_module``: the digits MLP and CNN as PyTorch modules (NHWC inputs, as batchlab's data).
 - ``OtherCpu``: how much CPU other processes used meanwhile; on 2 cores anything else
   running (a test suite, say) distorts the timings.
 """
@@ -103,3 +104,18 @@ def plain_torch_loop(model, x_train, y_train, x_test, y_test, *, batch_size: int
             metrics = [(loss_fn(out, y).item(), (out.argmax(1) == y).float().mean().item())
                        for out, y in ((model(x_train), y_train), (model(x_test), y_test))]
     return metrics[1][1]
+
+
+def torch_module(name: str):
+    """The digits MLP or CNN as a PyTorch module (inputs NHWC, as batchlab's data)."""
+    import torch
+    from torch import nn
+
+    class Images(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 3, 1, 2)
+
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 50), nn.ReLU(), nn.Linear(50, 10))
+    return nn.Sequential(Images(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 32, 10)).to(torch.float32)

@@ -11,8 +11,8 @@ import pandas as pd  # noqa: E402
 
 from batchlab.analysis.regularization import ARMS  # noqa: E402
 from batchlab.diagnosis import RISE  # noqa: E402
-from batchlab.plots.log_ticks import readable_log_axis  # noqa: E402
-from batchlab.plots.stability import interval_errorbar, log2_axis  # noqa: E402
+from batchlab.plots.log_ticks import batch_axis, readable_log_axis  # noqa: E402
+from batchlab.plots.stability import interval_errorbar  # noqa: E402
 
 COLOURS = dict(zip(ARMS, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red")))
 
@@ -101,9 +101,7 @@ def by_batch_figure(by_arm: pd.DataFrame, gains: pd.DataFrame, title: str) -> pl
     c.set_ylabel("final / lowest test loss (log scale)")
     c.set_title("(c) late over-fitting: test loss at the end vs its lowest", fontsize=9)
     for ax in (a, b, c):
-        log2_axis(ax, sizes)
-        ax.set_xlabel("batch size B (samples per update, log scale)")
-        ax.grid(alpha=0.3)
+        batch_axis(ax, sizes)
         ax.legend(fontsize=7)
     fig.suptitle(title + "\nmarkers: mean over seeds (geometric in (c)); error bars: 95% t-interval over seeds "
                  "(Welch in (b))", fontsize=10)
