@@ -79,7 +79,7 @@ STUDY = Study(
              FigureSpec("accuracy_by_batch", _by_batch, "by_arm")),
     findings=analysis.findings,
     notes=analysis.notes,
-    minutes=(2.0, 0.3),
+    minutes=(1.0, 0.3),
     limits=dict(train_rows=(2, None), epochs=(1, None), seeds=(1, None), batch_sizes=(2, None),
                 dropout=(0.0, 0.99), weight_decay=(0.0, None), ghost_size=(2, None), lr=(0.0, None),
                 momentum=(0.0, 0.99)),
