@@ -14,6 +14,10 @@ import linear_reference as ref
 from batchlab.store import Store
 
 SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
+# The advice takes about 25 s cold here whatever the budget (measured: 26 s at 180 s); each step is
+# bounded by its share of the budget, and at 90 s one CI run under the parallel suite recommended
+# B = 32 (steps cut short on a loaded machine, it seems): 180 s leaves every step room.
+BUDGET = "180s"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def problem(tmp_path_factory):
 
 def advise_args(path, target, db):
     return ["advise", "--data", path, "--model", "logreg", "--task", "regression", "--no-standardize",
-            "--target", target, "--budget", "90s", "--max-batch", "1024", "--db", db]
+            "--target", target, "--budget", BUDGET, "--max-batch", "1024", "--db", db]
 
 
 def test_advise_finds_the_known_critical_batch_size(problem, cli, tmp_path):
@@ -47,7 +51,7 @@ def test_advise_finds_the_known_critical_batch_size(problem, cli, tmp_path):
     for name, value in within.items():
         assert b_crit / 2 <= value <= 2 * b_crit, (name, value, b_crit)
     assert rec["critical_batch"]["low"] < rec["critical_batch"]["value"] < rec["critical_batch"]["high"]
-    assert rec["seconds"] <= 1.1 * 90
+    assert rec["seconds"] <= 1.1 * float(BUDGET[:-1])
 
     # Again, as text: the runs are read back from the store; the same recommendation (unless the
     # first run's budget cut something that the second, with its runs stored, had time for), in
