@@ -1,7 +1,7 @@
 """TorchMonitor under DDP: two processes on the gloo backend over 127.0.0.1 (this test's process
-is rank 0, a child rank 1). Rank 0's two-batch estimate (its own gradient, batch b, against the
-all-reduced one, batch 2b) equals the formula evaluated on the two ranks' gradients computed
-separately, here, without DDP."""
+is rank 0, a child rank 1). The two-batch estimate (the mean of the ranks' squared gradient
+norms, batch b each, against the all-reduced gradient, batch 2b) equals the formula evaluated
+on the two ranks' gradients computed separately, here, without DDP."""
 
 import os
 import socket
@@ -36,7 +36,7 @@ def reference():
         grads = [torch.autograd.grad(F.cross_entropy(module(x[rows(step, r)]), y[rows(step, r)]), params)
                  for r in range(WORLD)]
         mean = [sum(g) / WORLD for g in zip(*grads)]
-        small.append(sq(grads[0]))  # rank 0's own gradient
+        small.append(np.mean([sq(g) for g in grads]))  # each rank's own gradient, averaged
         big.append(sq(mean))
         norms.append(np.sqrt(sq(mean)))
         with torch.no_grad():

@@ -152,6 +152,44 @@ def test_four_micro_batches_against_the_formula_on_separate_gradients(data):
     assert np.isfinite(ours["noise_grad_sq_se"][1:]).all()
 
 
+def test_per_sample_every_k_records_the_exact_estimate_s_averages(data):
+    """per_sample_every=2: at updates 2, 4, ... the per-sample estimate, averaged as noise_scale
+    averages; by brute force (one autograd pass per row at theta_t, the EMAs from their formulas).
+    The other updates record nothing of it, and the loop trains as without it."""
+    torch.manual_seed(5)
+    module = factory((FEATURES,), CLASSES)
+    opt = torch.optim.SGD(module.parameters(), lr=0.2)
+    mon = TorchMonitor(module, db=None, instruments="grad_norm", per_sample_every=2, loss_fn=F.cross_entropy)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()
+    means, bars, norms = [], [], []
+    for step in range(8):
+        xb, yb = x[12 * step:12 * step + 12], y[12 * step:12 * step + 12]
+        if step % 2 == 1:  # updates 2, 4, 6, 8
+            rows = [torch.autograd.grad(F.cross_entropy(module(xb[i:i + 1]), yb[i:i + 1]), list(module.parameters()))
+                    for i in range(12)]
+            means.append(np.mean([sq(g) for g in rows]))
+            bars.append(sq([sum(parts) / 12 for parts in zip(*rows)]))
+        loss = F.cross_entropy(module(xb), yb)
+        loss.backward()
+        norms.append(np.sqrt(sq([p.grad for p in module.parameters()])))
+        mon.update(batch_size=12, inputs=xb, targets=yb)
+        opt.step()
+        opt.zero_grad()
+    mon.close()
+    ours = mon.steps()
+    np.testing.assert_allclose(ours["grad_norm"], norms, rtol=1e-5)  # the step's own gradient, untouched
+    want = two_batch_series(means, [1] * 4, bars, [12] * 4)  # the single rows against the batch
+    for name in NOISE:
+        mine = ours[name.replace("noise_", "sample_") if name != "noise_scale" else "sample_noise_scale"]
+        assert np.isnan(mine[0::2]).all(), name
+        np.testing.assert_allclose(mine[1::2], want[name], rtol=1e-4, equal_nan=True, err_msg=name)
+    assert np.isfinite(ours["sample_noise_scale"][5::2]).all()  # shown once the average is clearly > 0
+    with pytest.raises(BatchlabError, match="needs inputs= and targets="):
+        again = TorchMonitor(module, db=None, per_sample_every=1, loss_fn=F.cross_entropy)
+        F.cross_entropy(module(x[:8]), y[:8]).backward()
+        again.update(batch_size=8)
+
+
 def test_every_k_measures_only_those_updates_with_the_same_values(data):
     every_one, model, cfg = through_backend(data, ("grad_norm", "update_norm"), epochs=1)
     mon, _ = user_loop(data, model, cfg, dict(db=None, instruments=("grad_norm", "update_norm"), every=4),

@@ -1,13 +1,17 @@
-"""Under ``torch.distributed``: each rank's own gradient, caught before DDP averages it.
+"""Under ``torch.distributed``: the squared norm of each rank's own gradient, taken before DDP
+averages it, and its mean over the ranks.
 
 DDP all-reduces gradients bucket by bucket during ``backward()``, so by the time the loop calls
 ``update()`` every rank's ``.grad`` holds the mean over ranks. A communication hook
-(``DistributedDataParallel.register_comm_hook``) sees each bucket before that: it keeps a copy
-of the rank's own bucket, then does what DDP does by default (divide by the world size and
+(``DistributedDataParallel.register_comm_hook``) sees each bucket before that: it adds the
+squared norm of the rank's own bucket to a sum, then does what DDP does by default (divide by the world size and
 all-reduce, ``default_hooks.allreduce_hook``). The rank's gradient (batch b) against the
 all-reduced one (batch W b) is the two-batch estimate of the gradient noise for free
-(k-diffusion's ``GradientNoiseScale`` hook). Copies are only kept for updates an instrument
-measures (``capture``).
+(k-diffusion's ``GradientNoiseScale`` hook). Every rank's squared norm is a small-batch
+estimate, so their mean (one all-reduce of three numbers, started without waiting) stands for
+||g_small||^2, as the engine's mean over devices (``instruments/step/noise_scale.py``); with
+unequal rows per rank, B_small = W / sum(1/b_r) keeps it unbiased. Norms are only taken for
+updates an instrument measures (``capture``).
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ def is_ddp(model: Any) -> bool:
 
 
 class RankGradients:
-    """The rank's own gradient of the last backward pass, as the list of its DDP buckets."""
+    """The squared norm of the rank's own gradient in the last backward pass, and its mean over ranks."""
 
     def __init__(self, model: torch.nn.parallel.DistributedDataParallel):
-        self.buckets: list[torch.Tensor] = []
+        self.sq: torch.Tensor | None = None
         self.capture = True
         try:
             model.register_comm_hook(None, self._hook)
@@ -47,10 +51,28 @@ class RankGradients:
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
         if self.capture:
-            self.buckets.append(bucket.buffer().detach().clone())
+            part = bucket.buffer().detach().double().square().sum()
+            self.sq = part if self.sq is None else self.sq + part
         return default_hooks.allreduce_hook(None, bucket)
 
-    def take(self) -> list[torch.Tensor] | None:
-        """The buckets caught since the last call (None when there are none), and forget them."""
-        caught, self.buckets = self.buckets, []
-        return caught or None
+    def mean_over_ranks(self, rows: int) -> "RankMean | None":
+        """Start the all-reduce of (||g_rank||^2, 1/b, b) for this update (None: nothing caught)."""
+        if self.sq is None:
+            return None
+        sums = torch.stack([self.sq, self.sq.new_tensor(1.0 / rows), self.sq.new_tensor(float(rows))])
+        self.sq = None
+        return RankMean(sums, torch.distributed.all_reduce(sums, async_op=True))
+
+
+class RankMean:
+    """The all-reduced sums of one update, read when its row is measured."""
+
+    def __init__(self, sums: torch.Tensor, work: Any):
+        self.sums, self.work = sums, work
+
+    def value(self) -> tuple[torch.Tensor, float, int]:
+        """(mean of ||g_rank||^2 as a one-element tensor, B_small = W / sum 1/b_r, B_big = sum b_r)."""
+        self.work.wait()
+        world = torch.distributed.get_world_size()
+        inverse, rows = self.sums[1:].tolist()
+        return (self.sums[:1] / world).float(), world / inverse, int(round(rows))

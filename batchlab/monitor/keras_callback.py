@@ -15,26 +15,36 @@ Both are put back at ``on_train_end``.
 
 **JAX backend** (``KERAS_BACKEND=jax``): the step is compiled (``jit_compile=True``, the
 default) and stateless, so the wrapped ``apply`` runs while JAX traces it, on traced values,
-with the JAX engine's own array operations (``engine.step.OPS``). The instruments' state
-(theta_0 for ``dist_init``) and an update counter must survive from step to step inside that
-state, so they are added to the optimizer's variables for the fit (``stateless_apply``
-carries them in and out like the optimizer's own slots) and taken out again at the end, so a
-saved model has only its own. The values leave the device through ``jax.debug.callback``
-(a few scalars per update, with the update's number, so their order does not matter); the
-callback records them at the next ``on_train_batch_end`` and, after ``jax.effects_barrier()``,
-at ``on_train_end``. ``run_eagerly=True`` runs the same code without ``jit``. The train
-function is rebuilt at ``on_train_begin`` (``make_train_function(force=True)``) so the
-compiled step includes the wrapper and the added variables.
+with the JAX engine's own array operations (``engine.step.OPS``). What must survive from step
+to step (the instruments' state, e.g. theta_0, an update counter, the sums below) is added to
+the optimizer's variables for the fit (``stateless_apply`` carries them like its own slots) and
+taken out at the end, so a saved model has only its own. The values leave the device through
+``jax.debug.callback`` (a few scalars per update, with the update's number, so their order
+does not matter), recorded at the next ``on_train_batch_end`` and, after
+``jax.effects_barrier()``, at ``on_train_end``. ``run_eagerly=True`` runs the same code without
+``jit``. ``on_train_begin`` rebuilds the train function so that it includes the wrapper.
 
 **torch backend** (``KERAS_BACKEND=torch``): ``optimizer.apply`` runs eagerly, so the wrapper
 copies theta_t (one fused copy, as ``TorchMonitor``), lets the optimizer step, and measures
 with the torch backend's array operations (``engine.torch_ops.TorchOps``). ``jit_compile=True``
 (``torch.compile`` of the step) is refused: the wrapper records on the host at each step.
 
-Not supported (one-line errors at ``on_train_begin``): a model not compiled or without an
-optimizer, another backend (TensorFlow, OpenVINO), an optimizer with
-``gradient_accumulation_steps`` or a ``LossScaleOptimizer`` (the gradient ``apply`` sees is not
-the step's), and two-batch instruments (``noise_scale``): ``fit`` gives no split of a batch.
+**Gradient accumulation** (``SGD(..., gradient_accumulation_steps=k)``, k >= 2): ``apply`` sees
+every micro-batch's mean gradient g_j (one ``train_step`` each, b_j rows); the optimizer steps
+at every k-th call (``(_iterations + 1) % k == 0``, counted across epochs and fits) with
+(g_j + accumulated) / k, the mean of the k g_j, and else only accumulates (JAX computes both
+branches and picks with ``lax.cond``). One optimizer step is one recorded update: ``grad_norm``
+is the norm of that mean (computed as Keras does), the rest as without accumulation. Decision:
+an update's rows (``samples_seen``; the run's ``batch_size`` is the most common) are the
+accumulated batch, sum_j b_j, k x the fit's ``batch_size`` for full micro-batches: the batch an
+update averages. ``noise_scale`` (then a default instrument) takes the micro-batches as its small
+batches and their mean as the big one (``keras_model.two_batch``), from sums over the
+micro-batches. An update that finishes an earlier fit's micro-batches counts this fit's rows and
+leaves the noise averages as they were; micro-batches left at a fit's end are not recorded.
+
+Not supported (one-line errors): a model not compiled or without an optimizer, another backend
+(TensorFlow, OpenVINO), a ``LossScaleOptimizer`` (``apply`` sees scaled gradients), and
+``noise_scale`` without accumulation (``fit`` gives no split of a batch).
 
 Each ``fit`` is one monitored run (a new id), written every ``flush_every`` updates and at the
 end of the fit.
@@ -52,9 +62,11 @@ import numpy as np
 from batchlab.errors import BatchlabError
 from batchlab.instruments import step_instruments
 from batchlab.instruments.base import Step, measure, start_measures
-from batchlab.monitor.choices import DEFAULT_INSTRUMENTS, FLUSH_EVERY, instrument_spec
-from batchlab.monitor.keras_model import optimizer_of, optimizer_settings, rows_of
-from batchlab.monitor.described import describe, new_run_id, plain_settings
+from batchlab.monitor.choices import DEFAULT_INSTRUMENTS, FLUSH_EVERY, NOISE, instrument_spec
+from batchlab.monitor.described import new_run_id, plain_settings
+from batchlab.monitor.keras_model import (accumulation_steps, accumulators, added_variables, batch_rows, copy_tensors,
+                                          describe_fit, instruments_for, micro_batch_sums, optimizer_of,
+                                          optimizer_settings, rows_of, two_batch)
 from batchlab.monitor.recorder import Recorder
 
 BACKENDS = ("jax", "torch")
@@ -68,12 +80,12 @@ class KerasCallback(keras.callbacks.Callback):
             (:meth:`steps`).
         name: the run's name (a label: each fit is a new run with its own id).
         instruments: names, presets or instrument objects; None: grad_norm, update_norm,
-            dist_init. Two-batch instruments (noise_scale) are refused: fit gives no split.
+            dist_init, and noise_scale when the optimizer has gradient_accumulation_steps.
         every: measure every k-th update only.
         flush_every: updates between writes to the store.
         settings: the run's settings (``lr``, ``data``, anything else); the optimizer's class,
-            learning rate, momentum and weight decay are added unless given. Keyword arguments
-            join them.
+            lr, momentum, weight decay and accumulation steps are added unless given.
+            Keyword arguments join them.
         log_to: also send the series to TensorBoard, MLflow or W&B (as ``TorchMonitor``).
     """
 
@@ -85,17 +97,16 @@ class KerasCallback(keras.callbacks.Callback):
         if self.backend not in BACKENDS:
             raise BatchlabError(f"KerasCallback runs on Keras' jax or torch backend, not {self.backend!r}: set "
                                 f"KERAS_BACKEND=jax (or torch) before Keras is first imported")
-        self.instruments = step_instruments(instrument_spec(DEFAULT_INSTRUMENTS if instruments is None
-                                                             else instruments, every))
-        if any(ins.halves for ins in self.instruments):
-            raise BatchlabError("noise_scale needs two batch sizes, and Keras' fit gives no split of a batch: "
-                                "record it with TorchMonitor/optax_monitor micro-batches instead")
+        self.default = instruments is None
+        self.chosen = step_instruments(instrument_spec(DEFAULT_INSTRUMENTS + (NOISE,) if self.default
+                                                       else instruments, every))
+        if any(ins.halves and ins.name != NOISE for ins in self.chosen):
+            raise BatchlabError("Keras' micro-batches give the two-batch instruments noise_scale's split only")
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise BatchlabError(f"flush_every={flush_every!r} must be a whole number of updates >= 1")
         self.db, self.name, self.flush_every, self.log = db, str(name), flush_every, log_to
         self.given = {**(settings or {}), **more_settings}
         plain_settings(self.given)  # bad setting names now, not at the end of a fit
-        self.outputs = tuple(out for ins in self.instruments for out in ins.outputs)
         self.recorder: Recorder | None = None
         self.run_id: str | None = None
         self.wrapped = None  # (optimizer, model) while a fit is monitored
@@ -109,28 +120,35 @@ class KerasCallback(keras.callbacks.Callback):
         if self.backend == "torch" and getattr(model, "jit_compile", False) and not model.run_eagerly:
             raise BatchlabError("KerasCallback on the torch backend needs an eager step: compile the model "
                                 "with jit_compile=False (the default there)")
+        self.k = accumulation_steps(optimizer)
+        self.instruments = instruments_for(self.chosen, self.k, self.default)
+        self.noise = any(ins.halves for ins in self.instruments)
+        self.outputs = tuple(out for ins in self.instruments for out in ins.outputs)
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self.watched = list(model.trainable_variables)
         self.ids = [id(v) for v in self.watched]
         if not self.watched:
             raise BatchlabError(f"{model.name} has no trainable variables: nothing to measure")
+        self.iterations, self.accumulators = optimizer._iterations, accumulators(optimizer, self.watched)
         self.settings = plain_settings({**optimizer_settings(optimizer), **self.given})
         self.run_id = new_run_id(self.name)
         self.model_name = type(model).__name__
-        self.recorder = Recorder(self.db, self.run_id, self._describe, self.flush_every)
+        self.recorder = Recorder(self.db, self.run_id, functools.partial(
+            describe_fit, self.run_id, self.name, self.settings, self.instruments, self.model_name),
+            self.flush_every)
         if self.log is not None:
             self.recorder.log_to(self.log, self.name, self.settings)
         self.count, self.recorded, self.samples, self.rows = 0, 0, 0, None
-        self.inbox: dict[int, tuple[int, dict]] = {}
-        self.added: list = []
+        self.inbox, self.added = {}, []  # inbox: update -> (rows, values); added: the optimizer's variables (JAX)
         if self.backend == "jax":
             self._start_jax(optimizer)
         else:
             from batchlab.engine.torch_ops import TorchOps
 
             self.ops = TorchOps(1)
-            self.measures = start_measures(self.instruments, _copy([v.value for v in self.watched]), self.ops)
+            self.measures = start_measures(self.instruments, copy_tensors([v.value for v in self.watched]), self.ops)
+            self.sums = (0.0,) * 4  # micro_batch_sums since the last update
         self._wrap(model, optimizer)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
@@ -196,76 +214,75 @@ class KerasCallback(keras.callbacks.Callback):
         optimizer._variables[:] = [v for v in optimizer._variables if id(v) not in added]
         model.train_function = None  # the next fit compiles a step without the wrapper
 
-    def _batch_rows(self) -> int:
-        rows = self.rows if self.rows is not None else self.given.get("batch_size")
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
-            raise BatchlabError("KerasCallback cannot tell the batch's rows (model.train_step was not called "
-                                "through the model): pass batch_size= to KerasCallback")
-        return rows
-
-    def _due(self, count: int) -> bool:
-        return any(count % ins.every == 0 for ins in self.instruments)
-
     # torch: eager, the values are measured and recorded at once
     def _apply_torch(self, original_apply, grads):
         import torch
 
-        rows = self._batch_rows()
-        self.count += 1
-        due = self._due(self.count)
-        if due:
-            used = [g.detach() if g is not None else torch.zeros_like(v.value) for g, v in zip(grads, self.watched)]
-            before = _copy([v.value for v in self.watched])
+        rows, k = batch_rows(self.rows, self.given.get("batch_size")), self.k
+        update = k == 1 or (int(self.iterations.value) + 1) % k == 0  # Keras' own test, before apply counts
+        due = any((self.count + 1) % ins.every == 0 for ins in self.instruments)
+        used = [g.detach() if g is not None else torch.zeros_like(v.value) for g, v in zip(grads, self.watched)]
+        sq = self.ops.sq_norms([used])[0] if self.noise and due else 0.0
+        self.sums = tuple(a + b for a, b in zip(self.sums, micro_batch_sums(sq, rows)))
+        if update and due:
+            if k > 1:  # the mean the optimizer applies, as it computes it: (g + accumulated) / k
+                used = torch._foreach_div(torch._foreach_add(used, [a.value for a in self.accumulators]), k)
+            before = copy_tensors([v.value for v in self.watched])
         result = original_apply(grads)
-        if due:
-            after = [v.value.detach() for v in self.watched]
-            step = Step(used, before, after, self.ops)
-            self.measures, values = measure(self.instruments, self.measures, step, self.count)
-            self.inbox[self.count] = (rows, values)
-        else:
-            self.inbox[self.count] = (rows, None)
+        if update:
+            self.count, values = self.count + 1, None
+            if due:
+                halves, small_sq = two_batch(self.sums, used, k) if self.noise else (None, None)
+                step = Step(used, before, [v.value.detach() for v in self.watched], self.ops, halves, small_sq)
+                self.measures, values = measure(self.instruments, self.measures, step, self.count)
+            self.inbox[self.count], self.sums = (int(self.sums[3]), values), (0.0,) * 4
         return result
 
     # JAX: traced, stateless; the state lives in optimizer variables, the values leave by a callback
     def _start_jax(self, optimizer) -> None:
-        import jax
         import jax.numpy as jnp
 
         from batchlab.engine.step import OPS
 
         self.ops = OPS
-        state = start_measures(self.instruments, [jnp.asarray(v.value) for v in self.watched], OPS)
-        leaves, self.treedef = jax.tree.flatten(state)
-        self.state_vars = []
-        for i, leaf in enumerate(leaves):
-            variable = optimizer.add_variable(tuple(leaf.shape), dtype=str(leaf.dtype), name=f"batchlab_state_{i}")
-            variable.assign(jnp.array(leaf, copy=True))  # its own buffer: fit donates every state array
-            self.state_vars.append(variable)
-        self.counter = optimizer.add_variable((), dtype="int32", name="batchlab_count")
-        self.added = [*self.state_vars, self.counter]
+        held = {"measures": start_measures(self.instruments, [jnp.asarray(v.value) for v in self.watched], OPS),
+                "count": jnp.zeros((), "int32"), "sums": jnp.zeros(4, "float32")}  # sums: since the last update
+        self.added, self.treedef = added_variables(optimizer, held)
 
     def _apply_jax(self, original_apply, grads):
         import jax
         import jax.numpy as jnp
 
-        rows = self._batch_rows()
+        rows, k = batch_rows(self.rows, self.given.get("batch_size")), self.k
         grads = [jnp.asarray(g) for g in grads]
         before = [jnp.asarray(v.value) for v in self.watched]
+        update = (jnp.asarray(self.iterations.value) + 1) % k == 0  # Keras' own test (always, for k = 1)
+        accumulated = [jnp.asarray(a.value) for a in self.accumulators]
         result = original_apply(grads)
         after = [jnp.asarray(v.value) for v in self.watched]
-        count = jnp.asarray(self.counter.value) + 1
-        state = jax.tree.unflatten(self.treedef, [jnp.asarray(v.value) for v in self.state_vars])
-        state, values = measure(self.instruments, state, Step(grads, before, after, self.ops), count)
-        for variable, leaf in zip(self.state_vars, jax.tree.leaves(state)):
+        held = jax.tree.unflatten(self.treedef, [jnp.asarray(v.value) for v in self.added])
+        sq = self.ops.sq_norms([grads])[0] if self.noise else 0.0
+        sums = held["sums"] + jnp.array(micro_batch_sums(sq, rows), "float32")
+        count = held["count"] + update.astype("int32")
+
+        def measured(state):
+            used = grads if k == 1 else [(g + a) / k for g, a in zip(grads, accumulated)]  # as the optimizer
+            halves, small_sq = two_batch(sums, used, k) if self.noise else (None, None)
+            state, values = measure(self.instruments, state, Step(used, before, after, self.ops, halves, small_sq),
+                                    count)
+            jax.debug.callback(self._receive, count, sums[3], values)
+            return state
+
+        state = measured(held["measures"]) if k == 1 else jax.lax.cond(update, measured, lambda s: s, held["measures"])
+        held = {"measures": state, "count": count, "sums": jnp.where(update, 0.0, sums)}
+        for variable, leaf in zip(self.added, jax.tree.leaves(held)):
             variable.assign(leaf)
-        self.counter.assign(count)
-        jax.debug.callback(functools.partial(self._receive, rows), count, values)
         return result
 
-    def _receive(self, rows: int, count, values) -> None:
+    def _receive(self, count, rows, values) -> None:
         values = {name: float(np.asarray(values[name])) for name in self.outputs}  # the instruments' order
         measured = any(v == v for v in values.values())  # an update no instrument measured (every=) records nothing
-        self.inbox[int(count)] = (rows, values if measured else None)
+        self.inbox[int(count)] = (int(np.asarray(rows)), values if measured else None)
 
     def _drain(self) -> None:
         """Record the updates received so far, in order (a later one waits for the ones before)."""
@@ -280,19 +297,3 @@ class KerasCallback(keras.callbacks.Callback):
             self.recorder.count_update(rows)
             self.recorded = count
 
-    def _describe(self, batch_size: int):
-        settings = dict(self.settings)
-        given = settings.get("batch_size")
-        if given is not None and given != batch_size:
-            settings["batch_size_given"] = settings.pop("batch_size")
-        outputs = tuple(out if ins.every == 1 else f"{out}@{ins.every}"
-                        for ins in self.instruments for out in ins.outputs)
-        return describe(self.run_id, self.name, settings, batch_size, outputs, self.model_name)
-
-
-def _copy(tensors: list) -> list:
-    """Detached copies of torch tensors, in one fused call."""
-    import torch
-
-    with torch.no_grad():
-        return torch._foreach_mul([t.detach() for t in tensors], 1.0)

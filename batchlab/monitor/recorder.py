@@ -48,10 +48,11 @@ class Recorder:
     """
 
     def __init__(self, db: str | Path | None, run_id: str, describe: Callable[[int], tuple[RunConfig, Monitored]],
-                 flush_every: int):
+                 flush_every: int, before_flush: Callable[[], None] | None = None):
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise BatchlabError(f"flush_every={flush_every!r} must be a whole number of updates >= 1")
         self.run_id, self.describe, self.flush_every = run_id, describe, flush_every
+        self.before_flush = before_flush  # hands over the rows a monitor still holds
         self.rows: list[tuple[int, int, float, dict[str, Any]]] = []
         self.names: dict[str, None] = {}  # value names in first-seen order
         self.sizes: dict[int, int] = {}  # batch size -> updates that used it
@@ -121,6 +122,8 @@ class Recorder:
     def flush(self, status: str = RUNNING) -> None:
         """Write the run so far in one transaction (nothing to do without a store or updates)."""
         self.unflushed = 0
+        if self.before_flush is not None:
+            self.before_flush()
         if self.store is not None and self.sizes:
             self.store.write([self.result(status)], __version__)
         if self.sinks and self.sent < len(self.rows):

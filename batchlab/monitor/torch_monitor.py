@@ -20,17 +20,19 @@ the two-batch noise estimate (``instruments/step/noise_scale.py``), as batchlab'
 the first half of a batch and the batch.
 
 Under DDP (``torch.distributed`` initialized, the model wrapped in ``DistributedDataParallel``)
-the rank's own gradient is the small batch and the all-reduced one the big (W x the rank's
-batch; ``distributed.py``); every rank measures, only rank 0 writes the store.
+each rank's own gradient is a small batch and the all-reduced one the big (the ranks' rows
+together): the mean of the ranks' squared norms stands for the small batch's, as the engine's
+over devices (``distributed.py``); every rank measures, only rank 0 writes the store.
 
 When: the instruments measure update t from (g_t, theta_t, theta_{t+1}), but at ``update()``
-the step has not happened yet. So ``update()`` keeps a copy of g_t and theta_t and the
-measurement of update t is made at the next ``update()`` (or at ``close()``), when the
-parameters are theta_{t+1}: the values are the engine's, one call late. Memory: two copies of
-the trained parameters, only at measured updates (``every``).
+the step has not happened yet. So ``update()`` copies g_t and theta_t into a row of a block
+(``block.py``), theta_{t+1} is copied at the next call (or at ``close()``), and the rows are
+measured together every few dozen updates, at each write to the store, at :meth:`steps` and at
+``close()``: the values are the engine's, measured later. Cost: two copies an update (about
+20 us on the digits models here); memory: the block, a few hundred KiB (at least one row).
 
 The instruments are the engine's own objects (``instruments/step/``), run through the torch
-backend's array operations (``engine.torch_step.TorchOps``, one run), so a monitored run and a
+backend's array operations (``engine.torch_step.TorchOps``), so a monitored run and a
 batchlab run of the same model, batches and initial weights record the same numbers.
 """
 
@@ -44,10 +46,12 @@ import torch
 from batchlab.engine.torch_ops import TorchOps
 from batchlab.errors import BatchlabError
 from batchlab.instruments import step_instruments
-from batchlab.instruments.base import Step, measure, start_measures
+from batchlab.instruments.base import start_measures
+from batchlab.monitor.block import Block, Row
 from batchlab.monitor.choices import DEFAULT_INSTRUMENTS, FLUSH_EVERY, NOISE, instrument_spec
 from batchlab.monitor.described import describe, new_run_id, plain_settings
 from batchlab.monitor.distributed import RankGradients, is_ddp, process_group_size
+from batchlab.monitor.per_sample import SAMPLE_OUTPUTS, SampleNoise
 from batchlab.monitor.recorder import Recorder
 
 class TorchMonitor:
@@ -70,11 +74,17 @@ class TorchMonitor:
         log_to: also send the recorded series to TensorBoard, MLflow or W&B (``"tensorboard"``,
             ``"mlflow:file:./mlruns"``, a sink object, or a list; ``batchlab/sinks/``), at each
             flush to the store; under DDP rank 0 only.
+        per_sample_every: at every k-th update also the exact estimate of ||G||^2 and tr(Sigma)
+            from the batch's per-sample gradients (``per_sample.py``; ``update()`` then needs
+            ``inputs=`` and ``targets=``), recorded as ``sample_grad_sq``, ``sample_trace``,
+            ``sample_grad_sq_se`` and ``sample_noise_scale``.
+        loss_fn: ``loss_fn(output, target)`` (mean reduction), for ``per_sample_every``.
     """
 
     def __init__(self, model: torch.nn.Module, db: str | Path | None = "batchlab.db", name: str = "my-run", *,
                  instruments: Any = None, every: int = 1, flush_every: int = FLUSH_EVERY,
-                 settings: dict[str, Any] | None = None, log_to: Any = None, **more_settings: Any):
+                 settings: dict[str, Any] | None = None, log_to: Any = None, per_sample_every: int | None = None,
+                 loss_fn: Any = None, **more_settings: Any):
         if not isinstance(model, torch.nn.Module):
             raise BatchlabError(f"TorchMonitor watches a torch.nn.Module, not {type(model).__name__}")
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -85,53 +95,80 @@ class TorchMonitor:
         self.instruments = step_instruments(spec)
         if any(ins.halves and ins.name != NOISE for ins in self.instruments):
             raise BatchlabError("a monitored loop gives the two-batch instruments noise_scale's split only")
-        self.ops = TorchOps(1)
-        self.measures = start_measures(self.instruments, [p.detach().clone() for p in self.params], self.ops)
         self.settings = plain_settings({**(settings or {}), **more_settings})
+        self.per_sample_every = per_sample_every
+        self.sample_noise = None
+        if per_sample_every is not None:
+            if isinstance(per_sample_every, bool) or not isinstance(per_sample_every, int) or per_sample_every < 1:
+                raise BatchlabError(f"per_sample_every={per_sample_every!r} must be a whole number of updates >= 1")
+            self.sample_noise = SampleNoise(model, loss_fn, self.params)
         self.rank, self.world = process_group_size()
         self.ranks = RankGradients(model) if self.world > 1 and is_ddp(model) else None
         self.model_name = type(model.module if is_ddp(model) else model).__name__
         self.name, self.run_id = str(name), new_run_id(str(name))
         self.count, self.samples = 0, 0
-        self.pending: tuple | None = None  # (count, grad, params, halves, extra values) of a measured update
+        self.block: Block | None = None  # made at the first call, when the loop's split is known
+        self.measures: dict = {}
         self.micro: list[int] = []  # sizes of this update's micro-batches so far
-        self.first_micro: list[torch.Tensor] | None = None  # accumulated .grad after the first micro-batch
         self.closed = False
-        self.recorder = Recorder(db if self.rank == 0 else None, self.run_id, self._describe, flush_every)
+        self.recorder = Recorder(db if self.rank == 0 else None, self.run_id, self._describe, flush_every,
+                                 before_flush=self._measure)
         if log_to is not None and self.rank == 0:
             self.recorder.log_to(log_to, self.name, self.settings)
 
     # ------------------------------------------------------------------ the loop's calls
 
-    def update(self, batch_size: int | None = None, *, micro_batch: bool = False, loss: Any = None) -> None:
+    def update(self, batch_size: int | None = None, *, micro_batch: bool = False, loss: Any = None,
+               inputs: Any = None, targets: Any = None) -> None:
         """Read the gradient of the update about to be made (after ``backward()``, before
         ``optimizer.step()``). ``batch_size``: rows of the batch (of this micro-batch with
         ``micro_batch=True``; under DDP, of this rank). ``loss``: the batch's mean loss, recorded
-        as ``mb_loss``."""
+        as ``mb_loss``. ``inputs``, ``targets``: the batch, needed at every ``per_sample_every``-th
+        update for the exact per-sample estimate (``per_sample.py``)."""
         if self.closed:
             raise BatchlabError("update() after close(): make a new TorchMonitor for another run")
-        self._finish_pending()
+        if self.block is None:
+            self._start(micro_batch)
+        self._note_after()
         if micro_batch:
             self._micro_batch(batch_size)
             return
         size = self._step_size(batch_size)
-        grads = self._grads()
+        grads = [p.grad for p in self.params]
+        if all(g is None for g in grads):
+            raise BatchlabError("update() found no gradient: call it after loss.backward() and before "
+                                "optimizer.step() and zero_grad()")
         self.count += 1
-        ranks = self.ranks.take() if self.ranks is not None else None
-        big = size * self.world  # the batch the all-reduced gradient is the mean of
-        self.samples += big
         if self.count == 1:
-            self._first_update(grads, ranks)
-        if self._due(self.count):
-            halves = self._halves(grads, size, ranks)
-            values = {} if loss is None else {"mb_loss": loss.detach() if torch.is_tensor(loss) else float(loss)}
-            copies = _copy(grads + self.params)  # one fused copy of g_t and theta_t
-            n = len(grads)
-            self.pending = (self.count, self.samples, copies[:n], copies[n:], halves, values)
+            self._first_update(grads)
+        due = self._due(self.count)
+        row = Row(self.count, 0, 0)
+        if loss is not None:
+            row.values["mb_loss"] = loss.detach() if torch.is_tensor(loss) else loss
+        if self.per_sample_every and self.count % self.per_sample_every == 0:
+            if inputs is None or targets is None:
+                raise BatchlabError(f"update {self.count} needs inputs= and targets= (the batch) for the per-sample "
+                                    f"estimate (per_sample_every={self.per_sample_every})")
+            row.values.update(self.sample_noise.measure(inputs, targets))
+        big = size * self.world
+        if due and self.ranks is not None:
+            mean = self.ranks.mean_over_ranks(size)
+            if mean is not None:
+                row.small_sq, small, big = mean.value()
+                row.split = (small, big)
+        elif due and len(self.micro) >= 2 and self.block.small is not None:
+            row.split = (self.micro[0], size)
+        self.samples += big
+        row.samples = self.samples
         if self.ranks is not None:
             self.ranks.capture = self._due(self.count + 1)
-        self.micro, self.first_micro = [], None
-        self.recorder.count_update(big)
+        self.recorder.count_update(big)  # may write the store, which measures the block first
+        if self.block.full():
+            self._measure()
+        if due:
+            self.block.add(row, grads)
+        self.block.forget_now()  # the parameters change at the optimizer's step
+        self.micro = []
 
     def close(self) -> None:
         """Measure the last update (its parameters are theta_{t+1} now) and write the run."""
@@ -139,13 +176,15 @@ class TorchMonitor:
             return
         self.closed = True
         try:
-            self._finish_pending()
+            if self.block is not None:
+                self._note_after()
         finally:
             self.recorder.close()
 
     def steps(self) -> dict[str, Any]:
         """The per-step records so far (NumPy arrays by name; the last update is measured at
         the next call or at close)."""
+        self._measure()
         return self.recorder.steps()
 
     def __enter__(self) -> "TorchMonitor":
@@ -156,23 +195,45 @@ class TorchMonitor:
 
     # ------------------------------------------------------------------ inside
 
-    def _due(self, count: int) -> bool:
-        return any(count % ins.every == 0 for ins in self.instruments)
+    def _start(self, micro_batch: bool) -> None:
+        """The block, now that the loop's first call says whether updates split; the default
+        instruments leave the noise estimate out where they do not."""
+        if self.default and not (micro_batch or self.ranks is not None):
+            self.instruments = tuple(ins for ins in self.instruments if ins.name != NOISE)
+        halves = any(ins.halves for ins in self.instruments)
+        self.block = Block(self.params, small=halves and micro_batch and self.ranks is None)
+        self.measures = start_measures(self.instruments, [torch.cat([p.detach().reshape(-1) for p in self.params])
+                                                          .to(self.block.grads.dtype)], TorchOps(1))
 
-    def _grads(self) -> list[torch.Tensor]:
-        """The ``.grad`` of each measured parameter (zeros where one took no part, as the engine's
-        ``materialize_grads``); an error when no parameter has one."""
-        if all(p.grad is None for p in self.params):
-            raise BatchlabError("update() found no gradient: call it after loss.backward() and before "
-                                "optimizer.step() and zero_grad()")
-        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+    def _due(self, count: int) -> bool:
+        return (any(count % ins.every == 0 for ins in self.instruments)
+                or bool(self.per_sample_every and count % self.per_sample_every == 0))
+
+    def _note_after(self) -> None:
+        """The parameters now are theta_{t+1} of a row waiting for them."""
+        pending = self.block.pending()
+        if pending is not None:
+            pending.after = self.block.theta_now()
+
+    def _measure(self) -> None:
+        """Measure the block's complete rows and hand their values to the recorder."""
+        if self.block is None:
+            return
+        self.measures, rows = self.block.measure(self.instruments, self.measures)
+        for row, values in rows:
+            self.recorder.add(row.count, row.samples, values)
 
     def _micro_batch(self, batch_size: int | None) -> None:
         if batch_size is None:
             raise BatchlabError("update(micro_batch=True) needs batch_size: the rows of that micro-batch")
         self.micro.append(_rows(batch_size))
-        if len(self.micro) == 1 and self._due(self.count + 1) and self.ranks is None:
-            self.first_micro = _copy(self._grads())
+        if len(self.micro) == 1 and self._due(self.count + 1) and self.block.small is not None:
+            if all(p.grad is None for p in self.params):
+                raise BatchlabError("update(micro_batch=True) found no gradient: call it after that "
+                                    "micro-batch's loss.backward()")
+            if self.block.full():
+                self._measure()
+            self.block.keep_small([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
 
     def _step_size(self, batch_size: int | None) -> int:
         """The update's batch (this rank's): the given size, or the micro-batches' total."""
@@ -186,40 +247,13 @@ class TorchMonitor:
             raise BatchlabError("update() needs batch_size: the rows of the batch behind this gradient")
         return _rows(batch_size)
 
-    def _first_update(self, grads: list[torch.Tensor], ranks: list | None) -> None:
-        """Checks that need one look at a real step, and the default instruments' last choice."""
-        if float(self.ops.sq_norms([grads])[0]) == 0.0:
+    def _first_update(self, grads: list[torch.Tensor | None]) -> None:
+        """A check that needs one look at a real step, and the default instruments' last choice."""
+        if not any(bool(g.any()) for g in grads if g is not None):
             raise BatchlabError("the gradient is zero everywhere at the first update: call update() after "
                                 "loss.backward(), not after optimizer.zero_grad()")
-        if self.default and not (len(self.micro) >= 2 or ranks is not None):
+        if self.default and len(self.micro) < 2 and self.ranks is None:
             self.instruments = tuple(ins for ins in self.instruments if ins.name != NOISE)  # no split to use
-
-    def _halves(self, grads: list[torch.Tensor], size: int, ranks: list | None):
-        """((g_small, b), (g_big, B)) for the two-batch instruments: the rank against all ranks,
-        the first micro-batch against the batch, or (the batch, the batch) when the update cannot
-        split (the estimate's averages then stay as they were, as for the engine's one-row batch)."""
-        if not any(ins.halves for ins in self.instruments):
-            return None
-        if ranks is not None:
-            return (ranks, size), (_copy(grads), size * self.world)
-        if self.first_micro is not None and len(self.micro) >= 2:
-            first = self.micro[0]
-            return (torch._foreach_mul(self.first_micro, size / first), first), (None, size)
-        return (None, size), (None, size)
-
-    def _finish_pending(self) -> None:
-        """Measure the pending update now that the parameters have moved to theta_{t+1}."""
-        if self.pending is None:
-            return
-        count, samples, grads, before, halves, values = self.pending
-        self.pending = None
-        if halves is not None:  # None stands for the update's own gradient (kept once, not twice)
-            (small, b), (big, n) = halves
-            halves = ((grads if small is None else small, b), (grads if big is None else big, n))
-        after = [p.detach() for p in self.params]
-        step = Step(grads, before, after, self.ops, halves)
-        self.measures, measured = measure(self.instruments, self.measures, step, count)
-        self.recorder.add(count, samples, {**values, **measured})
 
     def _describe(self, batch_size: int):
         settings = dict(self.settings)
@@ -230,13 +264,9 @@ class TorchMonitor:
             settings["batch_size_given"] = settings.pop("batch_size")  # kept, but the updates say otherwise
         outputs = tuple(out if ins.every == 1 else f"{out}@{ins.every}"
                         for ins in self.instruments for out in ins.outputs)
+        if self.per_sample_every:
+            outputs += tuple(f"{out}@{self.per_sample_every}" for out in SAMPLE_OUTPUTS.values())
         return describe(self.run_id, self.name, settings, batch_size, outputs, self.model_name)
-
-
-def _copy(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Detached copies of ``tensors``, in one fused call."""
-    with torch.no_grad():
-        return torch._foreach_mul([t.detach() for t in tensors], 1.0)
 
 
 def _rows(batch_size: Any) -> int:

@@ -20,8 +20,9 @@ QUANTITIES = {"mb_loss": ("mini-batch loss", "loss of the update's batch"),
               "update_norm": ("update size", "||theta_t+1 - theta_t||"),
               "dist_init": ("distance from the initial weights", "||theta_t - theta_0||"),
               "weight_norm": ("weight norm", "||theta_t||"),
-              "noise_scale": ("noise scale B_simple", "samples (tr Sigma / ||G||^2)")}
-LOG = ("mb_loss", "grad_norm", "update_norm", "noise_scale")  # spread over decades: log axes
+              "noise_scale": ("noise scale B_simple", "samples (tr Sigma / ||G||^2)"),
+              "sample_noise_scale": ("B_simple from per-sample gradients", "samples (tr Sigma / ||G||^2)")}
+LOG = ("mb_loss", "grad_norm", "update_norm", "noise_scale", "sample_noise_scale")  # spread over decades: log axes
 
 
 def monitored_figure(steps: pd.DataFrame, label: str = "label", title: str | None = None,
@@ -36,8 +37,11 @@ def monitored_figure(steps: pd.DataFrame, label: str = "label", title: str | Non
         for run_name, run in steps.groupby(label, sort=True):
             values = run[quantity].to_numpy(float)
             ok = np.isfinite(values) & ((values > 0) if quantity in LOG else True)
-            # NaN where not measured: the line breaks there instead of bridging the gap
-            ax.plot(run["step"].to_numpy(), np.where(ok, values, np.nan), lw=1.2, label=str(run_name))
+            # NaN where not measured: the line breaks there instead of bridging the gap, so a
+            # quantity measured every k-th update gets points (a line of isolated values is invisible)
+            sparse = ok.sum() < 0.5 * len(ok)
+            ax.plot(run["step"].to_numpy(), np.where(ok, values, np.nan), lw=1.2, label=str(run_name),
+                    marker="." if sparse else None, ms=3)
         name, unit = QUANTITIES[quantity]
         if quantity in LOG:
             ax.set_yscale("log")
