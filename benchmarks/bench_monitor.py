@@ -12,14 +12,15 @@ Each timing is a whole run end to end: the model and (monitored) the ``TorchMoni
 store (a fresh SQLite file in a temporary folder) built, ``UPDATES`` optimizer updates, and
 ``close()`` (the last measurement and the final write); flushes every 500 updates, the default,
 are inside it. Default instruments: grad_norm, update_norm, dist_init (no micro-batches, one
-process: no noise estimate). Bare and monitored runs alternate, one thread, after a warm-up;
-each figure is the median of ``--repeat`` timings (default 5; 3 with ``--quick``, and fewer
-updates). Overhead = monitored / bare - 1, per update in microseconds and as a ratio.
+process: no noise estimate). Bare and monitored runs alternate in pairs, one thread, after a
+warm-up; the overhead is the median over ``--repeat`` pairs (default 9; 3 with ``--quick``, and
+fewer updates) of monitored minus bare, so that a shared machine's slow minutes, which hit
+both runs of a pair, cancel; the bare time is the median of the bare runs.
 
 Usage::
 
-    python benchmarks/bench_monitor.py            # about 2 minutes on 2 cores
-    python benchmarks/bench_monitor.py --quick    # about 40 seconds
+    python benchmarks/bench_monitor.py            # about 3 minutes on 2 cores
+    python benchmarks/bench_monitor.py --quick    # about 25 seconds
 
 Results are printed and written to benchmarks/results/bench_monitor.json.
 """
@@ -35,8 +36,9 @@ from pathlib import Path
 from harness import save, torch_module  # benchmarks/harness.py
 
 LR, MOMENTUM = 0.01, 0.9
-UPDATES = {"mlp": 1500, "cnn": 300}  # per timing (x 1/3 with --quick)
-CASES = (("mlp", 32), ("mlp", 256), ("cnn", 32), ("cnn", 256))
+# Updates per timing (x 1/3 with --quick): runs of a few seconds, so the store's creation and
+# final write (about 15 ms a run) weigh a few us an update, not tens.
+CASES = (("mlp", 32, 5000), ("mlp", 256, 3000), ("cnn", 32, 1000), ("cnn", 256, 300))
 
 
 def run(name: str, batch: int, updates: int, x, y, folder: Path | None) -> float:
@@ -78,7 +80,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer updates and repeats")
     parser.add_argument("--repeat", type=int, default=None, help="timings per figure (median)")
     args = parser.parse_args()
-    repeat = args.repeat or (3 if args.quick else 5)
+    repeat = args.repeat or (3 if args.quick else 9)
 
     import torch
 
@@ -90,18 +92,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
         folder = Path(tmp)
-        for name, batch in CASES:
-            updates = UPDATES[name] // (3 if args.quick else 1)
+        for name, batch, updates in CASES:
+            updates //= 3 if args.quick else 1
             run(name, batch, 20, x, y, None)  # warm-up: lazy imports, first-call costs
             run(name, batch, 20, x, y, folder)
             bare, monitored = [], []
             for _ in range(repeat):
                 bare.append(run(name, batch, updates, x, y, None))
                 monitored.append(run(name, batch, updates, x, y, folder))
-            b, m = statistics.median(bare), statistics.median(monitored)
-            rows.append({"model": name, "batch_size": batch, "updates": updates, "bare_s": b, "monitored_s": m,
-                         "bare_us": b / updates * 1e6, "overhead_us": (m - b) / updates * 1e6, "ratio": m / b})
-    print(f"TorchMonitor, default instruments, vs the bare loop (median of {repeat})")
+            b = statistics.median(bare)
+            extra = statistics.median(m - b_ for m, b_ in zip(monitored, bare))
+            rows.append({"model": name, "batch_size": batch, "updates": updates, "bare_s": b, "overhead_s": extra,
+                         "bare_us": b / updates * 1e6, "overhead_us": extra / updates * 1e6, "ratio": 1 + extra / b})
+    print(f"TorchMonitor, default instruments, vs the bare loop (median of {repeat} pairs)")
     print(f"{'model':<6}{'B':>5}{'updates':>9}{'bare us/upd':>13}{'+monitor us':>13}{'ratio':>8}{'overhead':>10}")
     for r in rows:
         print(f"{r['model']:<6}{r['batch_size']:>5}{r['updates']:>9,}{r['bare_us']:>13,.0f}{r['overhead_us']:>13,.0f}"

@@ -216,6 +216,31 @@ def test_a_crash_keeps_what_was_flushed(data, tmp_path):
     assert run.status == "finished" and len(run.steps["step"]) == 13
 
 
+def test_default_writes_wait_while_they_took_over_two_percent_of_the_time(tmp_path):
+    """flush_every=None: a write at least every 500 updates, but none while the writes so far
+    took more than 2% of the run's time (a write rewrites the whole series: its cost grows)."""
+    from batchlab.monitor.recorder import Recorder
+
+    writes = []
+    rec = Recorder(None, "r", lambda b: None, None, before_flush=lambda: writes.append(rec.unflushed))
+    rec.started -= 100.0  # the run has taken 100 s
+    for _ in range(1000):
+        rec.count_update(8)
+    assert len(writes) == 2  # cheap writes: at 500 and 1000
+    rec.write_seconds = 2.5  # over 2% of 100 s
+    for _ in range(1000):
+        rec.count_update(8)
+    assert len(writes) == 2
+    rec.write_seconds = 1.5
+    rec.count_update(8)
+    assert len(writes) == 3  # due since long ago, now within the share
+    exact = Recorder(None, "r", lambda b: None, 500, before_flush=lambda: writes.append(0))
+    exact.write_seconds = 1e9  # a given flush_every writes every that many updates, whatever they cost
+    for _ in range(500):
+        exact.count_update(8)
+    assert len(writes) == 4
+
+
 def test_runs_export_and_report_read_a_store_with_monitored_and_trained_runs(data, tmp_path, cli):
     from batchlab.api import run_configs
 

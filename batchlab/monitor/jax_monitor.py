@@ -145,7 +145,7 @@ class OptaxRecorder:
     series to TensorBoard, MLflow or W&B, as :class:`~batchlab.monitor.TorchMonitor` does."""
 
     def __init__(self, db: str | Path | None = "batchlab.db", name: str = "my-run", *, batch_size: int,
-                 settings: dict[str, Any] | None = None, flush_every: int = FLUSH_EVERY, log_to: Any = None,
+                 settings: dict[str, Any] | None = None, flush_every: int | None = FLUSH_EVERY, log_to: Any = None,
                  **more_settings: Any):
         self.batch_size = _whole(batch_size, "batch_size")
         self.settings = plain_settings({**(settings or {}), **more_settings})

@@ -67,7 +67,7 @@ from batchlab.monitor.described import new_run_id, plain_settings
 from batchlab.monitor.keras_model import (accumulation_steps, accumulators, added_variables, batch_rows, copy_tensors,
                                           describe_fit, instruments_for, micro_batch_sums, optimizer_of,
                                           optimizer_settings, rows_of, two_batch)
-from batchlab.monitor.recorder import Recorder
+from batchlab.monitor.recorder import Recorder, check_flush_every
 
 BACKENDS = ("jax", "torch")
 
@@ -82,7 +82,8 @@ class KerasCallback(keras.callbacks.Callback):
         instruments: names, presets or instrument objects; None: grad_norm, update_norm,
             dist_init, and noise_scale when the optimizer has gradient_accumulation_steps.
         every: measure every k-th update only.
-        flush_every: updates between writes to the store.
+        flush_every: updates between writes to the store (None: at least 500, and writes kept
+            under 2% of the time; ``monitor/choices.py``).
         settings: the run's settings (``lr``, ``data``, anything else); the optimizer's class,
             lr, momentum, weight decay and accumulation steps are added unless given.
             Keyword arguments join them.
@@ -90,7 +91,7 @@ class KerasCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, db: str | Path | None = "batchlab.db", name: str = "keras-run", *, instruments: Any = None,
-                 every: int = 1, flush_every: int = FLUSH_EVERY, settings: dict[str, Any] | None = None,
+                 every: int = 1, flush_every: int | None = FLUSH_EVERY, settings: dict[str, Any] | None = None,
                  log_to: Any = None, **more_settings: Any):
         super().__init__()
         self.backend = keras.backend.backend()
@@ -102,8 +103,7 @@ class KerasCallback(keras.callbacks.Callback):
                                                        else instruments, every))
         if any(ins.halves and ins.name != NOISE for ins in self.chosen):
             raise BatchlabError("Keras' micro-batches give the two-batch instruments noise_scale's split only")
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise BatchlabError(f"flush_every={flush_every!r} must be a whole number of updates >= 1")
+        check_flush_every(flush_every)
         self.db, self.name, self.flush_every, self.log = db, str(name), flush_every, log_to
         self.given = {**(settings or {}), **more_settings}
         plain_settings(self.given)  # bad setting names now, not at the end of a fit

@@ -4,7 +4,8 @@ Values arrive as whatever the loop computes them in (torch tensors, JAX arrays, 
 stay so until a flush: turning a device value into a Python float waits for the device, and a
 monitor that did so at every step would stall a GPU's pipeline once per step. Every
 ``flush_every`` updates, and at :meth:`Recorder.close`, the whole run so far is written in one
-transaction (``Store.write``: the run's row and its series, replacing the previous flush), so a
+transaction (``Store.write``: the run's row and its series, replacing the previous flush;
+by default also no more often than keeps writes under 2% of the time, ``choices.py``), so a
 crashed process leaves the last flush behind, whole, with status ``running``. The same rows
 then go to the sinks of ``log_to`` (TensorBoard, MLflow, W&B: ``batchlab/sinks/``), each row
 once, so they hold the store's numbers.
@@ -24,6 +25,7 @@ import numpy as np
 
 from batchlab.config import RunConfig
 from batchlab.errors import BatchlabError
+from batchlab.monitor.choices import MIN_FLUSH_UPDATES, WRITE_SHARE
 from batchlab.results import Monitored, RunResult
 from batchlab.sinks import Sink, SinkRun, close_sinks, open_sinks
 from batchlab.version import __version__
@@ -48,10 +50,11 @@ class Recorder:
     """
 
     def __init__(self, db: str | Path | None, run_id: str, describe: Callable[[int], tuple[RunConfig, Monitored]],
-                 flush_every: int, before_flush: Callable[[], None] | None = None):
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise BatchlabError(f"flush_every={flush_every!r} must be a whole number of updates >= 1")
-        self.run_id, self.describe, self.flush_every = run_id, describe, flush_every
+                 flush_every: int | None, before_flush: Callable[[], None] | None = None):
+        check_flush_every(flush_every)
+        self.run_id, self.describe = run_id, describe
+        self.flush_every, self.adaptive = flush_every or MIN_FLUSH_UPDATES, flush_every is None
+        self.write_seconds = 0.0  # spent in flushes so far
         self.before_flush = before_flush  # hands over the rows a monitor still holds
         self.rows: list[tuple[int, int, float, dict[str, Any]]] = []
         self.names: dict[str, None] = {}  # value names in first-seen order
@@ -89,7 +92,8 @@ class Recorder:
         """Note an update (recorded or not) and flush when ``flush_every`` have passed."""
         self.sizes[batch_size] = self.sizes.get(batch_size, 0) + 1
         self.unflushed += 1
-        if self.unflushed >= self.flush_every:
+        if self.unflushed >= self.flush_every and not (
+                self.adaptive and self.write_seconds > WRITE_SHARE * (time.time() - self.started)):
             self.flush()
 
     def settle(self) -> None:
@@ -121,6 +125,13 @@ class Recorder:
 
     def flush(self, status: str = RUNNING) -> None:
         """Write the run so far in one transaction (nothing to do without a store or updates)."""
+        began = time.perf_counter()
+        try:
+            self._flush(status)
+        finally:
+            self.write_seconds += time.perf_counter() - began
+
+    def _flush(self, status: str) -> None:
         self.unflushed = 0
         if self.before_flush is not None:
             self.before_flush()
@@ -147,6 +158,13 @@ class Recorder:
                 if self.store is not None:
                     self.store.close()
                     self.store = None
+
+
+def check_flush_every(flush_every: Any) -> None:
+    """None (the default rule, ``choices.py``) or a whole number of updates >= 1."""
+    if flush_every is not None and (isinstance(flush_every, bool) or not isinstance(flush_every, int)
+                                    or flush_every < 1):
+        raise BatchlabError(f"flush_every={flush_every!r} must be None or a whole number of updates >= 1")
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:

@@ -29,7 +29,7 @@ the step has not happened yet. So ``update()`` copies g_t and theta_t into a row
 (``block.py``), theta_{t+1} is copied at the next call (or at ``close()``), and the rows are
 measured together every few dozen updates, at each write to the store, at :meth:`steps` and at
 ``close()``: the values are the engine's, measured later. Cost: two copies an update (about
-20 us on the digits models here); memory: the block, a few hundred KiB (at least one row).
+50-75 us an update on the digits MLP here); memory: the block, up to 4 MiB (at least one row).
 
 The instruments are the engine's own objects (``instruments/step/``), run through the torch
 backend's array operations (``engine.torch_step.TorchOps``), so a monitored run and a
@@ -67,7 +67,8 @@ class TorchMonitor:
             grad_norm, update_norm, dist_init, and noise_scale when the first update has
             micro-batches or several DDP ranks.
         every: measure every k-th update only (the others cost nothing and record nothing).
-        flush_every: updates between writes to the store.
+        flush_every: updates between writes to the store (None: at least 500, and writes kept
+            under 2% of the time; ``monitor/choices.py``).
         settings: the run's settings as key/values (``batch_size``, ``lr``, ``momentum``,
             ``optimizer`` as a name or the optimizer object, ``data``, ``model``, anything else);
             keyword arguments are added to them.
@@ -82,7 +83,7 @@ class TorchMonitor:
     """
 
     def __init__(self, model: torch.nn.Module, db: str | Path | None = "batchlab.db", name: str = "my-run", *,
-                 instruments: Any = None, every: int = 1, flush_every: int = FLUSH_EVERY,
+                 instruments: Any = None, every: int = 1, flush_every: int | None = FLUSH_EVERY,
                  settings: dict[str, Any] | None = None, log_to: Any = None, per_sample_every: int | None = None,
                  loss_fn: Any = None, **more_settings: Any):
         if not isinstance(model, torch.nn.Module):
