@@ -57,15 +57,7 @@ def batch_noise(module: torch.nn.Module, loss_fn, x, y, params: list[torch.Tenso
         module = module.module
     _check(module, x, y)
     named = dict(module.named_parameters())
-    if params is None:
-        names = [k for k, p in named.items() if p.requires_grad]
-    else:
-        by_id = {id(p): k for k, p in named.items()}
-        if any(id(p) not in by_id for p in params):
-            raise BatchlabError("batch_noise: a params entry is not a parameter of the module")
-        names = list(dict.fromkeys(by_id[id(p)] for p in params))
-    if not names:
-        raise BatchlabError("batch_noise: no parameters to differentiate (none requires grad)")
+    names = _differentiated(named, params)
     trained = {k: named[k].detach() for k in names}
     fixed = {k: v.detach() for k, v in [*named.items(), *module.named_buffers()] if k not in trained}
 
@@ -91,6 +83,20 @@ def batch_noise(module: torch.nn.Module, loss_fn, x, y, params: list[torch.Tenso
                 sum_sq += part.square().sum()
     mean_sq = sum(t.square().sum() for t in total.values()) / n ** 2  # ||gbar||^2
     return two_batch_estimates(sum_sq / n, 1, mean_sq, n)
+
+
+def _differentiated(named: dict[str, torch.Tensor], params: list[torch.Tensor] | None) -> list[str]:
+    """Names of the parameters to differentiate: ``params`` (by identity), else all that require grad."""
+    if params is None:
+        names = [k for k, p in named.items() if p.requires_grad]
+    else:
+        by_id = {id(p): k for k, p in named.items()}
+        if any(id(p) not in by_id for p in params):
+            raise BatchlabError("batch_noise: a params entry is not a parameter of the module")
+        names = list(dict.fromkeys(by_id[id(p)] for p in params))
+    if not names:
+        raise BatchlabError("batch_noise: no parameters to differentiate (none requires grad)")
+    return names
 
 
 def _check(module: torch.nn.Module, x, y) -> None:

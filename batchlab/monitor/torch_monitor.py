@@ -143,6 +143,21 @@ class TorchMonitor:
         if self.count == 1:
             self._first_update(grads)
         due = self._due(self.count)
+        row, big = self._row(due, size, loss, inputs, targets)
+        self.samples += big
+        row.samples = self.samples
+        if self.ranks is not None:
+            self.ranks.capture = self._due(self.count + 1)
+        self.recorder.count_update(big)  # may write the store, which measures the block first
+        if self.block.full():
+            self._measure()
+        if due:
+            self.block.add(row, grads)
+        self.block.forget_now()  # the parameters change at the optimizer's step
+        self.micro = []
+
+    def _row(self, due: bool, size: int, loss: Any, inputs: Any, targets: Any) -> tuple[Row, int]:
+        """This update's row (its split and the values known now) and its batch over all ranks."""
         row = Row(self.count, 0, 0)
         if loss is not None:
             row.values["mb_loss"] = loss.detach() if torch.is_tensor(loss) else loss
@@ -159,17 +174,7 @@ class TorchMonitor:
                 row.split = (small, big)
         elif due and len(self.micro) >= 2 and self.block.small is not None:
             row.split = (self.micro[0], size)
-        self.samples += big
-        row.samples = self.samples
-        if self.ranks is not None:
-            self.ranks.capture = self._due(self.count + 1)
-        self.recorder.count_update(big)  # may write the store, which measures the block first
-        if self.block.full():
-            self._measure()
-        if due:
-            self.block.add(row, grads)
-        self.block.forget_now()  # the parameters change at the optimizer's step
-        self.micro = []
+        return row, big
 
     def close(self) -> None:
         """Measure the last update (its parameters are theta_{t+1} now) and write the run."""
