@@ -16,7 +16,7 @@ from batchlab.analysis.findings import AGREES, DISAGREES, INCONCLUSIVE
 from batchlab.engine import programs
 from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders
 from batchlab.engine.jax_backend import train_cohort
-from batchlab.engine.programs import EpochShape, ProgramKey, prng_key
+from batchlab.engine.programs import EpochShape, ProgramKey
 from batchlab.store import Store
 from batchlab.studies import get_study
 from helpers import quick_study
@@ -158,12 +158,8 @@ def test_phase_switch_equals_two_trainings_from_the_saved_state():
     cfg, n = configs[0], dataset.n_train
     seeds = [c.data_seed for c in configs]
     data = EpochData.from_dataset(dataset)
-    args = (np.stack([prng_key(c.init_seed) for c in configs]), np.stack([prng_key(c.dropout_seed) for c in configs]),
-            np.array([c.optimizer.lr for c in configs], np.float32),
-            np.array([c.optimizer.momentum for c in configs], np.float32),
-            np.array([c.optimizer.weight_decay for c in configs], np.float32))
     key = ProgramKey.of(net, cfg, len(configs), data)
-    runs = programs.start_program(key).result()(*args)
+    runs = programs.start_states(programs.start_program(key).result(), configs)
     evaluate = programs.eval_program(key).result()
     metrics0 = dict(zip(EVAL_METRICS, np.asarray(evaluate(runs.params, runs.model_state, data)).T))
     # Training 1: k epochs at the large batch; its whole state (params, momentum, update count) saved to the host.

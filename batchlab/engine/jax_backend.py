@@ -26,7 +26,7 @@ from batchlab.engine.buckets import exact_shapes
 from batchlab.engine.epoch import EVAL_METRICS, EpochData, EpochOrders, EpochOutput
 from batchlab.engine.flat import flat_model, unchanged
 from batchlab.engine.loop import EpochResult, Scores, train_runs
-from batchlab.engine.programs import EpochShape, ProgramKey, prng_key
+from batchlab.engine.programs import EpochShape, ProgramKey
 from batchlab.instruments import output_names, step_instruments
 from batchlab.models.base import Model
 from batchlab.results import RunResult
@@ -88,10 +88,7 @@ class JaxCohort:
             start, self.evaluate_program, *compiled = programs.QUEUE.ready_all(needed)
         self.programs = dict(zip(epoch_shapes, compiled))
         self.setup_seconds = time.perf_counter() - t_compile
-        self.state = start(np.stack([prng_key(c.init_seed) for c in configs]),
-                           np.stack([prng_key(c.dropout_seed) for c in configs]),
-                           *(np.array(values, np.float32) for values in zip(*(
-                               (c.optimizer.lr, c.optimizer.momentum, c.optimizer.weight_decay) for c in configs))))
+        self.state = programs.start_states(start, configs)
         self.best = None
         self.ahead = first.early_stopping is None
         self.pending: dict[int, EpochOutput] = {}

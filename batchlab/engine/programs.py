@@ -75,7 +75,7 @@ class ProgramKey(NamedTuple):
     reduction: str
     micro_batch: int | None
     runs: int
-    data: DataShape
+    data: DataShape | None  # None for a start program (it reads no data)
     devices: int = 1  # > 1: every program runs on a mesh of that many devices (``gradients.device_mesh``)
 
     @classmethod
@@ -170,12 +170,27 @@ def _start_options() -> dict | None:
 
 
 def start_program(key: ProgramKey):
-    """The (future) compiled start program: (init keys, dropout keys, lrs, momenta, weight
-    decays) -> the runs' initial :class:`RunState`."""
-    described = key.described()
-    return QUEUE.submit(("start", key), lambda: _build(
-        _start_function(key.model, key.optimizer, key.instruments), lambda: _start_specs(key.runs),
-        described and ("start", described), _start_options(), key.devices))
+    """The (future) compiled start program of *one* run: (init key, dropout key, lr, momentum,
+    weight decay), each with a leading axis of 1 -> that run's initial :class:`RunState` (a
+    leading axis of 1). One program serves every cohort of a model, optimizer kind and
+    instruments, whatever its number of runs or its data (:func:`start_states` calls it once a
+    run): start programs had been a fifth of the compilation of a cold test suite, one per
+    cohort size. Each run's draws are its own keys', so its state is the same bits either way."""
+    one = key._replace(runs=1, data=None)
+    described = one.described()
+    return QUEUE.submit(("start", one), lambda: _build(
+        _start_function(one.model, one.optimizer, one.instruments), lambda: _start_specs(1),
+        described and ("start", described), _start_options(), one.devices))
+
+
+def start_states(start, configs: list[RunConfig]) -> RunState:
+    """The cohort's initial states: the compiled ``start`` program run for each config, stacked
+    on the host (NumPy: stacking device arrays would compile a program per shape)."""
+    parts = [start(prng_key(c.init_seed)[None], prng_key(c.dropout_seed)[None],
+                   *(np.array([v], np.float32) for v in (c.optimizer.lr, c.optimizer.momentum,
+                                                          c.optimizer.weight_decay)))
+             for c in configs]
+    return jax.tree.map(lambda *leaves: np.concatenate([np.asarray(leaf) for leaf in leaves]), *parts)
 
 
 _state_specs: dict[ProgramKey, object] = {}
