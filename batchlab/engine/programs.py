@@ -3,9 +3,10 @@
 A cohort needs a start program (initial states of its runs), an evaluation program (full-pass
 metrics) and one epoch program per batch-size bucket (``EpochShape``, planned in
 ``engine/buckets.py``). None depends on the number of epochs or of steps per epoch (the
-epoch loop takes them as values), so one start and one evaluation program serve every cohort
-with the same model, optimizer kind, instruments and number of runs, whatever their batch
-sizes. Each is built once per process, compiled ahead in the background
+epoch loop takes them as values), so one evaluation program serves every cohort with the same
+model, optimizer kind, instruments and number of runs, whatever their batch sizes, and one
+start program (of one run, run once a run) every cohort of the model, optimizer kind and
+instruments. Each is built once per process, compiled ahead in the background
 (``engine/compile_queue.py``), kept on disk (``engine/saved_programs.py``) and in JAX's
 persistent cache (``runtime.configure_cache``).
 """
