@@ -28,12 +28,11 @@ Results are printed and written to benchmarks/results/bench_monitor.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from harness import save, torch_module  # benchmarks/harness.py
+from harness import paired_overhead, save, torch_module  # benchmarks/harness.py
 
 LR, MOMENTUM = 0.01, 0.9
 # Updates per timing (x 1/3 with --quick): runs of a few seconds, so the store's creation and
@@ -96,12 +95,8 @@ def main() -> None:
             updates //= 3 if args.quick else 1
             run(name, batch, 20, x, y, None)  # warm-up: lazy imports, first-call costs
             run(name, batch, 20, x, y, folder)
-            bare, monitored = [], []
-            for _ in range(repeat):
-                bare.append(run(name, batch, updates, x, y, None))
-                monitored.append(run(name, batch, updates, x, y, folder))
-            b = statistics.median(bare)
-            extra = statistics.median(m - b_ for m, b_ in zip(monitored, bare))
+            b, extra = paired_overhead(lambda: run(name, batch, updates, x, y, None),
+                                       lambda: run(name, batch, updates, x, y, folder), repeat)
             rows.append({"model": name, "batch_size": batch, "updates": updates, "bare_s": b, "overhead_s": extra,
                          "bare_us": b / updates * 1e6, "overhead_us": extra / updates * 1e6, "ratio": 1 + extra / b})
     print(f"TorchMonitor, default instruments, vs the bare loop (median of {repeat} pairs)")

@@ -22,10 +22,9 @@ Results are printed and written to benchmarks/results/bench_optax_monitor.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
-from harness import save  # benchmarks/harness.py
+from harness import paired_overhead, save  # benchmarks/harness.py
 
 CASES = ((32, 5000), (256, 3000))  # (B, updates per timing; x 1/3 with --quick)
 READ_EVERY = 200
@@ -98,12 +97,8 @@ def main() -> None:
         updates //= 3 if args.quick else 1
         for kind in steps:
             run(kind, batch, 50)  # compiles (every partial-batch shape is skipped: one shape per B)
-        bare, monitored = [], []
-        for _ in range(repeat):
-            bare.append(run("bare", batch, updates))
-            monitored.append(run("monitored", batch, updates))
-        b = statistics.median(bare)
-        extra = statistics.median(m - b_ for m, b_ in zip(monitored, bare))
+        b, extra = paired_overhead(lambda: run("bare", batch, updates), lambda: run("monitored", batch, updates),
+                                   repeat)
         rows.append({"batch_size": batch, "updates": updates, "bare_us": b / updates * 1e6,
                      "overhead_us": extra / updates * 1e6, "ratio": 1 + extra / b})
     print(f"optax_monitor in a jitted step, default instruments, vs bare optax (median of {repeat} pairs)")

@@ -119,3 +119,13 @@ def torch_module(name: str):
         return nn.Sequential(nn.Flatten(), nn.Linear(64, 50), nn.ReLU(), nn.Linear(50, 10))
     return nn.Sequential(Images(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 32, 10)).to(torch.float32)
+
+
+def paired_overhead(bare, measured, repeat: int) -> tuple[float, float]:
+    """(median seconds of ``bare()``, median over ``repeat`` adjacent pairs of ``measured()`` minus
+    ``bare()``): a shared machine's slow minutes hit both runs of a pair and cancel."""
+    import statistics
+
+    pairs = [(bare(), measured()) for _ in range(repeat)]
+    return statistics.median(b for b, _ in pairs), statistics.median(m - b for b, m in pairs)
+

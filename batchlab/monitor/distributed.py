@@ -8,7 +8,7 @@ squared norm of the rank's own bucket to a sum, then does what DDP does by defau
 all-reduce, ``default_hooks.allreduce_hook``). The rank's gradient (batch b) against the
 all-reduced one (batch W b) is the two-batch estimate of the gradient noise for free
 (k-diffusion's ``GradientNoiseScale`` hook). Every rank's squared norm is a small-batch
-estimate, so their mean (one all-reduce of three numbers, started without waiting) stands for
+estimate, so their mean (one all-reduce of three numbers) stands for
 ||g_small||^2, as the engine's mean over devices (``instruments/step/noise_scale.py``); with
 unequal rows per rank, B_small = W / sum(1/b_r) keeps it unbiased. Norms are only taken for
 updates an instrument measures (``capture``).
@@ -55,24 +55,14 @@ class RankGradients:
             self.sq = part if self.sq is None else self.sq + part
         return default_hooks.allreduce_hook(None, bucket)
 
-    def mean_over_ranks(self, rows: int) -> "RankMean | None":
-        """Start the all-reduce of (||g_rank||^2, 1/b, b) for this update (None: nothing caught)."""
+    def mean_over_ranks(self, rows: int) -> tuple[torch.Tensor, float, int] | None:
+        """(mean of ||g_rank||^2 as a one-element tensor, B_small = W / sum 1/b_r, B_big = sum b_r)
+        for this update, from one all-reduce of (||g_rank||^2, 1/b, b); None when nothing was caught."""
         if self.sq is None:
             return None
         sums = torch.stack([self.sq, self.sq.new_tensor(1.0 / rows), self.sq.new_tensor(float(rows))])
         self.sq = None
-        return RankMean(sums, torch.distributed.all_reduce(sums, async_op=True))
-
-
-class RankMean:
-    """The all-reduced sums of one update, read when its row is measured."""
-
-    def __init__(self, sums: torch.Tensor, work: Any):
-        self.sums, self.work = sums, work
-
-    def value(self) -> tuple[torch.Tensor, float, int]:
-        """(mean of ||g_rank||^2 as a one-element tensor, B_small = W / sum 1/b_r, B_big = sum b_r)."""
-        self.work.wait()
+        torch.distributed.all_reduce(sums)
         world = torch.distributed.get_world_size()
-        inverse, rows = self.sums[1:].tolist()
-        return (self.sums[:1] / world).float(), world / inverse, int(round(rows))
+        inverse, total = sums[1:].tolist()
+        return (sums[:1] / world).float(), world / inverse, int(round(total))

@@ -65,8 +65,15 @@ def batch_noise(module: torch.nn.Module, loss_fn, x, y, params: list[torch.Tenso
         return loss_fn(functional_call(module, (p, fixed), (xi[None],)), yi[None])
 
     rows = vmap(grad(row_loss), in_dims=(None, 0, 0), randomness="different")
-    device = next(iter(trained.values())).device
+    total, sum_sq = _sums(rows, trained, x, y, chunk)
     n = x.shape[0]
+    mean_sq = sum(t.square().sum() for t in total.values()) / n ** 2  # ||gbar||^2
+    return two_batch_estimates(sum_sq / n, 1, mean_sq, n)
+
+
+def _sums(rows, trained: dict[str, torch.Tensor], x, y, chunk: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """sum_i g_i (per parameter) and sum_i ||g_i||^2 over the batch, ``chunk`` rows at a time."""
+    device = next(iter(trained.values())).device
     total = {k: torch.zeros(v.shape, dtype=torch.float64, device=device) for k, v in trained.items()}
     sum_sq = torch.zeros((), dtype=torch.float64, device=device)
     # Sums in float64, not the centred sum ||g_i - gbar||^2 (which needs gbar first: a second pass):
@@ -75,14 +82,13 @@ def batch_noise(module: torch.nn.Module, loss_fn, x, y, params: list[torch.Tenso
     # float32 gradients' own 7 digits until that ratio passes ~1e8 (in float32 it would be noise).
     forked = [device] if device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=forked):
-        for start in range(0, n, chunk):
+        for start in range(0, x.shape[0], chunk):
             g = rows(trained, x[start:start + chunk], y[start:start + chunk])
-            for k in names:
+            for k in trained:
                 part = g[k].to(torch.float64)
                 total[k] += part.sum(0)
                 sum_sq += part.square().sum()
-    mean_sq = sum(t.square().sum() for t in total.values()) / n ** 2  # ||gbar||^2
-    return two_batch_estimates(sum_sq / n, 1, mean_sq, n)
+    return total, sum_sq
 
 
 def _differentiated(named: dict[str, torch.Tensor], params: list[torch.Tensor] | None) -> list[str]:

@@ -170,7 +170,7 @@ class TorchMonitor:
         if due and self.ranks is not None:
             mean = self.ranks.mean_over_ranks(size)
             if mean is not None:
-                row.small_sq, small, big = mean.value()
+                row.small_sq, small, big = mean
                 row.split = (small, big)
         elif due and len(self.micro) >= 2 and self.block.small is not None:
             row.split = (self.micro[0], size)
