@@ -12,7 +12,7 @@ import pytest
 from batchlab import budget
 from batchlab.api import prepare
 from batchlab.engine import backends, buckets, programs
-from batchlab.engine.epoch import EVAL_METRICS, EpochOrders, evaluate
+from batchlab.engine.epoch import EVAL_METRICS, EpochOrders, evaluate, evaluated
 from batchlab.engine.gradients import Batch
 from batchlab.engine.jax_backend import epoch_data, measuring_model, train_cohort
 from batchlab.engine.programs import EpochShape, ProgramKey
@@ -224,12 +224,12 @@ def test_flops_per_row_grow_with_the_model():
     ("logreg", {"init": "glorot_uniform"}),
     ("cnn", {"init": "he_normal"}),
 ])
-def test_the_start_program_draws_the_same_bits_at_its_lower_optimization_level(model, settings):
-    """``START_OPTIONS`` compile faster; the initial states must be the full optimization's, bit
-    for bit, or every stored run would change."""
+def test_start_and_evaluation_programs_compute_the_same_bits_with_their_faster_options(model, settings):
+    """``START_OPTIONS`` and ``EVAL_OPTIONS`` compile faster; the initial states and the
+    metrics must be XLA's defaults', bit for bit, or every stored run would change."""
     defaults = dict(hidden=(16,), activation="relu", dropout=0.0, standardize=None, test_fraction=0.2,
                     label="label", epochs=1, lr="0.05,0.2", momentum=0.9, seeds=3, batch_size=32)
-    configs, _, net = prepare("digits", model, **{**defaults, **settings})
+    configs, dataset, net = prepare("digits", model, **{**defaults, **settings})
     cfg = configs[0]
     net, _ = measuring_model(net, cfg)
     args = (np.stack([programs.prng_key(c.init_seed) for c in configs]),
@@ -240,8 +240,18 @@ def test_the_start_program_draws_the_same_bits_at_its_lower_optimization_level(m
     with jax.threefry_partitionable(False):  # as programs._build lowers it
         lowered = jax.jit(programs._start_function(net, cfg.optimizer, cfg.instruments)).lower(
             *programs._start_specs(len(configs)))
-    full = jax.tree.leaves(lowered.compile()(*args))
-    quick = jax.tree.leaves(lowered.compile(compiler_options=programs.START_OPTIONS)(*args))
-    assert len(full) == len(quick) > 4
-    for a, b in zip(full, quick):
+    full = lowered.compile()(*args)
+    quick = lowered.compile(compiler_options=programs.START_OPTIONS)(*args)
+    assert len(jax.tree.leaves(full)) == len(jax.tree.leaves(quick)) > 4
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(quick)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # The evaluation of other weights than the initial ones (logreg's start at zero).
+    state = jax.tree.map(lambda a: a + 0.05 * np.cos(np.arange(a.size)).reshape(a.shape), full.params)
+    data = epoch_data(dataset)
+    evaluation = jax.jit(jax.vmap(partial(evaluated, model=net), in_axes=(0, 0, None))).lower(
+        state, full.model_state, data)
+    metrics = np.asarray(evaluation.compile()(state, full.model_state, data))
+    np.testing.assert_array_equal(
+        np.asarray(evaluation.compile(compiler_options=programs.EVAL_OPTIONS)(state, full.model_state, data)), metrics)
+    assert np.isfinite(metrics).all() and len(np.unique(metrics)) > 4
