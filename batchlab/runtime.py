@@ -15,10 +15,14 @@ import os
 _configured = False
 
 
+# batchlab's XLA flags, where the user has not set ``XLA_FLAGS`` (XLA stops reading it at the
+# first word that is not one of its flags: keep only flags here).
+XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
+
+
 def configure_threads() -> None:
-    """Must run before jax is first imported to take effect. (XLA stops reading ``XLA_FLAGS``
-    at the first word that is not one of its flags: keep only flags here.)"""
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+    """Must run before jax is first imported to take effect."""
+    os.environ.setdefault("XLA_FLAGS", XLA_FLAGS)
 
 
 def configure_cache() -> None:

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"  # the suite's, and 2 devices
 from batchlab.runtime import join_processes  # noqa: E402
 
 join_processes(f"127.0.0.1:{sys.argv[2]}", 2, int(sys.argv[1]), loopback=True)

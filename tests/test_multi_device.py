@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
                BATCHLAB_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
     done = subprocess.run([sys.executable, str(HERE / "device_split.py")], capture_output=True, text=True, env=env,
                           timeout=300, cwd=HERE.parent)
@@ -107,9 +107,8 @@ def test_two_processes_train_as_one_over_loopback():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     children = [subprocess.Popen([sys.executable, str(HERE / "multi_host.py"), str(i), port], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env, cwd=HERE.parent) for i in range(2)]
+                                 stderr=subprocess.PIPE, text=True, cwd=HERE.parent) for i in range(2)]
     reports = []
     for child in children:
         try:

@@ -20,6 +20,9 @@ from batchlab.engine.step import train_step
 from batchlab.grid import group_cohorts
 from batchlab.instruments import output_names, step_instruments
 
+# XLA's default code generation, as batchlab's programs compile without options (the suite's own
+# flags turn the fusion emitters off: conftest.py).
+XLA_DEFAULTS = {"xla_cpu_use_fusion_emitters": True}
 RECORDED = ("train_loss", "train_acc", "test_loss", "test_acc")  # EVAL_METRICS as a classification records them
 
 
@@ -240,7 +243,7 @@ def test_start_and_evaluation_programs_compute_the_same_bits_with_their_faster_o
     with jax.threefry_partitionable(False):  # as programs._build lowers it
         lowered = jax.jit(programs._start_function(net, cfg.optimizer, cfg.instruments)).lower(
             *programs._start_specs(len(configs)))
-    full = lowered.compile()(*args)
+    full = lowered.compile(compiler_options=XLA_DEFAULTS)(*args)
     quick = lowered.compile(compiler_options=programs.START_OPTIONS)(*args)
     assert len(jax.tree.leaves(full)) == len(jax.tree.leaves(quick)) > 4
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(quick)):
@@ -251,7 +254,7 @@ def test_start_and_evaluation_programs_compute_the_same_bits_with_their_faster_o
     data = epoch_data(dataset)
     evaluation = jax.jit(jax.vmap(partial(evaluated, model=net), in_axes=(0, 0, None))).lower(
         state, full.model_state, data)
-    metrics = np.asarray(evaluation.compile()(state, full.model_state, data))
+    metrics = np.asarray(evaluation.compile(compiler_options=XLA_DEFAULTS)(state, full.model_state, data))
     np.testing.assert_array_equal(
         np.asarray(evaluation.compile(compiler_options=programs.EVAL_OPTIONS)(state, full.model_state, data)), metrics)
     assert np.isfinite(metrics).all() and len(np.unique(metrics)) > 4
