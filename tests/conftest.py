@@ -7,15 +7,20 @@ import pytest
 # not into the user's ~/.cache: a second run of the suite finds them there.
 os.environ.setdefault("BATCHLAB_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                          "build", "test-cache"))
-# The suite runs as a user who set XLA_FLAGS: batchlab's own flags (one thread) plus XLA's older
-# CPU code generation (no fusion emitters). Half of a cold suite's time is XLA compiling some 2,700
-# programs, and without the fusion emitters it compiles them about 40% faster (the whole cold suite:
-# 807 -> 679 CPU-s); the code runs 5-20% slower, which the suite's small runs do not notice. Numbers
-# differ from batchlab's defaults in the last bits only: tests/test_xla_defaults.py trains with
-# batchlab's own flags in a process of its own and compares, and checks there what only those
-# flags can show. Set before any test module starts JAX, so runs in this process and in the
-# tests' subprocesses (sweeps, Ray, the command line) compute alike, to the last bit.
-SUITE_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false --xla_cpu_use_fusion_emitters=false"
+# The suite runs as a user who set XLA_FLAGS: batchlab's own flags (one thread), XLA's older CPU
+# code generation (no fusion emitters) and no LLVM optimization, a debug build as `cargo test`
+# makes one. Most of a cold suite's time is XLA compiling some 2,700 programs; so compiled, the
+# whole cold suite took 303 s of wall and 569 CPU-s on this 2-core machine, against 391 s and 742
+# CPU-s in the same hour with the fusion emitters off alone, and 434 s and 807 CPU-s with
+# batchlab's flags alone (an hour before: this machine's speed varies by up to a third). The code
+# runs slower, which the suite's small
+# runs do not notice, and its numbers differ from batchlab's defaults in the last bits:
+# tests/test_xla_defaults.py trains with batchlab's own flags in a process of its own, compares,
+# and checks there what only those flags can show. Set before any test module starts JAX, so
+# runs in this process and in the tests' subprocesses (sweeps, Ray, the command line) compute
+# alike, to the last bit.
+SUITE_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false --xla_cpu_use_fusion_emitters=false "
+                   "--xla_backend_optimization_level=0")
 os.environ.setdefault("XLA_FLAGS", SUITE_XLA_FLAGS)
 import batchlab  # noqa: E402,F401
 

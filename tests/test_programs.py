@@ -20,9 +20,9 @@ from batchlab.engine.step import train_step
 from batchlab.grid import group_cohorts
 from batchlab.instruments import output_names, step_instruments
 
-# XLA's default code generation, as batchlab's programs compile without options (the suite's own
-# flags turn the fusion emitters off: conftest.py).
-XLA_DEFAULTS = {"xla_cpu_use_fusion_emitters": True}
+# XLA's defaults, as batchlab's programs compile without options (the suite's own flags turn the
+# fusion emitters and LLVM's optimization off: conftest.py).
+XLA_DEFAULTS = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
 RECORDED = ("train_loss", "train_acc", "test_loss", "test_acc")  # EVAL_METRICS as a classification records them
 
 
