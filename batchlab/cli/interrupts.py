@@ -17,7 +17,10 @@ So the command's handler raises only when no frame of the main thread's stack is
 (:func:`_unsafe`); otherwise it keeps the signal and looks again every ``RETRY_S`` on a
 SIGALRM timer (a timer, not a thread: the handler may have interrupted code that holds a
 threading lock, and arming a timer takes none), so the interrupt is raised as soon as the
-main thread is back in code that can take it. Waits that last (cohorts training in other
+main thread is back in code that can take it. Python code that C code calls back and whose
+exceptions it drops (a weak reference's callback, some C extensions' callbacks) cannot be seen
+on that stack: an interrupt raised there comes back through ``sys.unraisablehook``, unprinted,
+and is raised again the same way. Waits that last (cohorts training in other
 threads, worker processes) block in C calls made from batchlab's own frames
 (``SimpleQueue.get``, ``select``), where it is raised at once. Other threads never see it:
 Python runs signal handlers in the main thread only, and Linux delivers a signal sent to the
@@ -79,6 +82,9 @@ def install() -> None:
         if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored on entry (a shell script's background
             signal.signal(signum, _on_signal)  # job): it stays ignored, as Python leaves it
     signal.signal(signal.SIGALRM, _on_retry)
+    if sys.unraisablehook is not _on_unraisable:
+        _previous_hook[0] = sys.unraisablehook
+        sys.unraisablehook = _on_unraisable
 
 
 def received() -> int | None:
@@ -109,6 +115,21 @@ def _on_signal(signum: int, frame) -> None:
 def _on_retry(signum: int, frame) -> None:
     if _received and not _state["raised"] and not _state["exiting"]:
         _raise_if_safe(frame)
+
+
+def _on_unraisable(unraisable) -> None:
+    """The interrupt was raised in Python code that C code called and whose exceptions it drops
+    (it reports them here: "Exception ignored in ..."; seen once in some 15 suite runs, in a
+    C extension's callback that the stack walk cannot see): not printed, raised again at the
+    next point that can take it."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        _state["raised"] = False
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+        return
+    _previous_hook[0](unraisable)
+
+
+_previous_hook = [sys.__unraisablehook__]
 
 
 def _raise_if_safe(frame) -> None:
