@@ -1,4 +1,5 @@
-"""Shared by the crash tests: count stored runs, and SIGKILL a command once it stored one."""
+"""Shared by the tests: count stored runs, SIGKILL a command once it stored one, the environment
+of a subprocess that trains long, and quick studies and small stores."""
 
 import os
 import signal
@@ -16,9 +17,18 @@ def count_stored_runs(db) -> int:
         return 0
 
 
+def batchlab_flags_env() -> dict[str, str]:
+    """This environment without the suite's XLA_FLAGS (conftest.py), so that batchlab sets its
+    own: for a subprocess whose time goes into running its programs (hundreds of thousands of
+    steps), not into compiling them. Its runs compare with other such subprocesses' only."""
+    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+
 def kill_after_first_stored_run(command: list[str], db, timeout: float = 120) -> None:
-    """Start ``command``, wait until it has stored a run, then SIGKILL its whole process group."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    """Start ``command`` (with :func:`batchlab_flags_env`), wait until it has stored a run, then
+    SIGKILL its whole process group."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            env=batchlab_flags_env())
     deadline = time.time() + timeout
     while count_stored_runs(db) == 0 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from helpers import kill_after_first_stored_run
+from helpers import batchlab_flags_env, kill_after_first_stored_run
 
 from batchlab.store import Store
 
@@ -21,7 +21,7 @@ def test_sigkill_keeps_finished_cohorts(tmp_path, monkeypatch):
         (survivor,) = store.load()
     assert survivor.config.batch_size == 100 and survivor.history["epoch"][-1] == 400
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300, env=batchlab_flags_env())
     assert rerun.returncode == 0, rerun.stderr
     assert "1 run(s) were already in" in rerun.stdout
     with Store(db) as store:

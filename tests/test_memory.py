@@ -13,6 +13,7 @@ import pytest
 import batchlab
 from batchlab.engine import records
 from batchlab.grid import memory_estimate
+from helpers import batchlab_flags_env
 
 
 @pytest.mark.parametrize("epochs, seeds, instruments", [(100, 2, None), (60, 1, "standard")])
@@ -61,7 +62,8 @@ CHILD = textwrap.dedent("""
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA and /proc are Linux's")
 def test_two_million_steps_train_under_a_memory_limit():
-    done = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=240,
+                          env=batchlab_flags_env())
     assert done.returncode == 0, done.stderr[-2000:]
     status, updates, kept = done.stdout.split()
     assert (status, int(updates), int(kept)) == ("finished", 2_000_000, 200_000)

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import kill_after_first_stored_run
+from helpers import batchlab_flags_env, kill_after_first_stored_run
 from scipy import stats
 
 from batchlab.analysis.findings import compare, interval, trend
@@ -77,7 +77,7 @@ def test_a_study_killed_midway_resumes_and_stores_each_run_once(tmp_path):
         first = store.run_ids()
         assert "brownlee" not in store.studies()
     assert 0 < len(first)
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=400, env=batchlab_flags_env())
     assert rerun.returncode == 0, rerun.stderr
     with sqlite3.connect(db) as conn:
         ids = [r for (r,) in conn.execute("SELECT run_id FROM runs")]

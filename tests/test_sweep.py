@@ -7,7 +7,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import count_stored_runs, kill_after_first_stored_run
+from helpers import batchlab_flags_env, count_stored_runs, kill_after_first_stored_run
 
 from batchlab.config import DataConfig, ModelConfig, OptimizerConfig
 from batchlab.engine.optim import make_optimizer
@@ -118,11 +118,11 @@ def test_sigkill_then_resume_stores_every_run_once_and_identically(tmp_path):
     kill_after_first_stored_run(command, killed)
     partial = count_stored_runs(killed)
     assert 0 < partial < 6
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=batchlab_flags_env())
     assert resumed.returncode == 0, resumed.stderr
     assert f"{6 - partial} trained now, {partial} already stored" in resumed.stdout
     subprocess.run([sys.executable, "-m", "batchlab.cli", *args, "--db", str(clean)], check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=300, env=batchlab_flags_env())
     with sqlite3.connect(killed) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT run_id) FROM runs").fetchone() == (6, 6)
     assert_same_runs(stored(killed), stored(clean))

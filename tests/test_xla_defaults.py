@@ -15,14 +15,15 @@ import pytest
 from batchlab.api import prepare
 from batchlab.engine.jax_backend import train_cohort
 from batchlab.runtime import XLA_FLAGS
+from helpers import batchlab_flags_env
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def defaults():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    done = subprocess.run([sys.executable, str(HERE / "default_flags.py")], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, str(HERE / "default_flags.py")], capture_output=True, text=True,
+                          env=batchlab_flags_env(),
                           timeout=300, cwd=HERE.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
