@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import paired_overhead, save, torch_module  # benchmarks/harness.py
+from harness import paired_overhead, print_overheads, save, torch_module  # benchmarks/harness.py
 
 LR, MOMENTUM = 0.01, 0.9
 # Updates per timing (x 1/3 with --quick): runs of a few seconds, so the store's creation and
@@ -95,15 +95,11 @@ def main() -> None:
             updates //= 3 if args.quick else 1
             run(name, batch, 20, x, y, None)  # warm-up: lazy imports, first-call costs
             run(name, batch, 20, x, y, folder)
-            b, extra = paired_overhead(lambda: run(name, batch, updates, x, y, None),
-                                       lambda: run(name, batch, updates, x, y, folder), repeat)
-            rows.append({"model": name, "batch_size": batch, "updates": updates, "bare_s": b, "overhead_s": extra,
-                         "bare_us": b / updates * 1e6, "overhead_us": extra / updates * 1e6, "ratio": 1 + extra / b})
-    print(f"TorchMonitor, default instruments, vs the bare loop (median of {repeat} pairs)")
-    print(f"{'model':<6}{'B':>5}{'updates':>9}{'bare us/upd':>13}{'+monitor us':>13}{'ratio':>8}{'overhead':>10}")
-    for r in rows:
-        print(f"{r['model']:<6}{r['batch_size']:>5}{r['updates']:>9,}{r['bare_us']:>13,.0f}{r['overhead_us']:>13,.0f}"
-              f"{r['ratio']:>8.3f}{r['ratio'] - 1:>10.1%}")
+            rows.append({"model": name, "batch_size": batch,
+                         **paired_overhead(lambda: run(name, batch, updates, x, y, None),
+                                           lambda: run(name, batch, updates, x, y, folder), repeat, updates)})
+    print_overheads(f"TorchMonitor, default instruments, vs the bare loop (median of {repeat} pairs)", rows,
+                    [("model", "model"), ("batch_size", "B")])
     print(f"wrote {save('bench_monitor', {'repeat': repeat, 'rows': rows})}")
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import paired_overhead, save  # benchmarks/harness.py
+from harness import paired_overhead, print_overheads, save  # benchmarks/harness.py
 
 CASES = ((32, 5000), (256, 3000))  # (B, updates per timing; x 1/3 with --quick)
 READ_EVERY = 200
@@ -97,15 +97,10 @@ def main() -> None:
         updates //= 3 if args.quick else 1
         for kind in steps:
             run(kind, batch, 50)  # compiles (every partial-batch shape is skipped: one shape per B)
-        b, extra = paired_overhead(lambda: run("bare", batch, updates), lambda: run("monitored", batch, updates),
-                                   repeat)
-        rows.append({"batch_size": batch, "updates": updates, "bare_us": b / updates * 1e6,
-                     "overhead_us": extra / updates * 1e6, "ratio": 1 + extra / b})
-    print(f"optax_monitor in a jitted step, default instruments, vs bare optax (median of {repeat} pairs)")
-    print(f"{'B':>5}{'updates':>9}{'bare us/upd':>13}{'+monitor us':>13}{'ratio':>8}{'overhead':>10}")
-    for r in rows:
-        print(f"{r['batch_size']:>5}{r['updates']:>9,}{r['bare_us']:>13,.0f}{r['overhead_us']:>13,.1f}"
-              f"{r['ratio']:>8.3f}{r['ratio'] - 1:>10.1%}")
+        rows.append({"batch_size": batch, **paired_overhead(lambda: run("bare", batch, updates),
+                                                            lambda: run("monitored", batch, updates), repeat, updates)})
+    print_overheads(f"optax_monitor in a jitted step vs bare optax (median of {repeat} pairs)",
+                    rows, [("batch_size", "B")])
     print(f"wrote {save('bench_optax_monitor', {'repeat': repeat, 'rows': rows})}")
 
 

@@ -121,11 +121,29 @@ def torch_module(name: str):
                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 32, 10)).to(torch.float32)
 
 
-def paired_overhead(bare, measured, repeat: int) -> tuple[float, float]:
-    """(median seconds of ``bare()``, median over ``repeat`` adjacent pairs of ``measured()`` minus
-    ``bare()``): a shared machine's slow minutes hit both runs of a pair and cancel."""
+def paired_overhead(bare, measured, repeat: int, updates: int) -> dict:
+    """Time ``repeat`` adjacent pairs of ``bare()`` and ``measured()`` (each returns its seconds
+    for ``updates`` updates): the median of ``bare()`` and the median over pairs of ``measured()``
+    minus ``bare()`` (a shared machine's slow minutes hit both runs of a pair and cancel), as a
+    row: seconds, microseconds per update and the ratio."""
     import statistics
 
     pairs = [(bare(), measured()) for _ in range(repeat)]
-    return statistics.median(b for b, _ in pairs), statistics.median(m - b for b, m in pairs)
+    b, extra = statistics.median(b for b, _ in pairs), statistics.median(m - b for b, m in pairs)
+    return {"updates": updates, "bare_s": b, "overhead_s": extra, "bare_us": b / updates * 1e6,
+            "overhead_us": extra / updates * 1e6, "ratio": 1 + extra / b}
+
+
+def print_overheads(title: str, rows: list[dict], lead: list[tuple[str, str]]) -> None:
+    """``paired_overhead``'s rows as a table under ``title``; ``lead``: (key, header) of the
+    columns before the timings (B right-aligned, any other key left-aligned)."""
+    print(title)
+
+    def cells(values: list[str]) -> str:
+        return "".join(f"{v:>5}" if key == "batch_size" else f"{v:<6}" for (key, _), v in zip(lead, values))
+    print(cells([h for _, h in lead]) + f"{'updates':>9}{'bare us/upd':>13}{'+monitor us':>13}{'ratio':>8}"
+          f"{'overhead':>10}")
+    for r in rows:
+        print(cells([str(r[key]) for key, _ in lead]) + f"{r['updates']:>9,}{r['bare_us']:>13,.0f}"
+              f"{r['overhead_us']:>13,.0f}{r['ratio']:>8.3f}{r['ratio'] - 1:>10.1%}")
 

@@ -56,19 +56,24 @@ def batch_noise(module: torch.nn.Module, loss_fn, x, y, params: list[torch.Tenso
     if isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
         module = module.module
     _check(module, x, y)
+    rows, trained = _row_gradients(module, loss_fn, params)
+    total, sum_sq = _sums(rows, trained, x, y, chunk)
+    n = x.shape[0]
+    mean_sq = sum(t.square().sum() for t in total.values()) / n ** 2  # ||gbar||^2
+    return two_batch_estimates(sum_sq / n, 1, mean_sq, n)
+
+
+def _row_gradients(module: torch.nn.Module, loss_fn, params: list[torch.Tensor] | None):
+    """(rows, trained): ``rows(trained, x, y)`` gives each row's gradient of the loss with
+    respect to ``trained`` (the differentiated parameters, by name), the rest held fixed."""
     named = dict(module.named_parameters())
-    names = _differentiated(named, params)
-    trained = {k: named[k].detach() for k in names}
+    trained = {k: named[k].detach() for k in _differentiated(named, params)}
     fixed = {k: v.detach() for k, v in [*named.items(), *module.named_buffers()] if k not in trained}
 
     def row_loss(p, xi, yi):  # one row as a batch of one: the loss the loop computes, on that row
         return loss_fn(functional_call(module, (p, fixed), (xi[None],)), yi[None])
 
-    rows = vmap(grad(row_loss), in_dims=(None, 0, 0), randomness="different")
-    total, sum_sq = _sums(rows, trained, x, y, chunk)
-    n = x.shape[0]
-    mean_sq = sum(t.square().sum() for t in total.values()) / n ** 2  # ||gbar||^2
-    return two_batch_estimates(sum_sq / n, 1, mean_sq, n)
+    return vmap(grad(row_loss), in_dims=(None, 0, 0), randomness="different"), trained
 
 
 def _sums(rows, trained: dict[str, torch.Tensor], x, y, chunk: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
